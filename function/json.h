@@ -1,0 +1,83 @@
+/* json.h - a strict, zero-copy JSON tokenizer (RFC 8259) for the SQS event
+ * and the message bodies inside it.
+ *
+ * Why not cJSON here: cJSON stores strings NUL-terminated (a "\u0000" in a
+ * body silently truncates it), does not check UTF-8, and accepts control
+ * characters; a whole event would fail for one bad body.  This tokenizer is
+ * strict about structure, but judges string *content* per string: a string
+ * with invalid UTF-8, a lone surrogate or a U+0000 is still tokenized and
+ * carries a flag, so the caller can reject that one record.
+ *
+ * The document is a flat array of tokens in text order.  An object's tokens
+ * are key, value, key, value...; `next` skips a value with all its children. */
+#ifndef JSON_H
+#define JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "result.h"
+
+enum json_type {
+    JSON_NULL,
+    JSON_FALSE,
+    JSON_TRUE,
+    JSON_NUMBER,
+    JSON_STRING,
+    JSON_ARRAY,
+    JSON_OBJECT
+};
+
+/* String flags. */
+#define JSON_ESCAPED 0x1  /* contains escapes: json_string must decode it */
+#define JSON_BAD_UTF8 0x2 /* invalid UTF-8 bytes, or an escaped lone surrogate */
+#define JSON_HAS_NUL 0x4  /* contains U+0000, raw or as \u0000 */
+
+struct json_tok {
+    uint8_t type;   /* enum json_type */
+    uint8_t flags;  /* strings: JSON_* flags above */
+    uint32_t start; /* byte offset of the value; for strings, just inside the opening quote */
+    uint32_t end;   /* byte offset just past the value; for strings, at the closing quote */
+    uint32_t next;  /* index of the first token after this value and its children */
+    uint32_t count; /* arrays: elements; objects: members (key/value pairs) */
+};
+
+struct json_doc {
+    const char *text;     /* borrowed: the parsed text, must outlive the document */
+    size_t len;           /* bytes of text */
+    struct json_tok *tok; /* owned: tokens in text order; tok[0] is the root */
+    uint32_t ntok;        /* tokens in use */
+    uint32_t cap;         /* tokens allocated; kept across json_parse calls */
+};
+
+/* Initialises an empty document; allocates nothing; cannot fail. */
+void json_init(struct json_doc *doc);
+
+/* Tokenizes text[0..len) (no NUL terminator needed; bytes beyond len are never
+ * read).  Nesting deeper than 64 levels is refused.  Whitespace may surround
+ * the single root value.  Reuses doc's token array.  Returns RC_OK,
+ * RC_INVALID (malformed JSON; err says where, as an offset, never quoting the
+ * text), RC_TOOBIG (len over 2^31) or RC_NOMEM. */
+rc_t json_parse(struct json_doc *doc, const char *text, size_t len, char err[ERR_LEN]);
+
+/* Frees the token array; cannot fail. */
+void json_free(struct json_doc *doc);
+
+/* Returns the index of the value of member `key` (compared exactly, after
+ * decoding escapes in the member name) of the object at token `obj`, or -1
+ * when absent or when obj is not an object.  With duplicate keys, the last wins,
+ * as in most JSON parsers (cJSON takes the first; ours is documented). */
+long json_get(const struct json_doc *doc, uint32_t obj, const char *key);
+
+/* Gives the decoded bytes of the string token `i`: a pointer into the text
+ * when it has no escapes, else into `scratch`, which the decoded bytes are
+ * appended to.  Decoding never makes a string longer, so a caller that
+ * reserves doc->len bytes of scratch once gets pointers that stay valid until
+ * scratch is reset.  A lone surrogate decodes as U+FFFD.  Output is not
+ * NUL-terminated in general; use out_len.
+ * Returns RC_OK, RC_INVALID (not a string) or the scratch buffer's error. */
+rc_t json_string(const struct json_doc *doc, uint32_t i, struct buf *scratch, const char **out,
+                 size_t *out_len);
+
+#endif

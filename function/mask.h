@@ -1,0 +1,55 @@
+/* mask.h - deterministic, keyed, reversible masking of PII (CONTRACT section 5):
+ *
+ *   mask(v) = KEY_ID ":" base64url_nopad( SIV(K, pad(v)) )
+ *   pad(v)  = v || 0x80 || 0x00... to the next multiple of 16 (at least one byte added)
+ *   SIV     = AES-256-SIV (RFC 5297), no associated data, the 16-byte synthetic
+ *             IV followed by the ciphertext
+ *
+ * The same input always gives the same output (analysts can group by it),
+ * nobody without K can reverse it or test guesses, and every IPv4 address or
+ * ddd-dd-dddd device id masks to a value of the same length. */
+#ifndef MASK_H
+#define MASK_H
+
+#include <stddef.h>
+
+#include "result.h"
+
+#define MASK_KEY_BYTES 64  /* AES-256-SIV: two 256-bit keys */
+#define MASK_KEY_ID_MAX 8  /* 1 to 8 characters of [A-Za-z0-9] */
+#define MASK_INPUT_MAX 512 /* bytes: 128 characters of up to 4 bytes */
+/* Longest output: id, ':', base64url of 16 + pad(512) bytes, NUL. */
+#define MASK_OUTPUT_MAX (MASK_KEY_ID_MAX + 1 + ((16 + 528) * 4 + 2) / 3 + 1)
+
+struct mask_key; /* opaque: key bytes and a keyed OpenSSL context, wiped when freed */
+
+/* Creates a key from 128 hexadecimal characters and a key id.  Returns NULL
+ * with err filled (never quoting the key) when the hex is malformed or of the
+ * wrong length, the id is not 1-8 characters of [A-Za-z0-9], or OpenSSL
+ * lacks AES-256-SIV.  Temporary copies of the key are wiped. */
+struct mask_key *mask_key_new(const char *hex, size_t hex_len, const char *key_id,
+                              char err[ERR_LEN]);
+
+/* Wipes the key material (OPENSSL_cleanse) and frees it; NULL is allowed. */
+void mask_key_free(struct mask_key *k);
+
+/* Returns the key id (borrowed, NUL-terminated); cannot fail. */
+const char *mask_key_id(const struct mask_key *k);
+
+/* Returns the length mask() produces for an input of n bytes; cannot fail. */
+size_t mask_output_len(const struct mask_key *k, size_t n);
+
+/* Masks v[0..n) (n <= MASK_INPUT_MAX) into out (at least MASK_OUTPUT_MAX
+ * bytes), NUL-terminated; *out_len gets the length without the NUL.  Returns
+ * RC_OK, RC_TOOBIG or RC_CRYPTO.  Safe to call for many values in a row. */
+rc_t mask_value(const struct mask_key *k, const char *v, size_t n, char *out, size_t *out_len);
+
+/* Recovers the original value from a masked one: checks the key id, decodes,
+ * authenticates (a tampered or foreign value fails) and removes the padding.
+ * Writes up to MASK_INPUT_MAX bytes to out (cap bytes, NUL-terminated).
+ * Returns RC_OK, RC_INVALID (malformed, wrong key id) or RC_CRYPTO (fails
+ * authentication), with err filled. */
+rc_t mask_unmask(const struct mask_key *k, const char *masked, size_t n, char *out, size_t cap,
+                 size_t *out_len, char err[ERR_LEN]);
+
+#endif

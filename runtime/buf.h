@@ -1,0 +1,46 @@
+/* buf.h - the one growable byte buffer: hard size cap, overflow-checked
+ * doubling, and a sticky error so a long chain of appends is checked once. */
+#ifndef BUF_H
+#define BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#include "result.h"
+
+/* Lambda's synchronous invocation payload limit (request and response). */
+#define BUF_PAYLOAD_MAX ((size_t)6 * 1024 * 1024)
+
+struct buf {
+    char *data; /* owned; NUL-terminated after len whenever data != NULL */
+    size_t len; /* bytes in use, not counting the terminating NUL */
+    size_t cap; /* bytes allocated, including room for the NUL */
+    size_t max; /* hard cap on len; an append beyond it fails with RC_TOOBIG */
+    rc_t err;   /* first failure of any append; once set, appends do nothing */
+};
+
+/* Initialises an empty buffer that may grow to `max` bytes; allocates nothing. */
+void buf_init(struct buf *b, size_t max);
+
+/* Appends n bytes.  Returns the sticky error (RC_NOMEM, RC_TOOBIG) or RC_OK. */
+rc_t buf_append(struct buf *b, const void *p, size_t n);
+rc_t buf_appends(struct buf *b, const char *s);
+rc_t buf_appendc(struct buf *b, char c);
+/* Appends printf-formatted text (bounded by vsnprintf, never sprintf). */
+rc_t buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends a JSON string literal (quotes included) for n bytes of UTF-8 text;
+ * control characters are \u-escaped.  The caller guarantees valid UTF-8. */
+rc_t buf_append_json(struct buf *b, const char *s, size_t n);
+
+/* Ensures room for `extra` more bytes without further allocation. */
+rc_t buf_reserve(struct buf *b, size_t extra);
+/* Drops the first n bytes (n <= len), keeping the rest; cannot fail. */
+void buf_consume(struct buf *b, size_t n);
+/* Empties the buffer and clears its error, keeping the allocation; cannot fail. */
+void buf_reset(struct buf *b);
+/* Releases the memory; the buffer can be reused after buf_init. */
+void buf_free(struct buf *b);
+/* Overwrites the whole allocation with zeros (for secrets) and frees it. */
+void buf_wipe(struct buf *b);
+
+#endif

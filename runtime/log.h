@@ -1,0 +1,50 @@
+/* log.h - structured logging: one JSON object a line on stdout, as Lambda's
+ * JSON log format expects (timestamp, level, requestId, message, fields).
+ *
+ * Callers pass reason codes, counts and ids here, never a message's field
+ * values or a secret: the logger cannot tell PII apart, so the rule is kept
+ * at the call sites (and checked by the tests, which grep all output). */
+#ifndef LOG_H
+#define LOG_H
+
+#include <stddef.h>
+
+enum log_level { LOG_TRACE, LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_FATAL };
+
+enum log_kind { LOG_STR, LOG_NUM };
+
+struct log_field {
+    const char *key; /* JSON key, a literal */
+    enum log_kind kind;
+    const char *str; /* LOG_STR: NUL-terminated UTF-8 text, borrowed */
+    long long num;   /* LOG_NUM */
+};
+
+#define LF_STR(k, v) ((struct log_field){.key = (k), .kind = LOG_STR, .str = (v)})
+#define LF_NUM(k, v) ((struct log_field){.key = (k), .kind = LOG_NUM, .num = (long long)(v)})
+
+struct logger {
+    enum log_level min;     /* lines below this level are dropped (AWS_LAMBDA_LOG_LEVEL) */
+    int text;               /* AWS_LAMBDA_LOG_FORMAT=Text: "LEVEL message key=value" lines */
+    const char *request_id; /* borrowed; the current invocation's id, or NULL */
+    int fd;                 /* where lines go; 1 (stdout) in Lambda */
+};
+
+/* Sets up a logger from the two Lambda settings (either may be NULL: INFO, JSON).
+ * Unknown values fall back to the defaults; cannot fail. */
+void log_init(struct logger *lg, const char *level, const char *format, int fd);
+
+/* Writes one line with a single write(2), so lines never interleave; drops it
+ * when below the minimum level.  Cannot fail (a failed write is ignored). */
+void log_emit(const struct logger *lg, enum log_level level, const char *message,
+              const struct log_field *fields, size_t nfields);
+
+/* Writes one pre-built JSON line as is (used for Embedded Metric Format). */
+void log_raw(const struct logger *lg, const char *line, size_t len);
+
+#define LOG_NFIELDS(...) (sizeof((struct log_field[]){__VA_ARGS__}) / sizeof(struct log_field))
+#define log_at(lg, lvl, msg, ...)                                                                  \
+    log_emit((lg), (lvl), (msg), (const struct log_field[]){__VA_ARGS__}, LOG_NFIELDS(__VA_ARGS__))
+#define log_msg(lg, lvl, msg) log_emit((lg), (lvl), (msg), NULL, 0)
+
+#endif

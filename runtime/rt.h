@@ -1,0 +1,58 @@
+/* rt.h - the Lambda Runtime API client (version 2018-06-01) and its loop.
+ *
+ * The loop long-polls /runtime/invocation/next, hands the event to a handler
+ * and posts the handler's answer to /response or its error to /error.  A
+ * handler sees bytes, the request id and the deadline; never a socket or HTTP.
+ * This module knows nothing about what the events mean. */
+#ifndef RT_H
+#define RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "log.h"
+#include "result.h"
+
+struct rt_invocation {
+    const char *event;        /* the event body, NUL-terminated, owned by the runtime */
+    size_t event_len;         /* bytes of event, up to BUF_PAYLOAD_MAX */
+    const char *request_id;   /* Lambda-Runtime-Aws-Request-Id */
+    int64_t deadline_ms;      /* Lambda-Runtime-Deadline-Ms: Unix epoch milliseconds */
+    const char *function_arn; /* Lambda-Runtime-Invoked-Function-Arn, or "" */
+    const char *trace_id;     /* Lambda-Runtime-Trace-Id, or "" (also in _X_AMZN_TRACE_ID) */
+};
+
+/* What a handler reports when it cannot answer: posted to /error. */
+struct rt_error {
+    char type[64];         /* errorType, e.g. "InvalidEvent"; also the
+                              Lambda-Runtime-Function-Error-Type header */
+    char message[ERR_LEN]; /* errorMessage: no secrets, no field values */
+};
+
+/* A handler fills `answer` (a JSON document, capped at BUF_PAYLOAD_MAX) and
+ * returns RC_OK, or fills `error` and returns the failure.  The invocation and
+ * everything it points to are valid only during the call. */
+typedef rc_t (*rt_handler)(void *ctx, const struct rt_invocation *inv, struct buf *answer,
+                           struct rt_error *error);
+
+struct rt; /* opaque: connection and buffers, reused across invocations */
+
+/* Creates a client for `api` ("host:port", the value of AWS_LAMBDA_RUNTIME_API).
+ * Connects lazily.  Returns NULL with `err` filled when api is malformed or
+ * memory is short.  The caller frees it with rt_free. */
+struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN]);
+void rt_free(struct rt *rt);
+
+/* Reports a failed initialisation to /runtime/init/error with errorType and
+ * errorMessage.  The caller exits non-zero afterwards, as Lambda requires. */
+rc_t rt_init_error(struct rt *rt, const char *type, const char *message);
+
+/* Runs the loop: next, handle, answer, forever.  Returns only when the
+ * Runtime API cannot be reached after bounded retries (the sandbox is going
+ * away) or `max_invocations` (0: no limit, for tests and benchmarks) were
+ * served.  A bad invocation (an oversized body, a handler error) is answered
+ * with /error and the loop goes on. */
+rc_t rt_run(struct rt *rt, rt_handler handler, void *ctx, unsigned long max_invocations);
+
+#endif

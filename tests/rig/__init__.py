@@ -1,0 +1,7 @@
+"""The test rig: real parts started by the tests themselves.
+
+- paths: where the builds are
+- pg: a private PostgreSQL server (initdb in a temporary directory, loopback, SCRAM)
+- runtime_api: a Lambda Runtime API emulator that drives the real bootstrap
+- proc: starting the bootstrap with a clean environment and collecting its output
+"""

@@ -1,0 +1,184 @@
+"""A private PostgreSQL server for the tests: initdb in a temporary directory,
+a loopback port, SCRAM passwords, torn down at exit.
+
+    srv = pg.server()              # the shared one, started on first use
+    srv.env()                      # PG* variables for the bootstrap
+    srv.query("select ...")        # rows as dicts (through psql, JSON-encoded)
+    srv.stop(); srv.start()        # outages
+"""
+import atexit
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+USER = "etl"
+PASSWORD = "etl-test-password"
+DATABASE = "logins"
+SUPERUSER = "postgres"
+SUPERPASS = "superuser-test-password"
+
+
+def _bindir():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+                   key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise RuntimeError("PostgreSQL server binaries not found; run tools/test-deps.sh as root")
+    return os.path.dirname(found[-1])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, fsync=False):
+        self.bindir = _bindir()
+        self.dir = tempfile.mkdtemp(prefix="login-etl-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.log = os.path.join(self.dir, "postgres.log")
+        self.port = free_port()
+        self.fsync = fsync
+        self.running = False
+        # initdb refuses to run as root: run the server as the postgres user.
+        self.as_user = None
+        if os.geteuid() == 0:
+            self.as_user = "postgres"
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            os.chmod(self.dir, 0o755)
+        self._initdb()
+        self.start()
+        self._bootstrap_roles()
+
+    def _run(self, argv, **kw):
+        if self.as_user:
+            argv = ["runuser", "-u", self.as_user, "--"] + argv
+        return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
+
+    def _initdb(self):
+        pwfile = os.path.join(self.dir, "pw")
+        with open(pwfile, "w") as f:
+            f.write(SUPERPASS + "\n")
+        if self.as_user:
+            pw = pwd.getpwnam(self.as_user)
+            os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+        self._run([os.path.join(self.bindir, "initdb"), "-D", self.data, "-U", SUPERUSER,
+                   "--pwfile", pwfile, "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"])
+        os.unlink(pwfile)
+        conf = [
+            "listen_addresses = '127.0.0.1'",
+            f"port = {self.port}",
+            f"unix_socket_directories = '{self.dir}'",
+            "password_encryption = 'scram-sha-256'",
+            "max_connections = 50",
+            "shared_buffers = 128MB",
+            "log_min_messages = warning",
+            # The test server trades durability for speed, as the measured
+            # floors in the benchmark do; the function commits the same way.
+            f"fsync = {'on' if self.fsync else 'off'}",
+            "synchronous_commit = off" if not self.fsync else "synchronous_commit = on",
+            "full_page_writes = off" if not self.fsync else "full_page_writes = on",
+        ]
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("\n".join(conf) + "\n")
+
+    def start(self):
+        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.log,
+                   "-w", "-t", "60", "start"])
+        self.running = True
+
+    def stop(self, mode="fast"):
+        if self.running:
+            self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", mode,
+                       "-w", "stop"])
+            self.running = False
+
+    def kill(self):
+        """Kills the postmaster and its children with SIGKILL (a crash)."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            pid = int(f.readline())
+        os.kill(pid, signal.SIGKILL)
+        # The children notice the postmaster's death and exit on their own.
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            except ProcessLookupError:
+                break
+        out = subprocess.run(["pgrep", "-f", f"postgres.*{self.data}"], capture_output=True,
+                             text=True).stdout.split()
+        for p in out:
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+        self.running = False
+
+    def _bootstrap_roles(self):
+        self.psql(f"CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'", user=SUPERUSER,
+                  password=SUPERPASS, db="postgres")
+        self.psql(f"CREATE DATABASE {DATABASE} OWNER {USER}", user=SUPERUSER,
+                  password=SUPERPASS, db="postgres")
+
+    def env(self, host="127.0.0.1"):
+        """libpq environment for the function's database user."""
+        return {"PGHOST": host, "PGPORT": str(self.port), "PGUSER": USER,
+                "PGPASSWORD": PASSWORD, "PGDATABASE": DATABASE, "PGSSLMODE": "disable",
+                "PGCONNECT_TIMEOUT": "5"}
+
+    def url(self, host="127.0.0.1"):
+        return f"postgresql://{USER}:{PASSWORD}@{host}:{self.port}/{DATABASE}?sslmode=disable"
+
+    def psql(self, sql, user=USER, password=PASSWORD, db=DATABASE, input=None, check=True):
+        """Runs SQL through psql; returns its stdout text."""
+        env = dict(os.environ, PGPASSWORD=password, PGHOST="127.0.0.1", PGPORT=str(self.port),
+                   PGUSER=user, PGDATABASE=db, PGSSLMODE="disable")
+        cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, input=input)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"psql failed: {r.stderr.strip()}")
+        return r.stdout
+
+    def query(self, sql, **kw):
+        """Runs one SELECT; returns its rows as a list of dicts (NULL is None)."""
+        out = self.psql(f"SELECT coalesce(json_agg(t), '[]'::json) FROM ({sql}) t", **kw)
+        return json.loads(out)
+
+    def scalar(self, sql, **kw):
+        out = self.psql(sql, **kw).strip()
+        return out
+
+    def reset(self):
+        """Drops the function's tables so a test starts from an empty database."""
+        self.psql("DROP TABLE IF EXISTS user_logins, login_etl_ledger")
+
+    def destroy(self):
+        try:
+            self.stop(mode="immediate")
+        except Exception:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_shared = None
+
+
+def server():
+    """The session's shared server, started on first use, removed at exit."""
+    global _shared
+    if _shared is None:
+        _shared = Server()
+        atexit.register(_shared.destroy)
+    if not _shared.running:
+        _shared.start()
+    return _shared

@@ -99,16 +99,35 @@ build/asan/bootstrap: $(call objs,asan) build/asan/function/main.o
 build/plain/bootstrap: $(call objs,plain) build/plain/function/main.o
 	$(CC) -o $@ $^ $(LIBS)
 
+# TLS to RDS with sslmode=verify-full needs Amazon's CA bundle next to the
+# binary (/var/task/rds-global-bundle.pem; libpq 15 has no system trust store
+# option).  It is downloaded once, or taken from RDS_CA_BUNDLE.
+RDS_CA_URL    := https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
+RDS_CA_BUNDLE ?= build/rds-global-bundle.pem
+
+build/rds-global-bundle.pem:
+	@mkdir -p build
+	@curl -fsSL --retry 3 -o $@.tmp $(RDS_CA_URL) && grep -q 'BEGIN CERTIFICATE' $@.tmp && mv $@.tmp $@ || \
+	  { rm -f $@.tmp; echo "cannot download $(RDS_CA_URL): set RDS_CA_BUNDLE=/path/to/global-bundle.pem" >&2; exit 1; }
+
+# The zip for LocalStack and manual uploads: the CA bundle goes in when there
+# is one (a local database without TLS does not need it).
 package: build/function.zip
 
 build/function.zip: build/bootstrap
 	rm -f $@
 	cd build && zip -q -X function.zip bootstrap
+	@if [ -f "$(RDS_CA_BUNDLE)" ]; then cp "$(RDS_CA_BUNDLE)" build/pkg-ca.pem && \
+	  cd build && mkdir -p pkg && mv pkg-ca.pem pkg/rds-global-bundle.pem && \
+	  (cd pkg && zip -q -X ../function.zip rds-global-bundle.pem) && rm -rf pkg; \
+	  else echo "note: no RDS CA bundle in the zip (make build/rds-global-bundle.pem, or RDS_CA_BUNDLE=...)"; fi
 	@echo "$@: $$(stat -c %s $@) bytes"
 
 # AWS SAM `BuildMethod: makefile` runs `make build-<LogicalId>` with ARTIFACTS_DIR set.
-build-LoginEtlFunction: build/bootstrap
+# What goes to AWS must verify RDS's certificate, so the bundle is required here.
+build-LoginEtlFunction: build/bootstrap $(RDS_CA_BUNDLE)
 	cp build/bootstrap $(ARTIFACTS_DIR)/bootstrap
+	cp $(RDS_CA_BUNDLE) $(ARTIFACTS_DIR)/rds-global-bundle.pem
 
 # --- tests ---------------------------------------------------------------------------------
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))

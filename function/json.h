@@ -49,6 +49,8 @@ struct json_doc {
     struct json_tok *tok; /* owned: tokens in text order; tok[0] is the root */
     uint32_t ntok;        /* tokens in use */
     uint32_t cap;         /* tokens allocated; kept across json_parse calls */
+    unsigned flags;       /* OR of every string's flags (keys included), so a caller
+                             can reject a whole document without walking its tokens */
 };
 
 /* Initialises an empty document; allocates nothing; cannot fail. */
@@ -69,6 +71,12 @@ void json_free(struct json_doc *doc);
  * when absent or when obj is not an object.  With duplicate keys, the last wins,
  * as in most JSON parsers (cJSON takes the first; ours is documented). */
 long json_get(const struct json_doc *doc, uint32_t obj, const char *key);
+
+/* Returns 1 when string token `i` decodes to exactly s[0..n) (escapes
+ * decoded, case-sensitive), else 0 (also when i is not a string token); no
+ * scratch needed, cannot fail.  For callers that walk an object's members
+ * once instead of calling json_get per key. */
+int json_streq(const struct json_doc *doc, uint32_t i, const char *s, size_t n);
 
 /* Gives the decoded bytes of the string token `i`: a pointer into the text
  * when it has no escapes, else into `scratch`, which the decoded bytes are

@@ -63,19 +63,26 @@ struct login_row {
 
 /* Reusable state for parsing many bodies; holds the token array and scratch. */
 struct login_parser {
-    struct json_doc doc;
-    struct buf scratch;
+    struct json_doc doc; /* owned: the last body's tokens, reused */
+    struct buf scratch;  /* owned: decoded escaped values of the last body */
 };
 
+/* Initialises a parser; allocates nothing, cannot fail. */
 void login_parser_init(struct login_parser *p);
+/* Frees what the parser owns; cannot fail. */
 void login_parser_free(struct login_parser *p);
 
 /* Applies every rule to a body.  `body_flags` are the SQS record's flags
  * (JSON_BAD_UTF8, JSON_HAS_NUL of the body string); body NULL means there was
  * no body string.  `sent_ms` is attributes.SentTimestamp (-1: absent, use
  * now_ms), `sent_bad` says it was present but malformed.  On LOGIN_OK fills
- * `row`.  Never crashes on any input; an out-of-memory condition is reported
- * as LOGIN__COUNT (the batch fails, not the record). */
+ * `row`; on any other result `row` is all zero.  When several rules fail,
+ * the first in the fixed order documented at the top of login.c gives the
+ * reason (body checks, then user_id, device_type, locale, ip, device_id,
+ * app_version, then sent_timestamp_invalid).  Never returns
+ * LOGIN_MASKED_TOO_LONG (the caller's).  Never crashes on any input; an
+ * out-of-memory condition is reported as LOGIN__COUNT (the batch fails, not
+ * the record). */
 enum login_reason login_parse(struct login_parser *p, const char *body, size_t body_len,
                               unsigned body_flags, int64_t sent_ms, int sent_bad, int64_t now_ms,
                               struct login_row *row);

@@ -46,9 +46,10 @@ rc_t mask_value(const struct mask_key *k, const char *v, size_t n, char *out, si
 
 /* Recovers the original value from a masked one: checks the key id, decodes,
  * authenticates (a tampered or foreign value fails) and removes the padding.
- * Writes up to MASK_INPUT_MAX bytes to out (cap bytes, NUL-terminated).
- * Returns RC_OK, RC_INVALID (malformed, wrong key id) or RC_CRYPTO (fails
- * authentication), with err filled. */
+ * Writes up to MASK_INPUT_MAX bytes to out (cap bytes, NUL-terminated; the
+ * value itself may hold any byte).  Reads only masked[0..n).  Returns RC_OK,
+ * RC_INVALID (malformed, wrong key id, bad padding), RC_CRYPTO (fails
+ * authentication) or RC_TOOBIG (cap too small), with err filled. */
 rc_t mask_unmask(const struct mask_key *k, const char *masked, size_t n, char *out, size_t cap,
                  size_t *out_len, char err[ERR_LEN]);
 

@@ -12,21 +12,25 @@
 #include "result.h"
 
 struct sqs_record {
-    const char *message_id; /* decoded messageId, NUL-terminated, non-empty; borrowed */
+    const char *message_id; /* decoded messageId, NUL-terminated, non-empty, valid UTF-8
+                               without U+0000 (safe to echo in the answer); borrowed */
     size_t message_id_len;
     const char *body; /* decoded body (the message's own JSON text); borrowed, may
                          hold any bytes including NUL: use body_len.  NULL when
                          "body" is absent or not a string (the record is rejected) */
     size_t body_len;
     unsigned body_flags; /* JSON_BAD_UTF8 | JSON_HAS_NUL of the body string, or 0 */
-    int64_t sent_ms;     /* attributes.SentTimestamp, ms since the epoch; -1 if absent */
-    int sent_bad;        /* 1 if SentTimestamp is present but not a valid number */
+    int64_t sent_ms;     /* attributes.SentTimestamp, ms since the epoch, 0 to
+                            253402300799999 (year 9999); -1 if absent or bad */
+    int sent_bad;        /* 1 if SentTimestamp is present but not a string of 1 to 19
+                            decimal digits within that range (JSON null included) */
     long receive_count;  /* attributes.ApproximateReceiveCount; 0 if absent or bad */
 };
 
 struct sqs_event {
     struct sqs_record *records; /* owned array of n records, in event order */
     size_t n;
+    size_t cap;          /* records allocated; kept across sqs_parse calls */
     int fifo;            /* 1 when eventSourceARN (of any record) ends in ".fifo" */
     struct json_doc doc; /* owned tokens; records borrow from it and from scratch */
     struct buf scratch;  /* owned: decoded strings */
@@ -36,10 +40,14 @@ struct sqs_event {
 void sqs_init(struct sqs_event *ev);
 
 /* Parses an SQS event of len bytes.  The event text must outlive ev (records
- * point into it).  Returns RC_OK; RC_INVALID when it is not an SQS event (not
+ * point into it and into ev->scratch, valid until the next sqs_parse or
+ * sqs_free).  Returns RC_OK; RC_INVALID when it is not an SQS event (not
  * JSON, not an object, no "Records" array, a record that is not an object or
- * lacks a non-empty string messageId), with err saying which and where, never
- * quoting values; or RC_NOMEM.  Reuses ev's memory from an earlier call. */
+ * lacks a non-empty string messageId, or whose messageId holds U+0000 or
+ * invalid UTF-8 and so cannot be echoed back), with err saying which and
+ * where, never quoting values; RC_TOOBIG (over 2 GiB) or RC_NOMEM.  With
+ * duplicate keys the last wins (json_get).  Reuses ev's memory from an
+ * earlier call; on failure ev->n is 0. */
 rc_t sqs_parse(struct sqs_event *ev, const char *event, size_t len, char err[ERR_LEN]);
 
 /* Frees everything ev owns; cannot fail. */

@@ -18,7 +18,8 @@ struct rt_invocation {
     const char *event;        /* the event body, NUL-terminated, owned by the runtime */
     size_t event_len;         /* bytes of event, up to BUF_PAYLOAD_MAX */
     const char *request_id;   /* Lambda-Runtime-Aws-Request-Id */
-    int64_t deadline_ms;      /* Lambda-Runtime-Deadline-Ms: Unix epoch milliseconds */
+    int64_t deadline_ms;      /* Lambda-Runtime-Deadline-Ms: Unix epoch milliseconds (now
+                                 + 15 min, logged, when the header is missing or malformed) */
     const char *function_arn; /* Lambda-Runtime-Invoked-Function-Arn, or "" */
     const char *trace_id;     /* Lambda-Runtime-Trace-Id, or "" (also in _X_AMZN_TRACE_ID) */
 };
@@ -38,9 +39,12 @@ typedef rc_t (*rt_handler)(void *ctx, const struct rt_invocation *inv, struct bu
 
 struct rt; /* opaque: connection and buffers, reused across invocations */
 
-/* Creates a client for `api` ("host:port", the value of AWS_LAMBDA_RUNTIME_API).
- * Connects lazily.  Returns NULL with `err` filled when api is malformed or
- * memory is short.  The caller frees it with rt_free. */
+/* Creates a client for `api` ("host:port" or "[v6]:port", the value of
+ * AWS_LAMBDA_RUNTIME_API).  Connects lazily.  `lg` is borrowed, not NULL, and
+ * must outlive rt; rt sets lg->request_id during each invocation.  Sets
+ * SIGPIPE to ignored for the process (a closed stdout must not kill it).
+ * Returns NULL with `err` filled when api is malformed or memory is short.
+ * The caller frees it with rt_free. */
 struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN]);
 void rt_free(struct rt *rt);
 
@@ -52,7 +56,14 @@ rc_t rt_init_error(struct rt *rt, const char *type, const char *message);
  * Runtime API cannot be reached after bounded retries (the sandbox is going
  * away) or `max_invocations` (0: no limit, for tests and benchmarks) were
  * served.  A bad invocation (an oversized body, a handler error) is answered
- * with /error and the loop goes on. */
+ * with /error and the loop goes on.  Error types the runtime itself posts:
+ * Runtime.PayloadTooLarge (event over BUF_PAYLOAD_MAX; the handler is not
+ * called), Runtime.OutOfMemory, Runtime.ResponseTooLarge (answer over
+ * BUF_PAYLOAD_MAX), Runtime.HandlerError (a handler failed without a type).
+ * Returns RC_OK after max_invocations; RC_IO when the API stays unreachable
+ * (10 connection attempts, 10 ms doubling to 1 s apart); the last failure
+ * when /next failed 10 times in a row (same backoff between them);
+ * RC_PROTOCOL when the API answered 5xx ("container error: exit promptly"). */
 rc_t rt_run(struct rt *rt, rt_handler handler, void *ctx, unsigned long max_invocations);
 
 #endif

@@ -40,12 +40,25 @@ def free_port():
 
 
 class Server:
-    def __init__(self, fsync=False):
+    """directory=None: a temporary server.  With a directory (the demo's), the
+    server is created there once and reused by later runs, on the port it
+    was created with."""
+
+    def __init__(self, fsync=False, directory=None):
         self.bindir = _bindir()
-        self.dir = tempfile.mkdtemp(prefix="login-etl-pg-")
+        self.dir = directory or tempfile.mkdtemp(prefix="login-etl-pg-")
+        os.makedirs(self.dir, exist_ok=True)
         self.data = os.path.join(self.dir, "data")
         self.log = os.path.join(self.dir, "postgres.log")
-        self.port = free_port()
+        port_file = os.path.join(self.dir, "port")
+        existing = os.path.exists(os.path.join(self.data, "PG_VERSION"))
+        if existing:
+            with open(port_file) as f:
+                self.port = int(f.read())
+        else:
+            self.port = free_port()
+            with open(port_file, "w") as f:
+                f.write(str(self.port))
         self.fsync = fsync
         self.running = False
         # initdb refuses to run as root: run the server as the postgres user.
@@ -55,9 +68,20 @@ class Server:
             pw = pwd.getpwnam("postgres")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             os.chmod(self.dir, 0o755)
+        if existing:
+            self.running = self._is_running()
+            if not self.running:
+                self.start()
+            return
         self._initdb()
         self.start()
         self._bootstrap_roles()
+
+    def _is_running(self):
+        argv = [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "status"]
+        if self.as_user:
+            argv = ["runuser", "-u", self.as_user, "--"] + argv
+        return subprocess.run(argv, capture_output=True).returncode == 0
 
     def _run(self, argv, **kw):
         if self.as_user:

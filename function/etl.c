@@ -1,0 +1,441 @@
+/* etl.c - the handler: parse the SQS event, validate and mask every record,
+ * stream the rows to Postgres, commit once, answer with the failures.
+ *
+ * Two kinds of failure stay apart all the way up: a bad record is listed in
+ * batchItemFailures (SQS retries it, then dead-letters it); a broken database
+ * or an event that is not an SQS event fails the invocation as a whole. */
+#define _DEFAULT_SOURCE
+#include "etl.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "idset.h"
+#include "login.h"
+#include "mask.h"
+#include "pg.h"
+#include "secrets.h"
+#include "sqs.h"
+
+#define MASKED_COLUMN_MAX 256 /* varchar(256) of masked_ip and masked_device_id */
+
+enum status {
+    ST_PENDING,   /* handed to the database, not yet committed */
+    ST_WRITTEN,   /* committed in this invocation */
+    ST_DUPLICATE, /* its messageId was committed by an earlier invocation */
+    ST_REPEAT,    /* its messageId appeared earlier in this batch: shares that record's fate */
+    ST_REJECTED,  /* broke a rule: listed, so SQS redrives it to the dead-letter queue */
+    ST_NOT_DONE   /* not committed (FIFO stop, deadline, write failure): listed, retried */
+};
+
+struct etl {
+    struct logger *lg;
+    struct config cfg;
+    struct mask_key *key; /* NULL until read from its secret on the first invocation */
+    struct pg_sink *sink; /* the connection, kept across invocations */
+    int secrets_loaded;   /* the secrets were read (they are read once per process) */
+    struct sqs_event ev;  /* reused across invocations */
+    struct login_parser lp;
+    struct idset seen;  /* messageIds of this batch */
+    uint8_t *status;    /* per record: enum status */
+    size_t *link;       /* per record: its row in the sink, or the record it repeats */
+    uint8_t *duplicate; /* per row: answer of pg_batch_commit */
+    size_t cap;         /* records the arrays hold */
+};
+
+/* Counters of one invocation, for the log and the metrics line. */
+struct tally {
+    size_t received, written, duplicate, rejected, failed;
+    size_t reasons[LOGIN__COUNT + 1];
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
+{
+    struct etl *e = calloc(1, sizeof *e);
+    rc_t rc;
+
+    *err_type = "Runtime.OutOfMemory";
+    if (!e) {
+        snprintf(err, ERR_LEN, "out of memory");
+        return NULL;
+    }
+    e->lg = lg;
+    sqs_init(&e->ev);
+    login_parser_init(&e->lp);
+    idset_init(&e->seen);
+    if ((rc = config_load(&e->cfg, err)) != RC_OK) {
+        *err_type = rc == RC_CONFIG ? "InvalidConfiguration" : "Runtime.OutOfMemory";
+        goto fail;
+    }
+    /* The key id is checked on its own first (with a stand-in key), so the
+     * message says which setting is wrong. */
+    char probe[129], why[ERR_LEN];
+    memset(probe, '0', 128);
+    probe[128] = '\0';
+    struct mask_key *k = mask_key_new(probe, 128, e->cfg.masking_key_id, why);
+    if (!k) {
+        snprintf(err, ERR_LEN, "MASKING_KEY_ID: %.200s", why);
+        *err_type = "InvalidConfiguration";
+        goto fail;
+    }
+    mask_key_free(k);
+    if (e->cfg.masking_key) {
+        e->key = mask_key_new(e->cfg.masking_key, strlen(e->cfg.masking_key), e->cfg.masking_key_id,
+                              why);
+        /* The hex copy is no longer needed: wipe it now rather than at exit. */
+        config_free(&e->cfg);
+        if (!e->key) {
+            snprintf(err, ERR_LEN, "MASKING_KEY: %.200s", why);
+            *err_type = "InvalidConfiguration";
+            goto fail;
+        }
+    }
+    e->sink = pg_sink_new(e->cfg.db_secret_id ? "" : e->cfg.database_url, lg);
+    if (!e->sink) {
+        snprintf(err, ERR_LEN, "out of memory");
+        goto fail;
+    }
+    return e;
+fail:
+    etl_free(e);
+    return NULL;
+}
+
+unsigned long etl_max_invocations(const struct etl *e)
+{
+    return e->cfg.max_invocations;
+}
+
+void etl_free(struct etl *e)
+{
+    if (!e)
+        return;
+    mask_key_free(e->key);
+    pg_sink_free(e->sink);
+    sqs_free(&e->ev);
+    login_parser_free(&e->lp);
+    idset_free(&e->seen);
+    config_free(&e->cfg);
+    free(e->status);
+    free(e->link);
+    free(e->duplicate);
+    free(e);
+}
+
+/* Reads the secrets named by DB_SECRET_ID and MASKING_KEY_SECRET_ID, once per
+ * process: the extension does not answer during init.  Returns RC_OK, or the
+ * failure with err filled (never quoting a secret). */
+static rc_t load_secrets(struct etl *e, char err[ERR_LEN])
+{
+    struct buf value;
+    rc_t rc = RC_OK;
+
+    if (e->secrets_loaded)
+        return RC_OK;
+    buf_init(&value, 64 * 1024);
+    if (e->cfg.db_secret_id) {
+        rc = secrets_db_conninfo(e->cfg.secrets_endpoint, e->cfg.db_secret_id, &value, err);
+        if (!rc)
+            rc = pg_sink_set_conninfo(e->sink, value.data);
+        buf_wipe(&value);
+        if (rc)
+            goto out;
+    }
+    if (e->cfg.masking_key_secret_id) {
+        rc = secrets_get(e->cfg.secrets_endpoint, e->cfg.masking_key_secret_id, &value, err);
+        if (!rc) {
+            /* Surrounding white space is tolerated (a key pasted with a newline). */
+            size_t a = 0, z = value.len;
+            while (a < z &&
+                   (value.data[a] == ' ' || value.data[a] == '\n' || value.data[a] == '\r'))
+                a++;
+            while (z > a && (value.data[z - 1] == ' ' || value.data[z - 1] == '\n' ||
+                             value.data[z - 1] == '\r'))
+                z--;
+            e->key = mask_key_new(value.data + a, z - a, e->cfg.masking_key_id, err);
+            if (!e->key)
+                rc = RC_CONFIG;
+        }
+        buf_wipe(&value);
+        if (rc)
+            goto out;
+    }
+    e->secrets_loaded = 1;
+out:
+    return rc;
+}
+
+/* Makes the per-record arrays hold n records.  Returns RC_OK or RC_NOMEM. */
+static rc_t reserve(struct etl *e, size_t n)
+{
+    if (n <= e->cap)
+        return RC_OK;
+    size_t cap = e->cap ? e->cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    uint8_t *status = realloc(e->status, cap);
+    if (status)
+        e->status = status;
+    size_t *link = realloc(e->link, cap * sizeof *link);
+    if (link)
+        e->link = link;
+    uint8_t *duplicate = realloc(e->duplicate, cap);
+    if (duplicate)
+        e->duplicate = duplicate;
+    if (!status || !link || !duplicate)
+        return RC_NOMEM;
+    e->cap = cap;
+    return RC_OK;
+}
+
+/* The masked columns of a valid row.  Returns LOGIN_OK, LOGIN_MASKED_TOO_LONG,
+ * or LOGIN__COUNT when OpenSSL failed (the batch fails, not the record). */
+static enum login_reason mask_row(const struct etl *e, const struct login_row *lr,
+                                  struct pg_row *row, char *ip_out, char *device_out)
+{
+    size_t len;
+
+    if (lr->has_ip) {
+        if (mask_value(e->key, lr->ip, strlen(lr->ip), ip_out, &len) != RC_OK)
+            return LOGIN__COUNT;
+        row->masked_ip = ip_out;
+        row->masked_ip_len = len;
+    }
+    if (lr->device_id) {
+        if (lr->device_id_len > MASK_INPUT_MAX ||
+            mask_output_len(e->key, lr->device_id_len) > MASKED_COLUMN_MAX)
+            return LOGIN_MASKED_TOO_LONG;
+        if (mask_value(e->key, lr->device_id, lr->device_id_len, device_out, &len) != RC_OK)
+            return LOGIN__COUNT;
+        row->masked_device_id = device_out;
+        row->masked_device_id_len = len;
+    }
+    return LOGIN_OK;
+}
+
+static void to_pg_row(const struct login_row *lr, struct pg_row *row)
+{
+    memset(row, 0, sizeof *row);
+    row->user_id = lr->user_id;
+    row->user_id_len = lr->user_id_len;
+    row->device_type = lr->device_type;
+    row->device_type_len = lr->device_type_len;
+    row->locale = lr->locale;
+    row->locale_len = lr->locale_len;
+    row->has_app_version = lr->has_app_version;
+    row->app_version = lr->app_version;
+    row->create_date = lr->create_date;
+}
+
+static void set_error(struct rt_error *error, const char *type, const char *message)
+{
+    snprintf(error->type, sizeof error->type, "%s", type);
+    snprintf(error->message, sizeof error->message, "%s", message);
+}
+
+/* Is record i listed in batchItemFailures? */
+static int listed(const struct etl *e, size_t i)
+{
+    uint8_t st = e->status[i];
+    if (st == ST_REPEAT)
+        st = e->status[e->link[i]];
+    return st == ST_REJECTED || st == ST_NOT_DONE;
+}
+
+/* Writes {"batchItemFailures":[...]}: each listed messageId once. */
+static rc_t write_answer(const struct etl *e, struct buf *answer)
+{
+    int first = 1;
+    buf_appends(answer, "{\"batchItemFailures\":[");
+    for (size_t i = 0; i < e->ev.n; i++) {
+        if (!listed(e, i) || e->status[i] == ST_REPEAT)
+            continue;
+        const struct sqs_record *r = &e->ev.records[i];
+        buf_appends(answer, first ? "{\"itemIdentifier\":" : ",{\"itemIdentifier\":");
+        buf_append_json(answer, r->message_id, r->message_id_len);
+        buf_appendc(answer, '}');
+        first = 0;
+    }
+    return buf_appends(answer, "]}");
+}
+
+/* One CloudWatch Embedded Metric Format line for the invocation. */
+static void write_metrics(const struct etl *e, const struct tally *t, int64_t duration_ms,
+                          const char *request_id)
+{
+    struct buf b;
+    buf_init(&b, 4096);
+    buf_printf(&b,
+               "{\"_aws\":{\"Timestamp\":%lld,\"CloudWatchMetrics\":[{\"Namespace\":\"LoginEtl\","
+               "\"Dimensions\":[[\"FunctionName\"]],\"Metrics\":["
+               "{\"Name\":\"RecordsReceived\",\"Unit\":\"Count\"},"
+               "{\"Name\":\"RecordsWritten\",\"Unit\":\"Count\"},"
+               "{\"Name\":\"RecordsDuplicate\",\"Unit\":\"Count\"},"
+               "{\"Name\":\"RecordsRejected\",\"Unit\":\"Count\"},"
+               "{\"Name\":\"RecordsFailed\",\"Unit\":\"Count\"},"
+               "{\"Name\":\"Duration\",\"Unit\":\"Milliseconds\"}]}]},\"FunctionName\":",
+               (long long)now_ms());
+    buf_append_json(&b, e->cfg.function_name, strlen(e->cfg.function_name));
+    buf_printf(&b,
+               ",\"RecordsReceived\":%zu,\"RecordsWritten\":%zu,\"RecordsDuplicate\":%zu,"
+               "\"RecordsRejected\":%zu,\"RecordsFailed\":%zu,\"Duration\":%lld,\"requestId\":",
+               t->received, t->written, t->duplicate, t->rejected, t->failed,
+               (long long)duration_ms);
+    buf_append_json(&b, request_id, strlen(request_id));
+    buf_appends(&b, "}\n");
+    if (!b.err)
+        log_raw(e->lg, b.data, b.len);
+    buf_free(&b);
+}
+
+/* The moment to give up on the database: the deadline minus a margin for
+ * answering (10% of the time left, within 200 ms to 1 s, unless set). */
+static int64_t margin_ms(const struct etl *e, int64_t start, int64_t deadline)
+{
+    if (e->cfg.deadline_margin_ms >= 0)
+        return e->cfg.deadline_margin_ms;
+    int64_t m = (deadline - start) / 10;
+    return m < 200 ? 200 : m > 1000 ? 1000 : m;
+}
+
+/* Validates, masks and hands to the sink every record, in order.  Returns
+ * RC_OK, or RC_NOMEM / RC_CRYPTO / RC_TOOBIG (the batch fails). */
+static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tally *t, size_t *rows)
+{
+    const struct sqs_event *ev = &e->ev;
+    int fifo_stopped = 0, late = 0;
+    char ip_masked[MASK_OUTPUT_MAX], device_masked[MASK_OUTPUT_MAX];
+
+    *rows = 0;
+    for (size_t i = 0; i < ev->n; i++) {
+        const struct sqs_record *r = &ev->records[i];
+        struct login_row lr;
+        struct pg_row row;
+
+        if (!late && (i & 127) == 0 && now_ms() >= stop_at) {
+            late = 1;
+            log_at(e->lg, LOG_WARN, "deadline near: the rest of the batch is left for a retry",
+                   LF_NUM("processed", i), LF_NUM("records", ev->n));
+        }
+        if (fifo_stopped || late) {
+            e->status[i] = ST_NOT_DONE;
+            continue;
+        }
+        size_t first = idset_put(&e->seen, r->message_id, r->message_id_len, i);
+        if (first != i) {
+            e->status[i] = ST_REPEAT;
+            e->link[i] = first;
+            continue;
+        }
+        enum login_reason why = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms,
+                                            r->sent_bad, start, &lr);
+        if (why == LOGIN_OK) {
+            to_pg_row(&lr, &row);
+            why = mask_row(e, &lr, &row, ip_masked, device_masked);
+        }
+        if (why == LOGIN__COUNT)
+            return RC_CRYPTO;
+        if (why != LOGIN_OK) {
+            e->status[i] = ST_REJECTED;
+            t->reasons[why]++;
+            log_at(e->lg, LOG_WARN, "record rejected", LF_STR("messageId", r->message_id),
+                   LF_STR("reason", login_reason_code(why)));
+            /* FIFO: nothing after a failure may be written, or order breaks. */
+            fifo_stopped = ev->fifo;
+            continue;
+        }
+        rc_t rc = pg_batch_add(e->sink, r->message_id, r->message_id_len, &row);
+        if (rc)
+            return rc;
+        e->status[i] = ST_PENDING;
+        e->link[i] = (*rows)++;
+    }
+    return RC_OK;
+}
+
+rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
+                struct rt_error *error)
+{
+    struct etl *e = ctx;
+    struct tally t = {0};
+    char err[ERR_LEN];
+    int64_t start = now_ms();
+    size_t rows = 0;
+    rc_t rc;
+
+    rc = sqs_parse(&e->ev, inv->event, inv->event_len, err);
+    if (rc) {
+        set_error(error, rc == RC_INVALID ? "InvalidEvent" : "Runtime.OutOfMemory", err);
+        log_at(e->lg, LOG_ERROR, "not an SQS event", LF_STR("error", err));
+        return rc;
+    }
+    t.received = e->ev.n;
+    if ((rc = load_secrets(e, err)) != RC_OK) {
+        set_error(error, "SecretsUnavailable", err);
+        log_at(e->lg, LOG_ERROR, "cannot read the secrets", LF_STR("error", err));
+        return rc;
+    }
+    if ((rc = reserve(e, e->ev.n)) || (rc = idset_reset(&e->seen, e->ev.n))) {
+        set_error(error, "Runtime.OutOfMemory", "out of memory");
+        return rc;
+    }
+
+    int64_t deadline = inv->deadline_ms > 0 ? inv->deadline_ms : start + 60000;
+    int64_t margin = margin_ms(e, start, deadline);
+    int64_t give_up_at = deadline - margin;
+    pg_batch_begin(e->sink, give_up_at);
+    rc = transform(e, start, give_up_at - margin, &t, &rows);
+    if (rc) {
+        pg_batch_abort(e->sink);
+        set_error(error, rc == RC_CRYPTO ? "MaskingFailed" : "Runtime.OutOfMemory",
+                  rc_strerror(rc));
+        log_at(e->lg, LOG_ERROR, "batch failed", LF_STR("error", rc_strerror(rc)));
+        return rc;
+    }
+    if (rows) {
+        rc = pg_batch_commit(e->sink, e->duplicate, err);
+        if (rc && rc != RC_TIMEOUT) {
+            /* The database, not the records: the whole batch comes back. */
+            set_error(error, "DatabaseUnavailable", err);
+            log_at(e->lg, LOG_ERROR, "database write failed", LF_STR("error", err),
+                   LF_NUM("records", e->ev.n));
+            return rc;
+        }
+        if (rc == RC_TIMEOUT)
+            log_at(e->lg, LOG_ERROR, "deadline reached before commit: nothing written",
+                   LF_STR("error", err), LF_NUM("records", e->ev.n));
+    }
+    for (size_t i = 0; i < e->ev.n; i++) {
+        uint8_t *st = &e->status[i];
+        if (*st == ST_PENDING)
+            *st = rc ? ST_NOT_DONE : e->duplicate[e->link[i]] ? ST_DUPLICATE : ST_WRITTEN;
+        t.written += *st == ST_WRITTEN;
+        t.duplicate += *st == ST_DUPLICATE || *st == ST_REPEAT;
+        t.rejected += *st == ST_REJECTED;
+        t.failed += *st == ST_NOT_DONE;
+    }
+    if (write_answer(e, answer) != RC_OK) {
+        set_error(error, "Runtime.OutOfMemory", "the answer does not fit");
+        return answer->err;
+    }
+    struct pg_stats ps;
+    pg_batch_stats(e->sink, &ps);
+    int64_t duration = now_ms() - start;
+    log_at(e->lg, LOG_INFO, "batch done", LF_NUM("received", t.received),
+           LF_NUM("written", t.written), LF_NUM("duplicate", t.duplicate),
+           LF_NUM("rejected", t.rejected), LF_NUM("failed", t.failed),
+           LF_NUM("attempts", ps.attempts), LF_NUM("durationMs", duration));
+    write_metrics(e, &t, duration, inv->request_id);
+    return RC_OK;
+}

@@ -1,0 +1,48 @@
+/* main.c - wires the runtime loop to the ETL handler.  With an argument it
+ * is the operators' tool instead: `bootstrap mask VALUE`, `bootstrap unmask
+ * MASKED` (see mask_cli.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "etl.h"
+#include "log.h"
+#include "mask_cli.h"
+#include "rt.h"
+
+int main(int argc, char **argv)
+{
+    struct logger lg;
+    char err[ERR_LEN];
+    const char *err_type = NULL;
+    int status = 1;
+
+    if (argc > 1)
+        return mask_cli(argc, argv);
+
+    log_init(&lg, getenv("AWS_LAMBDA_LOG_LEVEL"), getenv("AWS_LAMBDA_LOG_FORMAT"), 1);
+    const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
+    if (!api || !*api) {
+        log_msg(&lg, LOG_FATAL,
+                "AWS_LAMBDA_RUNTIME_API is not set: run me under Lambda or a "
+                "Runtime API emulator, or use `bootstrap mask|unmask`");
+        return 1;
+    }
+    struct rt *rt = rt_new(api, &lg, err);
+    if (!rt) {
+        log_at(&lg, LOG_FATAL, "bad AWS_LAMBDA_RUNTIME_API", LF_STR("error", err));
+        return 1;
+    }
+    struct etl *etl = etl_new(&lg, err, &err_type);
+    if (!etl) {
+        log_at(&lg, LOG_FATAL, "init failed", LF_STR("errorType", err_type), LF_STR("error", err));
+        rt_init_error(rt, err_type, err);
+        goto out;
+    }
+    rc_t rc = rt_run(rt, etl_handle, etl, etl_max_invocations(etl));
+    status = rc == RC_OK ? 0 : 1;
+out:
+    etl_free(etl);
+    rt_free(rt);
+    return status;
+}

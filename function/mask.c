@@ -1,0 +1,326 @@
+/* mask.c - CONTRACT section 5 on top of siv.c: key parsing, padding,
+ * base64url without padding, and the KEY_ID prefix. */
+#include "mask.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "num.h"
+#include "siv.h"
+
+#define MASK_BLOCK 16                              /* pad() rounds up to this */
+#define MASK_PAD_MAX (MASK_INPUT_MAX + MASK_BLOCK) /* pad() of the longest input */
+#define MASK_RAW_MAX (SIV_IV_BYTES + MASK_PAD_MAX) /* IV and ciphertext, decoded */
+#define MASK_CIPHER "AES-256-SIV"
+
+struct mask_key {
+    struct siv_key *siv;          /* keyed once; every value works on a copy */
+    char id[MASK_KEY_ID_MAX + 1]; /* NUL-terminated key id */
+    size_t id_len;                /* 1 to MASK_KEY_ID_MAX */
+};
+
+static const char mask_b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/* Returns 1 when s[0..n) is a valid key id (1 to 8 of [A-Za-z0-9]), else 0. */
+static int mask_id_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > MASK_KEY_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')))
+            return 0;
+    }
+    return 1;
+}
+
+/* Returns the length of the padded form of an n-byte value: the next multiple
+ * of MASK_BLOCK above n (at least one byte is always added); cannot fail. */
+static size_t mask_padded_len(size_t n)
+{
+    return (n / MASK_BLOCK + 1) * MASK_BLOCK;
+}
+
+/* Returns the length of base64url without padding for n bytes; cannot fail. */
+static size_t mask_b64_len(size_t n)
+{
+    return (n * 4 + 2) / 3;
+}
+
+/* Decodes 128 hex characters into key.  Returns RC_OK, or RC_CONFIG with err
+ * filled; the message gives the length but never a character of the key, and
+ * the temporary that held key bytes is wiped. */
+static rc_t mask_key_decode(const char *hex, size_t hex_len, unsigned char key[MASK_KEY_BYTES],
+                            char err[ERR_LEN])
+{
+    uint64_t v = 0;
+    rc_t rc = RC_CONFIG;
+
+    if (!hex || hex_len != 2 * MASK_KEY_BYTES) {
+        snprintf(err, ERR_LEN, "the masking key must be %d hexadecimal characters, got %zu",
+                 2 * MASK_KEY_BYTES, hex ? hex_len : (size_t)0);
+        goto out;
+    }
+    for (size_t i = 0; i < MASK_KEY_BYTES; i++) {
+        if (num_parse_hex(hex + 2 * i, 2, 0xff, &v) != RC_OK) {
+            snprintf(err, ERR_LEN,
+                     "the masking key must be %d hexadecimal characters: it holds a character "
+                     "outside [0-9a-fA-F]",
+                     2 * MASK_KEY_BYTES);
+            goto out;
+        }
+        key[i] = (unsigned char)v;
+    }
+    rc = RC_OK;
+out:
+    OPENSSL_cleanse(&v, sizeof v);
+    return rc;
+}
+
+/* See mask.h.  Validates the id before touching the key, decodes the hex into
+ * a stack buffer that is wiped on every path, and keys the SIV contexts once. */
+struct mask_key *mask_key_new(const char *hex, size_t hex_len, const char *key_id,
+                              char err[ERR_LEN])
+{
+    unsigned char key[MASK_KEY_BYTES];
+    struct mask_key *k = NULL;
+    size_t id_len = key_id ? strnlen(key_id, MASK_KEY_ID_MAX + 1) : 0;
+
+    if (!key_id || !mask_id_valid(key_id, id_len)) {
+        /* The id is not quoted: a key pasted into the wrong variable would
+         * otherwise end up in the logs. */
+        snprintf(err, ERR_LEN, "the masking key id must be 1 to %d characters of [A-Za-z0-9]",
+                 MASK_KEY_ID_MAX);
+        goto out;
+    }
+    if (mask_key_decode(hex, hex_len, key, err) != RC_OK)
+        goto out;
+    k = calloc(1, sizeof *k);
+    if (!k) {
+        snprintf(err, ERR_LEN, "out of memory");
+        goto out;
+    }
+    memcpy(k->id, key_id, id_len);
+    k->id_len = id_len;
+    k->siv = siv_key_new(MASK_CIPHER, key, sizeof key, err);
+    if (!k->siv) {
+        free(k);
+        k = NULL;
+    }
+out:
+    OPENSSL_cleanse(key, sizeof key);
+    return k;
+}
+
+/* See mask.h; siv_key_free wipes the OpenSSL key schedules, this wipes the rest. */
+void mask_key_free(struct mask_key *k)
+{
+    if (!k)
+        return;
+    siv_key_free(k->siv);
+    OPENSSL_cleanse(k, sizeof *k);
+    free(k);
+}
+
+/* See mask.h; cannot fail. */
+const char *mask_key_id(const struct mask_key *k)
+{
+    return k->id;
+}
+
+/* See mask.h: the id, ':', and base64url of the IV plus pad(n); cannot fail. */
+size_t mask_output_len(const struct mask_key *k, size_t n)
+{
+    return k->id_len + 1 + mask_b64_len(SIV_IV_BYTES + mask_padded_len(n));
+}
+
+/* Writes base64url of in[0..n), without '=' padding, to out (room for
+ * mask_b64_len(n) bytes; no NUL).  Returns the length written; cannot fail. */
+static size_t mask_b64_encode(const unsigned char *in, size_t n, char *out)
+{
+    size_t i = 0, o = 0;
+
+    for (; i + 3 <= n; i += 3) {
+        uint32_t w = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = mask_b64_alphabet[w >> 18 & 63];
+        out[o++] = mask_b64_alphabet[w >> 12 & 63];
+        out[o++] = mask_b64_alphabet[w >> 6 & 63];
+        out[o++] = mask_b64_alphabet[w & 63];
+    }
+    if (n - i == 1) {
+        uint32_t w = (uint32_t)in[i] << 16;
+        out[o++] = mask_b64_alphabet[w >> 18 & 63];
+        out[o++] = mask_b64_alphabet[w >> 12 & 63];
+    } else if (n - i == 2) {
+        uint32_t w = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
+        out[o++] = mask_b64_alphabet[w >> 18 & 63];
+        out[o++] = mask_b64_alphabet[w >> 12 & 63];
+        out[o++] = mask_b64_alphabet[w >> 6 & 63];
+    }
+    return o;
+}
+
+/* Returns the 6-bit value of a base64url character, or -1 for any other byte
+ * (including '=', '+' and '/'). */
+static int mask_b64_digit(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+/* Decodes unpadded base64url in[0..n) into out (cap bytes).  Strict: only the
+ * alphabet, no '=', no impossible length (n % 4 == 1), and the unused low
+ * bits of the last character must be zero, so every byte string has exactly
+ * one accepted encoding.  Reads only in[0..n).  Returns RC_OK with *out_len
+ * set, or RC_INVALID (also when the result would not fit in cap). */
+static rc_t mask_b64_decode(const char *in, size_t n, unsigned char *out, size_t cap,
+                            size_t *out_len)
+{
+    uint32_t acc = 0;
+    unsigned bits = 0;
+    size_t o = 0;
+    rc_t rc = RC_INVALID;
+
+    if (n % 4 == 1 || n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0) > cap)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        int d = mask_b64_digit(in[i]);
+        if (d < 0)
+            goto out;
+        acc = (acc << 6 | (uint32_t)d) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    if (acc & ((1u << bits) - 1)) /* non-zero leftover bits: not canonical */
+        goto out;
+    *out_len = o;
+    rc = RC_OK;
+out:
+    return rc;
+}
+
+/* See mask.h.  The padded copy of the value on the stack is wiped. */
+rc_t mask_value(const struct mask_key *k, const char *v, size_t n, char *out, size_t *out_len)
+{
+    unsigned char pt[MASK_PAD_MAX];
+    unsigned char raw[MASK_RAW_MAX];
+    size_t padded = 0, o;
+    rc_t rc = RC_TOOBIG;
+
+    if (n > MASK_INPUT_MAX)
+        goto out;
+    padded = mask_padded_len(n);
+    if (n)
+        memcpy(pt, v, n);
+    pt[n] = 0x80;
+    memset(pt + n + 1, 0, padded - n - 1);
+    rc = siv_encrypt(k->siv, NULL, 0, pt, padded, raw);
+    if (rc)
+        goto out;
+    memcpy(out, k->id, k->id_len);
+    o = k->id_len;
+    out[o++] = ':';
+    o += mask_b64_encode(raw, SIV_IV_BYTES + padded, out + o);
+    out[o] = '\0';
+    *out_len = o;
+out:
+    OPENSSL_cleanse(pt, padded);
+    return rc;
+}
+
+/* See mask.h.  Checks, in order: length, key id prefix, strict base64url,
+ * decoded length, authentication, then padding (only authenticated bytes are
+ * ever unpadded).  The decrypted copy on the stack is wiped. */
+rc_t mask_unmask(const struct mask_key *k, const char *masked, size_t n, char *out, size_t cap,
+                 size_t *out_len, char err[ERR_LEN])
+{
+    unsigned char raw[MASK_RAW_MAX];
+    unsigned char pt[MASK_PAD_MAX];
+    size_t raw_len = 0, body = 0, len = 0, id_len;
+    const char *colon;
+    rc_t rc = RC_INVALID;
+
+    if (n > mask_output_len(k, MASK_INPUT_MAX)) {
+        snprintf(err, ERR_LEN, "not a masked value: %zu characters, at most %zu", n,
+                 mask_output_len(k, MASK_INPUT_MAX));
+        goto out;
+    }
+    colon = n ? memchr(masked, ':', n) : NULL;
+    if (!colon) {
+        snprintf(err, ERR_LEN, "not a masked value: no \"KEY_ID:\" prefix");
+        goto out;
+    }
+    id_len = (size_t)(colon - masked);
+    if (id_len != k->id_len || memcmp(masked, k->id, id_len) != 0) {
+        if (mask_id_valid(masked, id_len))
+            snprintf(err, ERR_LEN,
+                     "the value was masked with key id \"%.*s\", the key given is \"%s\"",
+                     (int)id_len, masked, k->id);
+        else
+            snprintf(err, ERR_LEN, "not a masked value: the prefix is not a key id");
+        goto out;
+    }
+    if (mask_b64_decode(colon + 1, n - id_len - 1, raw, sizeof raw, &raw_len) != RC_OK) {
+        snprintf(err, ERR_LEN, "not a masked value: not canonical base64url without padding");
+        goto out;
+    }
+    if (raw_len < SIV_IV_BYTES + MASK_BLOCK || (raw_len - SIV_IV_BYTES) % MASK_BLOCK != 0) {
+        snprintf(err, ERR_LEN, "not a masked value: %zu bytes once decoded", raw_len);
+        goto out;
+    }
+    body = raw_len - SIV_IV_BYTES;
+    rc = siv_decrypt(k->siv, NULL, 0, raw, raw_len, pt);
+    if (rc == RC_CRYPTO) {
+        snprintf(err, ERR_LEN,
+                 "the value does not authenticate: it was altered, or masked with "
+                 "another key under the same key id");
+        goto out;
+    } else if (rc) {
+        snprintf(err, ERR_LEN, "cannot decrypt: %s", rc_strerror(rc));
+        goto out;
+    }
+    /* Authenticated, so this is our own encryption; a padding that does not
+     * match pad() means something else was sealed under this key. */
+    rc = RC_INVALID;
+    len = body;
+    while (len > 0 && pt[len - 1] == 0x00)
+        len--;
+    if (len == 0 || pt[len - 1] != 0x80 || mask_padded_len(len - 1) != body) {
+        snprintf(err, ERR_LEN, "the value authenticates but its padding is wrong");
+        goto out;
+    }
+    len--;
+    if (len > MASK_INPUT_MAX) {
+        snprintf(err, ERR_LEN, "the value is %zu bytes long, at most %d", len, MASK_INPUT_MAX);
+        goto out;
+    }
+    if (len >= cap) {
+        rc = RC_TOOBIG;
+        snprintf(err, ERR_LEN, "the value (%zu bytes) does not fit the output buffer", len);
+        goto out;
+    }
+    memcpy(out, pt, len);
+    out[len] = '\0';
+    *out_len = len;
+    rc = RC_OK;
+out:
+    OPENSSL_cleanse(pt, body);
+    return rc;
+}

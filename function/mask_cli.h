@@ -1,0 +1,15 @@
+/* mask_cli.h - the `bootstrap mask` and `bootstrap unmask` commands, for an
+ * authorised person who holds the masking key (CONTRACT section 5). */
+#ifndef MASK_CLI_H
+#define MASK_CLI_H
+
+/* Runs `bootstrap mask [--raw] [--] VALUE|-` or `bootstrap unmask [--] MASKED|-`:
+ * argv[1] is "mask" or "unmask", the key comes from MASKING_KEY (128 hex
+ * characters) and MASKING_KEY_ID (default k1).  Prints each result and a
+ * newline on stdout, errors on stderr (never the key).  Returns the process
+ * exit status: 0 done, 1 a value failed (does not unmask, too long, or stdout
+ * failed), 2 usage or configuration error.  Takes nothing over; main()
+ * returns what this returns. */
+int mask_cli(int argc, char **argv);
+
+#endif

@@ -1,0 +1,859 @@
+/* pg.c - the Postgres sink: connection, schema, exactly-once batch writes.
+ *
+ * Every wait on the server is a poll() bounded by the batch's give-up time,
+ * so a database that hangs (a held lock, a black-holed network) cannot make
+ * the function miss its deadline.  The connection runs in libpq's
+ * non-blocking mode for the same reason. */
+#define _DEFAULT_SOURCE
+#include "pg.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "buf.h"
+#include "idset.h"
+
+/* The contract's DDL, exactly; created only when missing, never altered. */
+#define SCHEMA_SQL                                                                                 \
+    "CREATE TABLE IF NOT EXISTS user_logins(\n"                                                    \
+    "    user_id             varchar(128),\n"                                                      \
+    "    device_type         varchar(32),\n"                                                       \
+    "    masked_ip           varchar(256),\n"                                                      \
+    "    masked_device_id    varchar(256),\n"                                                      \
+    "    locale              varchar(32),\n"                                                       \
+    "    app_version         integer,\n"                                                           \
+    "    create_date         date\n"                                                               \
+    ");\n"                                                                                         \
+    "CREATE TABLE IF NOT EXISTS login_etl_ledger(\n"                                               \
+    "    message_id          text PRIMARY KEY,\n"                                                  \
+    "    committed_at        timestamptz NOT NULL DEFAULT now()\n"                                 \
+    ");"
+
+#define COPY_ROWS_SQL                                                                              \
+    "COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, "                \
+    "app_version, create_date) FROM STDIN (FORMAT binary)"
+#define COPY_LEDGER_SQL "COPY login_etl_ledger (message_id) FROM STDIN (FORMAT binary)"
+#define FIND_DUPLICATES_SQL "SELECT message_id FROM login_etl_ledger WHERE message_id = ANY($1)"
+
+/* Session settings, once per connection.  If the process is frozen or killed
+ * in the middle of a batch, the server must not keep a transaction open (it
+ * would hold row locks on the ledger that a retry of the same messages waits
+ * on): these make the server notice and end it within about a minute. */
+#define SESSION_SQL                                                                                \
+    "SET idle_in_transaction_session_timeout = 60000; SET tcp_keepalives_idle = 15; "              \
+    "SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+
+#define TEXT_ARRAY_OID 1009
+#define TEXT_OID 25
+#define MAX_ATTEMPTS 4
+#define STREAM_CHUNK (64 * 1024)  /* rows are handed to libpq in pieces of about this size */
+#define POSTGRES_EPOCH_DAYS 10957 /* 2000-01-01 minus 1970-01-01 */
+
+static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+static const char copy_trailer[2] = {'\377', '\377'};
+
+enum phase {
+    PH_IDLE,     /* no transaction */
+    PH_STARTING, /* BEGIN; SET; COPY sent, waiting for the server to accept rows */
+    PH_COPYING,  /* the rows COPY is open: rows[0..sent) have been handed to libpq */
+    PH_BROKEN    /* this attempt failed; pg_batch_commit retries or gives up */
+};
+
+struct pg_sink {
+    struct logger *lg;
+    char *conninfo;   /* owned, wiped when freed: may hold a password */
+    PGconn *conn;     /* NULL when closed */
+    int schema_ready; /* the tables were checked on this process's behalf */
+    int64_t give_up_at;
+    enum phase phase;
+    char why[ERR_LEN]; /* why the current attempt broke */
+    int retryable;     /* the failure was of the connection, worth another attempt */
+
+    struct buf rows;     /* binary COPY tuples of the batch, in add order */
+    size_t *row_end;     /* owned: end offset of each row's tuple in rows */
+    const char **ids;    /* owned array of borrowed message ids */
+    size_t *id_len;      /* owned */
+    uint8_t *dup;        /* owned: 1 where the id is known to be committed already */
+    size_t n, cap;       /* rows added; rows allocated */
+    size_t sent;         /* rows handed to libpq in the current attempt */
+    int header_sent;     /* the COPY header went out in the current attempt */
+    struct buf scratch;  /* ledger tuples, the duplicate query's parameter */
+    struct idset lookup; /* message id -> row, for the duplicate query's answer */
+    struct pg_stats stats;
+    int64_t first_send_us;
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t now_ms(void)
+{
+    return now_us() / 1000;
+}
+
+struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
+{
+    struct pg_sink *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->lg = lg;
+    buf_init(&s->rows, BUF_PAYLOAD_MAX * 2);
+    buf_init(&s->scratch, BUF_PAYLOAD_MAX * 2);
+    idset_init(&s->lookup);
+    if (pg_sink_set_conninfo(s, conninfo ? conninfo : "") != RC_OK) {
+        pg_sink_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void wipe_string(char *p)
+{
+    if (p) {
+        explicit_bzero(p, strlen(p));
+        free(p);
+    }
+}
+
+static void disconnect(struct pg_sink *s)
+{
+    if (s->conn)
+        PQfinish(s->conn);
+    s->conn = NULL;
+    s->phase = PH_IDLE;
+}
+
+rc_t pg_sink_set_conninfo(struct pg_sink *s, const char *conninfo)
+{
+    char *copy = strdup(conninfo);
+    if (!copy)
+        return RC_NOMEM;
+    disconnect(s);
+    wipe_string(s->conninfo);
+    s->conninfo = copy;
+    return RC_OK;
+}
+
+void pg_sink_free(struct pg_sink *s)
+{
+    if (!s)
+        return;
+    disconnect(s);
+    wipe_string(s->conninfo);
+    buf_free(&s->rows);
+    buf_free(&s->scratch);
+    idset_free(&s->lookup);
+    free(s->row_end);
+    free(s->ids);
+    free(s->id_len);
+    free(s->dup);
+    free(s);
+}
+
+/* Marks the current attempt broken with a reason.  SQLSTATE classes that mean
+ * "the server or the connection went away" are retryable; the message is
+ * the server's primary text only (never DETAIL or CONTEXT, which can quote
+ * data).  Keeps the first reason. */
+static void fail(struct pg_sink *s, const PGresult *res, const char *what)
+{
+    if (s->phase == PH_BROKEN)
+        return;
+    s->phase = PH_BROKEN;
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!primary && s->conn)
+        primary = PQerrorMessage(s->conn);
+    s->retryable = !s->conn || PQstatus(s->conn) == CONNECTION_BAD ||
+                   (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
+                              strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0));
+    snprintf(s->why, sizeof s->why, "%s: %s%s%.180s", what, state ? state : "", state ? " " : "",
+             primary ? primary : "connection lost");
+    /* libpq messages end in a newline; a log line should not. */
+    size_t len = strlen(s->why);
+    while (len && (s->why[len - 1] == '\n' || s->why[len - 1] == ' '))
+        s->why[--len] = '\0';
+}
+
+/* Waits until the socket is ready for `events` or the give-up time.  Returns
+ * RC_OK (ready, or interrupted: the caller re-checks) or RC_TIMEOUT. */
+static rc_t wait_socket(struct pg_sink *s, short events)
+{
+    int64_t left = s->give_up_at - now_ms();
+    if (left <= 0)
+        return RC_TIMEOUT;
+    struct pollfd p = {.fd = PQsocket(s->conn), .events = events};
+    int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+    if (r == 0)
+        return RC_TIMEOUT;
+    return RC_OK; /* r < 0 is EINTR or a closed socket: libpq reports the latter */
+}
+
+/* Pushes queued output to the server, waiting while the socket is full.
+ * Returns RC_OK, RC_TIMEOUT or RC_DB. */
+static rc_t flush_all(struct pg_sink *s)
+{
+    for (;;) {
+        int f = PQflush(s->conn);
+        if (f == 0)
+            return RC_OK;
+        if (f < 0)
+            return RC_DB;
+        /* Read too: a server that reports an error stops reading our data. */
+        if (wait_socket(s, POLLOUT | POLLIN) != RC_OK)
+            return RC_TIMEOUT;
+        if (PQconsumeInput(s->conn) == 0)
+            return RC_DB;
+    }
+}
+
+/* Waits for the next result of the command in flight.  *out is NULL when the
+ * command is complete.  Returns RC_OK, RC_TIMEOUT or RC_DB (connection lost). */
+static rc_t next_result(struct pg_sink *s, PGresult **out)
+{
+    *out = NULL;
+    rc_t rc = flush_all(s);
+    if (rc)
+        return rc;
+    for (;;) {
+        if (PQconsumeInput(s->conn) == 0)
+            return RC_DB;
+        if (!PQisBusy(s->conn)) {
+            *out = PQgetResult(s->conn);
+            return RC_OK;
+        }
+        if (wait_socket(s, POLLIN) != RC_OK)
+            return RC_TIMEOUT;
+    }
+}
+
+/* Runs SQL (several statements allowed) and checks that each result has the
+ * expected status.  With `keep`, the last result is handed to the caller, who
+ * frees it with PQclear.  Returns RC_OK, RC_TIMEOUT or RC_DB (the attempt is
+ * then marked broken). */
+static rc_t run(struct pg_sink *s, const char *sql, ExecStatusType expect, PGresult **keep)
+{
+    rc_t rc = RC_OK;
+    PGresult *res = NULL;
+
+    if (keep)
+        *keep = NULL;
+    if (!PQsendQuery(s->conn, sql)) {
+        fail(s, NULL, "send");
+        return RC_DB;
+    }
+    for (;;) {
+        rc_t w = next_result(s, &res);
+        if (w) {
+            fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "query");
+            return w;
+        }
+        if (!res)
+            break;
+        if (PQresultStatus(res) != expect && !rc) {
+            fail(s, res, "query");
+            rc = RC_DB;
+        }
+        if (keep && !rc) {
+            PQclear(*keep);
+            *keep = res;
+        } else {
+            PQclear(res);
+        }
+    }
+    if (rc && keep) {
+        PQclear(*keep);
+        *keep = NULL;
+    }
+    return rc;
+}
+
+/* Opens the connection, bounded by the give-up time and PGCONNECT_TIMEOUT as
+ * libpq would apply it, and prepares the session (and the schema, once).
+ * Returns RC_OK, RC_TIMEOUT or RC_DB (the attempt is marked broken). */
+static rc_t connect_db(struct pg_sink *s)
+{
+    static const char *const keys[] = {"dbname", "application_name", "client_encoding", NULL};
+    const char *values[] = {s->conninfo, "login-etl", "UTF8", NULL};
+    rc_t rc = RC_DB;
+
+    s->conn = PQconnectStartParams(keys, values, 1);
+    if (!s->conn) {
+        fail(s, NULL, "connect: out of memory");
+        return RC_NOMEM;
+    }
+    s->stats.reconnects++;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK) {
+        if (PQstatus(s->conn) == CONNECTION_BAD || st == PGRES_POLLING_FAILED) {
+            fail(s, NULL, "connect");
+            goto out;
+        }
+        if (wait_socket(s, st == PGRES_POLLING_READING ? POLLIN : POLLOUT) != RC_OK) {
+            fail(s, NULL, "connect: timeout");
+            rc = RC_TIMEOUT;
+            goto out;
+        }
+        st = PQconnectPoll(s->conn);
+    }
+    if (PQsetnonblocking(s->conn, 1) != 0) {
+        fail(s, NULL, "connect: non-blocking mode");
+        goto out;
+    }
+    const char *enc = PQparameterStatus(s->conn, "server_encoding");
+    if (!enc || strcmp(enc, "UTF8") != 0) {
+        /* varchar(n) counts characters in the database encoding; our
+         * validation counts UTF-8 characters, and must agree with it. */
+        snprintf(s->why, sizeof s->why, "connect: database encoding is %s, not UTF8",
+                 enc ? enc : "unknown");
+        s->phase = PH_BROKEN;
+        s->retryable = 0;
+        goto out;
+    }
+    rc = run(s, SESSION_SQL, PGRES_COMMAND_OK, NULL);
+    if (rc)
+        goto out;
+    if (!s->schema_ready) {
+        rc = run(s, SCHEMA_SQL, PGRES_COMMAND_OK, NULL);
+        if (rc)
+            goto out;
+        s->schema_ready = 1;
+    }
+    rc = RC_OK;
+out:
+    if (rc) {
+        if (s->conn)
+            PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    return rc;
+}
+
+/* Sends BEGIN, the statement timeout and the rows COPY in one round trip,
+ * without waiting for the answer.  Returns RC_OK or RC_DB/RC_TIMEOUT. */
+static rc_t start_transaction(struct pg_sink *s)
+{
+    char sql[400];
+    rc_t rc;
+
+    if (s->phase == PH_BROKEN)
+        return RC_DB;
+    if (!s->conn && (rc = connect_db(s)) != RC_OK)
+        return rc;
+    /* The server enforces the give-up time too, so a statement that waits on
+     * a lock ends there even if this process is frozen meanwhile. */
+    int64_t left = s->give_up_at - now_ms();
+    if (left <= 0) {
+        fail(s, NULL, "timeout");
+        return RC_TIMEOUT;
+    }
+    snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld; %s", (long long)left + 50,
+             COPY_ROWS_SQL);
+    if (!PQsendQuery(s->conn, sql)) {
+        fail(s, NULL, "begin");
+        return RC_DB;
+    }
+    s->phase = PH_STARTING;
+    s->sent = 0;
+    s->header_sent = 0;
+    s->stats.attempts++;
+    return RC_OK;
+}
+
+/* Consumes the answers to BEGIN and SET until the server accepts COPY data.
+ * With `wait` 0 it only looks at what has arrived.  Returns RC_OK (check
+ * s->phase), RC_TIMEOUT or RC_DB. */
+static rc_t await_copy(struct pg_sink *s, int wait)
+{
+    while (s->phase == PH_STARTING) {
+        if (PQflush(s->conn) < 0 || PQconsumeInput(s->conn) == 0) {
+            fail(s, NULL, "begin");
+            return RC_DB;
+        }
+        if (PQisBusy(s->conn)) {
+            if (!wait)
+                return RC_OK;
+            if (wait_socket(s, POLLIN) != RC_OK) {
+                fail(s, NULL, "timeout waiting for the table (a lock?)");
+                return RC_TIMEOUT;
+            }
+            continue;
+        }
+        PGresult *res = PQgetResult(s->conn);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        if (st == PGRES_COPY_IN) {
+            s->phase = PH_COPYING;
+            s->first_send_us = s->first_send_us ? s->first_send_us : now_us();
+        } else if (st != PGRES_COMMAND_OK) {
+            fail(s, res, "begin");
+            PQclear(res);
+            return RC_DB;
+        }
+        PQclear(res);
+    }
+    return RC_OK;
+}
+
+/* Hands one piece of COPY data to libpq.  With `wait`, waits for room;
+ * without, returns RC_TIMEOUT at once when libpq's buffer is full (nothing
+ * was queued).  Returns RC_OK, RC_TIMEOUT or RC_DB. */
+static rc_t put_copy(struct pg_sink *s, const char *p, size_t n, int wait)
+{
+    for (;;) {
+        int r = PQputCopyData(s->conn, p, (int)n);
+        if (r == 1)
+            return RC_OK;
+        if (r < 0) {
+            fail(s, NULL, "copy");
+            return RC_DB;
+        }
+        if (!wait)
+            return RC_TIMEOUT;
+        rc_t rc = flush_all(s);
+        if (rc) {
+            fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : "copy");
+            return rc;
+        }
+    }
+}
+
+static size_t row_start(const struct pg_sink *s, size_t i)
+{
+    return i ? s->row_end[i - 1] : 0;
+}
+
+/* Streams rows[sent..n) that are not known duplicates, in pieces of about
+ * STREAM_CHUNK.  Without `wait`, stops when libpq would block or when less
+ * than a piece is pending.  Returns RC_OK, RC_TIMEOUT (only with wait) or RC_DB. */
+static rc_t stream_rows(struct pg_sink *s, int wait)
+{
+    if (s->phase != PH_COPYING)
+        return RC_OK;
+    if (!s->header_sent) {
+        if (put_copy(s, copy_header, sizeof copy_header, 1) != RC_OK)
+            return RC_DB;
+        s->header_sent = 1;
+    }
+    while (s->sent < s->n) {
+        /* A run of consecutive rows to write, ending before a duplicate. */
+        size_t first = s->sent;
+        while (first < s->n && s->dup[first])
+            first++;
+        size_t last = first;
+        while (last < s->n && !s->dup[last] &&
+               row_start(s, last) - row_start(s, first) < STREAM_CHUNK)
+            last++;
+        size_t from = row_start(s, first), to = row_start(s, last);
+        if (!wait && (to - from < STREAM_CHUNK && last == s->n))
+            return RC_OK; /* not worth a send yet: more rows are coming */
+        if (to > from) {
+            rc_t rc = put_copy(s, s->rows.data + from, to - from, wait);
+            if (rc == RC_TIMEOUT && !wait)
+                return RC_OK;
+            if (rc)
+                return rc;
+        }
+        s->sent = last;
+    }
+    return RC_OK;
+}
+
+void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
+{
+    if (s->conn && PQstatus(s->conn) == CONNECTION_BAD)
+        disconnect(s);
+    s->give_up_at = give_up_at_ms;
+    s->phase = PH_IDLE;
+    s->why[0] = '\0';
+    s->retryable = 0;
+    s->n = 0;
+    s->sent = 0;
+    s->first_send_us = 0;
+    memset(&s->stats, 0, sizeof s->stats);
+    buf_reset(&s->rows);
+}
+
+/* Makes room for one more row in the per-row arrays.  Returns RC_OK or RC_NOMEM. */
+static rc_t grow(struct pg_sink *s)
+{
+    if (s->n < s->cap)
+        return RC_OK;
+    size_t cap = s->cap ? s->cap * 2 : 1024;
+    size_t *row_end = realloc(s->row_end, cap * sizeof *row_end);
+    if (row_end)
+        s->row_end = row_end;
+    const char **ids = realloc(s->ids, cap * sizeof *ids);
+    if (ids)
+        s->ids = ids;
+    size_t *id_len = realloc(s->id_len, cap * sizeof *id_len);
+    if (id_len)
+        s->id_len = id_len;
+    uint8_t *dup = realloc(s->dup, cap);
+    if (dup)
+        s->dup = dup;
+    if (!row_end || !ids || !id_len || !dup)
+        return RC_NOMEM;
+    s->cap = cap;
+    return RC_OK;
+}
+
+static void put_u16(struct buf *b, uint16_t v)
+{
+    uint16_t be = htons(v);
+    buf_append(b, &be, sizeof be);
+}
+
+static void put_u32(struct buf *b, uint32_t v)
+{
+    uint32_t be = htonl(v);
+    buf_append(b, &be, sizeof be);
+}
+
+/* A text field of a binary COPY tuple: its length, then its bytes; -1 is NULL. */
+static void put_text(struct buf *b, const char *p, size_t n)
+{
+    if (!p) {
+        put_u32(b, UINT32_MAX);
+        return;
+    }
+    put_u32(b, (uint32_t)n);
+    buf_append(b, p, n);
+}
+
+rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len,
+                  const struct pg_row *row)
+{
+    rc_t rc = grow(s);
+    if (rc)
+        return rc;
+    size_t mark = s->rows.len;
+    struct buf *b = &s->rows;
+    put_u16(b, 7);
+    put_text(b, row->user_id, row->user_id_len);
+    put_text(b, row->device_type, row->device_type_len);
+    put_text(b, row->masked_ip, row->masked_ip_len);
+    put_text(b, row->masked_device_id, row->masked_device_id_len);
+    put_text(b, row->locale, row->locale_len);
+    if (row->has_app_version) {
+        put_u32(b, 4);
+        put_u32(b, (uint32_t)row->app_version);
+    } else {
+        put_u32(b, UINT32_MAX);
+    }
+    put_u32(b, 4);
+    put_u32(b, (uint32_t)(row->create_date - POSTGRES_EPOCH_DAYS));
+    if (b->err) {
+        rc = b->err;
+        b->err = RC_OK; /* the rows added so far stay valid */
+        b->len = mark;
+        return rc;
+    }
+    s->row_end[s->n] = b->len;
+    s->ids[s->n] = message_id;
+    s->id_len[s->n] = message_id_len;
+    s->dup[s->n] = 0;
+    s->n++;
+    /* The transaction starts with the first row, so a batch without valid
+     * rows never touches the database; a failure here is retried by commit. */
+    if (s->n == 1 && s->phase == PH_IDLE && start_transaction(s) != RC_OK)
+        log_at(s->lg, LOG_WARN, "database not ready; rows are buffered for a retry",
+               LF_STR("reason", s->why));
+    /* Opportunistic: let the server work on earlier rows while we parse. */
+    if (s->phase == PH_STARTING)
+        await_copy(s, 0);
+    if (s->phase == PH_COPYING)
+        stream_rows(s, 0);
+    return RC_OK;
+}
+
+/* Ends the rows COPY and checks the server stored every row.  Returns RC_OK,
+ * RC_TIMEOUT or RC_DB. */
+static rc_t finish_rows(struct pg_sink *s)
+{
+    rc_t rc = await_copy(s, 1);
+    if (!rc && s->phase != PH_COPYING)
+        rc = RC_DB;
+    if (!rc)
+        rc = stream_rows(s, 1);
+    if (!rc)
+        rc = put_copy(s, copy_trailer, sizeof copy_trailer, 1);
+    if (rc)
+        return rc;
+    if (PQputCopyEnd(s->conn, NULL) != 1) {
+        fail(s, NULL, "copy end");
+        return RC_DB;
+    }
+    size_t expected = 0;
+    for (size_t i = 0; i < s->n; i++)
+        expected += !s->dup[i];
+    for (;;) {
+        PGresult *res;
+        rc = next_result(s, &res);
+        if (rc) {
+            fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : "copy");
+            return rc;
+        }
+        if (!res)
+            break;
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            fail(s, res, "copy rows");
+            rc = RC_DB;
+        } else if (strcmp(PQcmdTuples(res), "") != 0) {
+            char want[32];
+            snprintf(want, sizeof want, "%zu", expected);
+            if (strcmp(PQcmdTuples(res), want) != 0) {
+                fail(s, NULL, "copy rows: the server stored a different number of rows");
+                rc = RC_DB;
+            }
+        }
+        PQclear(res);
+    }
+    s->phase = rc ? PH_BROKEN : PH_IDLE;
+    return rc;
+}
+
+/* Writes the batch's message ids to the ledger.  *duplicate is set when the
+ * ledger already holds one of them (a unique violation).  Returns RC_OK
+ * (also in that case: the transaction is then aborted), RC_TIMEOUT or RC_DB. */
+static rc_t write_ledger(struct pg_sink *s, int *duplicate)
+{
+    struct buf *b = &s->scratch;
+    PGresult *res = NULL;
+    rc_t rc;
+
+    *duplicate = 0;
+    buf_reset(b);
+    buf_append(b, copy_header, sizeof copy_header);
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->dup[i])
+            continue;
+        put_u16(b, 1);
+        put_text(b, s->ids[i], s->id_len[i]);
+    }
+    buf_append(b, copy_trailer, sizeof copy_trailer);
+    if (b->err)
+        return b->err;
+
+    if (!PQsendQuery(s->conn, COPY_LEDGER_SQL)) {
+        fail(s, NULL, "ledger");
+        return RC_DB;
+    }
+    rc = next_result(s, &res);
+    if (rc || !res || PQresultStatus(res) != PGRES_COPY_IN) {
+        fail(s, res, rc == RC_TIMEOUT ? "timeout" : "ledger");
+        PQclear(res);
+        return rc ? rc : RC_DB;
+    }
+    PQclear(res);
+    for (size_t off = 0; off < b->len && !rc; off += STREAM_CHUNK) {
+        size_t n = b->len - off < STREAM_CHUNK ? b->len - off : STREAM_CHUNK;
+        rc = put_copy(s, b->data + off, n, 1);
+    }
+    if (rc)
+        return rc;
+    if (PQputCopyEnd(s->conn, NULL) != 1) {
+        fail(s, NULL, "ledger end");
+        return RC_DB;
+    }
+    for (;;) {
+        rc_t w = next_result(s, &res);
+        if (w) {
+            fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "ledger");
+            return w;
+        }
+        if (!res)
+            break;
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            if (state && strcmp(state, "23505") == 0)
+                *duplicate = 1;
+            else {
+                fail(s, res, "ledger");
+                rc = RC_DB;
+            }
+        }
+        PQclear(res);
+    }
+    return rc;
+}
+
+/* Finds which of the batch's ids the ledger holds already and marks them.
+ * The ids travel as one binary text[] parameter, never as SQL text.
+ * Returns RC_OK (*found = how many new ones), RC_TIMEOUT, RC_DB or RC_NOMEM. */
+static rc_t mark_duplicates(struct pg_sink *s, size_t *found)
+{
+    struct buf *b = &s->scratch;
+    size_t count = 0;
+    PGresult *res = NULL;
+    rc_t rc;
+
+    *found = 0;
+    for (size_t i = 0; i < s->n; i++)
+        count += !s->dup[i];
+    if ((rc = idset_reset(&s->lookup, s->n)) != RC_OK)
+        return rc;
+    buf_reset(b);
+    put_u32(b, 1); /* dimensions */
+    put_u32(b, 0); /* no NULLs */
+    put_u32(b, TEXT_OID);
+    put_u32(b, (uint32_t)count);
+    put_u32(b, 1); /* lower bound */
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->dup[i])
+            continue;
+        put_text(b, s->ids[i], s->id_len[i]);
+        idset_put(&s->lookup, s->ids[i], s->id_len[i], i);
+    }
+    if (b->err)
+        return b->err;
+    const Oid types[1] = {TEXT_ARRAY_OID};
+    const char *values[1] = {b->data};
+    const int lengths[1] = {(int)b->len};
+    const int formats[1] = {1};
+    if (!PQsendQueryParams(s->conn, FIND_DUPLICATES_SQL, 1, types, values, lengths, formats, 0)) {
+        fail(s, NULL, "duplicates");
+        return RC_DB;
+    }
+    for (;;) {
+        rc_t w = next_result(s, &res);
+        if (w) {
+            fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "duplicates");
+            return w;
+        }
+        if (!res)
+            break;
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            fail(s, res, "duplicates");
+            rc = RC_DB;
+        } else {
+            for (int r = 0; r < PQntuples(res); r++) {
+                size_t i =
+                    idset_get(&s->lookup, PQgetvalue(res, r, 0), (size_t)PQgetlength(res, r, 0));
+                if (i != (size_t)-1 && !s->dup[i]) {
+                    s->dup[i] = 1;
+                    (*found)++;
+                }
+            }
+        }
+        PQclear(res);
+    }
+    return rc;
+}
+
+/* One attempt at the whole transaction.  *again is set when it should be
+ * repeated at once (duplicates were found and marked).  Returns RC_OK when
+ * committed; otherwise the failure, with the attempt marked broken. */
+static rc_t attempt(struct pg_sink *s, int *again)
+{
+    int duplicate = 0;
+    rc_t rc;
+
+    *again = 0;
+    if (s->phase == PH_IDLE && (rc = start_transaction(s)) != RC_OK)
+        return rc;
+    if ((rc = finish_rows(s)) != RC_OK)
+        return rc;
+    if ((rc = write_ledger(s, &duplicate)) != RC_OK)
+        return rc;
+    if (duplicate) {
+        size_t found = 0;
+        s->phase = PH_IDLE;
+        if ((rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
+            return rc;
+        if ((rc = mark_duplicates(s, &found)) != RC_OK)
+            return rc;
+        if (found == 0) {
+            /* The unique violation named an id we cannot see: never loop on it. */
+            snprintf(s->why, sizeof s->why, "ledger: unique violation without a visible duplicate");
+            s->phase = PH_BROKEN;
+            return RC_DB;
+        }
+        *again = 1;
+        return RC_OK;
+    }
+    PGresult *res = NULL;
+    if ((rc = run(s, "COMMIT", PGRES_COMMAND_OK, &res)) != RC_OK)
+        return rc;
+    /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK. */
+    if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        fail(s, NULL, "commit: the transaction was rolled back");
+        rc = RC_DB;
+    }
+    PQclear(res);
+    s->phase = PH_IDLE;
+    return rc;
+}
+
+rc_t pg_batch_commit(struct pg_sink *s, uint8_t *duplicate, char err[ERR_LEN])
+{
+    rc_t rc = RC_DB;
+    int64_t backoff_ms = 100;
+
+    err[0] = '\0';
+    for (unsigned tries = 0; tries < MAX_ATTEMPTS; tries++) {
+        int again = 0;
+        size_t left = 0;
+        for (size_t i = 0; i < s->n; i++)
+            left += !s->dup[i];
+        if (left == 0) {
+            /* Every row was committed before (a replay): nothing to write. */
+            if (s->phase != PH_IDLE)
+                disconnect(s);
+            memcpy(duplicate, s->dup, s->n);
+            return RC_OK;
+        }
+        if (s->phase == PH_BROKEN) {
+            disconnect(s);
+            s->phase = PH_IDLE;
+        }
+        rc = attempt(s, &again);
+        if (rc == RC_OK && !again) {
+            memcpy(duplicate, s->dup, s->n);
+            s->stats.write_us = s->first_send_us ? now_us() - s->first_send_us : 0;
+            return RC_OK;
+        }
+        if (rc == RC_OK)
+            continue; /* duplicates marked: write the rest */
+        log_at(s->lg, LOG_WARN, "database attempt failed", LF_STR("reason", s->why),
+               LF_NUM("attempt", tries + 1), LF_NUM("retryable", s->retryable));
+        if (rc == RC_NOMEM || rc == RC_TIMEOUT || !s->retryable)
+            break;
+        /* The connection went away (a restart, a failover): wait a little
+         * and try again while the deadline allows. */
+        if (now_ms() + backoff_ms >= s->give_up_at) {
+            rc = RC_TIMEOUT;
+            break;
+        }
+        struct timespec ts = {.tv_sec = backoff_ms / 1000, .tv_nsec = backoff_ms % 1000 * 1000000};
+        nanosleep(&ts, NULL);
+        backoff_ms *= 2;
+    }
+    snprintf(err, ERR_LEN, "%s", s->why[0] ? s->why : rc_strerror(rc));
+    disconnect(s);
+    return rc;
+}
+
+void pg_batch_abort(struct pg_sink *s)
+{
+    /* Closing is the only rollback that cannot hang: the server rolls back
+     * when it notices the connection is gone. */
+    if (s->phase != PH_IDLE)
+        disconnect(s);
+    s->n = 0;
+}
+
+void pg_batch_stats(const struct pg_sink *s, struct pg_stats *out)
+{
+    *out = s->stats;
+}

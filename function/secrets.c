@@ -1,0 +1,196 @@
+/* secrets.c - the Parameters and Secrets Lambda Extension client.
+ *
+ * cJSON reads the extension's answer: a small, trusted document whose
+ * SecretString has no reason to hold a U+0000 (see json.h for why the event
+ * itself does not go through cJSON). */
+#define _DEFAULT_SOURCE
+#include "secrets.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "http.h"
+
+#define SECRET_TIMEOUT_MS 5000
+#define SECRET_MAX (64 * 1024) /* Secrets Manager's own limit on a secret */
+
+/* Appends s percent-encoded for a query string (RFC 3986 unreserved kept). */
+static void append_query_value(struct buf *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            buf_appendc(b, (char)c);
+        } else {
+            char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
+            buf_append(b, esc, 3);
+        }
+    }
+}
+
+/* Splits "host:port" into two NUL-terminated strings.  Returns RC_OK or RC_CONFIG. */
+static rc_t split_endpoint(const char *endpoint, char *host, size_t host_cap, char *port,
+                           size_t port_cap)
+{
+    const char *colon = strrchr(endpoint, ':');
+    if (!colon || colon == endpoint || (size_t)(colon - endpoint) >= host_cap ||
+        strlen(colon + 1) == 0 || strlen(colon + 1) >= port_cap)
+        return RC_CONFIG;
+    memcpy(host, endpoint, (size_t)(colon - endpoint));
+    host[colon - endpoint] = '\0';
+    memcpy(port, colon + 1, strlen(colon + 1) + 1);
+    return RC_OK;
+}
+
+rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, char err[ERR_LEN])
+{
+    char host[256], port[16];
+    struct http_client *client = NULL;
+    struct buf path, body;
+    cJSON *doc = NULL;
+    rc_t rc;
+
+    buf_init(&path, 4096);
+    buf_init(&body, SECRET_MAX * 2);
+    buf_reset(out);
+    const char *token = getenv("AWS_SESSION_TOKEN");
+    if (!token || !*token) {
+        snprintf(err, ERR_LEN, "AWS_SESSION_TOKEN is not set: the secrets extension needs it");
+        rc = RC_CONFIG;
+        goto out;
+    }
+    if (split_endpoint(endpoint, host, sizeof host, port, sizeof port) != RC_OK) {
+        snprintf(err, ERR_LEN, "the secrets extension endpoint is not host:port");
+        rc = RC_CONFIG;
+        goto out;
+    }
+    if (!(client = http_new(host, port, NULL, err))) {
+        rc = RC_NOMEM;
+        goto out;
+    }
+    buf_appends(&path, "/secretsmanager/get?secretId=");
+    append_query_value(&path, secret_id);
+    if ((rc = path.err) != RC_OK) {
+        snprintf(err, ERR_LEN, "the secret id is too long");
+        goto out;
+    }
+    const struct http_header headers[] = {{"X-Aws-Parameters-Secrets-Token", token}};
+    const struct http_request req = {.method = "GET",
+                                     .path = path.data,
+                                     .headers = headers,
+                                     .nheaders = 1,
+                                     .timeout_ms = SECRET_TIMEOUT_MS,
+                                     .retry_safe = 1};
+    struct http_response resp = {.body = &body};
+    char http_err[ERR_LEN];
+    rc = http_exchange(client, &req, &resp, http_err);
+    if (rc) {
+        snprintf(err, ERR_LEN, "secrets extension at %.40s: %.180s", endpoint, http_err);
+        rc = rc == RC_NOMEM ? RC_NOMEM : RC_IO;
+        goto out;
+    }
+    if (resp.status != 200) {
+        /* The extension's error text names the secret, never its value. */
+        snprintf(err, ERR_LEN, "secrets extension answered %d for %.100s: %.100s", resp.status,
+                 secret_id, body.data ? body.data : "");
+        rc = RC_PROTOCOL;
+        goto out;
+    }
+    doc = cJSON_ParseWithLength(body.data, body.len);
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(doc, "SecretString");
+    if (!cJSON_IsString(s) || !s->valuestring) {
+        snprintf(err, ERR_LEN, "secret %.100s has no SecretString (a binary secret?)", secret_id);
+        rc = RC_PROTOCOL;
+        goto out;
+    }
+    if ((rc = buf_appends(out, s->valuestring)) != RC_OK)
+        snprintf(err, ERR_LEN, "secret %.100s is too large", secret_id);
+out:
+    if (doc) {
+        /* Wipe the decoded secret inside cJSON's tree before freeing it. */
+        cJSON *sv = cJSON_GetObjectItemCaseSensitive(doc, "SecretString");
+        if (cJSON_IsString(sv) && sv->valuestring)
+            explicit_bzero(sv->valuestring, strlen(sv->valuestring));
+        cJSON_Delete(doc);
+    }
+    buf_wipe(&body);
+    buf_free(&path);
+    http_free(client);
+    return rc;
+}
+
+/* Appends " key='value'" in libpq's conninfo syntax: quotes and backslashes
+ * escaped with a backslash. */
+static void append_conninfo(struct buf *b, const char *key, const char *value)
+{
+    buf_printf(b, "%s%s='", b->len ? " " : "", key);
+    for (const char *p = value; *p; p++) {
+        if (*p == '\'' || *p == '\\')
+            buf_appendc(b, '\\');
+        buf_appendc(b, *p);
+    }
+    buf_appendc(b, '\'');
+}
+
+rc_t secrets_conninfo_from_json(const char *json, size_t len, struct buf *conninfo,
+                                char err[ERR_LEN])
+{
+    static const char *const fields[][2] = {{"host", "host"},
+                                            {"port", "port"},
+                                            {"username", "user"},
+                                            {"password", "password"},
+                                            {"dbname", "dbname"}};
+    rc_t rc = RC_OK;
+    cJSON *doc = cJSON_ParseWithLength(json, len);
+
+    buf_reset(conninfo);
+    if (!cJSON_IsObject(doc)) {
+        snprintf(err, ERR_LEN, "the database secret is not a JSON object");
+        rc = RC_CONFIG;
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, fields[i][0]);
+        char num[32];
+        if (cJSON_IsString(v) && v->valuestring && *v->valuestring) {
+            append_conninfo(conninfo, fields[i][1], v->valuestring);
+        } else if (cJSON_IsNumber(v) && strcmp(fields[i][0], "port") == 0 && v->valuedouble >= 1 &&
+                   v->valuedouble <= 65535) {
+            snprintf(num, sizeof num, "%d", (int)v->valuedouble);
+            append_conninfo(conninfo, fields[i][1], num);
+        } else if (strcmp(fields[i][0], "username") == 0 || strcmp(fields[i][0], "host") == 0) {
+            snprintf(err, ERR_LEN, "the database secret lacks \"%s\"", fields[i][0]);
+            rc = RC_CONFIG;
+            goto out;
+        }
+    }
+    if (conninfo->err) {
+        rc = conninfo->err;
+        snprintf(err, ERR_LEN, "the database secret is too large");
+    }
+out:
+    if (doc) {
+        const cJSON *pw = cJSON_GetObjectItemCaseSensitive(doc, "password");
+        if (cJSON_IsString(pw) && pw->valuestring)
+            explicit_bzero(pw->valuestring, strlen(pw->valuestring));
+        cJSON_Delete(doc);
+    }
+    return rc;
+}
+
+rc_t secrets_db_conninfo(const char *endpoint, const char *secret_id, struct buf *conninfo,
+                         char err[ERR_LEN])
+{
+    struct buf secret;
+    buf_init(&secret, SECRET_MAX);
+    rc_t rc = secrets_get(endpoint, secret_id, &secret, err);
+    if (!rc)
+        rc = secrets_conninfo_from_json(secret.data, secret.len, conninfo, err);
+    buf_wipe(&secret);
+    return rc;
+}

@@ -1,0 +1,1109 @@
+/* http.c - HTTP/1.1 client: response head parser, chunked decoder, and one
+ * kept-alive connection to a loopback peer.
+ *
+ * The two parsers are pure functions over bytes so that the unit tests and
+ * the fuzzer reach them without sockets.  The client around them is written
+ * for one peer that we trust to exist but not to be well-behaved: every size
+ * is bounded, every syscall is restarted on EINTR, and SIGPIPE is never
+ * raised (send with MSG_NOSIGNAL). */
+#define _DEFAULT_SOURCE
+#include "http.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "num.h"
+
+#define CONNECT_ATTEMPTS 10
+#define BACKOFF_FIRST_MS 10
+#define BACKOFF_MAX_MS 1000
+#define CONNECT_TIMEOUT_MS 2000
+#define READ_CHUNK (64 * 1024)
+
+__attribute__((format(printf, 2, 3))) static void set_err(char err[ERR_LEN], const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, ERR_LEN, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- character classes (RFC 9110 section 5.6) ---------------------------------------------- */
+
+static int is_tchar(unsigned char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+        return 1;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* VCHAR, SP, HTAB and obs-text: what a field value (or a reason phrase) may hold. */
+static int is_field_char(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static int is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static unsigned char lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
+}
+
+/* Compares n bytes of a with the NUL-terminated b, ignoring ASCII case. */
+static int ieq(const char *a, size_t n, const char *b)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i] == '\0' || lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+            return 0;
+    return b[n] == '\0';
+}
+
+/* Narrows [*s, *e) of v to drop blanks on both sides. */
+static void trim(const char *v, size_t *s, size_t *e)
+{
+    while (*s < *e && is_blank(v[*s]))
+        (*s)++;
+    while (*e > *s && is_blank(v[*e - 1]))
+        (*e)--;
+}
+
+/* ---- the response head ---------------------------------------------------------------------- */
+
+/* Finds the end of the head (just past the empty line) looking only at line
+ * feeds at or after `from`; returns 0 when it is not there yet. */
+static size_t find_head_end(const char *p, size_t n, size_t from)
+{
+    for (size_t i = from; i < n; i++) {
+        if (p[i] != '\n' || i == 0)
+            continue;
+        if (p[i - 1] == '\n' || (i >= 2 && p[i - 1] == '\r' && p[i - 2] == '\n'))
+            return i + 1;
+    }
+    return 0;
+}
+
+/* Parses one Content-Length value: a list of equal decimal numbers (RFC 9110
+ * section 8.6 lets a recipient accept "5, 5").  Returns 0, or -1 when it is
+ * malformed or disagrees with an earlier one. */
+static int parse_content_length(const char *v, size_t n, int *have, uint64_t *cl)
+{
+    size_t i = 0;
+
+    for (;;) {
+        size_t s = i, e;
+        int64_t x;
+        while (i < n && v[i] != ',')
+            i++;
+        e = i;
+        trim(v, &s, &e);
+        if (s == e || num_parse_i64(v + s, e - s, 0, INT64_MAX, &x) != RC_OK)
+            return -1;
+        if (*have && *cl != (uint64_t)x)
+            return -1;
+        *have = 1;
+        *cl = (uint64_t)x;
+        if (i == n)
+            return 0;
+        i++;
+    }
+}
+
+/* Counts the codings of one Transfer-Encoding value into *chunked; returns
+ * -1 for any coding but "chunked" (we never ask for one, so we cannot undo it). */
+static int parse_transfer_encoding(const char *v, size_t n, int *chunked)
+{
+    size_t i = 0;
+
+    while (i <= n) {
+        size_t s = i, e;
+        while (i < n && v[i] != ',')
+            i++;
+        e = i;
+        trim(v, &s, &e);
+        if (s < e) {
+            if (!ieq(v + s, e - s, "chunked"))
+                return -1;
+            (*chunked)++;
+        }
+        i++;
+    }
+    return 0;
+}
+
+/* Notes the "close" and "keep-alive" options of one Connection value. */
+static void parse_connection(const char *v, size_t n, int *close, int *keep)
+{
+    size_t i = 0;
+
+    while (i <= n) {
+        size_t s = i, e;
+        while (i < n && v[i] != ',')
+            i++;
+        e = i;
+        trim(v, &s, &e);
+        if (ieq(v + s, e - s, "close"))
+            *close = 1;
+        else if (ieq(v + s, e - s, "keep-alive"))
+            *keep = 1;
+        i++;
+    }
+}
+
+/* Checks the status line p[0..n) (without its line end) and fills h. */
+static http_parse_t parse_status_line(const char *p, size_t n, struct http_head *h,
+                                      char err[ERR_LEN])
+{
+    int64_t status;
+
+    if (n < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ' ||
+        num_parse_i64(p + 9, 3, 100, 599, &status) != RC_OK || (n > 12 && p[12] != ' ')) {
+        set_err(err, "malformed status line");
+        return HTTP_PARSE_ERROR;
+    }
+    for (size_t i = 13; i < n; i++) {
+        if (!is_field_char((unsigned char)p[i])) {
+            set_err(err, "control character in the reason phrase");
+            return HTTP_PARSE_ERROR;
+        }
+    }
+    h->minor = p[7] - '0';
+    h->status = (int)status;
+    return HTTP_PARSE_DONE;
+}
+
+http_parse_t http_parse_head(const char *p, size_t n, size_t last_len, struct http_head *h,
+                             struct http_field *fields, size_t nfields, char err[ERR_LEN])
+{
+    static const char prefix[] = "HTTP/";
+    size_t end, pos, limit = n < HTTP_HEAD_MAX ? n : HTTP_HEAD_MAX;
+    uint64_t cl = 0;
+    int have_cl = 0, chunked = 0, have_te = 0, conn_close = 0, conn_keep = 0;
+
+    if (n == 0)
+        return HTTP_PARSE_MORE;
+    /* Refuse a peer that does not speak HTTP at once, rather than waiting
+     * for 64 KiB of something else. */
+    if (memcmp(p, prefix, n < 5 ? n : 5) != 0) {
+        set_err(err, "response does not start with HTTP/");
+        return HTTP_PARSE_ERROR;
+    }
+    end = find_head_end(p, limit, last_len >= 2 ? last_len - 2 : 0);
+    if (end == 0) {
+        if (n >= HTTP_HEAD_MAX) {
+            set_err(err, "response head over %d bytes", HTTP_HEAD_MAX);
+            return HTTP_PARSE_ERROR;
+        }
+        return HTTP_PARSE_MORE;
+    }
+
+    for (size_t i = 0; i < nfields; i++) {
+        fields[i].value = NULL;
+        fields[i].value_len = 0;
+    }
+    pos = 0;
+    for (int first = 1;; first = 0) {
+        const char *line = p + pos;
+        const char *lf = memchr(line, '\n', end - pos);
+        size_t len = (size_t)(lf - line); /* lf is found: the head ends with one */
+        pos += len + 1;
+        if (len && line[len - 1] == '\r')
+            len--;
+        if (memchr(line, '\r', len)) {
+            set_err(err, "bare CR in the response head");
+            return HTTP_PARSE_ERROR;
+        }
+        if (first) {
+            if (parse_status_line(line, len, h, err) != HTTP_PARSE_DONE)
+                return HTTP_PARSE_ERROR;
+            continue;
+        }
+        if (len == 0)
+            break; /* the empty line */
+
+        size_t name = 0, vs, ve = len;
+        while (name < len && is_tchar((unsigned char)line[name]))
+            name++;
+        if (name == 0 || name == len || line[name] != ':') {
+            set_err(err, is_blank(line[0]) ? "obsolete line folding in the response head"
+                                           : "malformed header line");
+            return HTTP_PARSE_ERROR;
+        }
+        vs = name + 1;
+        trim(line, &vs, &ve);
+        for (size_t i = vs; i < ve; i++) {
+            if (!is_field_char((unsigned char)line[i])) {
+                set_err(err, "control character in a header value");
+                return HTTP_PARSE_ERROR;
+            }
+        }
+        const char *v = line + vs;
+        size_t vn = ve - vs;
+        if (ieq(line, name, "content-length")) {
+            if (parse_content_length(v, vn, &have_cl, &cl) != 0) {
+                set_err(err, "malformed or disagreeing Content-Length");
+                return HTTP_PARSE_ERROR;
+            }
+        } else if (ieq(line, name, "transfer-encoding")) {
+            have_te = 1;
+            if (parse_transfer_encoding(v, vn, &chunked) != 0) {
+                set_err(err, "unsupported transfer coding");
+                return HTTP_PARSE_ERROR;
+            }
+        } else if (ieq(line, name, "connection")) {
+            parse_connection(v, vn, &conn_close, &conn_keep);
+        }
+        for (size_t i = 0; i < nfields; i++) {
+            if (!ieq(line, name, fields[i].name))
+                continue;
+            if (fields[i].value) {
+                set_err(err, "repeated header %s", fields[i].name);
+                return HTTP_PARSE_ERROR;
+            }
+            fields[i].value = v;
+            fields[i].value_len = vn;
+        }
+    }
+    if (have_te && chunked != 1) {
+        set_err(err, "Transfer-Encoding is not exactly \"chunked\"");
+        return HTTP_PARSE_ERROR;
+    }
+
+    h->content_length = 0;
+    if (h->status < 200 || h->status == 204 || h->status == 304) {
+        h->framing = HTTP_BODY_NONE;
+    } else if (chunked) {
+        h->framing = HTTP_BODY_CHUNKED;
+        /* Both framings at once is how requests get smuggled: use chunked,
+         * as RFC 9112 says, but never trust this connection again. */
+        if (have_cl)
+            conn_close = 1;
+    } else if (have_cl) {
+        h->framing = HTTP_BODY_LENGTH;
+        h->content_length = cl;
+    } else {
+        h->framing = HTTP_BODY_CLOSE;
+        conn_close = 1;
+    }
+    h->keep_alive = h->minor == 1 ? !conn_close : conn_keep && !conn_close;
+    h->head_len = pos; /* == end unless last_len was wrong and an earlier blank line ended it */
+    return HTTP_PARSE_DONE;
+}
+
+/* ---- the chunked body ----------------------------------------------------------------------- */
+
+enum {
+    CH_SIZE,          /* hex digits of the chunk size */
+    CH_SIZE_WS,       /* blanks after the size, before a ';' */
+    CH_EXT,           /* chunk extensions, up to the CR */
+    CH_SIZE_LF,       /* the LF of the size line */
+    CH_DATA,          /* chunk data */
+    CH_DATA_CR,       /* the CRLF after chunk data */
+    CH_DATA_LF,       /* */
+    CH_TRAILER_START, /* start of a trailer line, or the final CRLF */
+    CH_TRAILER_NAME,  /* a trailer field name */
+    CH_TRAILER_VALUE, /* a trailer field value, up to the CR */
+    CH_TRAILER_LF,    /* the LF of a trailer line */
+    CH_END_LF,        /* the LF of the final empty line */
+    CH_DONE,
+    CH_ERROR,
+};
+
+void http_chunked_init(struct http_chunked *c)
+{
+    memset(c, 0, sizeof *c);
+    c->state = CH_SIZE;
+}
+
+/* Turns the collected digits into the chunk size and checks it against the
+ * room left in `out`; returns -1 with err filled when it does not fit. */
+static int end_chunk_size(struct http_chunked *c, struct buf *out, char err[ERR_LEN])
+{
+    uint64_t v = 0;
+
+    if (c->ndigits && num_parse_hex(c->digits, c->ndigits, UINT64_MAX, &v) != RC_OK) {
+        set_err(err, "malformed chunk size");
+        return -1;
+    }
+    c->remaining = v;
+    if (out->err == RC_OK && v > (uint64_t)(out->max - out->len))
+        out->err = RC_TOOBIG;
+    if (out->err != RC_OK || buf_reserve(out, (size_t)v) != RC_OK) {
+        set_err(err, "chunked body over %zu bytes", out->max);
+        return -1;
+    }
+    return 0;
+}
+
+http_parse_t http_chunked_decode(struct http_chunked *c, const char *in, size_t n, size_t *used,
+                                 struct buf *out, char err[ERR_LEN])
+{
+    size_t i = 0;
+
+    *used = 0;
+    if (c->state == CH_DONE)
+        return HTTP_PARSE_DONE;
+    if (c->state == CH_ERROR) {
+        set_err(err, "chunked decoder already failed");
+        return HTTP_PARSE_ERROR;
+    }
+    while (i < n) {
+        unsigned char ch = (unsigned char)in[i];
+
+        if (c->state == CH_DATA) {
+            size_t k = n - i;
+            if ((uint64_t)k > c->remaining)
+                k = (size_t)c->remaining;
+            if (buf_append(out, in + i, k) != RC_OK) {
+                set_err(err, "chunked body over %zu bytes", out->max);
+                goto fail;
+            }
+            i += k;
+            c->remaining -= k;
+            if (c->remaining == 0)
+                c->state = CH_DATA_CR;
+            continue;
+        }
+        if (c->state <= CH_EXT && ++c->line > HTTP_LINE_MAX) {
+            set_err(err, "chunk-size line over %d bytes", HTTP_LINE_MAX);
+            goto fail;
+        }
+        if (c->state >= CH_TRAILER_START && c->state <= CH_TRAILER_LF &&
+            ++c->trailer > HTTP_HEAD_MAX) {
+            set_err(err, "trailers over %d bytes", HTTP_HEAD_MAX);
+            goto fail;
+        }
+        switch (c->state) {
+        case CH_SIZE:
+            if (is_hex(ch)) {
+                c->any_digit = 1;
+                if (c->ndigits == 0 && ch == '0')
+                    break; /* a leading zero */
+                if (c->ndigits == sizeof c->digits) {
+                    set_err(err, "chunk size over 16 hex digits");
+                    goto fail;
+                }
+                c->digits[c->ndigits++] = (char)ch;
+                break;
+            }
+            if (!c->any_digit) {
+                set_err(err, "chunk size missing");
+                goto fail;
+            }
+            if (ch == ';')
+                c->state = CH_EXT;
+            else if (is_blank((char)ch))
+                c->state = CH_SIZE_WS;
+            else if (ch == '\r')
+                c->state = CH_SIZE_LF;
+            else {
+                set_err(err, "malformed chunk size");
+                goto fail;
+            }
+            if (end_chunk_size(c, out, err) != 0)
+                goto fail;
+            break;
+        case CH_SIZE_WS:
+            if (ch == ';') {
+                c->state = CH_EXT;
+            } else if (!is_blank((char)ch)) {
+                set_err(err, "malformed chunk extension");
+                goto fail;
+            }
+            break;
+        case CH_EXT:
+            if (ch == '\r') {
+                c->state = CH_SIZE_LF;
+            } else if (!is_field_char(ch)) {
+                set_err(err, "control character in a chunk extension");
+                goto fail;
+            }
+            break;
+        case CH_SIZE_LF:
+            if (ch != '\n') {
+                set_err(err, "chunk-size line not ended by CRLF");
+                goto fail;
+            }
+            c->line = 0;
+            c->ndigits = 0;
+            c->any_digit = 0;
+            c->state = c->remaining ? CH_DATA : CH_TRAILER_START;
+            break;
+        case CH_DATA_CR:
+            if (ch != '\r') {
+                set_err(err, "chunk data not followed by CRLF");
+                goto fail;
+            }
+            c->state = CH_DATA_LF;
+            break;
+        case CH_DATA_LF:
+            if (ch != '\n') {
+                set_err(err, "chunk data not followed by CRLF");
+                goto fail;
+            }
+            c->state = CH_SIZE;
+            break;
+        case CH_TRAILER_START:
+            if (ch == '\r') {
+                c->state = CH_END_LF;
+            } else if (is_tchar(ch)) {
+                c->state = CH_TRAILER_NAME;
+            } else {
+                set_err(err, "malformed trailer line");
+                goto fail;
+            }
+            break;
+        case CH_TRAILER_NAME:
+            if (ch == ':') {
+                c->state = CH_TRAILER_VALUE;
+            } else if (!is_tchar(ch)) {
+                set_err(err, "malformed trailer line");
+                goto fail;
+            }
+            break;
+        case CH_TRAILER_VALUE:
+            if (ch == '\r') {
+                c->state = CH_TRAILER_LF;
+            } else if (!is_field_char(ch)) {
+                set_err(err, "control character in a trailer");
+                goto fail;
+            }
+            break;
+        case CH_TRAILER_LF:
+            if (ch != '\n') {
+                set_err(err, "trailer line not ended by CRLF");
+                goto fail;
+            }
+            c->state = CH_TRAILER_START;
+            break;
+        case CH_END_LF:
+            if (ch != '\n') {
+                set_err(err, "chunked body not ended by CRLF");
+                goto fail;
+            }
+            c->state = CH_DONE;
+            *used = i + 1;
+            return HTTP_PARSE_DONE;
+        default:
+            set_err(err, "chunked decoder in a bad state");
+            goto fail;
+        }
+        i++;
+    }
+    *used = n;
+    return HTTP_PARSE_MORE;
+
+fail:
+    c->state = CH_ERROR;
+    *used = i;
+    return HTTP_PARSE_ERROR;
+}
+
+/* ---- the client ----------------------------------------------------------------------------- */
+
+struct http_client {
+    char *host;           /* owned: the peer's name or numeric address */
+    char *port;           /* owned: decimal port */
+    struct logger *lg;    /* borrowed, may be NULL */
+    int fd;               /* the connection, or -1 */
+    unsigned long served; /* complete responses read on fd: > 0 means "reused" */
+    struct buf tx;        /* the request head being sent */
+    struct buf rx;        /* bytes read from fd and not used yet */
+    struct buf vals;      /* NUL-terminated copies of the wanted header values */
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void logw(const struct http_client *c, enum log_level lvl, const char *msg,
+                 const char *detail, long long n)
+{
+    if (c->lg)
+        log_at(c->lg, lvl, msg, LF_STR("host", c->host), LF_STR("port", c->port),
+               LF_STR("error", detail), LF_NUM("attempt", n));
+}
+
+static void close_conn(struct http_client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->served = 0;
+    buf_reset(&c->rx);
+}
+
+/* Waits until fd is ready for `events` or the deadline (0: no deadline, and
+ * no wait: the caller's blocking call waits).  Returns RC_OK or RC_IO. */
+static rc_t wait_fd(int fd, short events, int64_t deadline, char err[ERR_LEN])
+{
+    if (deadline == 0)
+        return RC_OK;
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            set_err(err, "timed out");
+            return RC_IO;
+        }
+        int r = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
+        if (r > 0)
+            return RC_OK;
+        if (r < 0 && errno != EINTR) {
+            set_err(err, "poll: %s", strerror(errno));
+            return RC_IO;
+        }
+    }
+}
+
+/* Opens one connection to any address of the peer.  Returns RC_OK or RC_IO. */
+static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
+{
+    /* No AI_ADDRCONFIG: with only a loopback interface it can refuse the
+     * very loopback address we want. */
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    rc_t rc = RC_IO;
+    int fd = -1;
+
+    int g = getaddrinfo(c->host, c->port, &hints, &res);
+    if (g != 0) {
+        set_err(err, "getaddrinfo: %s", gai_strerror(g));
+        goto out;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int soerr = 0, one = 1;
+        socklen_t len = sizeof soerr;
+
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            set_err(err, "socket: %s", strerror(errno));
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            if (errno != EINPROGRESS && errno != EINTR) {
+                soerr = errno;
+            } else if (wait_fd(fd, POLLOUT, now_ms() + CONNECT_TIMEOUT_MS, err) != RC_OK) {
+                soerr = ETIMEDOUT;
+            } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
+                soerr = errno;
+            }
+        }
+        if (soerr == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
+            soerr = errno;
+        if (soerr != 0) {
+            set_err(err, "connect: %s", strerror(soerr));
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        /* Requests go out in one sendmsg, but the head and body of a
+         * response to a small request must not wait for a delayed ACK. */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->fd = fd;
+        c->served = 0;
+        buf_reset(&c->rx);
+        rc = RC_OK;
+        break;
+    }
+out:
+    if (res)
+        freeaddrinfo(res);
+    return rc;
+}
+
+/* Connects with bounded retries and exponential backoff.  Returns RC_OK, or
+ * RC_IO with resp->unreachable set. */
+static rc_t connect_retry(struct http_client *c, struct http_response *resp, char err[ERR_LEN])
+{
+    int delay = BACKOFF_FIRST_MS;
+
+    for (int attempt = 1;; attempt++) {
+        if (connect_once(c, err) == RC_OK)
+            return RC_OK;
+        logw(c, LOG_WARN, "cannot connect", err, attempt);
+        if (attempt == CONNECT_ATTEMPTS)
+            break;
+        sleep_ms(delay);
+        delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
+    }
+    resp->unreachable = 1;
+    char why[ERR_LEN];
+    snprintf(why, sizeof why, "%s", err);
+    set_err(err, "cannot connect to %s:%s after %d attempts: %s", c->host, c->port,
+            CONNECT_ATTEMPTS, why);
+    return RC_IO;
+}
+
+/* True when the kept connection was closed by the peer while idle (or holds
+ * bytes nobody asked for): then it is not worth sending on.  Cannot fail. */
+static int idle_conn_dead(const struct http_client *c)
+{
+    struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+
+    return poll(&pfd, 1, 0) != 0;
+}
+
+/* Builds the request head into c->tx.  Returns RC_OK, RC_INVALID for a
+ * method, path or header that would break the framing, or RC_NOMEM. */
+static rc_t build_head(struct http_client *c, const struct http_request *req, char err[ERR_LEN])
+{
+    struct buf *b = &c->tx;
+    const char *m = req->method, *p = req->path;
+
+    if (!m || !*m || !p || p[0] != '/' || (req->nheaders && !req->headers)) {
+        set_err(err, "malformed request");
+        return RC_INVALID;
+    }
+    for (const char *s = m; *s; s++)
+        if (!is_tchar((unsigned char)*s))
+            goto bad;
+    for (const char *s = p; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            goto bad;
+    buf_reset(b);
+    buf_printf(b, "%s %s HTTP/1.1\r\nHost: ", m, p);
+    if (strchr(c->host, ':'))
+        buf_printf(b, "[%s]:%s\r\n", c->host, c->port);
+    else
+        buf_printf(b, "%s:%s\r\n", c->host, c->port);
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (!h->name || !*h->name || !h->value)
+            goto bad;
+        for (const char *s = h->name; *s; s++)
+            if (!is_tchar((unsigned char)*s))
+                goto bad;
+        for (const char *s = h->value; *s; s++)
+            if (!is_field_char((unsigned char)*s))
+                goto bad;
+        buf_printf(b, "%s: %s\r\n", h->name, h->value);
+    }
+    if (req->body || strcmp(m, "GET") != 0)
+        buf_printf(b, "Content-Length: %zu\r\n", req->body ? req->body_len : 0);
+    buf_appends(b, "\r\n");
+    if (b->err) {
+        set_err(err, "request head: %s", rc_strerror(b->err));
+        return b->err == RC_NOMEM ? RC_NOMEM : RC_INVALID;
+    }
+    return RC_OK;
+bad:
+    set_err(err, "request method, path or header holds a character that is not allowed");
+    return RC_INVALID;
+}
+
+/* Writes the head and body with as few syscalls as the kernel allows.
+ * Returns RC_OK or RC_IO; *dead is set when the peer had closed. */
+static rc_t send_request(struct http_client *c, const struct http_request *req, int64_t deadline,
+                         int *dead, char err[ERR_LEN])
+{
+    struct iovec iov[2] = {
+        {.iov_base = c->tx.data, .iov_len = c->tx.len},
+        {.iov_base = (void *)req->body, .iov_len = req->body ? req->body_len : 0}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = req->body_len && req->body ? 2 : 1};
+    int flags = MSG_NOSIGNAL | (deadline ? MSG_DONTWAIT : 0);
+
+    while (msg.msg_iovlen) {
+        rc_t rc = wait_fd(c->fd, POLLOUT, deadline, err);
+        if (rc)
+            return rc;
+        ssize_t w = sendmsg(c->fd, &msg, flags);
+        if (w < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
+                continue;
+            *dead = errno == EPIPE || errno == ECONNRESET;
+            set_err(err, "send: %s", strerror(errno));
+            return RC_IO;
+        }
+        size_t left = (size_t)w;
+        while (msg.msg_iovlen && left >= msg.msg_iov[0].iov_len) {
+            left -= msg.msg_iov[0].iov_len;
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+        }
+        if (msg.msg_iovlen) {
+            msg.msg_iov[0].iov_base = (char *)msg.msg_iov[0].iov_base + left;
+            msg.msg_iov[0].iov_len -= left;
+        }
+    }
+    return RC_OK;
+}
+
+/* Reads at most `room` bytes into dst.  Returns RC_OK with *got == 0 at the
+ * end of the stream (a reset counts as one), or RC_IO. */
+static rc_t recv_into(struct http_client *c, char *dst, size_t room, int64_t deadline, size_t *got,
+                      char err[ERR_LEN])
+{
+    for (;;) {
+        rc_t rc = wait_fd(c->fd, POLLIN, deadline, err);
+        if (rc)
+            return rc;
+        ssize_t r = recv(c->fd, dst, room, deadline ? MSG_DONTWAIT : 0);
+        if (r >= 0) {
+            *got = (size_t)r;
+            return RC_OK;
+        }
+        if (errno == ECONNRESET) {
+            *got = 0;
+            return RC_OK;
+        }
+        if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+            set_err(err, "recv: %s", strerror(errno));
+            return RC_IO;
+        }
+    }
+}
+
+/* Reads more bytes into c->rx.  Returns RC_OK with *got (0: end of stream). */
+static rc_t recv_rx(struct http_client *c, int64_t deadline, size_t *got, char err[ERR_LEN])
+{
+    rc_t rc = buf_reserve(&c->rx, READ_CHUNK);
+
+    if (rc) {
+        set_err(err, "receive buffer: %s", rc_strerror(rc));
+        return rc == RC_NOMEM ? RC_NOMEM : RC_PROTOCOL;
+    }
+    rc = recv_into(c, c->rx.data + c->rx.len, c->rx.cap - c->rx.len - 1, deadline, got, err);
+    if (rc == RC_OK) {
+        c->rx.len += *got;
+        c->rx.data[c->rx.len] = '\0';
+    }
+    return rc;
+}
+
+/* Copies the wanted values out of c->rx into c->vals and points the fields
+ * at the copies.  Returns RC_OK or RC_NOMEM. */
+static rc_t copy_fields(struct http_client *c, struct http_response *resp, char err[ERR_LEN])
+{
+    size_t off[HTTP_FIELDS_MAX];
+
+    buf_reset(&c->vals);
+    for (size_t i = 0; i < resp->nfields; i++) {
+        off[i] = c->vals.len;
+        if (resp->fields[i].value)
+            buf_append(&c->vals, resp->fields[i].value, resp->fields[i].value_len);
+        buf_appendc(&c->vals, '\0');
+    }
+    if (c->vals.err) {
+        set_err(err, "header values: %s", rc_strerror(c->vals.err));
+        return RC_NOMEM;
+    }
+    for (size_t i = 0; i < resp->nfields; i++)
+        if (resp->fields[i].value)
+            resp->fields[i].value = c->vals.data + off[i];
+    return RC_OK;
+}
+
+/* Reads a body of exactly cl bytes into resp->body. */
+static rc_t read_length_body(struct http_client *c, uint64_t cl, struct buf *body, int64_t deadline,
+                             int *keep_alive, char err[ERR_LEN])
+{
+    size_t have;
+
+    if (cl > body->max) {
+        set_err(err, "response body of %llu bytes is over the %zu-byte limit",
+                (unsigned long long)cl, body->max);
+        return RC_TOOBIG;
+    }
+    if (buf_reserve(body, (size_t)cl) != RC_OK) {
+        set_err(err, "response body: %s", rc_strerror(body->err));
+        return body->err;
+    }
+    have = c->rx.len < cl ? c->rx.len : (size_t)cl;
+    buf_append(body, c->rx.data, have);
+    buf_consume(&c->rx, have);
+    if (c->rx.len)
+        *keep_alive = 0; /* more than the response: the stream is out of step */
+    while (body->len < cl) {
+        size_t got;
+        rc_t rc = recv_into(c, body->data + body->len, (size_t)cl - body->len, deadline, &got, err);
+        if (rc)
+            return rc;
+        if (got == 0) {
+            set_err(err, "connection closed after %zu of %llu body bytes", body->len,
+                    (unsigned long long)cl);
+            return RC_IO;
+        }
+        body->len += got;
+        body->data[body->len] = '\0';
+    }
+    return RC_OK;
+}
+
+static rc_t read_chunked_body(struct http_client *c, struct buf *body, int64_t deadline,
+                              int *keep_alive, char err[ERR_LEN])
+{
+    struct http_chunked ch;
+
+    http_chunked_init(&ch);
+    for (;;) {
+        size_t used, got;
+        http_parse_t pr = http_chunked_decode(&ch, c->rx.data, c->rx.len, &used, body, err);
+        if (pr == HTTP_PARSE_ERROR)
+            return body->err == RC_TOOBIG  ? RC_TOOBIG
+                   : body->err == RC_NOMEM ? RC_NOMEM
+                                           : RC_PROTOCOL;
+        if (pr == HTTP_PARSE_DONE) {
+            buf_consume(&c->rx, used);
+            if (c->rx.len)
+                *keep_alive = 0;
+            return RC_OK;
+        }
+        buf_reset(&c->rx);
+        rc_t rc = recv_rx(c, deadline, &got, err);
+        if (rc)
+            return rc;
+        if (got == 0) {
+            set_err(err, "connection closed in a chunked body after %zu bytes", body->len);
+            return RC_IO;
+        }
+    }
+}
+
+static rc_t read_close_body(struct http_client *c, struct buf *body, int64_t deadline,
+                            char err[ERR_LEN])
+{
+    if (buf_append(body, c->rx.data, c->rx.len) != RC_OK)
+        goto toobig;
+    buf_reset(&c->rx);
+    for (;;) {
+        size_t room = body->max - body->len, got;
+        char probe;
+        rc_t rc;
+
+        if (room == 0) {
+            /* Full: one more byte means over the cap, the end means done. */
+            rc = recv_into(c, &probe, 1, deadline, &got, err);
+            if (rc)
+                return rc;
+            if (got == 0)
+                return RC_OK;
+            goto toobig;
+        }
+        if (room > READ_CHUNK)
+            room = READ_CHUNK;
+        if (buf_reserve(body, room) != RC_OK) {
+            set_err(err, "response body: %s", rc_strerror(body->err));
+            return body->err;
+        }
+        rc = recv_into(c, body->data + body->len, room, deadline, &got, err);
+        if (rc)
+            return rc;
+        if (got == 0)
+            return RC_OK;
+        body->len += got;
+        body->data[body->len] = '\0';
+    }
+toobig:
+    set_err(err, "response body over %zu bytes", body->max);
+    return RC_TOOBIG;
+}
+
+/* Reads one final response (skipping 1xx interim ones).  *dead is set when
+ * the peer closed before any byte of it came. */
+static rc_t read_response(struct http_client *c, struct http_response *resp, int64_t deadline,
+                          int *dead, char err[ERR_LEN])
+{
+    struct http_head h;
+    size_t last = 0, got;
+    int any = 0;
+    rc_t rc;
+
+    for (;;) {
+        http_parse_t pr =
+            http_parse_head(c->rx.data, c->rx.len, last, &h, resp->fields, resp->nfields, err);
+        if (pr == HTTP_PARSE_ERROR)
+            return RC_PROTOCOL;
+        if (pr == HTTP_PARSE_DONE) {
+            if (h.status >= 200)
+                break;
+            if (h.status == 101) {
+                set_err(err, "unexpected 101 Switching Protocols");
+                return RC_PROTOCOL;
+            }
+            buf_consume(&c->rx, h.head_len);
+            last = 0;
+            continue;
+        }
+        last = c->rx.len;
+        rc = recv_rx(c, deadline, &got, err);
+        if (rc)
+            return rc;
+        if (got == 0) {
+            *dead = !any;
+            set_err(err, any ? "connection closed in the response head"
+                             : "connection closed before the response");
+            return RC_IO;
+        }
+        any = 1;
+    }
+
+    resp->status = h.status;
+    rc = copy_fields(c, resp, err);
+    if (rc)
+        return rc;
+    buf_consume(&c->rx, h.head_len);
+    switch (h.framing) {
+    case HTTP_BODY_NONE:
+        if (c->rx.len)
+            h.keep_alive = 0;
+        break;
+    case HTTP_BODY_LENGTH:
+        rc = read_length_body(c, h.content_length, resp->body, deadline, &h.keep_alive, err);
+        break;
+    case HTTP_BODY_CHUNKED:
+        rc = read_chunked_body(c, resp->body, deadline, &h.keep_alive, err);
+        break;
+    case HTTP_BODY_CLOSE:
+        rc = read_close_body(c, resp->body, deadline, err);
+        h.keep_alive = 0;
+        break;
+    }
+    if (rc)
+        return rc;
+    c->served++;
+    if (!h.keep_alive)
+        close_conn(c);
+    return RC_OK;
+}
+
+struct http_client *http_new(const char *host, const char *port, struct logger *lg,
+                             char err[ERR_LEN])
+{
+    struct http_client *c = NULL;
+    int64_t portnum;
+
+    if (!host || !*host || !port || num_parse_i64(port, strlen(port), 1, 65535, &portnum)) {
+        set_err(err, "malformed host or port");
+        goto fail;
+    }
+    for (const char *s = host; *s; s++) {
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || *s == '/' || *s == '[' ||
+            *s == ']') {
+            set_err(err, "malformed host");
+            goto fail;
+        }
+    }
+    c = calloc(1, sizeof *c);
+    if (!c)
+        goto nomem;
+    c->fd = -1;
+    c->lg = lg;
+    buf_init(&c->tx, HTTP_HEAD_MAX);
+    buf_init(&c->rx, HTTP_HEAD_MAX + READ_CHUNK);
+    buf_init(&c->vals, HTTP_HEAD_MAX + 64);
+    c->host = strdup(host);
+    c->port = strdup(port);
+    if (!c->host || !c->port)
+        goto nomem;
+    return c;
+nomem:
+    set_err(err, "out of memory");
+fail:
+    http_free(c);
+    return NULL;
+}
+
+void http_free(struct http_client *c)
+{
+    if (!c)
+        return;
+    close_conn(c);
+    buf_free(&c->tx);
+    buf_free(&c->rx);
+    buf_free(&c->vals);
+    free(c->host);
+    free(c->port);
+    free(c);
+}
+
+rc_t http_exchange(struct http_client *c, const struct http_request *req,
+                   struct http_response *resp, char err[ERR_LEN])
+{
+    int64_t deadline = req->timeout_ms > 0 ? now_ms() + req->timeout_ms : 0;
+    rc_t rc;
+
+    err[0] = '\0';
+    resp->status = 0;
+    resp->unreachable = 0;
+    resp->resent = 0;
+    if (resp->nfields > HTTP_FIELDS_MAX || (resp->nfields && !resp->fields) || !resp->body) {
+        set_err(err, "malformed response arguments");
+        rc = RC_INVALID;
+        goto out;
+    }
+    rc = build_head(c, req, err);
+    if (rc)
+        goto out;
+    if (c->fd >= 0 && idle_conn_dead(c))
+        close_conn(c); /* closed while idle: reconnect without any doubt */
+
+    for (int attempt = 0;; attempt++) {
+        int dead = 0, sent = 0, reused;
+
+        for (size_t i = 0; i < resp->nfields; i++)
+            resp->fields[i].value = NULL;
+        buf_reset(resp->body);
+        if (c->fd < 0) {
+            rc = connect_retry(c, resp, err);
+            if (rc)
+                goto out;
+        }
+        reused = c->served > 0;
+        rc = send_request(c, req, deadline, &dead, err);
+        if (rc == RC_OK) {
+            sent = 1;
+            rc = read_response(c, resp, deadline, &dead, err);
+        }
+        /* A kept-alive connection that the peer closed just as we used it.
+         * Sending again is safe when the request did not go out whole (the
+         * peer cannot have acted on half a request), or when the caller says
+         * a duplicate is harmless; otherwise the caller hears about it
+         * rather than have the peer act twice. */
+        if (rc == RC_IO && dead && reused && attempt == 0 && (!sent || req->retry_safe)) {
+            logw(c, LOG_INFO, "kept-alive connection closed by the peer; sending again", err, 2);
+            close_conn(c);
+            resp->resent = 1;
+            continue;
+        }
+        break;
+    }
+out:
+    if (rc)
+        close_conn(c);
+    return rc;
+}

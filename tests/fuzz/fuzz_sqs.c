@@ -1,0 +1,77 @@
+/* fuzz_sqs.c - libFuzzer target: the input is a whole SQS event, as an
+ * attacker who controls message bodies (or a broken poller) could shape it.
+ *
+ * Runs sqs_parse, then login_parse on every record, with the parsers reused
+ * across inputs as in production, and aborts when a result breaks what the
+ * caller relies on: a failed parse leaves no records; every record has a
+ * non-empty, NUL-terminated messageId of valid UTF-8 without U+0000; a body
+ * view lies inside the event or the scratch buffer; SentTimestamp is -1 or in
+ * range, and -1 when flagged bad; a login reason is in range, and a row is
+ * either valid (user_id set) or all zero.  Seeds: tests/fuzz/corpus/sqs/. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "login.h"
+#include "sqs.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Returns 1 when p[0..n) lies within [base, base + len). */
+static int inside(const char *p, size_t n, const char *base, size_t len)
+{
+    return base && p >= base && n <= len && (size_t)(p - base) <= len - n;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static struct sqs_event ev;
+    static struct login_parser lp;
+    static int ready;
+    const char *text = (const char *)data;
+    char err[ERR_LEN];
+
+    if (!ready) {
+        sqs_init(&ev);
+        login_parser_init(&lp);
+        ready = 1;
+    }
+    rc_t rc = sqs_parse(&ev, text, size, err);
+    if (rc != RC_OK) {
+        if (rc != RC_INVALID || ev.n != 0 || !memchr(err, 0, ERR_LEN))
+            abort();
+        return 0;
+    }
+    if (ev.fifo != 0 && ev.fifo != 1)
+        abort();
+    for (size_t i = 0; i < ev.n; i++) {
+        const struct sqs_record *r = &ev.records[i];
+        struct login_row row;
+
+        if (!r->message_id || r->message_id_len == 0 || r->message_id[r->message_id_len] != 0 ||
+            strlen(r->message_id) != r->message_id_len ||
+            !inside(r->message_id, r->message_id_len + 1, ev.scratch.data, ev.scratch.len))
+            abort();
+        if (r->body && !inside(r->body, r->body_len, text, size) &&
+            !inside(r->body, r->body_len, ev.scratch.data, ev.scratch.len))
+            abort();
+        if (!r->body && (r->body_len || r->body_flags))
+            abort();
+        if (r->sent_bad ? r->sent_ms != -1 : r->sent_ms < -1 || r->sent_ms > 253402300799999LL)
+            abort();
+        if (r->receive_count < 0)
+            abort();
+
+        enum login_reason why = login_parse(&lp, r->body, r->body_len, r->body_flags, r->sent_ms,
+                                            r->sent_bad, 1700000000000LL, &row);
+        if ((unsigned)why >= LOGIN__COUNT)
+            abort();
+        if (why == LOGIN_OK ? !row.user_id : row.user_id != NULL)
+            abort();
+        if (!r->body && why != LOGIN_BODY_MISSING)
+            abort();
+        if ((r->body_flags & JSON_HAS_NUL) && r->body && why != LOGIN_BODY_NUL)
+            abort();
+    }
+    return 0;
+}

@@ -1,0 +1,396 @@
+"""template.yaml, the AWS SAM template.
+
+`cfn-lint` (with the SAM translator, on the PATH's Python) must pass with no error,
+warning or informational finding, and must be able to fail: broken copies of the
+template are linted too. Then the properties the deployment depends on are checked on the
+parsed template, with parameter defaults resolved: the SQS event answers with
+ReportBatchItemFailures, the queue's visibility timeout covers 6 x the function timeout
+plus the batching window for every allowed combination, the DLQ outlives the source
+queue's retention, the role reads exactly the two secrets, no secret sits in the
+environment. Finally the SAM translator's own output is checked.
+
+Standalone: python3 tests/integration/test_template.py
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+FN = "LoginEtlFunction"
+
+
+# --- a YAML loader that understands CloudFormation's short tags -------------------------------
+class CfnLoader(yaml.SafeLoader):
+    """Reads !Ref, !Sub, !GetAtt, !If ... as the long forms {"Ref": ...}, {"Fn::Sub": ...}."""
+
+
+def _construct_tag(loader, tag_suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    if tag_suffix == "Condition":
+        return {"Condition": value}
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_template(path=TEMPLATE):
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=CfnLoader)
+
+
+T = load_template()
+PARAMS = T["Parameters"]
+RES = T["Resources"]
+
+
+def default(name):
+    return PARAMS[name]["Default"]
+
+
+def resolve(value, overrides=None):
+    """The value with Refs to parameters and Fn::FindInMap resolved (defaults unless
+    overridden); anything else is returned as it is."""
+    overrides = overrides or {}
+    if isinstance(value, dict) and list(value) == ["Ref"] and value["Ref"] in PARAMS:
+        return overrides.get(value["Ref"], PARAMS[value["Ref"]].get("Default"))
+    if isinstance(value, dict) and list(value) == ["Fn::FindInMap"]:
+        name, top, second = (resolve(v, overrides) for v in value["Fn::FindInMap"])
+        return T["Mappings"][name][str(top)][str(second)]
+    return value
+
+
+def ref(name):
+    return {"Ref": name}
+
+
+def getatt(resource, attr):
+    return {"Fn::GetAtt": [resource, attr]}
+
+
+# --- cfn-lint ---------------------------------------------------------------------------------
+def cfn_lint(path):
+    exe = shutil.which("cfn-lint")
+    assert exe, ("cfn-lint is not on PATH: it comes with the Python this machine kind has "
+                 "(cfn-lint 1.x with aws-sam-translator); the npm package of that name is a "
+                 "different, stale tool and will not do")
+    r = subprocess.run([exe, "--include-checks", "I", "--", str(path)], capture_output=True,
+                       text=True, timeout=180)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def test_cfn_lint_passes():
+    rc, out = cfn_lint(TEMPLATE)
+    assert rc == 0 and out == "", f"cfn-lint template.yaml exited {rc}:\n{out}"
+
+
+def test_cfn_lint_fails_on_broken_templates():
+    text = TEMPLATE.read_text(encoding="utf-8")
+    breakages = {
+        # (what to change, into what, a finding cfn-lint must report)
+        "misspelled SQS event property": (
+            "FunctionResponseTypes:", "FunctionResponseType:", r"^E\d{4} .*FunctionResponseType"),
+        "missing Handler": ("      Handler: bootstrap\n", "", r"^E\d{4} .*Handler"),
+        "misspelled ReportBatchItemFailures": (
+            "- ReportBatchItemFailures", "- ReportBatchItemFailure", r"^E\d{4} .*ReportBatchItemFailure"),
+        "MaximumConcurrency below 2": (
+            "    Default: 5\n    MinValue: 2\n", "    Default: 1\n    MinValue: 1\n",
+            r"^W\d{4} .*MaximumConcurrency.*minimum of 2"),
+    }
+    with tempfile.TemporaryDirectory() as d:
+        for what, (old, new, finding) in breakages.items():
+            assert text.count(old) == 1, f"{what}: the template no longer has {old!r} once"
+            broken = Path(d) / "template.yaml"
+            broken.write_text(text.replace(old, new), encoding="utf-8")
+            rc, out = cfn_lint(broken)
+            assert rc != 0, f"cfn-lint passed a template with {what}"
+            assert re.search(finding, out, re.M), f"{what}: no finding like {finding!r} in:\n{out}"
+
+
+# --- the function -----------------------------------------------------------------------------
+def test_function_is_the_makefile_built_custom_runtime():
+    assert T["Transform"] == "AWS::Serverless-2016-10-31"
+    fn = RES[FN]
+    assert fn["Type"] == "AWS::Serverless::Function"
+    assert fn["Metadata"]["BuildMethod"] == "makefile"
+    p = fn["Properties"]
+    assert p["Runtime"] == "provided.al2023"
+    assert p["Handler"] == "bootstrap"
+    assert p["CodeUri"] == "."
+    assert p["Architectures"] == [ref("Architecture")]
+    assert PARAMS["Architecture"]["AllowedValues"] == ["x86_64", "arm64"]
+    assert default("Architecture") == "x86_64"
+    assert p["MemorySize"] == ref("MemorySize") and default("MemorySize") == 512
+    assert p["Timeout"] == ref("FunctionTimeout") and default("FunctionTimeout") == 60
+    assert "ReservedConcurrentExecutions" not in p, "use the ESM's MaximumConcurrency instead"
+    # `sam build` runs `make build-<LogicalId>`: the Makefile must have that target.
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^build-{FN}:", makefile, re.M), f"Makefile has no build-{FN} target"
+
+
+def test_sqs_event_reports_batch_item_failures():
+    events = RES[FN]["Properties"]["Events"]
+    assert len(events) == 1
+    (ev,) = events.values()
+    assert ev["Type"] == "SQS"
+    p = ev["Properties"]
+    assert p["Queue"] == getatt("LoginQueue", "Arn")
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert p["BatchSize"] == ref("BatchSize")
+    assert p["MaximumBatchingWindowInSeconds"] == ref("MaximumBatchingWindowInSeconds")
+    assert p["ScalingConfig"] == {"MaximumConcurrency": ref("MaximumConcurrency")}
+    assert "FilterCriteria" not in p, "filtered messages would be deleted, not dead-lettered"
+    assert PARAMS["MaximumConcurrency"]["MinValue"] >= 2
+    assert PARAMS["MaximumConcurrency"]["MaxValue"] <= 1000
+    assert 2 <= default("MaximumConcurrency") <= 1000
+    assert 10 < default("BatchSize") <= 10000
+    # Lambda requires a batching window > 0 when BatchSize > 10: make 0 impossible.
+    assert min(PARAMS["MaximumBatchingWindowInSeconds"]["AllowedValues"]) >= 1
+    assert max(PARAMS["MaximumBatchingWindowInSeconds"]["AllowedValues"]) <= 300
+
+
+def test_visibility_timeout_covers_six_timeouts_plus_the_window():
+    queue = RES["LoginQueue"]["Properties"]
+    timeouts = PARAMS["FunctionTimeout"]["AllowedValues"]
+    windows = PARAMS["MaximumBatchingWindowInSeconds"]["AllowedValues"]
+    assert all(1 <= t <= 900 for t in timeouts)
+    for t in timeouts:
+        for w in windows:
+            vt = resolve(queue["VisibilityTimeout"], {"FunctionTimeout": t,
+                                                      "MaximumBatchingWindowInSeconds": w})
+            assert isinstance(vt, int) and 6 * t + w <= vt <= 43200, (t, w, vt)
+    vt = resolve(queue["VisibilityTimeout"])
+    assert vt >= 6 * default("FunctionTimeout") + default("MaximumBatchingWindowInSeconds") == 365
+    # No cell of the mapping is left unused or missing.
+    table = T["Mappings"]["VisibilityTimeoutSeconds"]
+    assert sorted(int(k) for k in table) == sorted(timeouts)
+    assert all(sorted(int(k) for k in row) == sorted(windows) for row in table.values())
+
+
+def test_dead_letter_queue():
+    q = RES["LoginQueue"]["Properties"]
+    dlq = RES["LoginDeadLetterQueue"]["Properties"]
+    assert q["RedrivePolicy"] == {"deadLetterTargetArn": getatt("LoginDeadLetterQueue", "Arn"),
+                                  "maxReceiveCount": ref("MaxReceiveCount")}
+    assert 1 <= default("MaxReceiveCount") <= 10
+    assert q["MessageRetentionPeriod"] == ref("QueueMessageRetentionSeconds")
+    # The DLQ keeps messages longer than the source queue can, whatever the parameter says.
+    assert dlq["MessageRetentionPeriod"] == 1209600
+    assert PARAMS["QueueMessageRetentionSeconds"]["MaxValue"] < dlq["MessageRetentionPeriod"]
+    assert default("QueueMessageRetentionSeconds") == 4 * 86400
+    for res in ("LoginQueue", "LoginDeadLetterQueue"):
+        assert RES[res]["Properties"].get("SqsManagedSseEnabled") is True, f"{res} not encrypted"
+        assert RES[res].get("DeletionPolicy") == "Retain", f"{res} may hold undelivered data"
+
+
+def _statements(doc):
+    """A policy document's statements, with Fn::If [cond, stmt, NoValue] unwrapped."""
+    out = []
+    for s in doc["Statement"]:
+        if "Fn::If" in s:
+            cond, yes, no = s["Fn::If"]
+            assert no == ref("AWS::NoValue")
+            out.append((cond, yes))
+        else:
+            out.append((None, s))
+    return out
+
+
+def test_role_reads_exactly_the_two_secrets():
+    fn = RES[FN]["Properties"]
+    assert fn["Role"] == getatt("LoginEtlRole", "Arn"), "an explicit role, so SAM adds nothing"
+    assert "Policies" not in fn
+    role = RES["LoginEtlRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [{
+        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]
+    assert role["ManagedPolicyArns"] == [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/"
+                                                     "service-role/AWSLambdaVPCAccessExecutionRole"}]
+    (policy,) = role["Policies"]
+    stmts = _statements(policy["PolicyDocument"])
+    secret_refs = [ref("DbSecretArn"), ref("MaskingKeySecretArn")]
+    seen = {}
+    for cond, s in stmts:
+        assert s["Effect"] == "Allow"
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        resources = s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]
+        assert "*" not in resources and not any("*" in a for a in actions), s
+        for a in actions:
+            seen[a] = (cond, resources, s.get("Condition"))
+    assert seen["secretsmanager:GetSecretValue"] == (None, secret_refs, None)
+    assert [a for a in seen if a.startswith("secretsmanager:")] == ["secretsmanager:GetSecretValue"]
+    cond, resources, condition = seen["kms:Decrypt"]
+    assert cond == "HasSecretsKmsKey" and resources == [ref("SecretsKmsKeyArn")]
+    assert condition == {"StringEquals": {"kms:ViaService": {
+        "Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}}
+    assert T["Conditions"]["HasSecretsKmsKey"] == {
+        "Fn::Not": [{"Fn::Equals": [ref("SecretsKmsKeyArn"), ""]}]}
+    assert default("SecretsKmsKeyArn") == ""
+    sqs = {a for a in seen if a.startswith("sqs:")}
+    assert sqs == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+                   "sqs:ChangeMessageVisibility"}
+    assert all(seen[a][1] == [getatt("LoginQueue", "Arn")] for a in sqs)
+    assert set(seen) == sqs | {"secretsmanager:GetSecretValue", "kms:Decrypt"}
+    for name in ("DbSecretArn", "MaskingKeySecretArn"):
+        assert PARAMS[name]["Type"] == "String" and "Default" not in PARAMS[name]
+        assert re.match(PARAMS[name]["AllowedPattern"],
+                        "arn:aws:secretsmanager:us-east-1:123456789012:secret:login-etl/db-AbCdEf")
+
+
+def test_environment_names_secrets_but_holds_none():
+    env = RES[FN]["Properties"]["Environment"]["Variables"]
+    assert env["DB_SECRET_ID"] == ref("DbSecretArn")
+    assert env["MASKING_KEY_SECRET_ID"] == ref("MaskingKeySecretArn")
+    assert env["MASKING_KEY_ID"] == ref("MaskingKeyId") and default("MaskingKeyId") == "k1"
+    assert env["PGSSLMODE"] == "verify-full"
+    assert env["PGSSLROOTCERT"] == "/var/task/rds-global-bundle.pem"
+    assert 2 <= int(env["PGCONNECT_TIMEOUT"]) <= 10
+    assert env["PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"] == "2773"
+    for forbidden in ("MASKING_KEY", "PGPASSWORD", "DATABASE_URL", "PGPASSFILE",
+                      "AWS_LAMBDA_LOG_FORMAT", "AWS_LAMBDA_LOG_LEVEL"):
+        assert forbidden not in env, f"{forbidden} must not be set in the template"
+    for k, v in env.items():
+        text = json.dumps(v)
+        assert not re.search(r"[0-9a-fA-F]{64}", text), f"{k} looks like key material"
+        assert "password" not in text.lower() and "postgresql://" not in text, k
+    # Nothing anywhere in the template looks like a key or a password.
+    raw = TEMPLATE.read_text(encoding="utf-8")
+    assert not re.search(r"\b[0-9a-fA-F]{64,}\b", raw)
+    # Optional connection overrides appear only when set.
+    assert "PGHOST" not in env, "the host comes from the secret (verify-full checks it)"
+    for var, param, cond in (("PGPORT", "DbPort", "HasDbPort"), ("PGDATABASE", "DbName", "HasDbName")):
+        assert env[var] == {"Fn::If": [cond, ref(param), ref("AWS::NoValue")]}
+        assert default(param) == ""
+
+
+def test_extension_layer_and_vpc():
+    p = RES[FN]["Properties"]
+    assert p["Layers"] == [ref("ParametersSecretsExtensionLayerArn")]
+    layer = PARAMS["ParametersSecretsExtensionLayerArn"]
+    assert re.fullmatch(r"arn:aws:lambda:us-east-1:177933569100:layer:"
+                        r"AWS-Parameters-and-Secrets-Lambda-Extension:\d+", layer["Default"])
+    assert re.match(layer["AllowedPattern"], layer["Default"])
+    assert re.match(layer["AllowedPattern"], "arn:aws:lambda:us-east-1:177933569100:layer:"
+                    "AWS-Parameters-and-Secrets-Lambda-Extension-Arm64:24")
+    assert p["VpcConfig"] == {"SubnetIds": ref("SubnetIds"),
+                              "SecurityGroupIds": ref("SecurityGroupIds")}
+    assert PARAMS["SubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
+    assert PARAMS["SecurityGroupIds"]["Type"] == "List<AWS::EC2::SecurityGroup::Id>"
+    for name, spec in PARAMS.items():
+        if "AllowedPattern" in spec and "Default" in spec:
+            assert re.match(spec["AllowedPattern"], str(spec["Default"])), name
+        if "AllowedValues" in spec and "Default" in spec:
+            assert spec["Default"] in spec["AllowedValues"], name
+
+
+def test_logging_and_alarms():
+    p = RES[FN]["Properties"]
+    lc = p["LoggingConfig"]
+    assert lc["LogFormat"] == "JSON"
+    assert lc["ApplicationLogLevel"] == ref("ApplicationLogLevel")
+    assert lc["LogGroup"] == ref("LoginEtlLogGroup")
+    lg = RES["LoginEtlLogGroup"]
+    assert lg["Type"] == "AWS::Logs::LogGroup"
+    assert lg["Properties"]["LogGroupName"] == {"Fn::Sub": "/aws/lambda/${FunctionName}"}
+    assert p["FunctionName"] == ref("FunctionName")
+    assert lg["Properties"]["RetentionInDays"] == ref("LogRetentionInDays")
+    alarm = RES["DeadLetterQueueDepthAlarm"]
+    assert alarm["Type"] == "AWS::CloudWatch::Alarm"
+    a = alarm["Properties"]
+    assert (a["Namespace"], a["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert a["Dimensions"] == [{"Name": "QueueName",
+                                "Value": getatt("LoginDeadLetterQueue", "QueueName")}]
+    assert a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold"
+    assert a["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [ref("AlarmTopicArn")],
+                                            ref("AWS::NoValue")]}
+    assert default("AlarmTopicArn") == ""
+
+
+def test_outputs():
+    outs = T["Outputs"]
+    for name in ("LoginQueueUrl", "LoginQueueArn", "DeadLetterQueueUrl", "DeadLetterQueueArn",
+                 "FunctionName", "FunctionArn", "LogGroupName"):
+        assert name in outs, name
+    assert outs["LoginQueueUrl"]["Value"] == ref("LoginQueue")
+    assert outs["DeadLetterQueueArn"]["Value"] == getatt("LoginDeadLetterQueue", "Arn")
+
+
+def test_sam_translator_output():
+    # What CloudFormation will actually get: translate with the SAM translator that
+    # cfn-lint uses (a stand-in S3 location for CodeUri, as `sam package` would write).
+    try:
+        from samtranslator.parser.parser import Parser
+        from samtranslator.translator.translator import Translator
+    except ImportError as e:
+        raise AssertionError("aws-sam-translator is missing (it comes with cfn-lint)") from e
+    tpl = json.loads(json.dumps(load_template()))
+    tpl["Resources"][FN]["Properties"]["CodeUri"] = "s3://bucket/function.zip"
+    saved = os.environ.get("AWS_DEFAULT_REGION")
+    os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+    try:
+        out = Translator(None, Parser()).translate(tpl, parameter_values={},
+                                                   get_managed_policy_map=lambda: {})
+    finally:
+        if saved is None:
+            os.environ.pop("AWS_DEFAULT_REGION", None)
+        else:
+            os.environ["AWS_DEFAULT_REGION"] = saved
+    res = out["Resources"]
+    types = {k: v["Type"] for k, v in res.items()}
+    assert types[FN] == "AWS::Lambda::Function"
+    assert [k for k, t in types.items() if t == "AWS::IAM::Role"] == ["LoginEtlRole"]
+    (esm,) = [v["Properties"] for v in res.values()
+              if v["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["ScalingConfig"] == {"MaximumConcurrency": ref("MaximumConcurrency")}
+    assert esm["EventSourceArn"] == getatt("LoginQueue", "Arn")
+    fn = res[FN]["Properties"]
+    assert fn["Role"] == getatt("LoginEtlRole", "Arn")
+    assert fn["LoggingConfig"]["LogFormat"] == "JSON"
+    assert fn["Runtime"] == "provided.al2023" and fn["Handler"] == "bootstrap"
+
+
+def test_makefile_ships_the_ca_bundle_the_template_names():
+    # PGSSLROOTCERT points into the zip: `make build-LoginEtlFunction` must put that file
+    # into ARTIFACTS_DIR next to bootstrap, or every connection fails verify-full.
+    env = RES[FN]["Properties"]["Environment"]["Variables"]
+    name = Path(env["PGSSLROOTCERT"]).name
+    assert env["PGSSLROOTCERT"] == f"/var/task/{name}"
+    r = subprocess.run(["make", "-n", "-C", str(ROOT), f"build-{FN}",
+                        "ARTIFACTS_DIR=/tmp/sam-artifacts-dir"],
+                       capture_output=True, text=True, timeout=120)
+    recipe = [line for line in r.stdout.splitlines() if "/tmp/sam-artifacts-dir" in line]
+    assert any("bootstrap" in line for line in recipe), f"make -n printed:\n{r.stdout}{r.stderr}"
+    assert any(name in line for line in recipe), (
+        f"`make build-{FN}` does not put {name} into ARTIFACTS_DIR; commands:\n" + "\n".join(recipe))
+
+
+if __name__ == "__main__":
+    failed = 0
+    for name, fn in list(globals().items()):
+        if name.startswith("test_") and callable(fn):
+            try:
+                fn()
+                print(f"ok   {name}")
+            except Exception:
+                failed += 1
+                import traceback
+                print(f"FAIL {name}\n{traceback.format_exc()}")
+    print(f"{failed} failed")
+    sys.exit(1 if failed else 0)

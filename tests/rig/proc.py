@@ -1,0 +1,104 @@
+"""Starting the real bootstrap under test and reading what it printed."""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+from . import paths
+
+# A fixed test key (never a production one): 64 bytes in hex, and its id.
+MASKING_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f" \
+              "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff0123456789abcdef0123456789abcdef"
+MASKING_KEY_ID = "t1"
+
+ASAN_OPTIONS = "detect_leaks=1:abort_on_error=1:halt_on_error=1:exitcode=86"
+UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
+
+
+class Bootstrap:
+    """The bootstrap process, with a clean environment (as in Lambda: only what
+    is set here), its stdout and stderr captured in files."""
+
+    def __init__(self, api, env=None, binary=None, valgrind=False, key=True, db=None,
+                 max_invocations=None, wrapper=None):
+        self.binary = str(binary or paths.ASAN)
+        e = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api,
+             "AWS_LAMBDA_FUNCTION_NAME": "login-etl-test",
+             "ASAN_OPTIONS": ASAN_OPTIONS, "UBSAN_OPTIONS": UBSAN_OPTIONS}
+        if key:
+            e["MASKING_KEY"] = MASKING_KEY
+            e["MASKING_KEY_ID"] = MASKING_KEY_ID
+        if db is not None:
+            e.update(db.env())
+        if max_invocations is not None:
+            e["LOGIN_ETL_MAX_INVOCATIONS"] = str(max_invocations)
+        e.update(env or {})
+        self.env = {k: v for k, v in e.items() if v is not None}
+        self.dir = tempfile.mkdtemp(prefix="bootstrap-")
+        self.out_path = os.path.join(self.dir, "stdout")
+        self.err_path = os.path.join(self.dir, "stderr")
+        self.valgrind_log = os.path.join(self.dir, "valgrind.log")
+        argv = [self.binary]
+        if valgrind:
+            argv = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+                    "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+                    f"--log-file={self.valgrind_log}", "--"] + argv
+        if wrapper:
+            argv = wrapper + argv
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=open(self.out_path, "wb"),
+                                     stderr=open(self.err_path, "wb"), stdin=subprocess.DEVNULL)
+
+    def output(self):
+        """Everything the process printed so far, stdout then stderr."""
+        with open(self.out_path, "rb") as f:
+            out = f.read()
+        with open(self.err_path, "rb") as f:
+            err = f.read()
+        return (out + err).decode("utf-8", "replace")
+
+    def logs(self):
+        """The JSON log lines on stdout, parsed; anything else is returned as text."""
+        lines = []
+        with open(self.out_path, "rb") as f:
+            for raw in f.read().decode("utf-8", "replace").splitlines():
+                try:
+                    lines.append(json.loads(raw))
+                except ValueError:
+                    lines.append(raw)
+        return lines
+
+    def metrics(self):
+        return [l for l in self.logs() if isinstance(l, dict) and "_aws" in l]
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def wait(self, timeout=30):
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self):
+        """Ends the process (SIGTERM, then SIGKILL) and returns its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def sanitizer_report(self):
+        out = self.output()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in out:
+                return out[out.index(marker) - 200 if out.index(marker) > 200 else 0:][:6000]
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

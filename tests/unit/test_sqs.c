@@ -1,0 +1,353 @@
+/* test_sqs.c - SQS event parsing: what is an SQS event, what each record
+ * yields, FIFO detection, attributes, a 1000-record event, reuse.  Every
+ * event is parsed from a copy that ends at a guard page. */
+#include "check.h"
+
+#include "sqs.h"
+
+static struct sqs_event ev;
+static char err[ERR_LEN];
+
+/* Parses text from a guard-page copy; returns the result code. */
+static rc_t parse(const char *text)
+{
+    err[0] = '\0';
+    size_t n = strlen(text);
+    return sqs_parse(&ev, check_guard(text, n), n, err);
+}
+
+/* Parses text and checks the result code (the text itself is too long to
+ * appear in a failure message). */
+#define EXPECT(text, want)                                                                         \
+    do {                                                                                           \
+        rc_t rc_ = parse(text);                                                                    \
+        CHECK_EQ_INT(rc_, want);                                                                   \
+    } while (0)
+
+#define ID "\"messageId\":\"059f36b4-87a3-44ab-83d2-661975830a7d\""
+#define BODY "\"body\":\"{\\\"user_id\\\": \\\"424cdd21\\\", \\\"ip\\\": \\\"199.172.111.135\\\"}\""
+#define ATTRS                                                                                      \
+    "\"attributes\":{\"ApproximateReceiveCount\":\"1\",\"SentTimestamp\":\"1700000000000\","       \
+    "\"SenderId\":\"AIDAIENQZJOLO23YVJ4VO\",\"ApproximateFirstReceiveTimestamp\":"                 \
+    "\"1700000000001\"}"
+#define ARN "\"eventSourceARN\":\"arn:aws:sqs:us-east-1:000000000000:login-queue\""
+#define ARN_FIFO "\"eventSourceARN\":\"arn:aws:sqs:us-east-1:000000000000:login-queue.fifo\""
+#define REC(id, body, attrs, arn)                                                                  \
+    "{" id "," body "," attrs ",\"receiptHandle\":\"AQEB\",\"eventSource\":\"aws:sqs\"," arn       \
+    ",\"awsRegion\":\"us-east-1\"}"
+#define EVENT1(rec) "{\"Records\":[" rec "]}"
+
+static void test_not_sqs(void)
+{
+    static const struct {
+        const char *name, *in, *err_has;
+    } rows[] = {
+        {"empty text", "", "invalid JSON"},
+        {"not JSON", "Records", "invalid JSON"},
+        {"truncated", "{\"Records\":[", "invalid JSON"},
+        {"bad JSON in a record", "{\"Records\":[{\"messageId\":\"a\",}]}", "invalid JSON"},
+        {"root is an array", "[{\"Records\":[]}]", "root"},
+        {"root is a string", "\"Records\"", "root"},
+        {"root is null", "null", "root"},
+        {"no Records", "{}", "Records"},
+        {"Records lowercase", "{\"records\":[]}", "Records"},
+        {"Records is an object", "{\"Records\":{}}", "Records"},
+        {"Records is null", "{\"Records\":null}", "Records"},
+        {"Records is a string", "{\"Records\":\"[]\"}", "Records"},
+        {"record is a number", "{\"Records\":[1]}", "record 0 is not an object"},
+        {"record is null", "{\"Records\":[null]}", "record 0"},
+        {"record is an array", "{\"Records\":[[]]}", "record 0"},
+        {"record without messageId", "{\"Records\":[{\"body\":\"{}\"}]}", "record 0"},
+        {"messageId empty", "{\"Records\":[{\"messageId\":\"\"}]}", "record 0 has an empty"},
+        {"messageId a number", "{\"Records\":[{\"messageId\":123}]}", "record 0"},
+        {"messageId null", "{\"Records\":[{\"messageId\":null}]}", "record 0"},
+        {"messageId an object", "{\"Records\":[{\"messageId\":{\"a\":\"b\"}}]}", "record 0"},
+        {"messageId with U+0000", "{\"Records\":[{\"messageId\":\"a\\u0000b\"}]}", "U+0000"},
+        {"messageId with bad UTF-8", "{\"Records\":[{\"messageId\":\"a\xff\"}]}", "UTF-8"},
+        {"messageId with a lone surrogate", "{\"Records\":[{\"messageId\":\"\\ud800\"}]}", "UTF-8"},
+        {"MessageId capitalised", "{\"Records\":[{\"MessageId\":\"a\"}]}", "record 0"},
+        {"third record lacks messageId",
+         "{\"Records\":[{\"messageId\":\"a\"},{\"messageId\":\"b\"},{\"body\":\"x\"}]}",
+         "record 2"},
+        {"second record is not an object", "{\"Records\":[{\"messageId\":\"a\"},\"b\"]}",
+         "record 1"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        check_case("not an SQS event: %s", rows[i].name);
+        EXPECT(rows[i].in, RC_INVALID);
+        CHECK_EQ_INT(ev.n, 0);
+        CHECK(strstr(err, rows[i].err_has) != NULL);
+    }
+
+    check_case("the error never quotes a value");
+    EXPECT("{\"Records\":[{\"messageId\":\"\",\"body\":\"s3cr3t\"}]}", RC_INVALID);
+    CHECK(strstr(err, "s3cr3t") == NULL);
+}
+
+static void test_valid(void)
+{
+    check_case("Records: [] is a valid event of no records");
+    EXPECT("{\"Records\":[]}", RC_OK);
+    CHECK_EQ_INT(ev.n, 0);
+    CHECK_EQ_INT(ev.fifo, 0);
+
+    check_case("a realistic record");
+    EXPECT(EVENT1(REC(ID, BODY, ATTRS, ARN)), RC_OK);
+    CHECK_EQ_INT(ev.n, 1);
+    CHECK_EQ_INT(ev.fifo, 0);
+    struct sqs_record *r = &ev.records[0];
+    CHECK_EQ_STR(r->message_id, "059f36b4-87a3-44ab-83d2-661975830a7d");
+    CHECK_EQ_INT(r->message_id_len, 36);
+    const char *want = "{\"user_id\": \"424cdd21\", \"ip\": \"199.172.111.135\"}";
+    CHECK_EQ_INT(r->body_len, strlen(want));
+    CHECK(r->body && memcmp(r->body, want, strlen(want)) == 0);
+    CHECK_EQ_INT(r->body_flags, 0);
+    CHECK_EQ_INT(r->sent_ms, 1700000000000LL);
+    CHECK_EQ_INT(r->sent_bad, 0);
+    CHECK_EQ_INT(r->receive_count, 1);
+
+    check_case("the event from CONTRACT section 2, whitespace and unknown keys");
+    EXPECT("{\"Records\":[{\"messageId\":\"...\",\"receiptHandle\":\"...\",\"body\":\"<the "
+           "message, a JSON text>\",\n  \"attributes\":{\"ApproximateReceiveCount\":\"1\","
+           "\"SentTimestamp\":\"1700000000000\",\n                \"SenderId\":\"...\","
+           "\"ApproximateFirstReceiveTimestamp\":\"...\",\n                "
+           "\"MessageGroupId\":\"(FIFO only)\",\"SequenceNumber\":\"(FIFO only)\"},\n  "
+           "\"messageAttributes\":{},\"md5OfBody\":\"...\",\"eventSource\":\"aws:sqs\",\n  "
+           "\"eventSourceARN\":\"arn:aws:sqs:us-east-1:000000000000:login-queue\","
+           "\"awsRegion\":\"us-east-1\"}]}",
+           RC_OK);
+    CHECK_EQ_INT(ev.n, 1);
+    CHECK_EQ_STR(ev.records[0].message_id, "...");
+    CHECK_EQ_INT(ev.records[0].body_len, 26);
+    CHECK_EQ_INT(ev.records[0].sent_ms, 1700000000000LL);
+
+    check_case("an escaped messageId is decoded and NUL-terminated");
+    EXPECT("{\"Records\":[{\"messageId\":\"a\\u0062\\/c\"},{\"messageId\":\"d\"}]}", RC_OK);
+    CHECK_EQ_INT(ev.n, 2);
+    CHECK_EQ_STR(ev.records[0].message_id, "ab/c");
+    CHECK_EQ_INT(ev.records[0].message_id_len, 4);
+    CHECK_EQ_STR(ev.records[1].message_id, "d");
+
+    check_case("a messageId of one multi-byte character");
+    EXPECT("{\"Records\":[{\"messageId\":\"\xc3\xa9\"}]}", RC_OK);
+    CHECK_EQ_STR(ev.records[0].message_id, "\xc3\xa9");
+
+    check_case("duplicate keys: the last wins");
+    EXPECT("{\"Records\":[],\"Records\":[{\"messageId\":\"x\",\"messageId\":\"y\"}]}", RC_OK);
+    CHECK_EQ_INT(ev.n, 1);
+    CHECK_EQ_STR(ev.records[0].message_id, "y");
+}
+
+static void test_body(void)
+{
+    static const struct {
+        const char *name, *body; /* body member as JSON, "" for none */
+        const char *want;        /* decoded body, NULL for none */
+        size_t want_len;
+        unsigned flags;
+    } rows[] = {
+        {"body absent", "", NULL, 0, 0},
+        {"body null", "\"body\":null", NULL, 0, 0},
+        {"body a number", "\"body\":42", NULL, 0, 0},
+        {"body an object", "\"body\":{\"user_id\":\"a\"}", NULL, 0, 0},
+        {"body an array", "\"body\":[]", NULL, 0, 0},
+        {"body empty string", "\"body\":\"\"", "", 0, 0},
+        {"body plain", "\"body\":\"{}\"", "{}", 2, 0},
+        {"body escaped", "\"body\":\"{\\\"a\\\":\\\"\\u00e9\\\"}\"", "{\"a\":\"\xc3\xa9\"}", 10, 0},
+        {"body with U+0000", "\"body\":\"{\\u0000}\"", "{\0}", 3, JSON_HAS_NUL},
+        {"body with a lone surrogate", "\"body\":\"\\udc00\"", "\xef\xbf\xbd", 3, JSON_BAD_UTF8},
+        {"body with bad UTF-8", "\"body\":\"\xc0\xaf\"", "\xc0\xaf", 2, JSON_BAD_UTF8},
+        {"body with both", "\"body\":\"\xff\\u0000\"", "\xff\0", 2, JSON_BAD_UTF8 | JSON_HAS_NUL},
+    };
+    char in[512];
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        check_case("%s", rows[i].name);
+        snprintf(in, sizeof in, "{\"Records\":[{" ID "%s%s}]}", *rows[i].body ? "," : "",
+                 rows[i].body);
+        EXPECT(in, RC_OK);
+        CHECK_EQ_INT(ev.n, 1);
+        struct sqs_record *r = &ev.records[0];
+        if (!rows[i].want) {
+            CHECK(r->body == NULL);
+            CHECK_EQ_INT(r->body_len, 0);
+        } else {
+            CHECK(r->body != NULL);
+            CHECK_EQ_INT(r->body_len, rows[i].want_len);
+            CHECK(r->body && memcmp(r->body, rows[i].want, rows[i].want_len) == 0);
+        }
+        CHECK_EQ_INT(r->body_flags, rows[i].flags);
+    }
+
+    check_case("body with a raw NUL byte: flagged, the event still parses");
+    static const char raw[] = "{\"Records\":[{\"messageId\":\"m\",\"body\":\"{\0}\"}]}";
+    CHECK_EQ_INT(sqs_parse(&ev, check_guard(raw, sizeof raw - 1), sizeof raw - 1, err), RC_OK);
+    CHECK_EQ_INT(ev.n, 1);
+    CHECK_EQ_INT(ev.records[0].body_len, 3);
+    CHECK_EQ_INT(ev.records[0].body_flags, JSON_HAS_NUL);
+
+    check_case("a raw control character in a body string fails the event");
+    EXPECT("{\"Records\":[{\"messageId\":\"m\",\"body\":\"{\t}\"}]}", RC_INVALID);
+}
+
+static void test_attributes(void)
+{
+    static const struct {
+        const char *name, *attrs; /* the attributes member, "" for none */
+        long long sent;
+        int bad;
+        long count;
+    } rows[] = {
+        {"no attributes", "", -1, 0, 0},
+        {"attributes not an object", "\"attributes\":\"x\"", -1, 0, 0},
+        {"attributes null", "\"attributes\":null", -1, 0, 0},
+        {"attributes empty", "\"attributes\":{}", -1, 0, 0},
+        {"SentTimestamp valid", "\"attributes\":{\"SentTimestamp\":\"1700000000000\"}",
+         1700000000000LL, 0, 0},
+        {"SentTimestamp 0", "\"attributes\":{\"SentTimestamp\":\"0\"}", 0, 0, 0},
+        {"SentTimestamp leading zeros", "\"attributes\":{\"SentTimestamp\":\"0001700000000000\"}",
+         1700000000000LL, 0, 0},
+        {"SentTimestamp year 9999", "\"attributes\":{\"SentTimestamp\":\"253402300799999\"}",
+         253402300799999LL, 0, 0},
+        {"SentTimestamp year 10000", "\"attributes\":{\"SentTimestamp\":\"253402300800000\"}", -1,
+         1, 0},
+        {"SentTimestamp 20 digits", "\"attributes\":{\"SentTimestamp\":\"17000000000000000000\"}",
+         -1, 1, 0},
+        {"SentTimestamp negative", "\"attributes\":{\"SentTimestamp\":\"-1\"}", -1, 1, 0},
+        {"SentTimestamp minus zero", "\"attributes\":{\"SentTimestamp\":\"-0\"}", -1, 1, 0},
+        {"SentTimestamp plus", "\"attributes\":{\"SentTimestamp\":\"+1\"}", -1, 1, 0},
+        {"SentTimestamp empty", "\"attributes\":{\"SentTimestamp\":\"\"}", -1, 1, 0},
+        {"SentTimestamp space", "\"attributes\":{\"SentTimestamp\":\" 1\"}", -1, 1, 0},
+        {"SentTimestamp exponent", "\"attributes\":{\"SentTimestamp\":\"17e11\"}", -1, 1, 0},
+        {"SentTimestamp fraction", "\"attributes\":{\"SentTimestamp\":\"1.5\"}", -1, 1, 0},
+        {"SentTimestamp a number", "\"attributes\":{\"SentTimestamp\":1700000000000}", -1, 1, 0},
+        {"SentTimestamp null", "\"attributes\":{\"SentTimestamp\":null}", -1, 1, 0},
+        {"SentTimestamp an object", "\"attributes\":{\"SentTimestamp\":{}}", -1, 1, 0},
+        {"SentTimestamp escaped digits", "\"attributes\":{\"SentTimestamp\":\"\\u0031\\u0032\"}",
+         12, 0, 0},
+        {"SentTimestamp with a NUL", "\"attributes\":{\"SentTimestamp\":\"1\\u0000\"}", -1, 1, 0},
+        {"SentTimestamp outside attributes", "\"SentTimestamp\":\"1\"", -1, 0, 0},
+        {"receive count", "\"attributes\":{\"ApproximateReceiveCount\":\"7\"}", -1, 0, 7},
+        {"receive count bad", "\"attributes\":{\"ApproximateReceiveCount\":\"x\"}", -1, 0, 0},
+        {"receive count a number", "\"attributes\":{\"ApproximateReceiveCount\":3}", -1, 0, 0},
+        {"receive count negative", "\"attributes\":{\"ApproximateReceiveCount\":\"-3\"}", -1, 0, 0},
+    };
+    char in[512];
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        check_case("%s", rows[i].name);
+        snprintf(in, sizeof in, "{\"Records\":[{" ID "%s%s}]}", *rows[i].attrs ? "," : "",
+                 rows[i].attrs);
+        EXPECT(in, RC_OK);
+        CHECK_EQ_INT(ev.n, 1);
+        CHECK_EQ_INT(ev.records[0].sent_ms, rows[i].sent);
+        CHECK_EQ_INT(ev.records[0].sent_bad, rows[i].bad);
+        CHECK_EQ_INT(ev.records[0].receive_count, rows[i].count);
+    }
+}
+
+static void test_fifo(void)
+{
+    static const struct {
+        const char *name, *in;
+        int fifo;
+    } rows[] = {
+        {"standard queue", EVENT1(REC(ID, BODY, ATTRS, ARN)), 0},
+        {"FIFO queue", EVENT1(REC(ID, BODY, ATTRS, ARN_FIFO)), 1},
+        {"no ARN", "{\"Records\":[{" ID "}]}", 0},
+        {"ARN not a string", "{\"Records\":[{" ID ",\"eventSourceARN\":5}]}", 0},
+        {"ends in fifo without a dot",
+         "{\"Records\":[{" ID ",\"eventSourceARN\":\"arn:aws:sqs:r:1:loginfifo\"}]}", 0},
+        {"ends in .FIFO", "{\"Records\":[{" ID ",\"eventSourceARN\":\"arn:aws:sqs:r:1:q.FIFO\"}]}",
+         0},
+        {"just .fifo", "{\"Records\":[{" ID ",\"eventSourceARN\":\".fifo\"}]}", 1},
+        {"fifo", "{\"Records\":[{" ID ",\"eventSourceARN\":\"fifo\"}]}", 0},
+        {"escaped .fifo", "{\"Records\":[{" ID ",\"eventSourceARN\":\"q\\u002efifo\"}]}", 1},
+        {".fifo in the middle", "{\"Records\":[{" ID ",\"eventSourceARN\":\"a.fifo:b\"}]}", 0},
+        {"second record is FIFO",
+         "{\"Records\":[" REC(ID, BODY, ATTRS, ARN) "," REC(ID, BODY, ATTRS, ARN_FIFO) "]}", 1},
+        {"FIFO with group attributes",
+         "{\"Records\":[{" ID ",\"attributes\":{\"MessageGroupId\":\"g1\",\"SequenceNumber\":"
+         "\"18849496460467696128\",\"MessageDeduplicationId\":\"d\"}," ARN_FIFO "}]}",
+         1},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        check_case("fifo: %s", rows[i].name);
+        EXPECT(rows[i].in, RC_OK);
+        CHECK_EQ_INT(ev.fifo, rows[i].fifo);
+    }
+}
+
+static void test_many(void)
+{
+    struct buf b;
+    buf_init(&b, BUF_PAYLOAD_MAX);
+    buf_appends(&b, "{\"Records\":[");
+    for (int i = 0; i < 1000; i++)
+        buf_printf(&b,
+                   "%s{\"messageId\":\"%08d-87a3-44ab-83d2-661975830a7d\",\"receiptHandle\":"
+                   "\"AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a\",\"body\":\"{\\\"user_id\\\": "
+                   "\\\"u%d\\\", \\\"app_version\\\": \\\"2.3.0\\\", \\\"locale\\\": null}\","
+                   "\"attributes\":{\"ApproximateReceiveCount\":\"%d\",\"SentTimestamp\":"
+                   "\"%lld\"},\"messageAttributes\":{},\"md5OfBody\":\"x\",\"eventSource\":"
+                   "\"aws:sqs\",\"eventSourceARN\":\"arn:aws:sqs:us-east-1:0:login-queue\","
+                   "\"awsRegion\":\"us-east-1\"}",
+                   i ? "," : "", i, i, 1 + i % 5, 1700000000000LL + i);
+    buf_appends(&b, "]}");
+
+    check_case("a 1000-record event");
+    CHECK_EQ_INT(b.err, RC_OK);
+    EXPECT(b.data, RC_OK);
+    CHECK_EQ_INT(ev.n, 1000);
+    CHECK_EQ_INT(ev.fifo, 0);
+    int bad = 0;
+    char want[128];
+    for (size_t i = 0; i < ev.n; i++) {
+        struct sqs_record *r = &ev.records[i];
+        snprintf(want, sizeof want, "%08zu-87a3-44ab-83d2-661975830a7d", i);
+        bad += strcmp(r->message_id, want) != 0 || r->message_id_len != strlen(want);
+        int n =
+            snprintf(want, sizeof want,
+                     "{\"user_id\": \"u%zu\", \"app_version\": \"2.3.0\", \"locale\": null}", i);
+        bad += !r->body || r->body_len != (size_t)n || memcmp(r->body, want, (size_t)n) != 0;
+        bad += r->sent_ms != 1700000000000LL + (long long)i || r->sent_bad;
+        bad += r->receive_count != (long)(1 + i % 5) || r->body_flags;
+    }
+    CHECK_EQ_INT(bad, 0);
+
+    check_case("memory is reused: big, small, invalid, big again");
+    EXPECT("{\"Records\":[{\"messageId\":\"only\"}]}", RC_OK);
+    CHECK_EQ_INT(ev.n, 1);
+    CHECK_EQ_STR(ev.records[0].message_id, "only");
+    CHECK(ev.records[0].body == NULL);
+    CHECK_EQ_INT(ev.records[0].sent_ms, -1);
+    EXPECT("{\"Records\":[{\"messageId\":\"\"}]}", RC_INVALID);
+    CHECK_EQ_INT(ev.n, 0);
+    EXPECT(b.data, RC_OK);
+    CHECK_EQ_INT(ev.n, 1000);
+    CHECK_EQ_STR(ev.records[999].message_id, "00000999-87a3-44ab-83d2-661975830a7d");
+
+    check_case("FIFO flag is reset between events");
+    EXPECT(EVENT1(REC(ID, BODY, ATTRS, ARN_FIFO)), RC_OK);
+    CHECK_EQ_INT(ev.fifo, 1);
+    EXPECT(EVENT1(REC(ID, BODY, ATTRS, ARN)), RC_OK);
+    CHECK_EQ_INT(ev.fifo, 0);
+    buf_free(&b);
+
+    check_case("sqs_free leaves a reusable event");
+    sqs_free(&ev);
+    CHECK(ev.records == NULL && ev.n == 0);
+    EXPECT("{\"Records\":[{\"messageId\":\"z\"}]}", RC_OK);
+    CHECK_EQ_STR(ev.records[0].message_id, "z");
+}
+
+int main(void)
+{
+    sqs_init(&ev);
+    test_not_sqs();
+    test_valid();
+    test_body();
+    test_attributes();
+    test_fifo();
+    test_many();
+    sqs_free(&ev);
+    return check_finish();
+}

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""The local runner: Lambda's SQS event source mapping on one machine, without
+Docker.  It feeds SQS messages to the real `bootstrap` through a Lambda
+Runtime API emulator (tests/rig/runtime_api.py) the way the mapping does:
+
+- batches of up to --batch-size messages, gathered for at most --window seconds;
+- the answer's batchItemFailures stay on the queue and come back later with a
+  higher ApproximateReceiveCount; the others are deleted;
+- an invocation error returns the whole batch to the queue;
+- a message received more than --max-receive-count times goes to the
+  dead-letter queue instead (SQS's RedrivePolicy).
+
+Two sources:
+- a real SQS API (moto's server, LocalStack, or AWS itself) given by
+  --queue-url (and --endpoint-url): messages are received and deleted there,
+  and SQS's own redrive moves messages to the dead-letter queue;
+- a file of message dicts (events/generate.py's make_messages format) held in
+  an in-memory queue that follows the same rules (--messages FILE).
+
+    python3 tools/local_runner.py --messages msgs.json --bootstrap build/bootstrap
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from events.generate import event_bytes, sqs_record  # noqa: E402
+from rig import runtime_api  # noqa: E402
+
+
+class Stats:
+    def __init__(self):
+        self.received = 0          # deliveries (a redelivered message counts again)
+        self.messages = set()      # distinct messageIds seen
+        self.succeeded = 0         # deliveries answered as done (written or duplicate)
+        self.listed = 0            # deliveries listed in batchItemFailures
+        self.invocation_errors = 0
+        self.invocations = 0
+        self.dead_lettered = 0
+        self.busy_seconds = 0.0    # time inside invocations (the function's own work)
+        self.started = time.monotonic()
+
+
+class Function:
+    """The bootstrap behind a Runtime API emulator, invoked synchronously."""
+
+    def __init__(self, bootstrap, env, timeout_s):
+        self.emu = runtime_api.Emulator()
+        self.timeout_s = timeout_s
+        full_env = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": self.emu.address,
+                    "AWS_LAMBDA_FUNCTION_NAME": "login-etl-local"}
+        full_env.update(env)
+        self.log = open(env.get("LOGIN_ETL_LOG", os.devnull), "ab")
+        self.proc = subprocess.Popen([str(bootstrap)], env=full_env, stdout=self.log,
+                                     stderr=self.log, stdin=subprocess.DEVNULL)
+
+    def invoke(self, records):
+        """Returns (failed messageIds, or None for an invocation error)."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"bootstrap exited with {self.proc.returncode}")
+        rid = self.emu.enqueue(event_bytes({"Records": records}), timeout_s=self.timeout_s)
+        res = self.emu.wait_result(rid, timeout=self.timeout_s + 30)
+        if res.kind != "response":
+            return None
+        return {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.emu.close()
+        self.log.close()
+
+
+def _progress(stats, total, final=False):
+    rate = stats.received / max(time.monotonic() - stats.started, 1e-9)
+    line = (f"  {len(stats.messages):>7}/{total} messages, {stats.invocations} invocations, "
+            f"{stats.listed} listed, {stats.dead_lettered} dead-lettered, {rate:,.0f} deliveries/s")
+    print(line if final else line + "\r", end="\n" if final else "", flush=True, file=sys.stderr)
+
+
+def run_memory(function, messages, batch_size, max_receive, queue_arn, progress=True):
+    """An in-memory queue with SQS's redrive rule.  Returns (Stats, dead letters)."""
+    queue = deque((m, 0) for m in messages)
+    dlq = []
+    stats = Stats()
+    index = 0
+    while queue:
+        batch = []
+        while queue and len(batch) < batch_size:
+            m, count = queue.popleft()
+            if count >= max_receive:
+                dlq.append(m)          # received max_receive times already: redriven
+                stats.dead_lettered += 1
+                continue
+            batch.append((m, count + 1))
+        if not batch:
+            continue
+        records = [sqs_record(m, index + i, receive_count=c, queue_arn=queue_arn)
+                   for i, (m, c) in enumerate(batch)]
+        index += len(batch)
+        t0 = time.monotonic()
+        failed = function.invoke(records)
+        stats.busy_seconds += time.monotonic() - t0
+        stats.invocations += 1
+        stats.received += len(batch)
+        stats.messages.update(m["messageId"] for m, _ in batch)
+        if failed is None:
+            stats.invocation_errors += 1
+            failed = {m["messageId"] for m, _ in batch}
+        for m, c in batch:
+            if m["messageId"] in failed:
+                stats.listed += 1
+                queue.append((m, c))   # visible again later, as after the visibility timeout
+            else:
+                stats.succeeded += 1
+        if progress:
+            _progress(stats, len(messages))
+    if progress:
+        _progress(stats, len(messages), final=True)
+    return stats, dlq
+
+
+def run_sqs(function, sqs, queue_url, batch_size, window_s, total, progress=True):
+    """Receives from a real SQS API until the queue is drained; deletes what the
+    function did not list.  SQS's RedrivePolicy does the dead-lettering."""
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    region = arn.split(":")[3]
+    stats = Stats()
+    idle_since = None
+    while True:
+        batch, t_end = [], time.monotonic() + window_s
+        while len(batch) < batch_size and time.monotonic() < t_end:
+            got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
+                                      AttributeNames=["All"], MessageAttributeNames=["All"],
+                                      WaitTimeSeconds=0).get("Messages", [])
+            if not got:
+                break
+            batch.extend(got)
+        if not batch:
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages",
+                                                    "ApproximateNumberOfMessagesNotVisible"])
+            waiting = sum(int(v) for v in attrs["Attributes"].values())
+            if waiting == 0:
+                break
+            idle_since = idle_since or time.monotonic()
+            time.sleep(0.2)            # failures become visible after the visibility timeout
+            continue
+        idle_since = None
+        records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"], "attributes": m.get("Attributes", {}),
+                    "messageAttributes": m.get("MessageAttributes", {}),
+                    "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
+                    "eventSourceARN": arn, "awsRegion": region} for m in batch]
+        t0 = time.monotonic()
+        failed = function.invoke(records)
+        stats.busy_seconds += time.monotonic() - t0
+        stats.invocations += 1
+        stats.received += len(batch)
+        stats.messages.update(m["MessageId"] for m in batch)
+        if failed is None:
+            stats.invocation_errors += 1
+            failed = {m["MessageId"] for m in batch}
+        done = [m for m in batch if m["MessageId"] not in failed]
+        stats.succeeded += len(done)
+        stats.listed += len(batch) - len(done)
+        for i in range(0, len(done), 10):
+            sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+                {"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]}
+                for j, m in enumerate(done[i:i + 10])])
+        if progress:
+            _progress(stats, total)
+    if progress:
+        _progress(stats, total, final=True)
+    return stats
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bootstrap", default=str(ROOT / "build" / "bootstrap"))
+    ap.add_argument("--messages", help="a JSON file: a list of message dicts")
+    ap.add_argument("--queue-url")
+    ap.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"))
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--window", type=float, default=1.0)
+    ap.add_argument("--max-receive-count", type=int, default=3)
+    ap.add_argument("--timeout", type=int, default=60, help="the function's timeout, seconds")
+    args = ap.parse_args()
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(("PG", "MASKING_KEY", "DATABASE_URL", "AWS_LAMBDA_LOG", "LOGIN_ETL"))}
+    function = Function(args.bootstrap, env, args.timeout)
+    try:
+        if args.queue_url:
+            import boto3
+            sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
+            stats = run_sqs(function, sqs, args.queue_url, args.batch_size, args.window, 0)
+        else:
+            messages = json.loads(Path(args.messages).read_text())
+            stats, _ = run_memory(function, messages, args.batch_size, args.max_receive_count,
+                                  "arn:aws:sqs:us-east-1:000000000000:login-queue")
+    finally:
+        function.close()
+    print(json.dumps({"deliveries": stats.received, "messages": len(stats.messages),
+                      "succeeded": stats.succeeded, "listed": stats.listed,
+                      "dead_lettered": stats.dead_lettered, "invocations": stats.invocations}))
+
+
+if __name__ == "__main__":
+    main()

@@ -340,12 +340,14 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
         }
         enum login_reason why = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms,
                                             r->sent_bad, start, &lr);
+        if (why == LOGIN__COUNT)
+            return RC_NOMEM;
         if (why == LOGIN_OK) {
             to_pg_row(&lr, &row);
             why = mask_row(e, &lr, &row, ip_masked, device_masked);
+            if (why == LOGIN__COUNT)
+                return RC_CRYPTO;
         }
-        if (why == LOGIN__COUNT)
-            return RC_CRYPTO;
         if (why != LOGIN_OK) {
             e->status[i] = ST_REJECTED;
             t->reasons[why]++;

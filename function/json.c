@@ -237,6 +237,11 @@ static inline const unsigned char *skip_plain(const unsigned char *p, const unsi
     return p;
 }
 
+/* The letters that may follow a backslash other than 'u'. */
+static const uint8_t simple_escape[256] = {
+    ['"'] = 1, ['\\'] = 1, ['/'] = 1, ['b'] = 1, ['f'] = 1, ['n'] = 1, ['r'] = 1, ['t'] = 1,
+};
+
 /* Scans a string's content; *pp points just past the opening quote and is
  * left on the closing quote.  ORs JSON_* flags into *flags.  Returns 0, or
  * -1 for a structure error with *pp at the offending byte.  The parser calls
@@ -260,6 +265,10 @@ static int scan_string(const unsigned char **pp, const unsigned char *e, uint8_t
         case C_BSLASH:
             p++;
             *flags |= JSON_ESCAPED;
+            if (p < e && simple_escape[*p]) {
+                p++; /* \" \\ \/ \b \f \n \r \t: the common case, inline */
+                break;
+            }
             switch (read_escape(&p, e, &cp)) {
             case -1:
                 *pp = p;
@@ -443,9 +452,12 @@ value:
     case '"':
         PUSH_TOK(JSON_STRING, p - s + 1);
         p = skip_plain(p + 1, e);
-        if ((p >= e || *p != '"') && scan_string(&p, e, &tok[t].flags) < 0) {
-            what = p >= e ? "unterminated string" : "bad escape or control character in string";
-            goto fail;
+        if (p >= e || *p != '"') { /* the slow path: escapes, UTF-8, errors */
+            if (scan_string(&p, e, &tok[t].flags) < 0) {
+                what = p >= e ? "unterminated string" : "bad escape or control character in string";
+                goto fail;
+            }
+            doc->flags |= tok[t].flags;
         }
         tok[t].end = (uint32_t)(p - s);
         p++;
@@ -487,9 +499,12 @@ key:
     tok[stack[depth - 1]].count++;
     PUSH_TOK(JSON_STRING, p - s + 1);
     p = skip_plain(p + 1, e);
-    if ((p >= e || *p != '"') && scan_string(&p, e, &tok[t].flags) < 0) {
-        what = p >= e ? "unterminated string" : "bad escape or control character in string";
-        goto fail;
+    if (p >= e || *p != '"') { /* the slow path: escapes, UTF-8, errors */
+        if (scan_string(&p, e, &tok[t].flags) < 0) {
+            what = p >= e ? "unterminated string" : "bad escape or control character in string";
+            goto fail;
+        }
+        doc->flags |= tok[t].flags;
     }
     tok[t].end = (uint32_t)(p - s);
     p++;
@@ -542,6 +557,8 @@ fail:
     snprintf(err, ERR_LEN, "invalid JSON at byte offset %zu: %s", (size_t)(p - s), what);
 out:
     doc->ntok = rc == RC_OK ? ntok : 0;
+    if (rc != RC_OK)
+        doc->flags = 0;
     return rc;
 }
 

@@ -83,8 +83,8 @@ def start_moto():
     return None, None
 
 
-def fill_queue(sqs, messages, visibility_s):
-    """Creates the source queue and its dead-letter queue and sends the messages."""
+def make_queues(sqs, visibility_s):
+    """Creates the source queue and its dead-letter queue, empty."""
     dlq = sqs.create_queue(QueueName="login-queue-dlq",
                            Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
@@ -95,15 +95,14 @@ def fill_queue(sqs, messages, visibility_s):
                                      "maxReceiveCount": str(MAX_RECEIVE)})})["QueueUrl"]
     for q in (src, dlq):
         sqs.purge_queue(QueueUrl=q)
-    for i in range(0, len(messages), 10):
-        sqs.send_message_batch(QueueUrl=src, Entries=[
-            {"Id": str(j), "MessageBody": m["body"]} for j, m in enumerate(messages[i:i + 10])])
     return src, dlq
 
 
 def main():
     ap = argparse.ArgumentParser(description="login-etl end to end on a private Postgres")
-    ap.add_argument("--messages", type=int, default=3000)
+    # moto's server slows down as its queue grows (each call scans it), so the
+    # default stays at a size it serves in seconds; --source memory takes more.
+    ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--source", choices=["auto", "sqs", "memory"], default="auto")
     ap.add_argument("--endpoint-url", help="an SQS endpoint (LocalStack, AWS) instead of moto")
@@ -143,9 +142,12 @@ def main():
             sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
             print(f"== queue: SQS API at {endpoint} ({'moto' if moto else 'given'}), "
                   f"redrive to a dead-letter queue after {MAX_RECEIVE} receives")
-            src, dlq = fill_queue(sqs, messages, visibility_s=1)
-            print(f"== running: batches of up to {BATCH_SIZE}, through the real bootstrap")
-            stats = local_runner.run_sqs(function, sqs, src, BATCH_SIZE, 0.5, len(messages))
+            src, dlq = make_queues(sqs, visibility_s=1)
+            feeder = local_runner.Feeder(sqs, src, messages)
+            print(f"== running: a producer sends the messages, the runner receives batches of up "
+                  f"to {BATCH_SIZE} and invokes the real bootstrap")
+            stats = local_runner.run_sqs(function, sqs, src, BATCH_SIZE, 0.5, len(messages),
+                                         feeder=feeder)
             dead = int(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=[
                 "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
         else:
@@ -156,12 +158,15 @@ def main():
                 "arn:aws:sqs:us-east-1:000000000000:login-queue")
             dead = len(dlq_msgs)
         wall = time.monotonic() - t0
-        # At-least-once delivery: the first batch arrives again, as after a lost answer.
-        replay = [m for m in messages[:BATCH_SIZE] if m["kind"] == "valid"]
+        # At-least-once delivery: the first batch arrives again, as it does when an
+        # answer is lost; the ledger makes it add nothing.
+        replay = [dict(r, attributes=dict(r["attributes"], ApproximateReceiveCount="2"))
+                  for r in stats.first_batch]
         before = int(db.scalar("SELECT count(*) FROM user_logins"))
-        records = [local_runner.sqs_record(m, i, receive_count=2) for i, m in enumerate(replay)]
-        failed = function.invoke(records)
+        failed = function.invoke(replay)
         added_by_replay = int(db.scalar("SELECT count(*) FROM user_logins")) - before
+        bodies_bad = {r["messageId"] for r in replay
+                      if r["body"] in {m["body"] for m in messages if m["kind"] != "valid"}}
     finally:
         function.close()
         if moto:
@@ -178,8 +183,8 @@ def main():
           f"{len({m['messageId'] for m in messages if m['kind'] != 'valid'})} bad messages")
     print(f"   dead-lettered          {dead}")
     print(f"   invocation errors      {stats.invocation_errors}")
-    print(f"   replayed batch         {len(replay)} messages delivered again, "
-          f"{added_by_replay} rows added, {len(failed or [])} listed")
+    print(f"   replayed batch         {len(replay)} messages delivered again: "
+          f"{added_by_replay} rows added, {len(failed or [])} listed (its bad messages)")
     print(f"   throughput             {stats.received / max(stats.busy_seconds, 1e-9):,.0f} "
           f"records/s inside the function, {stats.received / wall:,.0f} records/s end to end "
           f"(queue included)")
@@ -199,7 +204,8 @@ def main():
     print(f"The database is still running: `make psql` opens it. Logs: {DEMO_DIR}/bootstrap.log")
     print("Recover a masked value:  MASKING_KEY=$(cat .demo/masking-key) MASKING_KEY_ID=demo "
           "build/bootstrap unmask 'demo:...'")
-    ok = rows == len(messages) - bad and added_by_replay == 0 and dead == bad and not failed
+    ok = (rows == len(messages) - bad and added_by_replay == 0 and dead == bad
+          and failed == bodies_bad)
     print("demo: OK" if ok else "demo: UNEXPECTED RESULT (see above)")
     return 0 if ok else 1
 

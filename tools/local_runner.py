@@ -46,6 +46,7 @@ class Stats:
         self.invocations = 0
         self.dead_lettered = 0
         self.busy_seconds = 0.0    # time inside invocations (the function's own work)
+        self.first_batch = None    # the records of the first invocation, as delivered
         self.started = time.monotonic()
 
 
@@ -82,11 +83,42 @@ class Function:
         self.log.close()
 
 
+_last_progress = [0.0]
+
+
 def _progress(stats, total, final=False):
-    rate = stats.received / max(time.monotonic() - stats.started, 1e-9)
+    """A progress line: rewritten in place on a terminal, every 2 s otherwise."""
+    tty = sys.stderr.isatty()
+    now = time.monotonic()
+    if not final and not tty and now - _last_progress[0] < 2:
+        return
+    _last_progress[0] = now
+    rate = stats.received / max(now - stats.started, 1e-9)
     line = (f"  {len(stats.messages):>7}/{total} messages, {stats.invocations} invocations, "
             f"{stats.listed} listed, {stats.dead_lettered} dead-lettered, {rate:,.0f} deliveries/s")
-    print(line if final else line + "\r", end="\n" if final else "", flush=True, file=sys.stderr)
+    end = "\n" if final or not tty else ""
+    print(("\r" if tty else "") + line, end=end, flush=True, file=sys.stderr)
+
+
+class Feeder:
+    """The producer side: sends messages to the queue as the function drains
+    it, keeping about `depth` in flight, as a steady stream of logins would.
+    (It also keeps moto's server fast: its calls cost time in proportion to
+    the queue's length.)"""
+
+    def __init__(self, sqs, queue_url, messages, depth=50):
+        self.sqs, self.url, self.messages, self.depth = sqs, queue_url, messages, depth
+        self.sent = 0
+
+    def top_up(self, done):
+        while self.sent < len(self.messages) and self.sent - done < self.depth:
+            chunk = self.messages[self.sent:self.sent + 10]
+            self.sqs.send_message_batch(QueueUrl=self.url, Entries=[
+                {"Id": str(j), "MessageBody": m["body"]} for j, m in enumerate(chunk)])
+            self.sent += len(chunk)
+
+    def finished(self):
+        return self.sent >= len(self.messages)
 
 
 def run_memory(function, messages, batch_size, max_receive, queue_arn, progress=True):
@@ -109,6 +141,7 @@ def run_memory(function, messages, batch_size, max_receive, queue_arn, progress=
         records = [sqs_record(m, index + i, receive_count=c, queue_arn=queue_arn)
                    for i, (m, c) in enumerate(batch)]
         index += len(batch)
+        stats.first_batch = stats.first_batch or records
         t0 = time.monotonic()
         failed = function.invoke(records)
         stats.busy_seconds += time.monotonic() - t0
@@ -131,15 +164,17 @@ def run_memory(function, messages, batch_size, max_receive, queue_arn, progress=
     return stats, dlq
 
 
-def run_sqs(function, sqs, queue_url, batch_size, window_s, total, progress=True):
-    """Receives from a real SQS API until the queue is drained; deletes what the
-    function did not list.  SQS's RedrivePolicy does the dead-lettering."""
+def run_sqs(function, sqs, queue_url, batch_size, window_s, total, progress=True, feeder=None):
+    """Receives from a real SQS API until the queue is drained (and the feeder,
+    if any, has sent everything); deletes what the function did not list.
+    SQS's RedrivePolicy does the dead-lettering."""
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
     region = arn.split(":")[3]
     stats = Stats()
-    idle_since = None
     while True:
+        if feeder:
+            feeder.top_up(stats.succeeded)
         batch, t_end = [], time.monotonic() + window_s
         while len(batch) < batch_size and time.monotonic() < t_end:
             got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
@@ -153,17 +188,16 @@ def run_sqs(function, sqs, queue_url, batch_size, window_s, total, progress=True
                 QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages",
                                                     "ApproximateNumberOfMessagesNotVisible"])
             waiting = sum(int(v) for v in attrs["Attributes"].values())
-            if waiting == 0:
+            if waiting == 0 and (not feeder or feeder.finished()):
                 break
-            idle_since = idle_since or time.monotonic()
             time.sleep(0.2)            # failures become visible after the visibility timeout
             continue
-        idle_since = None
         records = [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"],
                     "body": m["Body"], "attributes": m.get("Attributes", {}),
                     "messageAttributes": m.get("MessageAttributes", {}),
                     "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
                     "eventSourceARN": arn, "awsRegion": region} for m in batch]
+        stats.first_batch = stats.first_batch or records
         t0 = time.monotonic()
         failed = function.invoke(records)
         stats.busy_seconds += time.monotonic() - t0

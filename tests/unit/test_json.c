@@ -263,11 +263,50 @@ static void test_flags(void)
         CHECK_EQ_INT(doc.tok[0].end, rows[i].len - 1);
     }
 
+    check_case("doc->flags is the OR of every string's flags");
+    CHECK_EQ_INT(parse(S("{\"a\":\"x\",\"b\":[1,\"y\"]}")), RC_OK);
+    CHECK_EQ_INT(doc.flags, 0);
+    CHECK_EQ_INT(parse(S("{\"a\":\"\\n\",\"b\":[\"\xff\"]}")), RC_OK);
+    CHECK_EQ_INT(doc.flags, JSON_ESCAPED | JSON_BAD_UTF8);
+    CHECK_EQ_INT(parse(S("{\"\\u0000\":1}")), RC_OK);
+    CHECK_EQ_INT(doc.flags, JSON_ESCAPED | JSON_HAS_NUL);
+    CHECK_EQ_INT(parse(S("[\"\\u0000\",")), RC_INVALID);
+    CHECK_EQ_INT(doc.flags, 0);
+
     check_case("raw control characters in long strings are refused");
     CHECK_EQ_INT(parse(S("\"0123456789abcdef0123456789\x01"
                          "bcdef\"")),
                  RC_INVALID);
     CHECK(strstr(err, "offset 27") != NULL);
+}
+
+/* Every byte value at every position of a 40-byte string, against a plain
+ * classification: checks the 8-byte fast path misses nothing. */
+static void test_byte_sweep(void)
+{
+    char in[42];
+    int bad = 0;
+
+    check_case("every byte at every position of a string");
+    for (int k = 0; k < 40; k++) {
+        for (int c = 0; c < 256; c++) {
+            in[0] = '"';
+            memset(in + 1, 'a', 40);
+            in[1 + k] = (char)c;
+            in[41] = '"';
+            rc_t want = RC_OK;
+            unsigned flags = 0;
+            if (c == 0)
+                flags = JSON_HAS_NUL;
+            else if (c < 0x20 || c == '"' || c == '\\')
+                want = RC_INVALID; /* control; early end then text; "\a" */
+            else if (c >= 0x80)
+                flags = JSON_BAD_UTF8; /* a lone non-ASCII byte */
+            rc_t got = parse(in, sizeof in);
+            bad += got != want || (got == RC_OK && doc.tok[0].flags != flags);
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
 }
 
 static void test_tokens(void)
@@ -487,6 +526,7 @@ int main(void)
     test_reject();
     test_depth();
     test_flags();
+    test_byte_sweep();
     test_tokens();
     test_prefixes();
     test_get();

@@ -132,6 +132,26 @@ static void test_valid(void)
     EXPECT("{\"Records\":[{\"messageId\":\"\xc3\xa9\"}]}", RC_OK);
     CHECK_EQ_STR(ev.records[0].message_id, "\xc3\xa9");
 
+    check_case("escaped member names are decoded");
+    EXPECT("{\"Rec\\u006frds\":[{\"message\\u0049d\":\"x\",\"b\\u006fdy\":\"{}\","
+           "\"attribute\\u0073\":{\"Sent\\u0054imestamp\":\"5\"},"
+           "\"eventSource\\u0041RN\":\"q.fifo\"}]}",
+           RC_OK);
+    CHECK_EQ_INT(ev.n, 1);
+    CHECK_EQ_STR(ev.records[0].message_id, "x");
+    CHECK_EQ_INT(ev.records[0].body_len, 2);
+    CHECK_EQ_INT(ev.records[0].sent_ms, 5);
+    CHECK_EQ_INT(ev.fifo, 1);
+
+    check_case("same-length near-miss names are ignored");
+    EXPECT("{\"Records\":[{\"messageId\":\"x\",\"messageID\":\"y\",\"Body\":\"{}\","
+           "\"attributes\":{\"SentTimestamP\":\"5\"}}]}",
+           RC_OK);
+    CHECK_EQ_STR(ev.records[0].message_id, "x");
+    CHECK(ev.records[0].body == NULL);
+    CHECK_EQ_INT(ev.records[0].sent_ms, -1);
+    CHECK_EQ_INT(ev.records[0].sent_bad, 0);
+
     check_case("duplicate keys: the last wins");
     EXPECT("{\"Records\":[],\"Records\":[{\"messageId\":\"x\",\"messageId\":\"y\"}]}", RC_OK);
     CHECK_EQ_INT(ev.n, 1);

@@ -21,8 +21,13 @@
 #include "buf.h"
 #include "idset.h"
 
-/* The contract's DDL, exactly; created only when missing, never altered. */
+/* The contract's DDL, exactly; created only when missing, never altered.
+ * The existence check comes first because CREATE TABLE IF NOT EXISTS still
+ * needs CREATE on the schema, which a least-privilege user may not have when
+ * the upstream environment created the tables. */
 #define SCHEMA_SQL                                                                                 \
+    "DO $$ BEGIN\n"                                                                                \
+    "IF to_regclass('user_logins') IS NULL THEN\n"                                                 \
     "CREATE TABLE IF NOT EXISTS user_logins(\n"                                                    \
     "    user_id             varchar(128),\n"                                                      \
     "    device_type         varchar(32),\n"                                                       \
@@ -32,10 +37,14 @@
     "    app_version         integer,\n"                                                           \
     "    create_date         date\n"                                                               \
     ");\n"                                                                                         \
+    "END IF;\n"                                                                                    \
+    "IF to_regclass('login_etl_ledger') IS NULL THEN\n"                                            \
     "CREATE TABLE IF NOT EXISTS login_etl_ledger(\n"                                               \
     "    message_id          text PRIMARY KEY,\n"                                                  \
     "    committed_at        timestamptz NOT NULL DEFAULT now()\n"                                 \
-    ");"
+    ");\n"                                                                                         \
+    "END IF;\n"                                                                                    \
+    "END $$"
 
 #define COPY_ROWS_SQL                                                                              \
     "COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, "                \

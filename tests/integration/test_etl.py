@@ -262,6 +262,55 @@ def test_settings_checked_at_start_are_init_errors():
             assert boot.sanitizer_report() is None
 
 
+def test_least_privilege_user_with_tables_made_upstream():
+    # The upstream environment owns the tables; the function's user may only
+    # insert (and read its ledger), with no CREATE on the schema.
+    db = pg.server()
+    db.reset()
+    with Etl() as etl:  # creates both tables as their owner
+        etl.answer(event_bytes(make_event([_msg("seed", {"user_id": "u0"})])))
+    db.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_min') THEN "
+            "CREATE ROLE etl_min LOGIN PASSWORD 'min-password'; END IF; END $$",
+            user=pg.SUPERUSER, password=pg.SUPERPASS)
+    db.psql("GRANT INSERT ON user_logins TO etl_min; "
+            "GRANT SELECT, INSERT ON login_etl_ledger TO etl_min")
+    assert db.scalar("SELECT has_schema_privilege('etl_min', 'public', 'CREATE')") == "f"
+    with Etl(reset_db=False, env={"PGUSER": "etl_min", "PGPASSWORD": "min-password"}) as etl:
+        msgs = make_messages(50, seed=51, invalid_rate=0)
+        assert etl.answer(event_bytes(make_event(msgs))) == set()
+        assert etl.answer(event_bytes(make_event(msgs))) == set()  # a replay, too
+        assert etl.count() == 51
+
+
+def test_two_invocations_racing_on_the_same_messages_write_each_once():
+    # SQS can hand the same message to two pollers (a visibility timeout that ran
+    # out): two processes, the same batches, at the same time.
+    from rig import proc, runtime_api
+    messages = make_messages(3000, seed=61, invalid_rate=0)
+    events = [event_bytes(make_event(messages[i:i + 1000])) for i in range(0, 3000, 1000)]
+    db = pg.server()
+    db.reset()
+    with runtime_api.Emulator() as a, runtime_api.Emulator() as b:
+        pa, pb = proc.Bootstrap(a.address, db=db), proc.Bootstrap(b.address, db=db)
+        try:
+            rids = [(a.enqueue(e), b.enqueue(e)) for e in events]
+            for ra, rb in rids:
+                for emu, rid in ((a, ra), (b, rb)):
+                    res = emu.wait_result(rid, timeout=60)
+                    assert res.kind == "response", res.body
+                    assert res.json() == {"batchItemFailures": []}, res.body
+        finally:
+            pa.stop()
+            pb.stop()
+        for p in (pa, pb):
+            assert p.sanitizer_report() is None
+    assert int(db.scalar("SELECT count(*) FROM user_logins")) == 3000
+    assert int(db.scalar("SELECT count(*) FROM login_etl_ledger")) == 3000
+    written = sum(m["RecordsWritten"] for p in (pa, pb) for m in p.metrics())
+    duplicate = sum(m["RecordsDuplicate"] for p in (pa, pb) for m in p.metrics())
+    assert (written, duplicate) == (3000, 3000), (written, duplicate)
+
+
 if __name__ == "__main__":
     import sys
     for name, f in list(globals().items()):

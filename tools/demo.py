@@ -30,7 +30,7 @@ import local_runner  # noqa: E402
 from events.generate import make_messages  # noqa: E402
 from rig import pg  # noqa: E402
 
-DEMO_DIR = ROOT / ".demo"
+DEMO_DIR = Path(os.environ.get("LOGIN_ETL_DEMO_DIR", ROOT / ".demo"))
 DEMO_KEY_FILE = DEMO_DIR / "masking-key"
 BATCH_SIZE = 500
 MAX_RECEIVE = 3
@@ -110,7 +110,7 @@ def main():
     ap.add_argument("--psql", action="store_true", help="open psql on the demo database")
     args = ap.parse_args()
 
-    print("== database: a private PostgreSQL server in .demo/pg")
+    print(f"== database: a private PostgreSQL server in {DEMO_DIR / 'pg'}")
     db = demo_db()
     if args.psql:
         psql(db)

@@ -86,7 +86,10 @@ class Server:
     def _run(self, argv, **kw):
         if self.as_user:
             argv = ["runuser", "-u", self.as_user, "--"] + argv
-        return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
+        r = subprocess.run(argv, capture_output=True, text=True, **kw)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+        return r
 
     def _initdb(self):
         pwfile = os.path.join(self.dir, "pw")

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include <libpq-fe.h>
+#include <openssl/rand.h>
 
 #include "buf.h"
 #include "idset.h"
@@ -65,6 +66,7 @@
 #define MAX_ATTEMPTS 4
 #define STREAM_CHUNK (64 * 1024)  /* rows are handed to libpq in pieces of about this size */
 #define POSTGRES_EPOCH_DAYS 10957 /* 2000-01-01 minus 1970-01-01 */
+#define WAIT_SLICE_MS 100         /* longest wait before asking libpq again (wait_socket) */
 
 static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 static const char copy_trailer[2] = {'\377', '\377'};
@@ -114,6 +116,16 @@ static int64_t now_ms(void)
 
 struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
 {
+    unsigned char probe;
+
+    /* libpq's SCRAM authentication (and TLS) draws on OpenSSL's random
+     * generator.  OpenSSL 3.0 sets that up once per process and, when it
+     * runs out of memory doing so, never tries again: every later connect
+     * would fail ("could not generate nonce") for the life of the process.
+     * It is set up here instead, at start, where a failure is an init error
+     * and Lambda starts a new process (tests/integration/test_faults.py). */
+    if (RAND_bytes(&probe, 1) != 1)
+        return NULL;
     struct pg_sink *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
@@ -195,17 +207,25 @@ static void fail(struct pg_sink *s, const PGresult *res, const char *what)
         s->why[--len] = '\0';
 }
 
-/* Waits until the socket is ready for `events` or the give-up time.  Returns
- * RC_OK (ready, or interrupted: the caller re-checks) or RC_TIMEOUT. */
-static rc_t wait_socket(struct pg_sink *s, short events)
+/* Waits until the socket is ready for `events` or the give-up time.  With
+ * `slice`, returns after WAIT_SLICE_MS at most even when nothing happened, so
+ * that the caller asks libpq again: libpq that runs out of memory while
+ * parsing a message already in its buffer (a COPY start) leaves the message
+ * there and waits for more bytes, which the server, waiting for us, never
+ * sends (found by tests/integration/test_faults.py).  Returns RC_OK (ready,
+ * a slice over, or interrupted: the caller re-checks) or RC_TIMEOUT. */
+static rc_t wait_socket(struct pg_sink *s, short events, int slice)
 {
     int64_t left = s->give_up_at - now_ms();
     if (left <= 0)
         return RC_TIMEOUT;
+    int ms = left > INT_MAX ? INT_MAX : (int)left;
+    if (slice && ms > WAIT_SLICE_MS)
+        ms = WAIT_SLICE_MS;
     struct pollfd p = {.fd = PQsocket(s->conn), .events = events};
-    int r = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+    int r = poll(&p, 1, ms);
     if (r == 0)
-        return RC_TIMEOUT;
+        return slice && now_ms() < s->give_up_at ? RC_OK : RC_TIMEOUT;
     return RC_OK; /* r < 0 is EINTR or a closed socket: libpq reports the latter */
 }
 
@@ -220,7 +240,7 @@ static rc_t flush_all(struct pg_sink *s)
         if (f < 0)
             return RC_DB;
         /* Read too: a server that reports an error stops reading our data. */
-        if (wait_socket(s, POLLOUT | POLLIN) != RC_OK)
+        if (wait_socket(s, POLLOUT | POLLIN, 1) != RC_OK)
             return RC_TIMEOUT;
         if (PQconsumeInput(s->conn) == 0)
             return RC_DB;
@@ -242,7 +262,7 @@ static rc_t next_result(struct pg_sink *s, PGresult **out)
             *out = PQgetResult(s->conn);
             return RC_OK;
         }
-        if (wait_socket(s, POLLIN) != RC_OK)
+        if (wait_socket(s, POLLIN, 1) != RC_OK)
             return RC_TIMEOUT;
     }
 }
@@ -309,7 +329,7 @@ static rc_t connect_db(struct pg_sink *s)
             fail(s, NULL, "connect");
             goto out;
         }
-        if (wait_socket(s, st == PGRES_POLLING_READING ? POLLIN : POLLOUT) != RC_OK) {
+        if (wait_socket(s, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0) != RC_OK) {
             fail(s, NULL, "connect: timeout");
             rc = RC_TIMEOUT;
             goto out;
@@ -393,7 +413,7 @@ static rc_t await_copy(struct pg_sink *s, int wait)
         if (PQisBusy(s->conn)) {
             if (!wait)
                 return RC_OK;
-            if (wait_socket(s, POLLIN) != RC_OK) {
+            if (wait_socket(s, POLLIN, 1) != RC_OK) {
                 fail(s, NULL, "timeout waiting for the table (a lock?)");
                 return RC_TIMEOUT;
             }

@@ -43,7 +43,9 @@ struct pg_sink; /* opaque: the connection, its settings and the batch being writ
 
 /* Creates a sink that connects with `conninfo` (a URL or key=value string;
  * NULL or "" lets libpq read PGHOST, PGUSER...).  Does not connect yet: the
- * connection is opened by the first batch.  Returns NULL on out of memory. */
+ * connection is opened by the first batch, but OpenSSL's random generator,
+ * which libpq's authentication needs, is set up now.  Returns NULL on out of
+ * memory (or when that generator cannot start). */
 struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg);
 
 /* Replaces the connection settings (e.g. read from a secret on the first

@@ -55,8 +55,18 @@ struct siv_key *siv_key_new(const char *cipher_name, const unsigned char *key, s
                             char err[ERR_LEN])
 {
     struct siv_key *k = NULL;
-    EVP_CIPHER *cipher = EVP_CIPHER_fetch(NULL, cipher_name, NULL);
+    EVP_CIPHER *cipher = NULL;
 
+    /* OpenSSL 3.0 sets its default library context up on first use; when
+     * that runs out of memory it goes on with a half-made context and
+     * crashes on its NULL lock.  Asking for the context first reports the
+     * failure instead (tests/integration/test_faults.py fails each
+     * allocation in turn). */
+    if (!OSSL_LIB_CTX_get0_global_default()) {
+        snprintf(err, ERR_LEN, "out of memory: OpenSSL cannot initialise");
+        goto out;
+    }
+    cipher = EVP_CIPHER_fetch(NULL, cipher_name, NULL);
     if (!cipher) {
         siv_openssl_err(err, "OpenSSL does not provide the SIV cipher");
         goto out;

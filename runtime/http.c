@@ -1030,6 +1030,12 @@ struct http_client *http_new(const char *host, const char *port, struct logger *
     c->port = strdup(port);
     if (!c->host || !c->port)
         goto nomem;
+    /* The connection's buffers are allocated whole, now: a response that
+     * has started to arrive must never need memory before its head is read
+     * (an invocation whose request id was never seen cannot be answered). */
+    if (buf_reserve(&c->tx, c->tx.max) || buf_reserve(&c->rx, c->rx.max) ||
+        buf_reserve(&c->vals, c->vals.max))
+        goto nomem;
     return c;
 nomem:
     set_err(err, "out of memory");

@@ -6,6 +6,10 @@
  * a few times HTTP_HEAD_MAX, so the runtime's own memory stays under about
  * 13 MiB however many invocations it serves; handing capacity back to malloc
  * after every big event would only make the next big one pay for it again.
+ * The small buffers that receiving an invocation and posting its answer or
+ * error need (here and in http.c) are allocated whole at start: once an
+ * invocation has arrived, running out of memory can fail it, but never leave
+ * it unanswered.
  *
  * Error types posted to /error (also the Lambda-Runtime-Function-Error-Type
  * header), besides whatever a handler reports:
@@ -505,6 +509,14 @@ struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN])
     buf_init(&rt->path, 4 * REQUEST_ID_MAX);
     buf_init(&rt->errbody, 4 * ERR_LEN);
     buf_init(&rt->trace_env, HTTP_HEAD_MAX + sizeof TRACE_ENV);
+    /* What it takes to keep an invocation's headers and to post its answer
+     * or error is allocated now, so that running out of memory during an
+     * invocation still gets it an answer. */
+    if (buf_reserve(&rt->meta, HTTP_HEAD_MAX + F_COUNT) || buf_reserve(&rt->path, rt->path.max) ||
+        buf_reserve(&rt->errbody, rt->errbody.max)) {
+        snprintf(err, ERR_LEN, "out of memory");
+        goto fail;
+    }
     rt->http = http_new(host, port, lg, err);
     if (!rt->http)
         goto fail;

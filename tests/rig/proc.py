@@ -1,6 +1,8 @@
 """Starting the real bootstrap under test and reading what it printed."""
+import atexit
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -37,6 +39,9 @@ class Bootstrap:
         e.update(env or {})
         self.env = {k: v for k, v in e.items() if v is not None}
         self.dir = tempfile.mkdtemp(prefix="bootstrap-")
+        # The captured output stays while the tests run (they read it after
+        # the process ends) and goes when they are done.
+        atexit.register(shutil.rmtree, self.dir, True)
         self.out_path = os.path.join(self.dir, "stdout")
         self.err_path = os.path.join(self.dir, "stderr")
         self.valgrind_log = os.path.join(self.dir, "valgrind.log")

@@ -164,7 +164,7 @@ FUZZ_SECONDS ?= 60
 fuzz: fuzz-build
 	$(PYTHON) tests/run.py --only fuzz --fuzz-seconds $(FUZZ_SECONDS)
 
-bench: test-build
+bench: test-build package
 	$(PYTHON) tests/bench/bench.py
 
 demo:
@@ -176,7 +176,7 @@ psql:
 	@$(PYTHON) tools/demo.py --psql
 
 # --- hygiene -------------------------------------------------------------------------------
-C_FILES = $(wildcard runtime/*.[ch] function/*.[ch] tests/unit/*.[ch] tests/rig/*.c tests/fuzz/*.c)
+C_FILES = $(wildcard runtime/*.[ch] function/*.[ch] tests/unit/*.[ch] tests/rig/*.c tests/rig/preload/*.c tests/fuzz/*.c tests/bench/*.c)
 
 format:
 	clang-format -i $(C_FILES)

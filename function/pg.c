@@ -25,7 +25,9 @@
 /* The contract's DDL, exactly; created only when missing, never altered.
  * The existence check comes first because CREATE TABLE IF NOT EXISTS still
  * needs CREATE on the schema, which a least-privilege user may not have when
- * the upstream environment created the tables. */
+ * the upstream environment created the tables.  The ledger's key is compared
+ * bytewise (COLLATE "C"): ids need no linguistic order, and RDS databases
+ * default to en_US, whose comparisons make each index insert dearer. */
 #define SCHEMA_SQL                                                                                 \
     "DO $$ BEGIN\n"                                                                                \
     "IF to_regclass('user_logins') IS NULL THEN\n"                                                 \
@@ -41,7 +43,7 @@
     "END IF;\n"                                                                                    \
     "IF to_regclass('login_etl_ledger') IS NULL THEN\n"                                            \
     "CREATE TABLE IF NOT EXISTS login_etl_ledger(\n"                                               \
-    "    message_id          text PRIMARY KEY,\n"                                                  \
+    "    message_id          text COLLATE \"C\" PRIMARY KEY,\n"                                    \
     "    committed_at        timestamptz NOT NULL DEFAULT now()\n"                                 \
     ");\n"                                                                                         \
     "END IF;\n"                                                                                    \
@@ -72,10 +74,17 @@ static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 static const char copy_trailer[2] = {'\377', '\377'};
 
 enum phase {
-    PH_IDLE,     /* no transaction */
-    PH_STARTING, /* BEGIN; SET; COPY sent, waiting for the server to accept rows */
-    PH_COPYING,  /* the rows COPY is open: rows[0..sent) have been handed to libpq */
+    PH_IDLE,     /* no transaction, or between statements */
+    PH_STARTING, /* a COPY was sent, waiting for the server to accept its data */
+    PH_COPYING,  /* a COPY is open: tuples [0..sent) have been handed to libpq */
     PH_BROKEN    /* this attempt failed; pg_batch_commit retries or gives up */
+};
+
+/* Binary COPY tuples, one per row of the batch, kept until the batch ends so
+ * that a retry sends them again without parsing anything twice. */
+struct tuples {
+    struct buf data; /* the tuples, in add order */
+    size_t *end;     /* owned: end offset of each row's tuple in data */
 };
 
 struct pg_sink {
@@ -88,16 +97,16 @@ struct pg_sink {
     char why[ERR_LEN]; /* why the current attempt broke */
     int retryable;     /* the failure was of the connection, worth another attempt */
 
-    struct buf rows;     /* binary COPY tuples of the batch, in add order */
-    size_t *row_end;     /* owned: end offset of each row's tuple in rows */
-    const char **ids;    /* owned array of borrowed message ids */
-    size_t *id_len;      /* owned */
-    uint8_t *dup;        /* owned: 1 where the id is known to be committed already */
-    size_t n, cap;       /* rows added; rows allocated */
-    size_t sent;         /* rows handed to libpq in the current attempt */
-    int header_sent;     /* the COPY header went out in the current attempt */
-    struct buf scratch;  /* ledger tuples, the duplicate query's parameter */
-    struct idset lookup; /* message id -> row, for the duplicate query's answer */
+    struct tuples ledger; /* the batch's message ids, for login_etl_ledger */
+    struct tuples rows;   /* the batch's rows, for user_logins */
+    const char **ids;     /* owned array of borrowed message ids */
+    size_t *id_len;       /* owned */
+    uint8_t *dup;         /* owned: 1 where the id is known to be committed already */
+    size_t n, cap;        /* rows added; rows allocated */
+    size_t sent;          /* tuples of the open COPY handed to libpq */
+    int header_sent;      /* the open COPY's header went out */
+    struct buf scratch;   /* the duplicate query's parameter */
+    struct idset lookup;  /* message id -> row, for the duplicate query's answer */
     struct pg_stats stats;
     int64_t first_send_us;
 };
@@ -130,7 +139,8 @@ struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
     if (!s)
         return NULL;
     s->lg = lg;
-    buf_init(&s->rows, BUF_PAYLOAD_MAX * 2);
+    buf_init(&s->rows.data, BUF_PAYLOAD_MAX * 2);
+    buf_init(&s->ledger.data, BUF_PAYLOAD_MAX * 2);
     buf_init(&s->scratch, BUF_PAYLOAD_MAX * 2);
     idset_init(&s->lookup);
     if (pg_sink_set_conninfo(s, conninfo ? conninfo : "") != RC_OK) {
@@ -173,10 +183,12 @@ void pg_sink_free(struct pg_sink *s)
         return;
     disconnect(s);
     wipe_string(s->conninfo);
-    buf_free(&s->rows);
+    buf_free(&s->rows.data);
+    buf_free(&s->ledger.data);
     buf_free(&s->scratch);
     idset_free(&s->lookup);
-    free(s->row_end);
+    free(s->rows.end);
+    free(s->ledger.end);
     free(s->ids);
     free(s->id_len);
     free(s->dup);
@@ -369,8 +381,12 @@ out:
     return rc;
 }
 
-/* Sends BEGIN, the statement timeout and the rows COPY in one round trip,
- * without waiting for the answer.  Returns RC_OK or RC_DB/RC_TIMEOUT. */
+/* Sends BEGIN, the statement timeout and the ledger COPY in one round trip,
+ * without waiting for the answer.  The ledger goes first: its primary key
+ * index is the expensive part of the transaction for the server, and this
+ * way the server inserts the ids while the caller still parses and masks the
+ * rest of the batch; the rows follow at commit.  Returns RC_OK or
+ * RC_DB/RC_TIMEOUT. */
 static rc_t start_transaction(struct pg_sink *s)
 {
     char sql[400];
@@ -388,7 +404,7 @@ static rc_t start_transaction(struct pg_sink *s)
         return RC_TIMEOUT;
     }
     snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld; %s", (long long)left + 50,
-             COPY_ROWS_SQL);
+             COPY_LEDGER_SQL);
     if (!PQsendQuery(s->conn, sql)) {
         fail(s, NULL, "begin");
         return RC_DB;
@@ -400,7 +416,7 @@ static rc_t start_transaction(struct pg_sink *s)
     return RC_OK;
 }
 
-/* Consumes the answers to BEGIN and SET until the server accepts COPY data.
+/* Consumes the answers to what was sent until the server accepts COPY data.
  * With `wait` 0 it only looks at what has arrived.  Returns RC_OK (check
  * s->phase), RC_TIMEOUT or RC_DB. */
 static rc_t await_copy(struct pg_sink *s, int wait)
@@ -457,15 +473,16 @@ static rc_t put_copy(struct pg_sink *s, const char *p, size_t n, int wait)
     }
 }
 
-static size_t row_start(const struct pg_sink *s, size_t i)
+static size_t tuple_start(const struct tuples *t, size_t i)
 {
-    return i ? s->row_end[i - 1] : 0;
+    return i ? t->end[i - 1] : 0;
 }
 
-/* Streams rows[sent..n) that are not known duplicates, in pieces of about
- * STREAM_CHUNK.  Without `wait`, stops when libpq would block or when less
- * than a piece is pending.  Returns RC_OK, RC_TIMEOUT (only with wait) or RC_DB. */
-static rc_t stream_rows(struct pg_sink *s, int wait)
+/* Streams the open COPY's tuples [sent..n) that are not known duplicates, in
+ * pieces of about STREAM_CHUNK.  Without `wait`, stops when libpq would
+ * block or when less than a piece is pending.  Returns RC_OK, RC_TIMEOUT
+ * (only with wait) or RC_DB. */
+static rc_t stream_tuples(struct pg_sink *s, const struct tuples *t, int wait)
 {
     if (s->phase != PH_COPYING)
         return RC_OK;
@@ -475,19 +492,19 @@ static rc_t stream_rows(struct pg_sink *s, int wait)
         s->header_sent = 1;
     }
     while (s->sent < s->n) {
-        /* A run of consecutive rows to write, ending before a duplicate. */
+        /* A run of consecutive tuples to write, ending before a duplicate. */
         size_t first = s->sent;
         while (first < s->n && s->dup[first])
             first++;
         size_t last = first;
         while (last < s->n && !s->dup[last] &&
-               row_start(s, last) - row_start(s, first) < STREAM_CHUNK)
+               tuple_start(t, last) - tuple_start(t, first) < STREAM_CHUNK)
             last++;
-        size_t from = row_start(s, first), to = row_start(s, last);
+        size_t from = tuple_start(t, first), to = tuple_start(t, last);
         if (!wait && (to - from < STREAM_CHUNK && last == s->n))
             return RC_OK; /* not worth a send yet: more rows are coming */
         if (to > from) {
-            rc_t rc = put_copy(s, s->rows.data + from, to - from, wait);
+            rc_t rc = put_copy(s, t->data.data + from, to - from, wait);
             if (rc == RC_TIMEOUT && !wait)
                 return RC_OK;
             if (rc)
@@ -510,7 +527,8 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     s->sent = 0;
     s->first_send_us = 0;
     memset(&s->stats, 0, sizeof s->stats);
-    buf_reset(&s->rows);
+    buf_reset(&s->rows.data);
+    buf_reset(&s->ledger.data);
 }
 
 /* Makes room for one more row in the per-row arrays.  Returns RC_OK or RC_NOMEM. */
@@ -519,9 +537,12 @@ static rc_t grow(struct pg_sink *s)
     if (s->n < s->cap)
         return RC_OK;
     size_t cap = s->cap ? s->cap * 2 : 1024;
-    size_t *row_end = realloc(s->row_end, cap * sizeof *row_end);
+    size_t *row_end = realloc(s->rows.end, cap * sizeof *row_end);
     if (row_end)
-        s->row_end = row_end;
+        s->rows.end = row_end;
+    size_t *id_end = realloc(s->ledger.end, cap * sizeof *id_end);
+    if (id_end)
+        s->ledger.end = id_end;
     const char **ids = realloc(s->ids, cap * sizeof *ids);
     if (ids)
         s->ids = ids;
@@ -531,7 +552,7 @@ static rc_t grow(struct pg_sink *s)
     uint8_t *dup = realloc(s->dup, cap);
     if (dup)
         s->dup = dup;
-    if (!row_end || !ids || !id_len || !dup)
+    if (!row_end || !id_end || !ids || !id_len || !dup)
         return RC_NOMEM;
     s->cap = cap;
     return RC_OK;
@@ -566,8 +587,8 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     rc_t rc = grow(s);
     if (rc)
         return rc;
-    size_t mark = s->rows.len;
-    struct buf *b = &s->rows;
+    struct buf *b = &s->rows.data, *l = &s->ledger.data;
+    size_t mark = b->len, lmark = l->len;
     put_u16(b, 7);
     put_text(b, row->user_id, row->user_id_len);
     put_text(b, row->device_type, row->device_type_len);
@@ -582,13 +603,18 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     }
     put_u32(b, 4);
     put_u32(b, (uint32_t)(row->create_date - POSTGRES_EPOCH_DAYS));
-    if (b->err) {
-        rc = b->err;
-        b->err = RC_OK; /* the rows added so far stay valid */
+    put_u16(l, 1);
+    put_text(l, message_id, message_id_len);
+    if (b->err || l->err) {
+        rc = b->err ? b->err : l->err;
+        /* The rows added so far stay valid. */
+        b->err = l->err = RC_OK;
         b->len = mark;
+        l->len = lmark;
         return rc;
     }
-    s->row_end[s->n] = b->len;
+    s->rows.end[s->n] = b->len;
+    s->ledger.end[s->n] = l->len;
     s->ids[s->n] = message_id;
     s->id_len[s->n] = message_id_len;
     s->dup[s->n] = 0;
@@ -598,29 +624,33 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     if (s->n == 1 && s->phase == PH_IDLE && start_transaction(s) != RC_OK)
         log_at(s->lg, LOG_WARN, "database not ready; rows are buffered for a retry",
                LF_STR("reason", s->why));
-    /* Opportunistic: let the server work on earlier rows while we parse. */
+    /* Opportunistic: let the server work on the ledger while we parse. */
     if (s->phase == PH_STARTING)
         await_copy(s, 0);
     if (s->phase == PH_COPYING)
-        stream_rows(s, 0);
+        stream_tuples(s, &s->ledger, 0);
     return RC_OK;
 }
 
-/* Ends the rows COPY and checks the server stored every row.  Returns RC_OK,
- * RC_TIMEOUT or RC_DB. */
-static rc_t finish_rows(struct pg_sink *s)
+/* Sends the rest of the open COPY's tuples and ends it, then checks that the
+ * server stored one row per tuple that is not a known duplicate.  `what`
+ * names the table in messages.  With `unique_violation` non-NULL, a unique
+ * violation sets it instead of failing (the transaction is then aborted).
+ * Returns RC_OK, RC_TIMEOUT or RC_DB. */
+static rc_t finish_copy(struct pg_sink *s, const struct tuples *t, const char *what,
+                        int *unique_violation)
 {
     rc_t rc = await_copy(s, 1);
     if (!rc && s->phase != PH_COPYING)
         rc = RC_DB;
     if (!rc)
-        rc = stream_rows(s, 1);
+        rc = stream_tuples(s, t, 1);
     if (!rc)
         rc = put_copy(s, copy_trailer, sizeof copy_trailer, 1);
     if (rc)
         return rc;
     if (PQputCopyEnd(s->conn, NULL) != 1) {
-        fail(s, NULL, "copy end");
+        fail(s, NULL, what);
         return RC_DB;
     }
     size_t expected = 0;
@@ -628,93 +658,50 @@ static rc_t finish_rows(struct pg_sink *s)
         expected += !s->dup[i];
     for (;;) {
         PGresult *res;
-        rc = next_result(s, &res);
-        if (rc) {
-            fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : "copy");
-            return rc;
-        }
-        if (!res)
-            break;
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            fail(s, res, "copy rows");
-            rc = RC_DB;
-        } else if (strcmp(PQcmdTuples(res), "") != 0) {
-            char want[32];
-            snprintf(want, sizeof want, "%zu", expected);
-            if (strcmp(PQcmdTuples(res), want) != 0) {
-                fail(s, NULL, "copy rows: the server stored a different number of rows");
-                rc = RC_DB;
-            }
-        }
-        PQclear(res);
-    }
-    s->phase = rc ? PH_BROKEN : PH_IDLE;
-    return rc;
-}
-
-/* Writes the batch's message ids to the ledger.  *duplicate is set when the
- * ledger already holds one of them (a unique violation).  Returns RC_OK
- * (also in that case: the transaction is then aborted), RC_TIMEOUT or RC_DB. */
-static rc_t write_ledger(struct pg_sink *s, int *duplicate)
-{
-    struct buf *b = &s->scratch;
-    PGresult *res = NULL;
-    rc_t rc;
-
-    *duplicate = 0;
-    buf_reset(b);
-    buf_append(b, copy_header, sizeof copy_header);
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->dup[i])
-            continue;
-        put_u16(b, 1);
-        put_text(b, s->ids[i], s->id_len[i]);
-    }
-    buf_append(b, copy_trailer, sizeof copy_trailer);
-    if (b->err)
-        return b->err;
-
-    if (!PQsendQuery(s->conn, COPY_LEDGER_SQL)) {
-        fail(s, NULL, "ledger");
-        return RC_DB;
-    }
-    rc = next_result(s, &res);
-    if (rc || !res || PQresultStatus(res) != PGRES_COPY_IN) {
-        fail(s, res, rc == RC_TIMEOUT ? "timeout" : "ledger");
-        PQclear(res);
-        return rc ? rc : RC_DB;
-    }
-    PQclear(res);
-    for (size_t off = 0; off < b->len && !rc; off += STREAM_CHUNK) {
-        size_t n = b->len - off < STREAM_CHUNK ? b->len - off : STREAM_CHUNK;
-        rc = put_copy(s, b->data + off, n, 1);
-    }
-    if (rc)
-        return rc;
-    if (PQputCopyEnd(s->conn, NULL) != 1) {
-        fail(s, NULL, "ledger end");
-        return RC_DB;
-    }
-    for (;;) {
         rc_t w = next_result(s, &res);
         if (w) {
-            fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "ledger");
+            fail(s, NULL, w == RC_TIMEOUT ? "timeout" : what);
             return w;
         }
         if (!res)
             break;
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            if (state && strcmp(state, "23505") == 0)
-                *duplicate = 1;
-            else {
-                fail(s, res, "ledger");
+            if (unique_violation && state && strcmp(state, "23505") == 0) {
+                *unique_violation = 1;
+            } else {
+                fail(s, res, what);
+                rc = RC_DB;
+            }
+        } else {
+            char want[32];
+            snprintf(want, sizeof want, "%zu", expected);
+            if (strcmp(PQcmdTuples(res), want) != 0) {
+                fail(s, NULL, "copy: the server stored a different number of rows");
                 rc = RC_DB;
             }
         }
         PQclear(res);
     }
+    if (rc)
+        s->phase = PH_BROKEN;
+    else if (s->phase != PH_BROKEN)
+        s->phase = PH_IDLE;
     return rc;
+}
+
+/* Starts the rows COPY (the ledger's is done) without waiting.  Returns RC_OK
+ * or RC_DB. */
+static rc_t start_rows(struct pg_sink *s)
+{
+    if (!PQsendQuery(s->conn, COPY_ROWS_SQL)) {
+        fail(s, NULL, "copy rows");
+        return RC_DB;
+    }
+    s->phase = PH_STARTING;
+    s->sent = 0;
+    s->header_sent = 0;
+    return RC_OK;
 }
 
 /* Finds which of the batch's ids the ledger holds already and marks them.
@@ -780,9 +767,10 @@ static rc_t mark_duplicates(struct pg_sink *s, size_t *found)
     return rc;
 }
 
-/* One attempt at the whole transaction.  *again is set when it should be
- * repeated at once (duplicates were found and marked).  Returns RC_OK when
- * committed; otherwise the failure, with the attempt marked broken. */
+/* One attempt at the whole transaction: the ledger COPY (already streaming),
+ * the rows COPY, COMMIT.  *again is set when it should be repeated at once
+ * (duplicates were found and marked).  Returns RC_OK when committed;
+ * otherwise the failure, with the attempt marked broken. */
 static rc_t attempt(struct pg_sink *s, int *again)
 {
     int duplicate = 0;
@@ -791,9 +779,7 @@ static rc_t attempt(struct pg_sink *s, int *again)
     *again = 0;
     if (s->phase == PH_IDLE && (rc = start_transaction(s)) != RC_OK)
         return rc;
-    if ((rc = finish_rows(s)) != RC_OK)
-        return rc;
-    if ((rc = write_ledger(s, &duplicate)) != RC_OK)
+    if ((rc = finish_copy(s, &s->ledger, "ledger", &duplicate)) != RC_OK)
         return rc;
     if (duplicate) {
         size_t found = 0;
@@ -811,6 +797,8 @@ static rc_t attempt(struct pg_sink *s, int *again)
         *again = 1;
         return RC_OK;
     }
+    if ((rc = start_rows(s)) != RC_OK || (rc = finish_copy(s, &s->rows, "copy rows", NULL)))
+        return rc;
     PGresult *res = NULL;
     if ((rc = run(s, "COMMIT", PGRES_COMMAND_OK, &res)) != RC_OK)
         return rc;

@@ -1,14 +1,16 @@
 /* pg.h - the Postgres sink: one connection kept across invocations, the
  * schema, and the exactly-once write of a batch (CONTRACT section 8).
  *
- * A batch is written in one transaction: the rows go to user_logins by
- * COPY ... (FORMAT binary), streamed to the server while the caller is still
- * parsing and masking the rest of the batch, then the batch's message ids go
- * to the ledger table login_etl_ledger (primary key message_id) by COPY,
- * then COMMIT.  A message id that was committed before makes the ledger COPY
- * fail with a unique violation: the transaction is rolled back, the ids
- * already in the ledger are looked up, and the batch is written again
- * without them (the encoded rows are kept, so nothing is parsed twice).
+ * A batch is written in one transaction: the batch's message ids go to the
+ * ledger table login_etl_ledger (primary key message_id) by COPY ... (FORMAT
+ * binary), streamed to the server while the caller is still parsing and
+ * masking the rest of the batch (the ledger's index inserts are the
+ * server's biggest cost, so they overlap with ours); then the rows go to
+ * user_logins by COPY; then COMMIT.  A message id that was committed before
+ * makes the ledger COPY fail with a unique violation: the transaction is
+ * rolled back, the ids already in the ledger are looked up, and the batch is
+ * written again without them (the encoded tuples are kept, so nothing is
+ * parsed twice).
  *
  * No SQL text is ever built from message values: they travel only as COPY
  * data and as a binary query parameter. */

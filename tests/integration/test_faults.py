@@ -4,8 +4,8 @@ twice (user_logins and the ledger compared with the expected set, tests/rig/exac
 and the process alive (or, for a failure at start, an init error and a clean exit).
 
 - Postgres killed (SIGKILL) while the rows of a batch of thousands stream in, and
-  restarted; then killed between the rows COPY and the ledger COPY (made deterministic by
-  a lock on the ledger).  The invocation ends before its deadline; SQS's redelivery
+  restarted; then killed between the ledger COPY and the rows COPY (made deterministic by
+  a lock on user_logins).  The invocation ends before its deadline; SQS's redelivery
   lands every record once.
 - The Runtime API cuts the connection in the middle of an event's body: the event is
   served again and processed once.
@@ -159,8 +159,8 @@ def test_postgres_killed_while_rows_stream_and_restarted():
 test_postgres_killed_while_rows_stream_and_restarted.time_limit = 400
 
 
-def test_postgres_killed_between_the_rows_and_the_ledger():
-    """A lock on the ledger holds the batch after its rows COPY, before the ledger COPY:
+def test_postgres_killed_between_the_ledger_and_the_rows():
+    """A lock on user_logins holds the batch after its ledger COPY, before the rows COPY:
     the kill lands exactly there; nothing of the batch may survive, and the redelivery
     writes it once."""
     book = exactly_once.Sent()
@@ -172,19 +172,19 @@ def test_postgres_killed_between_the_rows_and_the_ledger():
         msgs = make_messages(2000, seed=922, invalid_rate=0.05)
         book.add(msgs)
         locker = subprocess.Popen(
-            ["psql", "-X", "-q", "-c", "BEGIN; LOCK TABLE login_etl_ledger IN SHARE MODE; "
+            ["psql", "-X", "-q", "-c", "BEGIN; LOCK TABLE user_logins IN SHARE MODE; "
              "SELECT pg_sleep(60); COMMIT;"], env=_superuser_env(db),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             assert _wait(lambda: db.scalar(
                 "SELECT count(*) FROM pg_locks WHERE mode = 'ShareLock' "
-                "AND relation = 'login_etl_ledger'::regclass AND granted") == "1")
+                "AND relation = 'user_logins'::regclass AND granted") == "1")
             t0 = time.monotonic()
             rid = etl.emu.enqueue(event_bytes(make_event(msgs)), timeout_s=DEADLINE_S)
             assert _wait(lambda: db.scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'COPY login_etl_ledger%'") == "1", timeout=30), \
-                "the batch never waited for the ledger"
+                "AND query LIKE 'COPY user_logins%'") == "1", timeout=30), \
+                "the batch never waited for user_logins after its ledger COPY"
             _kill_and_restart(db)
         finally:
             locker.kill()
@@ -210,7 +210,7 @@ def test_postgres_killed_between_the_rows_and_the_ledger():
         exactly_once.assert_database(db, book)
     outcome = ("invocation error" if res.kind == "error" else
                "answer listing the batch" if again else "answer after a retry")
-    print(f"     killed while the batch waited for the ledger: {outcome} "
+    print(f"     killed while the batch waited for user_logins: {outcome} "
           f"{res.time - t0:.2f}s after the event was queued")
 
 
@@ -562,7 +562,7 @@ def test_each_allocation_of_an_invocation_failing_in_turn():
     # sendmsg: 1 GET w, 2 POST w, 3 GET a, 4 POST a, 5 GET b
     first, last = sends[1], sends[4]
     n = last - first
-    assert 20 < n < 2000, (sends, n)
+    assert 5 < n < 2000, (sends, n)
     plan = [(f"w{k:05d}", {"FAILMALLOC_AFTER": "2", "FAILMALLOC_FAIL": str(k)}, True)
             for k in range(n + 1)]
     t0 = time.monotonic()

@@ -21,12 +21,14 @@
 /* Longest output: id, ':', base64url of 16 + pad(512) bytes, NUL. */
 #define MASK_OUTPUT_MAX (MASK_KEY_ID_MAX + 1 + ((16 + 528) * 4 + 2) / 3 + 1)
 
-struct mask_key; /* opaque: key bytes and a keyed OpenSSL context, wiped when freed */
+struct mask_key; /* opaque: keyed AES contexts and derived subkeys, wiped when freed */
 
 /* Creates a key from 128 hexadecimal characters and a key id.  Returns NULL
  * with err filled (never quoting the key) when the hex is malformed or of the
- * wrong length, the id is not 1-8 characters of [A-Za-z0-9], or OpenSSL
- * lacks AES-256-SIV.  Temporary copies of the key are wiped. */
+ * wrong length, the id is not 1-8 characters of [A-Za-z0-9], OpenSSL lacks
+ * AES-256-SIV or fails, or the fast AES-SIV masking uses disagrees with
+ * OpenSSL's under this key (checked here, once).  Temporary copies of the key
+ * are wiped. */
 struct mask_key *mask_key_new(const char *hex, size_t hex_len, const char *key_id,
                               char err[ERR_LEN]);
 
@@ -41,7 +43,8 @@ size_t mask_output_len(const struct mask_key *k, size_t n);
 
 /* Masks v[0..n) (n <= MASK_INPUT_MAX) into out (at least MASK_OUTPUT_MAX
  * bytes), NUL-terminated; *out_len gets the length without the NUL.  Returns
- * RC_OK, RC_TOOBIG or RC_CRYPTO.  Safe to call for many values in a row. */
+ * RC_OK, RC_TOOBIG or RC_CRYPTO.  Safe to call for many values in a row, not
+ * from two threads at once on one key (its AES contexts are used in place). */
 rc_t mask_value(const struct mask_key *k, const char *v, size_t n, char *out, size_t *out_len);
 
 /* Recovers the original value from a masked one: checks the key id, decodes,
@@ -49,7 +52,8 @@ rc_t mask_value(const struct mask_key *k, const char *v, size_t n, char *out, si
  * Writes up to MASK_INPUT_MAX bytes to out (cap bytes, NUL-terminated; the
  * value itself may hold any byte).  Reads only masked[0..n).  Returns RC_OK,
  * RC_INVALID (malformed, wrong key id, bad padding), RC_CRYPTO (fails
- * authentication) or RC_TOOBIG (cap too small), with err filled. */
+ * authentication) or RC_TOOBIG (cap too small), with err filled.  Like
+ * mask_value, one thread at a time on one key. */
 rc_t mask_unmask(const struct mask_key *k, const char *masked, size_t n, char *out, size_t cap,
                  size_t *out_len, char err[ERR_LEN]);
 

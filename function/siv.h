@@ -1,13 +1,23 @@
-/* siv.h - AES-SIV (RFC 5297) over OpenSSL EVP: deterministic authenticated
- * encryption with a list of associated-data components.  The output is laid
- * out as RFC 5297 says: the 16-byte synthetic IV, then the ciphertext (OpenSSL
- * hands the IV out as the AEAD tag; this module puts it in front).
+/* siv.h - AES-SIV (RFC 5297): deterministic authenticated encryption with a
+ * list of associated-data components, in two implementations with the same
+ * output, laid out as RFC 5297 says: the 16-byte synthetic IV, then the
+ * ciphertext.
  *
- * A key is set up once (the slow part: OpenSSL derives the CMAC and CTR
- * subkeys) and every call works on a copy of that keyed context, so calls are
- * fast, independent of each other and safe on a const key.  mask.c builds
- * CONTRACT section 5 on top of this; the unit tests reach it directly for the
- * RFC 5297 vectors, which use AES-128-SIV and associated data. */
+ * siv_key is OpenSSL's own SIV mode (OpenSSL hands the IV out as the AEAD tag;
+ * this module puts it in front).  It is keyed once, and every call works on a
+ * copy of the keyed context, so calls are independent of each other and safe
+ * on a const key; but the copy, wipe and free of that context cost about 1 us a
+ * call, fifty times the AES work of a one-block value.  It is the reference.
+ *
+ * siv_ecb_key computes S2V (with AES-CMAC, RFC 4493) and CTR itself and asks
+ * OpenSSL only for raw AES blocks, from two AES-ECB contexts keyed once.  ECB
+ * keeps no state from one call to the next (whole blocks only, no padding), so
+ * the contexts are used as they are, call after call; everything that depends
+ * on the key alone (the CMAC subkeys, S2V's first D) is computed once.  mask.c
+ * builds CONTRACT section 5 on it.  The unit tests compare it, value after
+ * value, with siv_key, with a freshly keyed OpenSSL context and with the RFC
+ * 5297 vectors; the integration tests with Python's AESSIV and an independent
+ * RFC 5297 implementation. */
 #ifndef SIV_H
 #define SIV_H
 
@@ -22,6 +32,8 @@ struct siv_ad {
     const unsigned char *p; /* borrowed; may be NULL when n == 0 */
     size_t n;               /* length in bytes */
 };
+
+/* --- OpenSSL's SIV mode: the reference ---------------------------------------------------- */
 
 struct siv_key; /* opaque: keyed OpenSSL contexts, wiped when freed */
 
@@ -51,5 +63,35 @@ rc_t siv_encrypt(const struct siv_key *k, const struct siv_ad *ad, size_t n_ad,
  * data); on any failure out is wiped, so no unauthenticated plaintext leaks. */
 rc_t siv_decrypt(const struct siv_key *k, const struct siv_ad *ad, size_t n_ad,
                  const unsigned char *in, size_t n, unsigned char *out);
+
+/* --- S2V and CTR computed here, over AES-ECB ------------------------------------------------ */
+
+struct siv_ecb_key; /* opaque: two keyed AES-ECB contexts and the key's CMAC subkeys */
+
+/* Creates a key for AES-SIV from 32 (AES-128-SIV), 48 (AES-192-SIV) or 64
+ * bytes (AES-256-SIV): the first half keys S2V, the second CTR.  Returns NULL with
+ * err filled (never quoting the key) when the length is none of those or
+ * OpenSSL fails.  The caller keeps and wipes `key`; the returned key is freed
+ * with siv_ecb_key_free.  Not for two threads at once: the AES contexts are
+ * used in place (this program has one thread). */
+struct siv_ecb_key *siv_ecb_key_new(const unsigned char *key, size_t key_len, char err[ERR_LEN]);
+
+/* Wipes the derived subkeys (OPENSSL_cleanse) and frees the key; OpenSSL wipes
+ * the AES key schedules.  NULL is allowed. */
+void siv_ecb_key_free(struct siv_ecb_key *k);
+
+/* As siv_encrypt, with the same output, except that an empty plaintext
+ * (n == 0) is allowed, as RFC 5297 allows it.  out must not overlap in.
+ * Returns RC_OK, RC_INVALID (n too large for out's size to be computed) or
+ * RC_CRYPTO (OpenSSL fails); out is wiped on failure. */
+rc_t siv_ecb_encrypt(const struct siv_ecb_key *k, const struct siv_ad *ad, size_t n_ad,
+                     const unsigned char *in, size_t n, unsigned char *out);
+
+/* As siv_decrypt, except that n == SIV_IV_BYTES (an empty plaintext) is
+ * allowed.  The IV is compared in constant time (CRYPTO_memcmp).  out must
+ * not overlap in.  Returns RC_OK, RC_INVALID (n < SIV_IV_BYTES) or RC_CRYPTO
+ * (does not authenticate, or OpenSSL fails); on any failure out is wiped. */
+rc_t siv_ecb_decrypt(const struct siv_ecb_key *k, const struct siv_ad *ad, size_t n_ad,
+                     const unsigned char *in, size_t n, unsigned char *out);
 
 #endif

@@ -4,8 +4,13 @@
  *   mask_tool            reads requests on stdin, one a line, answers one a line:
  *       m HEXKEY KEYID HEXVALUE   ->  OK KEYID:...        (mask the bytes of HEXVALUE)
  *       u HEXKEY KEYID MASKED     ->  OK HEXVALUE         (unmask)
- *     or ERR RC_NAME: message.  HEXVALUE may be empty.  The key is created
- *     once and reused while HEXKEY and KEYID stay the same, as the ETL does.
+ *       s HEXKEY ADS HEXPLAIN     ->  OK HEX(IV || ciphertext)  (siv_ecb_encrypt)
+ *       o HEXKEY ADS HEXSEALED    ->  OK HEXPLAIN               (siv_ecb_decrypt)
+ *     or ERR RC_NAME: message.  HEXVALUE and HEXPLAIN may be empty.  For s and
+ *     o, HEXKEY is 32, 48 or 64 bytes and ADS the associated data: "-" for
+ *     none, else the components in hex separated by commas (so "" is one
+ *     empty component and "61,,62" three).  A key is created once and reused
+ *     while HEXKEY (and KEYID) stay the same, as the ETL does.
  *   mask_tool cli ARGS   runs mask_cli() with argv {"cli", ARGS...}, i.e.
  *                        `mask_tool cli mask VALUE` is `bootstrap mask VALUE`. */
 #include <stdio.h>
@@ -14,6 +19,18 @@
 
 #include "mask.h"
 #include "mask_cli.h"
+#include "siv.h"
+
+#define AD_MAX 16 /* associated-data components an s or o request may carry */
+
+/* The keys of the last requests, kept while the next ones use the same. */
+struct cache {
+    struct mask_key *key; /* for m and u */
+    char key_hex[2 * MASK_KEY_BYTES + 64 + 1];
+    char key_id[64 + 1];
+    struct siv_ecb_key *siv; /* for s and o */
+    char siv_hex[2 * 64 + 1];
+};
 
 /* Returns the enum name of a result code, for the Python side to match on. */
 static const char *rc_name(rc_t rc)
@@ -71,12 +88,91 @@ static size_t next_field(const char **s, size_t *n, const char **field)
     return len;
 }
 
-/* Handles one request line; prints one answer line.  *key / key_hex / key_id
- * cache the last key.  Returns 0, or 1 when the request itself is malformed. */
-static int handle(const char *line, size_t n, struct mask_key **key, char *key_hex, char *key_id)
+/* Prints "OK " and the hex of p[0..n), one line. */
+static void print_hex(const unsigned char *p, size_t n)
+{
+    printf("OK ");
+    for (size_t i = 0; i < n; i++)
+        printf("%02x", p[i]);
+    printf("\n");
+}
+
+/* Handles an s or o request, whose fields after the op are line[0..n) (the
+ * key, the associated data, the data).  Returns 0, or 1 when the request is
+ * malformed. */
+static int handle_siv(char op, const char *line, size_t n, struct cache *c)
+{
+    const char *hex, *ads;
+    size_t hex_len = next_field(&line, &n, &hex);
+    size_t ads_len = next_field(&line, &n, &ads);
+    unsigned char key[64];
+    struct siv_ad ad[AD_MAX];
+    size_t n_ad = 0;
+    char err[ERR_LEN] = "";
+    char *adbuf = NULL, *in = NULL;
+    unsigned char *out = NULL;
+    int bad = 1;
+    rc_t rc;
+
+    if (hex_len == (size_t)-1 || ads_len == (size_t)-1 || hex_len > 2 * sizeof key)
+        goto out;
+    adbuf = malloc(ads_len / 2 + 1);
+    in = malloc(n / 2 + 1);
+    out = malloc(n / 2 + SIV_IV_BYTES);
+    if (!adbuf || !in || !out || n % 2 || unhex(line, n, in) != 0)
+        goto out;
+    if (!(ads_len == 1 && ads[0] == '-')) { /* comma-separated hex components */
+        size_t start = 0, used = 0;
+        for (size_t i = 0; i <= ads_len; i++) {
+            if (i < ads_len && ads[i] != ',')
+                continue;
+            if (n_ad == AD_MAX || unhex(ads + start, i - start, adbuf + used) != 0)
+                goto out;
+            ad[n_ad].p = (const unsigned char *)adbuf + used;
+            ad[n_ad].n = (i - start) / 2;
+            used += ad[n_ad++].n;
+            start = i + 1;
+        }
+    }
+    if (!c->siv || strlen(c->siv_hex) != hex_len || memcmp(c->siv_hex, hex, hex_len) != 0) {
+        siv_ecb_key_free(c->siv);
+        c->siv = NULL;
+        c->siv_hex[0] = '\0';
+        if (hex_len % 2 || unhex(hex, hex_len, (char *)key) != 0)
+            goto out;
+        c->siv = siv_ecb_key_new(key, hex_len / 2, err);
+        if (!c->siv) {
+            printf("ERR RC_CONFIG: %s\n", err);
+            bad = 0;
+            goto out;
+        }
+        memcpy(c->siv_hex, hex, hex_len);
+        c->siv_hex[hex_len] = '\0';
+    }
+    if (op == 's')
+        rc = siv_ecb_encrypt(c->siv, ad, n_ad, (const unsigned char *)in, n / 2, out);
+    else
+        rc = siv_ecb_decrypt(c->siv, ad, n_ad, (const unsigned char *)in, n / 2, out);
+    if (rc)
+        printf("ERR %s: siv_ecb_%s\n", rc_name(rc), op == 's' ? "encrypt" : "decrypt");
+    else
+        print_hex(out, op == 's' ? n / 2 + SIV_IV_BYTES : n / 2 - SIV_IV_BYTES);
+    bad = 0;
+out:
+    free(adbuf);
+    free(in);
+    free(out);
+    return bad;
+}
+
+/* Handles one request line; prints one answer line.  c caches the last keys.
+ * Returns 0, or 1 when the request itself is malformed. */
+static int handle(const char *line, size_t n, struct cache *c)
 {
     const char *op, *hex, *id;
     size_t op_len = next_field(&line, &n, &op);
+    if (op_len == 1 && (op[0] == 's' || op[0] == 'o'))
+        return handle_siv(op[0], line, n, c);
     size_t hex_len = next_field(&line, &n, &hex);
     size_t id_len = next_field(&line, &n, &id);
     char err[ERR_LEN] = "";
@@ -86,38 +182,34 @@ static int handle(const char *line, size_t n, struct mask_key **key, char *key_h
 
     if (op_len != 1 || hex_len > 2 * MASK_KEY_BYTES + 64 || id_len > 64)
         return 1;
-    if (!*key || strlen(key_hex) != hex_len || memcmp(key_hex, hex, hex_len) != 0 ||
-        strlen(key_id) != id_len || memcmp(key_id, id, id_len) != 0) {
-        mask_key_free(*key);
-        memcpy(key_hex, hex, hex_len);
-        key_hex[hex_len] = '\0';
-        memcpy(key_id, id, id_len);
-        key_id[id_len] = '\0';
-        *key = mask_key_new(key_hex, hex_len, key_id, err);
+    if (!c->key || strlen(c->key_hex) != hex_len || memcmp(c->key_hex, hex, hex_len) != 0 ||
+        strlen(c->key_id) != id_len || memcmp(c->key_id, id, id_len) != 0) {
+        mask_key_free(c->key);
+        memcpy(c->key_hex, hex, hex_len);
+        c->key_hex[hex_len] = '\0';
+        memcpy(c->key_id, id, id_len);
+        c->key_id[id_len] = '\0';
+        c->key = mask_key_new(c->key_hex, hex_len, c->key_id, err);
     }
-    if (!*key) {
+    if (!c->key) {
         printf("ERR RC_CONFIG: %s\n", err);
-        key_hex[0] = '\0';
+        c->key_hex[0] = '\0';
         return 0;
     }
     if (op[0] == 'm') {
         if (n > sizeof value * 2 || unhex(line, n, value) != 0)
             return 1;
-        rc = mask_value(*key, value, n / 2, out, &out_len);
+        rc = mask_value(c->key, value, n / 2, out, &out_len);
         if (rc)
             printf("ERR %s: mask_value\n", rc_name(rc));
         else
             printf("OK %s\n", out);
     } else if (op[0] == 'u') {
-        rc = mask_unmask(*key, line, n, out, sizeof out, &out_len, err);
-        if (rc) {
+        rc = mask_unmask(c->key, line, n, out, sizeof out, &out_len, err);
+        if (rc)
             printf("ERR %s: %s\n", rc_name(rc), err);
-        } else {
-            printf("OK ");
-            for (size_t i = 0; i < out_len; i++)
-                printf("%02x", (unsigned char)out[i]);
-            printf("\n");
-        }
+        else
+            print_hex((const unsigned char *)out, out_len);
     } else {
         return 1;
     }
@@ -126,8 +218,7 @@ static int handle(const char *line, size_t n, struct mask_key **key, char *key_h
 
 int main(int argc, char **argv)
 {
-    struct mask_key *key = NULL;
-    char key_hex[2 * MASK_KEY_BYTES + 64 + 1] = "", key_id[64 + 1] = "";
+    struct cache c = {0};
     char *line = NULL;
     size_t cap = 0;
     ssize_t got;
@@ -143,12 +234,13 @@ int main(int argc, char **argv)
         size_t n = (size_t)got;
         if (n && line[n - 1] == '\n')
             n--;
-        if (handle(line, n, &key, key_hex, key_id) != 0) {
+        if (handle(line, n, &c) != 0) {
             printf("BAD REQUEST\n");
             status = 1;
         }
     }
     free(line);
-    mask_key_free(key);
+    mask_key_free(c.key);
+    siv_ecb_key_free(c.siv);
     return status;
 }

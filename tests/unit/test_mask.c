@@ -1,6 +1,8 @@
-/* test_mask.c - AES-SIV (siv.c) against RFC 5297, and masking (mask.c)
+/* test_mask.c - AES-SIV (siv.c, both implementations: OpenSSL's SIV mode and
+ * S2V/CTR over AES-ECB) against RFC 5297 and each other, and masking (mask.c)
  * against CONTRACT section 5: padding, base64url, key ids, authentication,
- * and the fast keyed-once path against a freshly keyed context. */
+ * and the fast keyed-once path against a freshly keyed OpenSSL context, value
+ * after value. */
 #include "check.h"
 
 #include <stdint.h>
@@ -79,27 +81,68 @@ static size_t unb64url(const char *s, size_t n, unsigned char *out)
     return o;
 }
 
-/* The reference the fast path is checked against: a context created and keyed
- * afresh for this one value, plain EVP calls, IV moved in front.  Returns 1
- * on success. */
-static int siv_fresh(const char *cipher_name, const unsigned char *key, const unsigned char *pt,
-                     size_t n, unsigned char *out)
+/* The reference the fast path is checked against: OpenSSL's SIV mode in a
+ * context created and keyed afresh for this one value, plain EVP calls (one
+ * update with a NULL output per associated-data component), IV moved in
+ * front.  Returns 1 on success. */
+static int siv_fresh_ad(const char *cipher_name, const unsigned char *key, const struct siv_ad *ad,
+                        size_t n_ad, const unsigned char *pt, size_t n, unsigned char *out)
 {
+    static const unsigned char empty[1];
     EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, cipher_name, NULL);
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int len = 0, fin = 0, ok = 0;
-    if (c && ctx && EVP_EncryptInit_ex2(ctx, c, key, NULL, NULL) &&
-        EVP_EncryptUpdate(ctx, out + 16, &len, pt, (int)n) &&
+    if (!c || !ctx || !EVP_EncryptInit_ex2(ctx, c, key, NULL, NULL))
+        goto out;
+    for (size_t i = 0; i < n_ad; i++)
+        if (!EVP_EncryptUpdate(ctx, NULL, &len, ad[i].n ? ad[i].p : empty, (int)ad[i].n))
+            goto out;
+    if (EVP_EncryptUpdate(ctx, out + 16, &len, pt, (int)n) &&
         EVP_EncryptFinal_ex(ctx, out + 16 + len, &fin) &&
         EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, out))
         ok = 1;
+out:
     EVP_CIPHER_CTX_free(ctx);
     EVP_CIPHER_free(c);
     return ok;
 }
 
+/* siv_fresh_ad without associated data. */
+static int siv_fresh(const char *cipher_name, const unsigned char *key, const unsigned char *pt,
+                     size_t n, unsigned char *out)
+{
+    return siv_fresh_ad(cipher_name, key, NULL, 0, pt, n, out);
+}
+
+/* A small deterministic generator (xorshift64*) for test data and keys. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545f4914f6cdd1du;
+}
+
+static void rng_fill(unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(rng() >> 56);
+}
+
+/* Returns 1 when p[0..n) is all zero. */
+static int all_zero(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return 0;
+    return 1;
+}
+
 /* CONTRACT section 5 computed from the pieces: pad, fresh SIV, b64url, prefix. */
-static void mask_reference(const char *id, const void *v, size_t n, char *out)
+static void mask_reference_key(const unsigned char key[MASK_KEY_BYTES], const char *id,
+                               const void *v, size_t n, char *out)
 {
     unsigned char pt[MASK_INPUT_MAX + 16], raw[16 + MASK_INPUT_MAX + 16];
     size_t padded = (n / 16 + 1) * 16;
@@ -107,12 +150,17 @@ static void mask_reference(const char *id, const void *v, size_t n, char *out)
     if (n)
         memcpy(pt, v, n);
     pt[n] = 0x80;
-    if (!siv_fresh("AES-256-SIV", test_key, pt, padded, raw))
+    if (!siv_fresh("AES-256-SIV", key, pt, padded, raw))
         abort();
     size_t o = strlen(id);
     memcpy(out, id, o);
     out[o++] = ':';
     b64url(raw, 16 + padded, out + o);
+}
+
+static void mask_reference(const char *id, const void *v, size_t n, char *out)
+{
+    mask_reference_key(test_key, id, v, n, out);
 }
 
 static struct mask_key *new_key(const char *id)
@@ -189,62 +237,121 @@ static const struct siv_vector {
      "ea043c72f14415eaa6749202cbbf9eab997b74dbe4e4eb20cc78ec3855e8e721"},
 };
 
+/* siv.c's two implementations behind one set of calls, so that the vector
+ * tests run through both. */
+struct siv_impl {
+    const char *name;
+    void *(*key_new)(const char *cipher, const unsigned char *key, size_t n, char err[ERR_LEN]);
+    void (*key_free)(void *k);
+    rc_t (*enc)(const void *k, const struct siv_ad *ad, size_t n_ad, const unsigned char *in,
+                size_t n, unsigned char *out);
+    rc_t (*dec)(const void *k, const struct siv_ad *ad, size_t n_ad, const unsigned char *in,
+                size_t n, unsigned char *out);
+};
+
+static void *ossl_new(const char *cipher, const unsigned char *key, size_t n, char err[ERR_LEN])
+{
+    return siv_key_new(cipher, key, n, err);
+}
+static void ossl_free(void *k)
+{
+    siv_key_free(k);
+}
+static rc_t ossl_enc(const void *k, const struct siv_ad *ad, size_t n_ad, const unsigned char *in,
+                     size_t n, unsigned char *out)
+{
+    return siv_encrypt(k, ad, n_ad, in, n, out);
+}
+static rc_t ossl_dec(const void *k, const struct siv_ad *ad, size_t n_ad, const unsigned char *in,
+                     size_t n, unsigned char *out)
+{
+    return siv_decrypt(k, ad, n_ad, in, n, out);
+}
+/* The key length alone says AES-128, -192 or -256: the cipher name is not used. */
+static void *ecb_new(const char *cipher, const unsigned char *key, size_t n, char err[ERR_LEN])
+{
+    (void)cipher;
+    return siv_ecb_key_new(key, n, err);
+}
+static void ecb_free(void *k)
+{
+    siv_ecb_key_free(k);
+}
+static rc_t ecb_enc(const void *k, const struct siv_ad *ad, size_t n_ad, const unsigned char *in,
+                    size_t n, unsigned char *out)
+{
+    return siv_ecb_encrypt(k, ad, n_ad, in, n, out);
+}
+static rc_t ecb_dec(const void *k, const struct siv_ad *ad, size_t n_ad, const unsigned char *in,
+                    size_t n, unsigned char *out)
+{
+    return siv_ecb_decrypt(k, ad, n_ad, in, n, out);
+}
+
+static const struct siv_impl siv_impls[] = {
+    {"OpenSSL SIV", ossl_new, ossl_free, ossl_enc, ossl_dec},
+    {"over AES-ECB", ecb_new, ecb_free, ecb_enc, ecb_dec},
+};
+
 static void test_siv_vectors(void)
 {
-    for (size_t i = 0; i < sizeof siv_vectors / sizeof siv_vectors[0]; i++) {
-        const struct siv_vector *t = &siv_vectors[i];
-        unsigned char key[64], adbuf[3][64], pt[64], ct[96], out[96], back[96];
-        struct siv_ad ad[3];
-        char err[ERR_LEN], got[200], want[200];
-        size_t key_len = unhex(t->key, key), pt_len = unhex(t->pt, pt), ct_len = unhex(t->ct, ct);
-        for (size_t j = 0; j < t->n_ad; j++) {
-            ad[j].n = unhex(t->ad[j], adbuf[j]);
-            ad[j].p = adbuf[j];
-        }
-
-        check_case("siv encrypt: %s", t->name);
-        struct siv_key *k = siv_key_new(t->cipher, key, key_len, err);
-        CHECK(k != NULL);
-        if (!k)
-            continue;
-        CHECK_EQ_INT(ct_len, pt_len + SIV_IV_BYTES);
-        CHECK_EQ_INT(siv_encrypt(k, ad, t->n_ad, pt, pt_len, out), RC_OK);
-        b64url(out, ct_len, got);
-        b64url(ct, ct_len, want);
-        CHECK_EQ_STR(got, want);
-
-        check_case("siv encrypt twice gives the same: %s", t->name);
-        memset(out, 0, sizeof out);
-        CHECK_EQ_INT(siv_encrypt(k, ad, t->n_ad, pt, pt_len, out), RC_OK);
-        CHECK(memcmp(out, ct, ct_len) == 0);
-
-        check_case("siv decrypt: %s", t->name);
-        CHECK_EQ_INT(siv_decrypt(k, ad, t->n_ad, ct, ct_len, back), RC_OK);
-        CHECK(memcmp(back, pt, pt_len) == 0);
-
-        check_case("siv tampered IV, ciphertext or AD fails: %s", t->name);
-        for (size_t bit = 0; bit < ct_len * 8; bit += 7) {
-            memcpy(out, ct, ct_len);
-            out[bit / 8] ^= (unsigned char)(1u << bit % 8);
-            memset(back, 0x5a, sizeof back);
-            CHECK_EQ_INT(siv_decrypt(k, ad, t->n_ad, out, ct_len, back), RC_CRYPTO);
-            for (size_t j = 0; j < pt_len; j++)
-                if (back[j] != 0) { /* unauthenticated plaintext must be wiped */
-                    CHECK(back[j] == 0);
-                    break;
-                }
-        }
-        if (t->n_ad > 0) {
-            CHECK_EQ_INT(siv_decrypt(k, ad, t->n_ad - 1, ct, ct_len, back), RC_CRYPTO);
-            if (ad[0].n > 0) {
-                adbuf[0][0] ^= 1;
-                CHECK_EQ_INT(siv_decrypt(k, ad, t->n_ad, ct, ct_len, back), RC_CRYPTO);
-                adbuf[0][0] ^= 1;
+    for (size_t m = 0; m < sizeof siv_impls / sizeof siv_impls[0]; m++)
+        for (size_t i = 0; i < sizeof siv_vectors / sizeof siv_vectors[0]; i++) {
+            const struct siv_impl *im = &siv_impls[m];
+            const struct siv_vector *t = &siv_vectors[i];
+            unsigned char key[64], adbuf[3][64], pt[64], ct[96], out[96], back[96];
+            struct siv_ad ad[3];
+            char err[ERR_LEN], got[200], want[200];
+            size_t key_len = unhex(t->key, key), pt_len = unhex(t->pt, pt),
+                   ct_len = unhex(t->ct, ct);
+            for (size_t j = 0; j < t->n_ad; j++) {
+                ad[j].n = unhex(t->ad[j], adbuf[j]);
+                ad[j].p = adbuf[j];
             }
+
+            check_case("siv %s encrypt: %s", im->name, t->name);
+            void *k = im->key_new(t->cipher, key, key_len, err);
+            CHECK(k != NULL);
+            if (!k)
+                continue;
+            CHECK_EQ_INT(ct_len, pt_len + SIV_IV_BYTES);
+            CHECK_EQ_INT(im->enc(k, ad, t->n_ad, pt, pt_len, out), RC_OK);
+            b64url(out, ct_len, got);
+            b64url(ct, ct_len, want);
+            CHECK_EQ_STR(got, want);
+
+            check_case("siv %s encrypt twice gives the same: %s", im->name, t->name);
+            memset(out, 0, sizeof out);
+            CHECK_EQ_INT(im->enc(k, ad, t->n_ad, pt, pt_len, out), RC_OK);
+            CHECK(memcmp(out, ct, ct_len) == 0);
+
+            check_case("siv %s decrypt: %s", im->name, t->name);
+            CHECK_EQ_INT(im->dec(k, ad, t->n_ad, ct, ct_len, back), RC_OK);
+            CHECK(memcmp(back, pt, pt_len) == 0);
+
+            check_case("siv %s tampered IV, ciphertext or AD fails: %s", im->name, t->name);
+            for (size_t bit = 0; bit < ct_len * 8; bit += 7) {
+                memcpy(out, ct, ct_len);
+                out[bit / 8] ^= (unsigned char)(1u << bit % 8);
+                memset(back, 0x5a, sizeof back);
+                CHECK_EQ_INT(im->dec(k, ad, t->n_ad, out, ct_len, back), RC_CRYPTO);
+                for (size_t j = 0; j < pt_len; j++)
+                    if (back[j] != 0) { /* unauthenticated plaintext must be wiped */
+                        CHECK(back[j] == 0);
+                        break;
+                    }
+            }
+            if (t->n_ad > 0) {
+                CHECK_EQ_INT(im->dec(k, ad, t->n_ad - 1, ct, ct_len, back), RC_CRYPTO);
+                if (ad[0].n > 0) {
+                    adbuf[0][0] ^= 1;
+                    CHECK_EQ_INT(im->dec(k, ad, t->n_ad, ct, ct_len, back), RC_CRYPTO);
+                    adbuf[0][0] ^= 1;
+                }
+            }
+            CHECK_EQ_INT(im->dec(k, ad, t->n_ad, ct, ct_len, back), RC_OK);
+            im->key_free(k);
         }
-        CHECK_EQ_INT(siv_decrypt(k, ad, t->n_ad, ct, ct_len, back), RC_OK);
-        siv_key_free(k);
-    }
 }
 
 static void test_siv_edges(void)
@@ -273,6 +380,207 @@ static void test_siv_edges(void)
     CHECK_EQ_INT(siv_decrypt(k, NULL, 0, out, 17, buf + 32), RC_OK);
     siv_key_free(k);
     siv_key_free(NULL);
+}
+
+/* Empty plaintexts, which RFC 5297 allows and OpenSSL's SIV mode refuses,
+ * through the ECB path: computed with the RFC 5297 implementation in
+ * tests/integration/test_mask_crosscheck.py and Python's AESSIV (they agree). */
+static void test_siv_ecb_empty(void)
+{
+    static const struct {
+        const char *name, *key, *ad[2];
+        size_t n_ad;
+        const char *iv;
+    } rows[] = {
+        {"AES-128, no AD",
+         "fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
+         {NULL},
+         0,
+         "f2007a5beb2b8900c588a7adf599f172"},
+        {"AES-256, AD \"abc\" and an empty AD",
+         "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b"
+         "2c2d2e2f303132333435363738393a3b3c3d3e3f",
+         {"616263", ""},
+         2,
+         "37ebad5e64e1b5d8fdbcabf57b46da14"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        unsigned char key[64], adbuf[2][8], want[16], out[16], back[1];
+        struct siv_ad ad[2];
+        char err[ERR_LEN];
+        size_t key_len = unhex(rows[i].key, key);
+        unhex(rows[i].iv, want);
+        for (size_t j = 0; j < rows[i].n_ad; j++) {
+            ad[j].n = unhex(rows[i].ad[j], adbuf[j]);
+            ad[j].p = adbuf[j];
+        }
+        check_case("siv over AES-ECB, empty plaintext: %s", rows[i].name);
+        struct siv_ecb_key *k = siv_ecb_key_new(key, key_len, err);
+        CHECK(k != NULL);
+        if (!k)
+            continue;
+        CHECK_EQ_INT(siv_ecb_encrypt(k, ad, rows[i].n_ad, NULL, 0, out), RC_OK);
+        CHECK(memcmp(out, want, 16) == 0);
+        CHECK_EQ_INT(siv_ecb_decrypt(k, ad, rows[i].n_ad, want, 16, back), RC_OK);
+        want[3] ^= 0x10;
+        CHECK_EQ_INT(siv_ecb_decrypt(k, ad, rows[i].n_ad, want, 16, back), RC_CRYPTO);
+        siv_ecb_key_free(k);
+    }
+}
+
+static void test_siv_ecb_edges(void)
+{
+    static const size_t bad_lens[] = {0, 16, 24, 31, 33, 47, 63, 65, 128};
+    unsigned char key[128] = {0}, buf[64] = {0};
+    char err[ERR_LEN];
+
+    check_case("siv_ecb_key_new refuses keys of other lengths than 32, 48, 64 bytes");
+    for (size_t i = 0; i < sizeof bad_lens / sizeof bad_lens[0]; i++) {
+        err[0] = '\0';
+        CHECK(siv_ecb_key_new(key, bad_lens[i], err) == NULL);
+        CHECK(strstr(err, "32, 48 or 64") != NULL);
+    }
+    check_case("siv_ecb_decrypt refuses less than an IV");
+    struct siv_ecb_key *k = siv_ecb_key_new(key, 64, err);
+    CHECK(k != NULL);
+    if (!k)
+        return;
+    CHECK_EQ_INT(siv_ecb_decrypt(k, NULL, 0, buf, 15, buf + 32), RC_INVALID);
+    CHECK_EQ_INT(siv_ecb_decrypt(k, NULL, 0, buf, 0, buf + 32), RC_INVALID);
+    check_case("siv_ecb_decrypt of 16 zero bytes (an empty plaintext's IV, forged) fails");
+    CHECK_EQ_INT(siv_ecb_decrypt(k, NULL, 0, buf, 16, buf + 32), RC_CRYPTO);
+    siv_ecb_key_free(k);
+    siv_ecb_key_free(NULL);
+}
+
+/* The fast path against OpenSSL's SIV mode, the BUILD-NOTES way: one
+ * siv_ecb_key per key, used for value after value (so any state carried
+ * from one call to the next would show), each result compared with a context
+ * created and keyed afresh for that value alone, and with siv_key (keyed
+ * once, a copy per call).  Random keys of all three sizes (so the CMAC
+ * subkeys and D take both branches of dbl), every plaintext length from 1 to
+ * 130, longer ones up to 4,100 bytes (past the 1 KiB CTR batch), 0 to 3
+ * associated-data components of 0 to 40 bytes; two keys interleaved.  Both
+ * directions are opened by the other side. */
+static void test_siv_ecb_vs_openssl(void)
+{
+    static const struct {
+        const char *cipher;
+        size_t key_len;
+    } sizes[] = {{"AES-128-SIV", 32}, {"AES-192-SIV", 48}, {"AES-256-SIV", 64}};
+    enum { KEYS = 10, PT_MAX = 4100 };
+    static unsigned char pt[PT_MAX], fast[16 + PT_MAX], fresh[16 + PT_MAX], copy[16 + PT_MAX],
+        back[PT_MAX];
+    unsigned char key[2][64], adbuf[3][40];
+    struct siv_ad ad[3];
+    char err[ERR_LEN];
+    long values = 0, bytes = 0;
+    int enc_diff = 0, copy_diff = 0, dec_fast = 0, dec_ossl = 0, failures = 0;
+
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t kl = sizes[s].key_len;
+        for (int kp = 0; kp < KEYS / 2; kp++) {
+            struct siv_ecb_key *ek[2];
+            struct siv_key *ok[2];
+            for (int j = 0; j < 2; j++) {
+                rng_fill(key[j], kl);
+                ek[j] = siv_ecb_key_new(key[j], kl, err);
+                ok[j] = siv_key_new(sizes[s].cipher, key[j], kl, err);
+                if (!ek[j] || !ok[j])
+                    abort();
+            }
+            /* lengths 1..130 on each key, then a few long ones */
+            for (size_t step = 0; step < 2 * 130 + 12; step++) {
+                static const size_t longer[] = {255,  256,  511,  512,  528,  1008,
+                                                1023, 1024, 1025, 2048, 3001, PT_MAX};
+                int j = (int)(step % 2);
+                size_t n = step < 260 ? step / 2 + 1 : longer[step - 260];
+                size_t n_ad = (size_t)(rng() % 4);
+                for (size_t a = 0; a < n_ad; a++) {
+                    ad[a].n = (size_t)(rng() % 41);
+                    rng_fill(adbuf[a], ad[a].n);
+                    ad[a].p = adbuf[a];
+                }
+                rng_fill(pt, n);
+                if (siv_ecb_encrypt(ek[j], ad, n_ad, pt, n, fast) != RC_OK ||
+                    !siv_fresh_ad(sizes[s].cipher, key[j], ad, n_ad, pt, n, fresh) ||
+                    siv_encrypt(ok[j], ad, n_ad, pt, n, copy) != RC_OK) {
+                    failures++;
+                    continue;
+                }
+                enc_diff += memcmp(fast, fresh, 16 + n) != 0;
+                copy_diff += memcmp(copy, fresh, 16 + n) != 0;
+                memset(back, 0, n);
+                dec_fast += siv_ecb_decrypt(ek[j], ad, n_ad, fresh, 16 + n, back) != RC_OK ||
+                            memcmp(back, pt, n) != 0;
+                memset(back, 0, n);
+                dec_ossl += siv_decrypt(ok[j], ad, n_ad, fast, 16 + n, back) != RC_OK ||
+                            memcmp(back, pt, n) != 0;
+                values++;
+                bytes += (long)n;
+            }
+            for (int j = 0; j < 2; j++) {
+                siv_ecb_key_free(ek[j]);
+                siv_key_free(ok[j]);
+            }
+        }
+    }
+    check_case("siv over AES-ECB equals a fresh OpenSSL AES-SIV context: %ld values, %ld bytes, "
+               "3 key sizes",
+               values, bytes);
+    CHECK_EQ_INT(failures, 0);
+    CHECK_EQ_INT(enc_diff, 0);
+    CHECK_EQ_INT(copy_diff, 0);
+    CHECK_EQ_INT(values, 3 * (KEYS / 2) * (2 * 130 + 12));
+    check_case("each opens what the other sealed");
+    CHECK_EQ_INT(dec_fast, 0);
+    CHECK_EQ_INT(dec_ossl, 0);
+}
+
+/* Every bit of IV and ciphertext flipped, for lengths around the block
+ * boundaries, with and without associated data: RC_CRYPTO, and nothing of
+ * the unauthenticated plaintext left in out. */
+static void test_siv_ecb_tampered(void)
+{
+    static const size_t lens[] = {0, 1, 15, 16, 17, 31, 32, 47, 48, 100};
+    unsigned char key[64], pt[100], ct[116], t[116], back[100], adb[20];
+    struct siv_ad ad[1] = {{adb, sizeof adb}};
+    char err[ERR_LEN];
+    rng_fill(key, sizeof key);
+    rng_fill(adb, sizeof adb);
+    struct siv_ecb_key *k = siv_ecb_key_new(key, sizeof key, err);
+    if (!k)
+        abort();
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        for (size_t n_ad = 0; n_ad <= 1; n_ad++) {
+            size_t n = lens[i];
+            int accepted = 0, not_wiped = 0;
+            check_case("siv over AES-ECB: every bit of %zu + 16 bytes flipped fails (%zu AD)", n,
+                       n_ad);
+            rng_fill(pt, n);
+            CHECK_EQ_INT(siv_ecb_encrypt(k, ad, n_ad, pt, n, ct), RC_OK);
+            for (size_t bit = 0; bit < (16 + n) * 8; bit++) {
+                memcpy(t, ct, 16 + n);
+                t[bit / 8] ^= (unsigned char)(1u << bit % 8);
+                memset(back, 0x5a, sizeof back);
+                accepted += siv_ecb_decrypt(k, ad, n_ad, t, 16 + n, back) != RC_CRYPTO;
+                not_wiped += !all_zero(back, n);
+            }
+            CHECK_EQ_INT(accepted, 0);
+            CHECK_EQ_INT(not_wiped, 0);
+            check_case("siv over AES-ECB: other associated data fails (%zu bytes, %zu AD)", n,
+                       n_ad);
+            CHECK_EQ_INT(siv_ecb_decrypt(k, ad, 1 - n_ad, ct, 16 + n, back), RC_CRYPTO);
+            if (n_ad) {
+                adb[0] ^= 1;
+                CHECK_EQ_INT(siv_ecb_decrypt(k, ad, 1, ct, 16 + n, back), RC_CRYPTO);
+                adb[0] ^= 1;
+            }
+            CHECK_EQ_INT(siv_ecb_decrypt(k, ad, n_ad, ct, 16 + n, back), RC_OK);
+            CHECK(memcmp(back, pt, n) == 0);
+        }
+    }
+    siv_ecb_key_free(k);
 }
 
 /* --- mask.c --------------------------------------------------------------------------------- */
@@ -496,6 +804,52 @@ static void test_mask_many(void)
                                          "0123456789-_") != strlen(outs[i] + 3);
     CHECK_EQ_INT(bad_chars, 0);
     mask_key_free(k);
+}
+
+/* mask_value against a fresh OpenSSL context for every input length from 0
+ * to MASK_INPUT_MAX, eight random values of each (4,104 values, padded to 16
+ * to 528 bytes), in one stream on two keys used in turn (the one mask_key of
+ * each serves every value, as in the ETL); each unmasks again. */
+static void test_mask_every_length(void)
+{
+    unsigned char key2[MASK_KEY_BYTES], v[MASK_INPUT_MAX];
+    char hex2[2 * MASK_KEY_BYTES + 1], err[ERR_LEN], out[MASK_OUTPUT_MAX],
+        ref[MASK_OUTPUT_MAX + 16], back[MASK_INPUT_MAX + 1];
+    int diff = 0, bad_rc = 0, roundtrip = 0, values = 0;
+
+    rng_fill(key2, sizeof key2);
+    for (size_t i = 0; i < sizeof key2; i++)
+        snprintf(hex2 + 2 * i, 3, "%02x", key2[i]);
+    struct mask_key *k[2] = {new_key("k1"), mask_key_new(hex2, strlen(hex2), "Prod2025", err)};
+    const unsigned char *raw_key[2] = {test_key, key2};
+    const char *ids[2] = {"k1", "Prod2025"};
+    if (!k[1])
+        abort();
+    for (size_t n = 0; n <= MASK_INPUT_MAX; n++) {
+        for (int r = 0; r < 8; r++) {
+            int j = r % 2;
+            size_t len = 0, blen = 0;
+            rng_fill(v, n);
+            if (mask_value(k[j], (const char *)v, n, out, &len) != RC_OK) {
+                bad_rc++;
+                continue;
+            }
+            mask_reference_key(raw_key[j], ids[j], v, n, ref);
+            diff += strcmp(out, ref) != 0;
+            roundtrip += mask_unmask(k[j], out, len, back, sizeof back, &blen, err) != RC_OK ||
+                         blen != n || memcmp(back, v, n) != 0;
+            values++;
+        }
+    }
+    check_case("mask_value equals a fresh OpenSSL context for %d values, every length 0..%d",
+               values, MASK_INPUT_MAX);
+    CHECK_EQ_INT(values, 8 * (MASK_INPUT_MAX + 1));
+    CHECK_EQ_INT(bad_rc, 0);
+    CHECK_EQ_INT(diff, 0);
+    check_case("unmask(mask(v)) == v for the same %d values", values);
+    CHECK_EQ_INT(roundtrip, 0);
+    mask_key_free(k[0]);
+    mask_key_free(k[1]);
 }
 
 /* Every IPv4 address (7 to 15 bytes) and every ddd-dd-dddd (11 bytes) pads to
@@ -766,10 +1120,15 @@ int main(void)
     }
     test_siv_vectors();
     test_siv_edges();
+    test_siv_ecb_empty();
+    test_siv_ecb_edges();
+    test_siv_ecb_vs_openssl();
+    test_siv_ecb_tampered();
     test_mask_known_answers();
     test_mask_padding();
     test_mask_roundtrip();
     test_mask_many();
+    test_mask_every_length();
     test_mask_equal_lengths();
     test_mask_tampered();
     test_mask_malformed();

@@ -67,6 +67,7 @@
 #define TEXT_OID 25
 #define MAX_ATTEMPTS 4
 #define STREAM_CHUNK (64 * 1024)  /* rows are handed to libpq in pieces of about this size */
+#define SEGMENT_ROWS 2048         /* rows per pair of ledger and rows COPYs (see pump) */
 #define POSTGRES_EPOCH_DAYS 10957 /* 2000-01-01 minus 1970-01-01 */
 #define WAIT_SLICE_MS 100         /* longest wait before asking libpq again (wait_socket) */
 
@@ -74,9 +75,10 @@ static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 static const char copy_trailer[2] = {'\377', '\377'};
 
 enum phase {
-    PH_IDLE,     /* no transaction, or between statements */
-    PH_STARTING, /* a COPY was sent, waiting for the server to accept its data */
-    PH_COPYING,  /* a COPY is open: tuples [0..sent) have been handed to libpq */
+    PH_IDLE,     /* no statement in flight: the next is op's COPY (BEGIN first at op 0) */
+    PH_STARTING, /* op's COPY was sent, waiting for the server to accept its data */
+    PH_COPYING,  /* op's COPY is open: its tuples before `sent` have been handed to libpq */
+    PH_ENDING,   /* op's COPY was ended, waiting for the server's row count */
     PH_BROKEN    /* this attempt failed; pg_batch_commit retries or gives up */
 };
 
@@ -103,8 +105,10 @@ struct pg_sink {
     size_t *id_len;       /* owned */
     uint8_t *dup;         /* owned: 1 where the id is known to be committed already */
     size_t n, cap;        /* rows added; rows allocated */
-    size_t sent;          /* tuples of the open COPY handed to libpq */
-    int header_sent;      /* the open COPY's header went out */
+    size_t op;            /* the COPY in progress: 2g for segment g's ids, 2g+1 for its rows */
+    size_t sent;          /* rows of op's segment before this one were handed to libpq */
+    int header_sent;      /* op's COPY header went out */
+    int unique_violation; /* a ledger COPY hit an id committed before: the attempt is void */
     struct buf scratch;   /* the duplicate query's parameter */
     struct idset lookup;  /* message id -> row, for the duplicate query's answer */
     struct pg_stats stats;
@@ -158,12 +162,22 @@ static void wipe_string(char *p)
     }
 }
 
+/* Readies the batch for a new transaction from its first COPY; cannot fail. */
+static void reset_attempt(struct pg_sink *s)
+{
+    s->phase = PH_IDLE;
+    s->op = 0;
+    s->sent = 0;
+    s->header_sent = 0;
+    s->unique_violation = 0;
+}
+
 static void disconnect(struct pg_sink *s)
 {
     if (s->conn)
         PQfinish(s->conn);
     s->conn = NULL;
-    s->phase = PH_IDLE;
+    reset_attempt(s);
 }
 
 rc_t pg_sink_set_conninfo(struct pg_sink *s, const char *conninfo)
@@ -206,13 +220,19 @@ static void fail(struct pg_sink *s, const PGresult *res, const char *what)
     s->phase = PH_BROKEN;
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    if (!primary && s->conn)
+    size_t primary_len = primary ? strlen(primary) : 0;
+    if (!primary && s->conn) {
+        /* Only the first line: DETAIL and CONTEXT lines can quote data. */
         primary = PQerrorMessage(s->conn);
+        primary_len = strcspn(primary, "\n");
+    }
     s->retryable = !s->conn || PQstatus(s->conn) == CONNECTION_BAD ||
                    (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
                               strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0));
-    snprintf(s->why, sizeof s->why, "%s: %s%s%.180s", what, state ? state : "", state ? " " : "",
-             primary ? primary : "connection lost");
+    if (primary_len > 180)
+        primary_len = 180;
+    snprintf(s->why, sizeof s->why, "%s: %s%s%.*s", what, state ? state : "", state ? " " : "",
+             primary ? (int)primary_len : 15, primary ? primary : "connection lost");
     /* libpq messages end in a newline; a log line should not. */
     size_t len = strlen(s->why);
     while (len && (s->why[len - 1] == '\n' || s->why[len - 1] == ' '))
@@ -381,38 +401,38 @@ out:
     return rc;
 }
 
-/* Sends BEGIN, the statement timeout and the ledger COPY in one round trip,
- * without waiting for the answer.  The ledger goes first: its primary key
- * index is the expensive part of the transaction for the server, and this
- * way the server inserts the ids while the caller still parses and masks the
- * rest of the batch; the rows follow at commit.  Returns RC_OK or
- * RC_DB/RC_TIMEOUT. */
-static rc_t start_transaction(struct pg_sink *s)
+/* Sends op's COPY without waiting for the answer; at op 0 (re)connects and
+ * sends BEGIN and the statement timeout with it, in one round trip.
+ * Returns RC_OK or RC_DB/RC_TIMEOUT. */
+static rc_t start_op(struct pg_sink *s)
 {
     char sql[400];
     rc_t rc;
+    const char *copy = s->op % 2 ? COPY_ROWS_SQL : COPY_LEDGER_SQL;
 
-    if (s->phase == PH_BROKEN)
-        return RC_DB;
-    if (!s->conn && (rc = connect_db(s)) != RC_OK)
-        return rc;
-    /* The server enforces the give-up time too, so a statement that waits on
-     * a lock ends there even if this process is frozen meanwhile. */
-    int64_t left = s->give_up_at - now_ms();
-    if (left <= 0) {
-        fail(s, NULL, "timeout");
-        return RC_TIMEOUT;
+    if (s->op == 0) {
+        if (!s->conn && (rc = connect_db(s)) != RC_OK)
+            return rc;
+        /* The server enforces the give-up time too, so a statement that waits
+         * on a lock ends there even if this process is frozen meanwhile. */
+        int64_t left = s->give_up_at - now_ms();
+        if (left <= 0) {
+            fail(s, NULL, "timeout");
+            return RC_TIMEOUT;
+        }
+        snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld; %s",
+                 (long long)left + 50, copy);
+        s->stats.attempts++;
+    } else {
+        snprintf(sql, sizeof sql, "%s", copy);
     }
-    snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld; %s", (long long)left + 50,
-             COPY_LEDGER_SQL);
     if (!PQsendQuery(s->conn, sql)) {
         fail(s, NULL, "begin");
         return RC_DB;
     }
     s->phase = PH_STARTING;
-    s->sent = 0;
+    s->sent = s->op / 2 * SEGMENT_ROWS;
     s->header_sent = 0;
-    s->stats.attempts++;
     return RC_OK;
 }
 
@@ -478,30 +498,31 @@ static size_t tuple_start(const struct tuples *t, size_t i)
     return i ? t->end[i - 1] : 0;
 }
 
-/* Streams the open COPY's tuples [sent..n) that are not known duplicates, in
- * pieces of about STREAM_CHUNK.  Without `wait`, stops when libpq would
- * block or when less than a piece is pending.  Returns RC_OK, RC_TIMEOUT
- * (only with wait) or RC_DB. */
-static rc_t stream_tuples(struct pg_sink *s, const struct tuples *t, int wait)
+/* Streams op's tuples [sent..end) that are not known duplicates, in pieces of
+ * about STREAM_CHUNK.  Unless `all` (the segment is complete), stops when less
+ * than a piece is pending.  Without `wait`, also stops when libpq would
+ * block.  Returns RC_OK, RC_TIMEOUT (only with wait) or RC_DB. */
+static rc_t stream_tuples(struct pg_sink *s, const struct tuples *t, size_t end, int all, int wait)
 {
-    if (s->phase != PH_COPYING)
-        return RC_OK;
     if (!s->header_sent) {
         if (put_copy(s, copy_header, sizeof copy_header, 1) != RC_OK)
             return RC_DB;
         s->header_sent = 1;
     }
-    while (s->sent < s->n) {
+    /* Called every few rows: return at once unless a piece is worth sending. */
+    if (!all && tuple_start(t, end) - tuple_start(t, s->sent) < STREAM_CHUNK)
+        return RC_OK;
+    while (s->sent < end) {
         /* A run of consecutive tuples to write, ending before a duplicate. */
         size_t first = s->sent;
-        while (first < s->n && s->dup[first])
+        while (first < end && s->dup[first])
             first++;
         size_t last = first;
-        while (last < s->n && !s->dup[last] &&
+        while (last < end && !s->dup[last] &&
                tuple_start(t, last) - tuple_start(t, first) < STREAM_CHUNK)
             last++;
         size_t from = tuple_start(t, first), to = tuple_start(t, last);
-        if (!wait && (to - from < STREAM_CHUNK && last == s->n))
+        if (!all && to - from < STREAM_CHUNK && last == end)
             return RC_OK; /* not worth a send yet: more rows are coming */
         if (to > from) {
             rc_t rc = put_copy(s, t->data.data + from, to - from, wait);
@@ -520,11 +541,10 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     if (s->conn && PQstatus(s->conn) == CONNECTION_BAD)
         disconnect(s);
     s->give_up_at = give_up_at_ms;
-    s->phase = PH_IDLE;
+    reset_attempt(s);
     s->why[0] = '\0';
     s->retryable = 0;
     s->n = 0;
-    s->sent = 0;
     s->first_send_us = 0;
     memset(&s->stats, 0, sizeof s->stats);
     buf_reset(&s->rows.data);
@@ -581,6 +601,8 @@ static void put_text(struct buf *b, const char *p, size_t n)
     buf_append(b, p, n);
 }
 
+static rc_t pump(struct pg_sink *s, int wait, int final);
+
 rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len,
                   const struct pg_row *row)
 {
@@ -620,55 +642,54 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     s->dup[s->n] = 0;
     s->n++;
     /* The transaction starts with the first row, so a batch without valid
-     * rows never touches the database; a failure here is retried by commit. */
-    if (s->n == 1 && s->phase == PH_IDLE && start_transaction(s) != RC_OK)
-        log_at(s->lg, LOG_WARN, "database not ready; rows are buffered for a retry",
-               LF_STR("reason", s->why));
-    /* Opportunistic: let the server work on the ledger while we parse. */
-    if (s->phase == PH_STARTING)
-        await_copy(s, 0);
-    if (s->phase == PH_COPYING)
-        stream_tuples(s, &s->ledger, 0);
+     * rows never touches the database.  Then the server works on earlier
+     * rows while we parse; asking for its answers is a system call, so
+     * every 32 rows (and at each segment's end) is often enough.  A failure
+     * here is retried by commit. */
+    if (s->n == 1 || (s->n & 31) == 0 || s->n % SEGMENT_ROWS == 0) {
+        if (pump(s, 0, 0) != RC_OK && s->n == 1)
+            log_at(s->lg, LOG_WARN, "database not ready; rows are buffered for a retry",
+                   LF_STR("reason", s->why));
+    }
     return RC_OK;
 }
 
-/* Sends the rest of the open COPY's tuples and ends it, then checks that the
- * server stored one row per tuple that is not a known duplicate.  `what`
- * names the table in messages.  With `unique_violation` non-NULL, a unique
- * violation sets it instead of failing (the transaction is then aborted).
- * Returns RC_OK, RC_TIMEOUT or RC_DB. */
-static rc_t finish_copy(struct pg_sink *s, const struct tuples *t, const char *what,
-                        int *unique_violation)
+/* Reads the answer to op's ended COPY: the count of rows stored, which must
+ * be one per tuple that is not a known duplicate, or a unique violation (a
+ * ledger op: the transaction is void, s->unique_violation says so).
+ * Without `wait`, returns RC_OK at once while the answer is not complete
+ * (s->phase stays PH_ENDING).  Returns RC_OK, RC_TIMEOUT or RC_DB. */
+static rc_t collect(struct pg_sink *s, size_t first, size_t end, int wait)
 {
-    rc_t rc = await_copy(s, 1);
-    if (!rc && s->phase != PH_COPYING)
-        rc = RC_DB;
-    if (!rc)
-        rc = stream_tuples(s, t, 1);
-    if (!rc)
-        rc = put_copy(s, copy_trailer, sizeof copy_trailer, 1);
-    if (rc)
-        return rc;
-    if (PQputCopyEnd(s->conn, NULL) != 1) {
-        fail(s, NULL, what);
-        return RC_DB;
-    }
+    const char *what = s->op % 2 ? "copy rows" : "ledger";
     size_t expected = 0;
-    for (size_t i = 0; i < s->n; i++)
+    rc_t rc = RC_OK;
+
+    for (size_t i = first; i < end; i++)
         expected += !s->dup[i];
     for (;;) {
         PGresult *res;
-        rc_t w = next_result(s, &res);
-        if (w) {
-            fail(s, NULL, w == RC_TIMEOUT ? "timeout" : what);
-            return w;
+        if (!wait) {
+            if (PQconsumeInput(s->conn) == 0) {
+                fail(s, NULL, what);
+                return RC_DB;
+            }
+            if (PQisBusy(s->conn))
+                return rc;
+            res = PQgetResult(s->conn);
+        } else {
+            rc_t w = next_result(s, &res);
+            if (w) {
+                fail(s, NULL, w == RC_TIMEOUT ? "timeout" : what);
+                return w;
+            }
         }
         if (!res)
             break;
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            if (unique_violation && state && strcmp(state, "23505") == 0) {
-                *unique_violation = 1;
+            if (s->op % 2 == 0 && state && strcmp(state, "23505") == 0) {
+                s->unique_violation = 1;
             } else {
                 fail(s, res, what);
                 rc = RC_DB;
@@ -683,25 +704,70 @@ static rc_t finish_copy(struct pg_sink *s, const struct tuples *t, const char *w
         }
         PQclear(res);
     }
-    if (rc)
-        s->phase = PH_BROKEN;
-    else if (s->phase != PH_BROKEN)
+    if (!rc && s->phase != PH_BROKEN) {
         s->phase = PH_IDLE;
+        s->op++;
+    }
     return rc;
 }
 
-/* Starts the rows COPY (the ledger's is done) without waiting.  Returns RC_OK
- * or RC_DB. */
-static rc_t start_rows(struct pg_sink *s)
+/* Drives the transaction's COPYs as far as it can.  The batch is cut into
+ * segments of SEGMENT_ROWS rows, and each segment is written as a ledger
+ * COPY of its ids, then a rows COPY: so while the caller parses segment g+1,
+ * the server inserts segment g's ids and rows, and only the last segment is
+ * left for commit.  (One connection carries one COPY at a time, and the
+ * transaction must be one, so the two tables take turns.)  Without `wait` it
+ * never blocks: it does what the socket allows and returns.  `final` says
+ * that no more rows are coming, so the last segment is complete.  Returns
+ * RC_OK (all done when final and s->phase is PH_IDLE past the last op; stops
+ * early on a unique violation), RC_TIMEOUT or RC_DB. */
+static rc_t pump(struct pg_sink *s, int wait, int final)
 {
-    if (!PQsendQuery(s->conn, COPY_ROWS_SQL)) {
-        fail(s, NULL, "copy rows");
-        return RC_DB;
+    for (;;) {
+        size_t first = s->op / 2 * SEGMENT_ROWS;
+        size_t end = first + SEGMENT_ROWS < s->n ? first + SEGMENT_ROWS : s->n;
+        int complete = final || s->n >= first + SEGMENT_ROWS;
+        const struct tuples *t = s->op % 2 ? &s->rows : &s->ledger;
+        rc_t rc = RC_OK;
+
+        /* A voided attempt stops once the failed COPY's answer is all in
+         * (libpq takes no new command before that). */
+        if (s->unique_violation && s->phase == PH_IDLE)
+            return RC_OK;
+        switch (s->phase) {
+        case PH_BROKEN:
+            return RC_DB;
+        case PH_IDLE:
+            if (first >= s->n)
+                return RC_OK; /* nothing (yet) to write */
+            rc = start_op(s);
+            break;
+        case PH_STARTING:
+            rc = await_copy(s, wait);
+            if (!rc && s->phase == PH_STARTING)
+                return RC_OK;
+            break;
+        case PH_COPYING:
+            rc = stream_tuples(s, t, end, complete, wait);
+            if (rc || !complete || s->sent < end)
+                return rc;
+            rc = put_copy(s, copy_trailer, sizeof copy_trailer, 1);
+            if (!rc && PQputCopyEnd(s->conn, NULL) != 1) {
+                fail(s, NULL, "copy end");
+                rc = RC_DB;
+            }
+            if (!rc)
+                s->phase = PH_ENDING;
+            break;
+        case PH_ENDING:
+            rc = collect(s, first, end, wait);
+            if (!rc && s->phase == PH_ENDING)
+                return RC_OK;
+            break;
+        }
+        if (rc)
+            return rc;
     }
-    s->phase = PH_STARTING;
-    s->sent = 0;
-    s->header_sent = 0;
-    return RC_OK;
 }
 
 /* Finds which of the batch's ids the ledger holds already and marks them.
@@ -767,23 +833,20 @@ static rc_t mark_duplicates(struct pg_sink *s, size_t *found)
     return rc;
 }
 
-/* One attempt at the whole transaction: the ledger COPY (already streaming),
- * the rows COPY, COMMIT.  *again is set when it should be repeated at once
- * (duplicates were found and marked).  Returns RC_OK when committed;
+/* One attempt at the whole transaction: the COPYs (already under way while
+ * rows were added), then COMMIT.  *again is set when it should be repeated at
+ * once (duplicates were found and marked).  Returns RC_OK when committed;
  * otherwise the failure, with the attempt marked broken. */
 static rc_t attempt(struct pg_sink *s, int *again)
 {
-    int duplicate = 0;
     rc_t rc;
 
     *again = 0;
-    if (s->phase == PH_IDLE && (rc = start_transaction(s)) != RC_OK)
+    if ((rc = pump(s, 1, 1)) != RC_OK)
         return rc;
-    if ((rc = finish_copy(s, &s->ledger, "ledger", &duplicate)) != RC_OK)
-        return rc;
-    if (duplicate) {
+    if (s->unique_violation) {
         size_t found = 0;
-        s->phase = PH_IDLE;
+        reset_attempt(s);
         if ((rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
             return rc;
         if ((rc = mark_duplicates(s, &found)) != RC_OK)
@@ -797,8 +860,6 @@ static rc_t attempt(struct pg_sink *s, int *again)
         *again = 1;
         return RC_OK;
     }
-    if ((rc = start_rows(s)) != RC_OK || (rc = finish_copy(s, &s->rows, "copy rows", NULL)))
-        return rc;
     PGresult *res = NULL;
     if ((rc = run(s, "COMMIT", PGRES_COMMAND_OK, &res)) != RC_OK)
         return rc;
@@ -808,7 +869,7 @@ static rc_t attempt(struct pg_sink *s, int *again)
         rc = RC_DB;
     }
     PQclear(res);
-    s->phase = PH_IDLE;
+    reset_attempt(s);
     return rc;
 }
 
@@ -825,15 +886,13 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *duplicate, char err[ERR_LEN])
             left += !s->dup[i];
         if (left == 0) {
             /* Every row was committed before (a replay): nothing to write. */
-            if (s->phase != PH_IDLE)
+            if (s->phase != PH_IDLE || s->op)
                 disconnect(s);
             memcpy(duplicate, s->dup, s->n);
             return RC_OK;
         }
-        if (s->phase == PH_BROKEN) {
+        if (s->phase == PH_BROKEN)
             disconnect(s);
-            s->phase = PH_IDLE;
-        }
         rc = attempt(s, &again);
         if (rc == RC_OK && !again) {
             memcpy(duplicate, s->dup, s->n);
@@ -865,7 +924,7 @@ void pg_batch_abort(struct pg_sink *s)
 {
     /* Closing is the only rollback that cannot hang: the server rolls back
      * when it notices the connection is gone. */
-    if (s->phase != PH_IDLE)
+    if (s->phase != PH_IDLE || s->op)
         disconnect(s);
     s->n = 0;
 }

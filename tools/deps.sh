@@ -71,9 +71,13 @@ dpkg-source --no-check -x postgresql-15_*.dsc pg >/dev/null
   cd pg
   ./configure -q --with-ssl=openssl --without-readline --without-zlib --without-icu \
     --without-gssapi --without-ldap --disable-nls CFLAGS="-O2" >/dev/null
-  make -s -C src/interfaces/libpq -j"$(nproc)" all-static-lib >/dev/null
-  make -s -C src/common -j"$(nproc)" >/dev/null
+  # The generated headers first (errcodes.h and friends): src/port and
+  # src/common include them, and a parallel libpq build started without them
+  # races their generation and fails on some machines.
+  make -s -C src/backend generated-headers >/dev/null
   make -s -C src/port -j"$(nproc)" >/dev/null
+  make -s -C src/common -j"$(nproc)" >/dev/null
+  make -s -C src/interfaces/libpq -j"$(nproc)" all-static-lib >/dev/null
 )
 cp pg/src/interfaces/libpq/libpq.a pg/src/common/libpgcommon.a pg/src/port/libpgport.a "$out/lib/"
 cp pg/src/interfaces/libpq/libpq-fe.h pg/src/include/postgres_ext.h pg/src/include/pg_config_ext.h "$out/include/"

@@ -376,7 +376,7 @@ def naive_inserts(srv, tmp, limit):
 def throughput(tmp, events, data, fsync, repeats, naive_limit):
     label = "fsync=on" if fsync else "fsync=off"
     say(f"\n[{label}] a fresh private PostgreSQL server")
-    srv = pg.Server(fsync=fsync)
+    srv = pg.Server(fsync=fsync, async_commit=not fsync)
     try:
         out = {"server_version": srv.scalar("SHOW server_version")}
         out["e2e"] = end_to_end(tmp, srv, events, data, repeats, label)

@@ -311,9 +311,9 @@ def test_two_invocations_racing_on_the_same_messages_write_each_once():
     assert (written, duplicate) == (3000, 3000), (written, duplicate)
 
 
-def test_large_batches_written_in_segments_with_replays_anywhere():
-    # Over 2,048 rows a batch is written as several ledger/rows COPY pairs; a
-    # replayed id in any of them voids the attempt and the retry skips it.
+def test_large_batch_with_replayed_ids_in_the_middle_and_at_the_end():
+    # The ledger COPY streams while the batch is parsed; a replayed id found
+    # anywhere in it voids the attempt, and the retry skips exactly the replays.
     messages = make_messages(6000, seed=71, invalid_rate=0.02)
     want_rows, want_rejected = _expected(messages)
     with Etl() as etl:

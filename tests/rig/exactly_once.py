@@ -10,6 +10,8 @@ it was answered as done, user_logins must hold exactly one row for each valid me
     listed = exactly_once.listed_for(messages)       # what an answer must list
     exactly_once.assert_database(db, book)           # db: rig.pg.Server
 """
+from collections import Counter
+
 from . import expect
 from .harness import ROW_COLUMNS, row_key
 
@@ -57,14 +59,17 @@ def assert_database(db, book, where=""):
     want = book.expected_rows()
     prefix = f"{where}: " if where else ""
     if got != want:
-        gk, wk = [row_key(r) for r in got], [row_key(r) for r in want]
-        extra = [r for r, k in zip(got, gk) if k not in set(wk)]
-        missing = [r for r, k in zip(want, wk) if k not in set(gk)]
-        twice = len(got) - len(set(gk))
+        # Counted as multisets: realistic data has rows equal in every column.
+        gk, wk = Counter(map(row_key, got)), Counter(map(row_key, want))
+        by_key = {row_key(r): r for r in got + want}
+        missing, extra = wk - gk, gk - wk
+        twice = sum(n - 1 for k, n in gk.items() if n > 1 and n > wk.get(k, 0))
         raise AssertionError(
             f"{prefix}user_logins holds {len(got)} rows, {len(want)} expected: "
-            f"{len(missing)} missing, {len(extra)} unexpected, {twice} written twice; "
-            f"first missing {missing[:2]}, first unexpected {extra[:2]}")
+            f"{sum(missing.values())} missing, {sum(extra.values())} unexpected "
+            f"(of which {twice} are copies of an expected row); "
+            f"first missing {[by_key[k] for k in list(missing)[:2]]}, "
+            f"first unexpected {[by_key[k] for k in list(extra)[:2]]}")
     ids = [r["message_id"] for r in db.query("SELECT message_id FROM login_etl_ledger")]
     want_ids = {m["messageId"] for m in book.valid()}
     assert len(ids) == len(set(ids)), f"{prefix}an id is in the ledger twice"

@@ -197,8 +197,9 @@ def main():
         print(f"      {g['masked_device_id'][:24]}...  {g['masked_ip'][:24]}...  "
               f"{g['logins']} logins by {g['users']} users")
     print()
-    print("== a few rows")
-    for r in db.query("SELECT * FROM user_logins ORDER BY create_date, user_id LIMIT 4"):
+    print("== a few rows, one a user")
+    for r in db.query("SELECT DISTINCT ON (user_id) * FROM user_logins "
+                      "ORDER BY user_id, create_date LIMIT 4"):
         print("   " + json.dumps(r))
     print()
     print(f"The database is still running: `make psql` opens it. Logs: {DEMO_DIR}/bootstrap.log")

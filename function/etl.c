@@ -199,33 +199,12 @@ static rc_t reserve(struct etl *e, size_t n)
     return RC_OK;
 }
 
-/* The masked columns of a valid row.  Returns LOGIN_OK, LOGIN_MASKED_TOO_LONG,
- * or LOGIN__COUNT when OpenSSL failed (the batch fails, not the record). */
-static enum login_reason mask_row(const struct etl *e, const struct login_row *lr,
-                                  struct pg_row *row, char *ip_out, char *device_out)
+/* See etl.h. */
+enum login_reason etl_row(const struct mask_key *key, const struct login_row *lr,
+                          struct pg_row *row, char *ip_out, char *device_out)
 {
     size_t len;
 
-    if (lr->has_ip) {
-        if (mask_value(e->key, lr->ip, strlen(lr->ip), ip_out, &len) != RC_OK)
-            return LOGIN__COUNT;
-        row->masked_ip = ip_out;
-        row->masked_ip_len = len;
-    }
-    if (lr->device_id) {
-        if (lr->device_id_len > MASK_INPUT_MAX ||
-            mask_output_len(e->key, lr->device_id_len) > MASKED_COLUMN_MAX)
-            return LOGIN_MASKED_TOO_LONG;
-        if (mask_value(e->key, lr->device_id, lr->device_id_len, device_out, &len) != RC_OK)
-            return LOGIN__COUNT;
-        row->masked_device_id = device_out;
-        row->masked_device_id_len = len;
-    }
-    return LOGIN_OK;
-}
-
-static void to_pg_row(const struct login_row *lr, struct pg_row *row)
-{
     memset(row, 0, sizeof *row);
     row->user_id = lr->user_id;
     row->user_id_len = lr->user_id_len;
@@ -236,6 +215,22 @@ static void to_pg_row(const struct login_row *lr, struct pg_row *row)
     row->has_app_version = lr->has_app_version;
     row->app_version = lr->app_version;
     row->create_date = lr->create_date;
+    if (lr->has_ip) {
+        if (mask_value(key, lr->ip, strlen(lr->ip), ip_out, &len) != RC_OK)
+            return LOGIN__COUNT;
+        row->masked_ip = ip_out;
+        row->masked_ip_len = len;
+    }
+    if (lr->device_id) {
+        if (lr->device_id_len > MASK_INPUT_MAX ||
+            mask_output_len(key, lr->device_id_len) > MASKED_COLUMN_MAX)
+            return LOGIN_MASKED_TOO_LONG;
+        if (mask_value(key, lr->device_id, lr->device_id_len, device_out, &len) != RC_OK)
+            return LOGIN__COUNT;
+        row->masked_device_id = device_out;
+        row->masked_device_id_len = len;
+    }
+    return LOGIN_OK;
 }
 
 static void set_error(struct rt_error *error, const char *type, const char *message)
@@ -343,8 +338,7 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
         if (why == LOGIN__COUNT)
             return RC_NOMEM;
         if (why == LOGIN_OK) {
-            to_pg_row(&lr, &row);
-            why = mask_row(e, &lr, &row, ip_masked, device_masked);
+            why = etl_row(e->key, &lr, &row, ip_masked, device_masked);
             if (why == LOGIN__COUNT)
                 return RC_CRYPTO;
         }

@@ -3,7 +3,6 @@ into the real test Postgres; rows compared column by column with values
 computed independently (tests/rig/expect.py)."""
 import json
 import subprocess
-import threading
 import time
 
 from events.generate import event_bytes, make_event, make_messages
@@ -329,11 +328,3 @@ def test_large_batch_with_replayed_ids_in_the_middle_and_at_the_end():
         early_valid = sum(1 for x in early if x["messageId"] not in want_rejected)
         assert m["RecordsDuplicate"] == early_valid, m
         assert m["RecordsWritten"] == len(want_rows) - early_valid, m
-
-
-if __name__ == "__main__":
-    import sys
-    for name, f in list(globals().items()):
-        if name.startswith("test_") and (len(sys.argv) < 2 or sys.argv[1] in name):
-            f()
-            print("ok", name)

@@ -363,18 +363,3 @@ def test_generator_out_dir_and_fifo():
     r = subprocess.run([sys.executable, str(EVENTS / "generate.py"), "--count", "2"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "--out-dir" in r.stderr
-
-
-if __name__ == "__main__":
-    failed = 0
-    for name, fn in list(globals().items()):
-        if name.startswith("test_") and callable(fn):
-            try:
-                fn()
-                print(f"ok   {name}")
-            except Exception:
-                failed += 1
-                import traceback
-                print(f"FAIL {name}\n{traceback.format_exc()}")
-    print(f"{failed} failed")
-    sys.exit(1 if failed else 0)

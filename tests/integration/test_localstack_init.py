@@ -17,7 +17,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import zipfile
@@ -271,19 +270,3 @@ def test_compose_config_where_compose_exists():
     r = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stderr
-
-
-if __name__ == "__main__":
-    failed = 0
-    for name, fn in list(globals().items()):
-        if name.startswith("test_") and callable(fn):
-            t0 = time.time()
-            try:
-                fn()
-                print(f"ok   {name} ({time.time() - t0:.1f}s)")
-            except Exception:
-                failed += 1
-                import traceback
-                print(f"FAIL {name}\n{traceback.format_exc()}")
-    print(f"{failed} failed")
-    sys.exit(1 if failed else 0)

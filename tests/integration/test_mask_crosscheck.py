@@ -494,20 +494,3 @@ def test_cli_through_bootstrap():
               "bootstrap mask/unmask not checked")
         return
     _cli_checks([str(BOOTSTRAP)], "bootstrap")
-
-
-if __name__ == "__main__":
-    import sys
-    import traceback
-
-    failed = 0
-    for name, fn in sorted((n, f) for n, f in globals().items()
-                           if n.startswith("test_") and callable(f)):
-        try:
-            fn()
-            print(f"ok - {name}")
-        except Exception:  # noqa: BLE001 - report every test, then fail
-            failed += 1
-            print(f"not ok - {name}")
-            traceback.print_exc()
-    sys.exit(1 if failed else 0)

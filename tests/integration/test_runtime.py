@@ -5,7 +5,7 @@ one valgrind session of a plain build.
 rt_echo answers {"len":N,"sum":S,...} (S: sum of the event's bytes mod 2^32),
 so every test checks that the exact bytes arrived.
 
-    python3 tests/integration/test_runtime.py [name-substring ...]
+    tests/run.py -k test_runtime            (or -k test_runtime.NAME)
 """
 import json
 import os
@@ -13,17 +13,12 @@ import random
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from rig import paths, runtime_api  # noqa: E402
+from rig import paths, runtime_api
 
 ROOT = paths.ROOT
 ECHO = paths.BUILD / "asan" / "rig" / "rt_echo"
@@ -524,22 +519,3 @@ def test_valgrind_session():
                 rc = echo.wait(120)
                 assert rc == 0, f"valgrind exit {rc}\n{echo.logs()}"
                 assert echo.text(echo.err).strip() == "", echo.logs()
-
-
-if __name__ == "__main__":
-    want = sys.argv[1:]
-    failed = 0
-    for name, fn in list(globals().items()):
-        if not name.startswith("test_") or not callable(fn):
-            continue
-        if want and not any(w in name for w in want):
-            continue
-        t0 = time.time()
-        try:
-            fn()
-            print(f"ok   {name} ({time.time() - t0:.1f}s)", flush=True)
-        except Exception:
-            failed += 1
-            import traceback
-            print(f"FAIL {name} ({time.time() - t0:.1f}s)\n{traceback.format_exc()}", flush=True)
-    sys.exit(1 if failed else 0)

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -379,18 +378,3 @@ def test_makefile_ships_the_ca_bundle_the_template_names():
     assert any("bootstrap" in line for line in recipe), f"make -n printed:\n{r.stdout}{r.stderr}"
     assert any(name in line for line in recipe), (
         f"`make build-{FN}` does not put {name} into ARTIFACTS_DIR; commands:\n" + "\n".join(recipe))
-
-
-if __name__ == "__main__":
-    failed = 0
-    for name, fn in list(globals().items()):
-        if name.startswith("test_") and callable(fn):
-            try:
-                fn()
-                print(f"ok   {name}")
-            except Exception:
-                failed += 1
-                import traceback
-                print(f"FAIL {name}\n{traceback.format_exc()}")
-    print(f"{failed} failed")
-    sys.exit(1 if failed else 0)

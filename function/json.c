@@ -300,6 +300,29 @@ static int scan_string(const unsigned char **pp, const unsigned char *e, uint8_t
     }
 }
 
+/* Scans the string whose opening quote *pp points at, for token tk: the
+ * fast path is one skip_plain to the closing quote; anything else (escapes,
+ * UTF-8, errors) goes through scan_string, whose flags tk and *doc_flags
+ * get.  Sets tk's end and leaves *pp past the closing quote.  Returns 0, or
+ * -1 with *pp at the offending byte (or at e: unterminated). */
+static inline int string_token(const unsigned char **pp, const unsigned char *s,
+                               const unsigned char *e, struct json_tok *tk, unsigned *doc_flags)
+{
+    const unsigned char *p = skip_plain(*pp + 1, e);
+
+    if (p >= e || *p != '"') {
+        int r = scan_string(&p, e, &tk->flags);
+        if (r < 0) {
+            *pp = p;
+            return -1;
+        }
+        *doc_flags |= tk->flags;
+    }
+    tk->end = (uint32_t)(p - s);
+    *pp = p + 1;
+    return 0;
+}
+
 /* Scans a number per RFC 8259: -? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?
  * *pp points at its first byte and is left just past it.  What follows is
  * the caller's business ("01" fails there, as a '1' where ',' was due).
@@ -451,16 +474,8 @@ value:
         goto value;
     case '"':
         PUSH_TOK(JSON_STRING, p - s + 1);
-        p = skip_plain(p + 1, e);
-        if (p >= e || *p != '"') { /* the slow path: escapes, UTF-8, errors */
-            if (scan_string(&p, e, &tok[t].flags) < 0) {
-                what = p >= e ? "unterminated string" : "bad escape or control character in string";
-                goto fail;
-            }
-            doc->flags |= tok[t].flags;
-        }
-        tok[t].end = (uint32_t)(p - s);
-        p++;
+        if (string_token(&p, s, e, &tok[t], &doc->flags) < 0)
+            goto bad_string;
         goto after;
     case 't':
     case 'f':
@@ -498,16 +513,8 @@ key:
     }
     tok[stack[depth - 1]].count++;
     PUSH_TOK(JSON_STRING, p - s + 1);
-    p = skip_plain(p + 1, e);
-    if (p >= e || *p != '"') { /* the slow path: escapes, UTF-8, errors */
-        if (scan_string(&p, e, &tok[t].flags) < 0) {
-            what = p >= e ? "unterminated string" : "bad escape or control character in string";
-            goto fail;
-        }
-        doc->flags |= tok[t].flags;
-    }
-    tok[t].end = (uint32_t)(p - s);
-    p++;
+    if (string_token(&p, s, e, &tok[t], &doc->flags) < 0)
+        goto bad_string;
     SKIP_WS();
     if (p >= e || *p != ':') {
         what = "':' expected after member name";
@@ -549,6 +556,9 @@ close:
     tok[t].next = ntok;
     goto after;
 
+bad_string:
+    what = p >= e ? "unterminated string" : "bad escape or control character in string";
+    goto fail;
 nomem:
     snprintf(err, ERR_LEN, "out of memory for JSON tokens");
     rc = RC_NOMEM;

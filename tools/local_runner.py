@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from events.generate import event_bytes, sqs_record  # noqa: E402
-from rig import runtime_api  # noqa: E402
+from rig import proc, runtime_api  # noqa: E402
 
 
 class Stats:
@@ -74,11 +74,7 @@ class Function:
         return {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
 
     def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        proc.terminate(self.proc)
         self.emu.close()
         self.log.close()
 
@@ -121,6 +117,23 @@ class Feeder:
         return self.sent >= len(self.messages)
 
 
+def _invoke(function, records, stats):
+    """One invocation on a batch of SQS records, booked in stats.  Returns the
+    messageIds to deliver again: those listed, or all after an invocation error."""
+    ids = [r["messageId"] for r in records]
+    stats.first_batch = stats.first_batch or records
+    t0 = time.monotonic()
+    failed = function.invoke(records)
+    stats.busy_seconds += time.monotonic() - t0
+    stats.invocations += 1
+    stats.received += len(records)
+    stats.messages.update(ids)
+    if failed is None:
+        stats.invocation_errors += 1
+        failed = set(ids)
+    return failed
+
+
 def run_memory(function, messages, batch_size, max_receive, queue_arn, progress=True):
     """An in-memory queue with SQS's redrive rule.  Returns (Stats, dead letters)."""
     queue = deque((m, 0) for m in messages)
@@ -141,16 +154,7 @@ def run_memory(function, messages, batch_size, max_receive, queue_arn, progress=
         records = [sqs_record(m, index + i, receive_count=c, queue_arn=queue_arn)
                    for i, (m, c) in enumerate(batch)]
         index += len(batch)
-        stats.first_batch = stats.first_batch or records
-        t0 = time.monotonic()
-        failed = function.invoke(records)
-        stats.busy_seconds += time.monotonic() - t0
-        stats.invocations += 1
-        stats.received += len(batch)
-        stats.messages.update(m["messageId"] for m, _ in batch)
-        if failed is None:
-            stats.invocation_errors += 1
-            failed = {m["messageId"] for m, _ in batch}
+        failed = _invoke(function, records, stats)
         for m, c in batch:
             if m["messageId"] in failed:
                 stats.listed += 1
@@ -197,16 +201,7 @@ def run_sqs(function, sqs, queue_url, batch_size, window_s, total, progress=True
                     "messageAttributes": m.get("MessageAttributes", {}),
                     "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
                     "eventSourceARN": arn, "awsRegion": region} for m in batch]
-        stats.first_batch = stats.first_batch or records
-        t0 = time.monotonic()
-        failed = function.invoke(records)
-        stats.busy_seconds += time.monotonic() - t0
-        stats.invocations += 1
-        stats.received += len(batch)
-        stats.messages.update(m["MessageId"] for m in batch)
-        if failed is None:
-            stats.invocation_errors += 1
-            failed = {m["MessageId"] for m in batch}
+        failed = _invoke(function, records, stats)
         done = [m for m in batch if m["MessageId"] not in failed]
         stats.succeeded += len(done)
         stats.listed += len(batch) - len(done)

@@ -199,13 +199,7 @@ class Runner:
         return out
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        proc.terminate(self.proc)
         self.out.close()
         self.emu.close()
 

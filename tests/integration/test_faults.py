@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from events.generate import event_bytes, fit_event, make_event, make_messages
 from rig import exactly_once, paths, pg, proc, runtime_api, valgrind
-from rig.harness import Etl
+from rig.harness import Etl, wait_for
 
 START_MS = 1_718_006_400_000
 SHIM_SRC = paths.ROOT / "tests" / "rig" / "preload" / "failmalloc.c"
@@ -176,12 +176,12 @@ def test_postgres_killed_between_the_ledger_and_the_rows():
              "SELECT pg_sleep(60); COMMIT;"], env=_superuser_env(db),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            assert _wait(lambda: db.scalar(
+            assert wait_for(lambda: db.scalar(
                 "SELECT count(*) FROM pg_locks WHERE mode = 'ShareLock' "
-                "AND relation = 'user_logins'::regclass AND granted") == "1")
+                "AND relation = 'user_logins'::regclass AND granted") == "1", timeout=20)
             t0 = time.monotonic()
             rid = etl.emu.enqueue(event_bytes(make_event(msgs)), timeout_s=DEADLINE_S)
-            assert _wait(lambda: db.scalar(
+            assert wait_for(lambda: db.scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND query LIKE 'COPY user_logins%'") == "1", timeout=30), \
                 "the batch never waited for user_logins after its ledger COPY"
@@ -212,15 +212,6 @@ def test_postgres_killed_between_the_ledger_and_the_rows():
                "answer listing the batch" if again else "answer after a retry")
     print(f"     killed while the batch waited for user_logins: {outcome} "
           f"{res.time - t0:.2f}s after the event was queued")
-
-
-def _wait(cond, timeout=20, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 # ---- the Runtime API misbehaving ---------------------------------------------------------

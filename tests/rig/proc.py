@@ -19,6 +19,19 @@ ASAN_OPTIONS = "detect_leaks=1:abort_on_error=1:halt_on_error=1:exitcode=86"
 UBSAN_OPTIONS = "print_stacktrace=1:halt_on_error=1"
 
 
+def terminate(popen, grace_s=10):
+    """Ends a child process as Lambda ends a runtime: SIGTERM, then SIGKILL after
+    grace_s.  Returns its exit status."""
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+    return popen.returncode
+
+
 class Bootstrap:
     """The bootstrap process, with a clean environment (as in Lambda: only what
     is set here), its stdout and stderr captured in files."""
@@ -86,14 +99,7 @@ class Bootstrap:
 
     def stop(self):
         """Ends the process (SIGTERM, then SIGKILL) and returns its exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc)
 
     def sanitizer_report(self):
         out = self.output()

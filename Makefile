@@ -22,7 +22,7 @@ ARCH     := $(shell uname -m)
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wwrite-strings -Wformat=2 -Wconversion -Wno-sign-conversion
 CSTD     := -std=c11 -D_POSIX_C_SOURCE=200809L
-INCLUDES := -Iruntime -Ifunction -I$(DEPS)/include
+INCLUDES := -Ibase -Iruntime -Ifunction -I$(DEPS)/include
 LIBS_PG  := -L$(DEPS)/lib -lpq -lpgcommon -lpgport
 LIBS     := $(LIBS_PG) -lssl -lcrypto -lm -pthread
 
@@ -33,9 +33,10 @@ PLAIN_CFLAGS   := $(CSTD) $(WARN) -O1 -g $(INCLUDES)
 FUZZ_CFLAGS    := $(CSTD) -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
                   -fno-sanitize-recover=all -DFUZZING $(INCLUDES)
 
+BASE_SRC     := $(sort $(wildcard base/*.c))
 RUNTIME_SRC  := $(sort $(wildcard runtime/*.c))
 FUNCTION_SRC := $(sort $(filter-out function/main.c,$(wildcard function/*.c)))
-LIB_SRC      := $(RUNTIME_SRC) $(FUNCTION_SRC)
+LIB_SRC      := $(BASE_SRC) $(RUNTIME_SRC) $(FUNCTION_SRC)
 UNIT_SRC     := $(sort $(wildcard tests/unit/test_*.c))
 RIG_SRC      := $(sort $(wildcard tests/rig/*.c))
 FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -176,7 +177,7 @@ psql:
 	@$(PYTHON) tools/demo.py --psql
 
 # --- hygiene -------------------------------------------------------------------------------
-C_FILES = $(wildcard runtime/*.[ch] function/*.[ch] tests/unit/*.[ch] tests/rig/*.c tests/rig/preload/*.c tests/fuzz/*.c tests/bench/*.c)
+C_FILES = $(wildcard base/*.[ch] runtime/*.[ch] function/*.[ch] tests/unit/*.[ch] tests/rig/*.c tests/rig/preload/*.c tests/fuzz/*.c tests/bench/*.c)
 
 format:
 	clang-format -i $(C_FILES)

@@ -59,7 +59,7 @@ CC = os.environ.get("CC", "gcc")
 # The release build's flags (Makefile RELEASE_CFLAGS), warnings included.
 CFLAGS = ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-O2", "-g", "-Wall", "-Wextra", "-Werror",
           "-Wshadow", "-Wstrict-prototypes", "-Wmissing-prototypes", "-Wwrite-strings",
-          "-Wformat=2", "-Wconversion", "-Wno-sign-conversion", "-Iruntime", "-Ifunction",
+          "-Wformat=2", "-Wconversion", "-Wno-sign-conversion", "-Ibase", "-Iruntime", "-Ifunction",
           f"-I{BUILD}/deps/include"]
 LIBS = [f"-L{BUILD}/deps/lib", "-lpq", "-lpgcommon", "-lpgport", "-lssl", "-lcrypto", "-lm",
         "-pthread"]
@@ -80,7 +80,8 @@ def build_tools():
     """Compiles the stage harness (against the release objects, -O2, static like
     the bootstrap) and the null runtime client into build/bench/."""
     OUT.mkdir(parents=True, exist_ok=True)
-    objs = sorted(str(p) for p in (BUILD / "release").glob("runtime/*.o"))
+    objs = sorted(str(p) for d in ("base", "runtime")
+                  for p in (BUILD / "release").glob(f"{d}/*.o"))
     objs += sorted(str(p) for p in (BUILD / "release").glob("function/*.o")
                    if p.name != "main.o")
     objs.append(str(BUILD / "release" / "cJSON.o"))

@@ -491,9 +491,9 @@ def test_valgrind_session():
         raise AssertionError("valgrind is not installed (tools/test-deps.sh installs it)")
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(tmp) / "rt_echo_plain"
-        srcs = sorted(str(p) for p in (ROOT / "runtime").glob("*.c"))
+        srcs = sorted(str(p) for d in ("base", "runtime") for p in (ROOT / d).glob("*.c"))
         subprocess.run(["gcc", "-std=c11", "-D_POSIX_C_SOURCE=200809L", "-O1", "-g",
-                        "-Iruntime", *srcs, "tests/rig/rt_echo.c", "-o", str(exe)],
+                        "-Ibase", "-Iruntime", *srcs, "tests/rig/rt_echo.c", "-o", str(exe)],
                        cwd=ROOT, check=True)
         vg = ["valgrind", "--error-exitcode=99", "--leak-check=full",
               "--errors-for-leak-kinds=definite,indirect", "--track-fds=no", "-q"]

@@ -8,6 +8,7 @@
 
 #include <libpq-fe.h>
 
+#include "mask.h"
 #include "num.h"
 
 /* Returns the variable's value, or NULL when unset or empty. */
@@ -48,7 +49,7 @@ rc_t config_load(struct config *c, char err[ERR_LEN])
 
     memset(c, 0, sizeof *c);
     err[0] = '\0';
-    c->masking_key_id = env("MASKING_KEY_ID") ? env("MASKING_KEY_ID") : "k1";
+    c->masking_key_id = mask_key_id_setting(getenv("MASKING_KEY_ID"));
     c->masking_key_secret_id = env("MASKING_KEY_SECRET_ID");
     c->db_secret_id = env("DB_SECRET_ID");
     c->database_url = env("DATABASE_URL");
@@ -100,6 +101,13 @@ rc_t config_load(struct config *c, char err[ERR_LEN])
             goto bad;
         }
         c->max_invocations = (unsigned long)n;
+    }
+    if (!mask_key_id_valid(c->masking_key_id)) {
+        /* The value is not quoted: a key pasted into the wrong variable would
+         * otherwise end up in the logs. */
+        snprintf(err, ERR_LEN, "MASKING_KEY_ID must be 1 to %d characters of [A-Za-z0-9]",
+                 MASK_KEY_ID_MAX);
+        goto bad;
     }
     return RC_OK;
 bad:

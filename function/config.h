@@ -9,7 +9,8 @@
 struct config {
     char *masking_key;                 /* owned, wiped when freed: 128 hex characters, or
                                           NULL when the key comes from a secret */
-    const char *masking_key_id;        /* MASKING_KEY_ID, default "k1"; borrowed from environ */
+    const char *masking_key_id;        /* MASKING_KEY_ID as mask_key_id_setting reads it (unset:
+                                          "k1"; set but empty: refused); borrowed */
     const char *masking_key_secret_id; /* MASKING_KEY_SECRET_ID or NULL */
     const char *db_secret_id;          /* DB_SECRET_ID or NULL */
     const char *database_url;          /* DATABASE_URL or NULL (libpq reads PG* itself) */

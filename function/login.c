@@ -285,16 +285,34 @@ static void ipv4_text(const unsigned char a[4], char out[16])
     }
 }
 
+/* See login.h.  The text is copied into a bounded, NUL-terminated local
+ * buffer, since inet_pton wants a C string; a NUL inside the text would
+ * otherwise cut it short, so such text is no address. */
+int login_ip_canonical(const char *s, size_t n, char out[LOGIN_IP_TEXT_MAX])
+{
+    char tmp[LOGIN_IP_TEXT_MAX];
+    unsigned char addr[16];
+
+    if (n == 0 || n >= sizeof tmp || memchr(s, '\0', n)) /* the longest IPv6 text is 45 bytes */
+        return 0;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    if (inet_pton(AF_INET, tmp, addr) == 1) {
+        ipv4_text(addr, out);
+        return 1;
+    }
+    if (inet_pton(AF_INET6, tmp, addr) != 1)
+        return 0;
+    return inet_ntop(AF_INET6, addr, out, LOGIN_IP_TEXT_MAX) != NULL; /* 46 bytes hold any */
+}
+
 /* Applies the ip rule to member value `i` (-1: absent), filling row->ip and
  * row->has_ip with the canonical text.  Returns LOGIN_OK, LOGIN_IP_TYPE or
- * LOGIN_IP_INVALID.  The value is copied into a bounded, NUL-terminated
- * local buffer, since inet_pton wants a C string. */
+ * LOGIN_IP_INVALID. */
 static enum login_reason ip_rule(struct login_parser *p, long i, struct login_row *row)
 {
     const char *s;
     size_t n;
-    char tmp[46];
-    unsigned char addr[16];
 
     switch (get_text(p, i, 0, SIZE_MAX, &s, &n)) {
     case TEXT_NULL:
@@ -304,17 +322,8 @@ static enum login_reason ip_rule(struct login_parser *p, long i, struct login_ro
     default:
         break;
     }
-    if (n == 0 || n >= sizeof tmp) /* the longest IPv6 text is 45 bytes */
+    if (!login_ip_canonical(s, n, row->ip))
         return LOGIN_IP_INVALID;
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    if (inet_pton(AF_INET, tmp, addr) == 1) {
-        ipv4_text(addr, row->ip);
-    } else if (inet_pton(AF_INET6, tmp, addr) != 1) {
-        return LOGIN_IP_INVALID;
-    } else if (!inet_ntop(AF_INET6, addr, row->ip, sizeof row->ip)) {
-        return LOGIN_IP_INVALID; /* not reached: 46 bytes hold any address */
-    }
     row->has_ip = 1;
     return LOGIN_OK;
 }

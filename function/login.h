@@ -39,6 +39,9 @@ enum login_reason {
     LOGIN__COUNT
 };
 
+/* Room for the canonical text of any IP address, NUL included. */
+#define LOGIN_IP_TEXT_MAX 46
+
 /* Returns the stable snake_case code of a reason; cannot fail. */
 const char *login_reason_code(enum login_reason r);
 
@@ -54,12 +57,21 @@ struct login_row {
     size_t locale_len;
     const char *device_id; /* the raw value: mask it before it leaves the process */
     size_t device_id_len;
-    char ip[46];         /* canonical text (inet_ntop of inet_pton), NUL-terminated */
-    int has_ip;          /* 0: ip is SQL NULL */
-    int has_app_version; /* 0: app_version is SQL NULL */
-    int32_t app_version; /* M*1000000 + m*1000 + p */
-    int32_t create_date; /* days since 1970-01-01, UTC */
+    char ip[LOGIN_IP_TEXT_MAX]; /* canonical text (login_ip_canonical), NUL-terminated */
+    int has_ip;                 /* 0: ip is SQL NULL */
+    int has_app_version;        /* 0: app_version is SQL NULL */
+    int32_t app_version;        /* M*1000000 + m*1000 + p */
+    int32_t create_date;        /* days since 1970-01-01, UTC */
 };
+
+/* The ip rule's canonical form, the one both the ETL (masked_ip) and
+ * `bootstrap mask` use: s[0..n) is read as an IPv4 address first, then as an
+ * IPv6 address (inet_pton: no spaces, zone ids or leading-zero octets), and
+ * written back as inet_ntop prints it (IPv4 dotted decimal; IPv6 lower case,
+ * longest zero run as "::", "::ffff:1.2.3.4" kept as IPv6).  Returns 1 with
+ * the NUL-terminated text in out, or 0 (out undefined) when s is no address,
+ * is empty, over 45 bytes, or holds a NUL.  Cannot fail otherwise. */
+int login_ip_canonical(const char *s, size_t n, char out[LOGIN_IP_TEXT_MAX]);
 
 /* Reusable state for parsing many bodies; holds the token array and scratch. */
 struct login_parser {

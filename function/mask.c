@@ -28,6 +28,12 @@ struct mask_key {
 static const char mask_b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/* See mask.h; cannot fail. */
+const char *mask_key_id_setting(const char *env_value)
+{
+    return env_value ? env_value : MASK_KEY_ID_DEFAULT;
+}
+
 /* Returns 1 when s[0..n) is a valid key id (1 to 8 of [A-Za-z0-9]), else 0. */
 static int mask_id_valid(const char *s, size_t n)
 {
@@ -39,6 +45,12 @@ static int mask_id_valid(const char *s, size_t n)
             return 0;
     }
     return 1;
+}
+
+/* See mask.h: at most MASK_KEY_ID_MAX + 1 bytes are read. */
+int mask_key_id_valid(const char *id)
+{
+    return id != NULL && mask_id_valid(id, strnlen(id, MASK_KEY_ID_MAX + 1));
 }
 
 /* Returns the length of the padded form of an n-byte value: the next multiple
@@ -131,7 +143,7 @@ struct mask_key *mask_key_new(const char *hex, size_t hex_len, const char *key_i
     struct mask_key *k = NULL;
     size_t id_len = key_id ? strnlen(key_id, MASK_KEY_ID_MAX + 1) : 0;
 
-    if (!key_id || !mask_id_valid(key_id, id_len)) {
+    if (!mask_key_id_valid(key_id)) {
         /* The id is not quoted: a key pasted into the wrong variable would
          * otherwise end up in the logs. */
         snprintf(err, ERR_LEN, "the masking key id must be 1 to %d characters of [A-Za-z0-9]",

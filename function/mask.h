@@ -21,6 +21,18 @@
 /* Longest output: id, ':', base64url of 16 + pad(512) bytes, NUL. */
 #define MASK_OUTPUT_MAX (MASK_KEY_ID_MAX + 1 + ((16 + 528) * 4 + 2) / 3 + 1)
 
+#define MASK_KEY_ID_DEFAULT "k1" /* the key id when MASKING_KEY_ID is not set */
+
+/* The key id a MASKING_KEY_ID value names, for the function and `bootstrap
+ * mask` alike: MASK_KEY_ID_DEFAULT when the variable is unset (NULL), else
+ * the value as it is, so that a variable set to "" fails mask_key_id_valid
+ * instead of silently becoming the default.  Cannot fail. */
+const char *mask_key_id_setting(const char *env_value);
+
+/* Returns 1 when id is a valid key id (1 to MASK_KEY_ID_MAX characters of
+ * [A-Za-z0-9], NUL-terminated), else 0 (NULL included).  Cannot fail. */
+int mask_key_id_valid(const char *id);
+
 struct mask_key; /* opaque: keyed AES contexts and derived subkeys, wiped when freed */
 
 /* Creates a key from 128 hexadecimal characters and a key id.  Returns NULL

@@ -2,17 +2,14 @@
  * ETL, driven from the command line or from standard input. */
 #include "mask_cli.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
 
+#include "login.h"
 #include "mask.h"
-
-#define MASK_CLI_DEFAULT_KEY_ID "k1"
 
 enum { MASK_CLI_OK = 0, MASK_CLI_VALUE = 1, MASK_CLI_USAGE = 2 };
 
@@ -38,7 +35,8 @@ static const char mask_cli_usage_text[] =
     "\n"
     "environment:\n"
     "  MASKING_KEY     the masking key, 128 hexadecimal characters (required)\n"
-    "  MASKING_KEY_ID  its key id, 1 to 8 characters of [A-Za-z0-9] (default k1)\n"
+    "  MASKING_KEY_ID  its key id, 1 to 8 characters of [A-Za-z0-9] (default k1 when\n"
+    "                  unset; set but empty is an error, as in the function)\n"
     "\n"
     "exit status: 0 done, 1 a value failed, 2 usage or configuration error\n";
 
@@ -56,7 +54,7 @@ static struct mask_key *mask_cli_key(const char *cmd)
     char err[ERR_LEN];
     struct mask_key *k = NULL;
     const char *hex = getenv("MASKING_KEY");
-    const char *id = getenv("MASKING_KEY_ID");
+    const char *id = mask_key_id_setting(getenv("MASKING_KEY_ID"));
 
     if (!hex || !*hex) {
         fprintf(stderr,
@@ -65,35 +63,11 @@ static struct mask_key *mask_cli_key(const char *cmd)
                 cmd);
         goto out;
     }
-    if (!id)
-        id = MASK_CLI_DEFAULT_KEY_ID;
     k = mask_key_new(hex, strlen(hex), id, err);
     if (!k)
         fprintf(stderr, "bootstrap %s: MASKING_KEY / MASKING_KEY_ID: %s\n", cmd, err);
 out:
     return k;
-}
-
-/* Replaces *v / *n with the canonical text of an IP address (inet_pton, then
- * inet_ntop; AF_INET first, then AF_INET6), exactly as the ETL canonicalises
- * the ip field; leaves anything else, including text with a NUL inside, as
- * it is.  canon receives the text and must outlive the use of *v. */
-static void mask_cli_canonical_ip(const char **v, size_t *n, char canon[INET6_ADDRSTRLEN])
-{
-    static const int families[] = {AF_INET, AF_INET6};
-    unsigned char addr[sizeof(struct in6_addr)];
-
-    if (strnlen(*v, *n) != *n)
-        return;
-    for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
-        if (inet_pton(families[i], *v, addr) == 1) {
-            if (inet_ntop(families[i], addr, canon, INET6_ADDRSTRLEN)) {
-                *v = canon;
-                *n = strlen(canon);
-            }
-            return;
-        }
-    }
 }
 
 /* Masks or unmasks one value v[0..n) (v NUL-terminated at n) and prints the
@@ -104,7 +78,7 @@ static int mask_cli_one(const struct mask_key *k, int unmask, int raw, const cha
                         const char *where)
 {
     char out[MASK_OUTPUT_MAX];
-    char canon[INET6_ADDRSTRLEN];
+    char canon[LOGIN_IP_TEXT_MAX];
     char err[ERR_LEN];
     size_t len = 0;
     int status = MASK_CLI_VALUE;
@@ -117,8 +91,11 @@ static int mask_cli_one(const struct mask_key *k, int unmask, int raw, const cha
             goto out;
         }
     } else {
-        if (!raw)
-            mask_cli_canonical_ip(&v, &n, canon);
+        /* The ETL's own rule, so that the output is what masked_ip holds. */
+        if (!raw && login_ip_canonical(v, n, canon)) {
+            v = canon;
+            n = strlen(canon);
+        }
         rc = mask_value(k, v, n, out, &len);
         if (rc == RC_TOOBIG) {
             fprintf(stderr, "bootstrap mask: %sthe value is %zu bytes long, at most %d\n", where, n,

@@ -245,6 +245,7 @@ def test_settings_checked_at_start_are_init_errors():
         ({"MASKING_KEY": "zz" * 64}, "hex"),
         ({"MASKING_KEY_ID": "toolongid"}, "MASKING_KEY_ID"),
         ({"MASKING_KEY_ID": "k-1"}, "MASKING_KEY_ID"),
+        ({"MASKING_KEY_ID": ""}, "MASKING_KEY_ID"),  # set but empty: not the default
         ({"PGUSER": None}, "user"),
     ]
     db = pg.server()

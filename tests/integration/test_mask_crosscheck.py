@@ -22,6 +22,7 @@ Run standalone with `python3 tests/integration/test_mask_crosscheck.py`.
 """
 
 import base64
+import json
 import os
 import random
 import socket
@@ -480,6 +481,58 @@ def _cli_checks(cmd, label):
     r = run(["mask", "--help"])
     assert r.returncode == 0 and b"inet_pton" in r.stdout and b"MASKING_KEY" in r.stdout, \
         f"{label} mask --help: {r.returncode} {r.stdout!r}"
+
+
+def _etl_masked_ips(ips, env):
+    """Masks each ip through the function's own path (config_load, login_parse,
+    etl_row, in `mask_tool etl`); returns (exit status, answer lines)."""
+    bodies = "".join(json.dumps({"user_id": "u", "ip": ip}) + "\n" for ip in ips)
+    r = subprocess.run([str(_tool()), "etl"], input=bodies.encode(), env=env,
+                       capture_output=True, timeout=60)
+    return r.returncode, r.stdout.decode().splitlines()
+
+
+# IPv6 spellings, IPv4-mapped, upper case, leading zeros, a zone id, not an address.
+_IP_FORMS = ["199.172.111.135", "0.0.0.0", "2001:DB8::1", "2001:db8:0:0:0:0:0:1",
+             "2001:0DB8:0000::0001", "::FFFF:1.2.3.4", "::ffff:102:304", "::1", "0:0:0:0:0:0:0:1",
+             "::", "FE80::1", "fe80::1%eth0", "1:2:3:4:5:6:7:8", "1::", "::2:3:4:5:6:7:8",
+             "01.2.3.4", "1.2.3", " 1.2.3.4", "593-47-5928", "x" * 46]
+
+
+def _cli_and_function_agree(cmd, label):
+    """`mask VALUE` through `cmd` prints, byte for byte, what the function
+    stores in masked_ip for the same ip field, under the same settings: with
+    the default key id, an explicit one, and an empty one (refused by both)."""
+    for key_id in (None, "Prod2025"):
+        env = _env(key_id=key_id, PGUSER="nobody")
+        status, stored = _etl_masked_ips(_IP_FORMS, env)
+        assert status == 0 and len(stored) == len(_IP_FORMS), (status, stored)
+        for ip, got in zip(_IP_FORMS, stored):
+            r = subprocess.run(cmd + ["mask", "--", ip], env=env, capture_output=True, timeout=60)
+            assert r.returncode == 0, f"{label} mask {ip!r}: {r.stderr!r}"
+            if got.startswith("OK "):
+                assert r.stdout.decode() == got[3:] + "\n", \
+                    f"{label} mask {ip!r} (key id {key_id}): {r.stdout!r}, the function {got!r}"
+                want_id = key_id or "k1"
+                assert got[3:] == py_mask(KEY_A, want_id, canonical(ip).encode()), (ip, got)
+            else:
+                # Not an address: the function rejects it, the CLI masks the text as it is.
+                assert got == "REJECTED ip_invalid", (ip, got)
+                assert r.stdout.decode() == py_mask(KEY_A, key_id or "k1", ip.encode()) + "\n"
+    env = _env(key_id="", PGUSER="nobody")
+    status, out = _etl_masked_ips(["1.2.3.4"], env)
+    assert status == 2 and out and out[0].startswith("CONFIG MASKING_KEY_ID"), (status, out)
+    r = subprocess.run(cmd + ["mask", "1.2.3.4"], env=env, capture_output=True, timeout=60)
+    assert r.returncode == 2 and r.stdout == b"" and b"MASKING_KEY_ID" in r.stderr, \
+        f"{label} with an empty key id: {r.returncode} {r.stderr!r}"
+
+
+def test_cli_masks_as_the_function_stores():
+    """`bootstrap mask` (through the rig's mask_cli(), and the real binary when
+    built) and the function agree on every form of an ip field."""
+    _cli_and_function_agree([str(_tool()), "cli"], "mask_tool cli")
+    if BOOTSTRAP.exists():
+        _cli_and_function_agree([str(BOOTSTRAP)], "bootstrap")
 
 
 def test_cli_through_rig():

@@ -12,11 +12,21 @@
  *     empty component and "61,,62" three).  A key is created once and reused
  *     while HEXKEY (and KEYID) stay the same, as the ETL does.
  *   mask_tool cli ARGS   runs mask_cli() with argv {"cli", ARGS...}, i.e.
- *                        `mask_tool cli mask VALUE` is `bootstrap mask VALUE`. */
+ *                        `mask_tool cli mask VALUE` is `bootstrap mask VALUE`.
+ *   mask_tool etl        the function's own path: the settings through
+ *                        config_load (MASKING_KEY, MASKING_KEY_ID from the
+ *                        environment; a database user must be named), then
+ *                        each stdin line, a message body, through login_parse
+ *                        and etl_row; answers "OK MASKED_IP" (or "OK -" when
+ *                        the row has no ip) or "REJECTED reason", one a line.
+ *                        A settings error: "CONFIG message" and exit 2. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
+#include "etl.h"
+#include "login.h"
 #include "mask.h"
 #include "mask_cli.h"
 #include "siv.h"
@@ -216,6 +226,58 @@ static int handle(const char *line, size_t n, struct cache *c)
     return 0;
 }
 
+/* The `etl` mode (see the top): returns 0, 1 when a body could not be
+ * handled at all, 2 for a settings error. */
+static int etl_mode(void)
+{
+    struct config cfg;
+    struct login_parser lp;
+    struct mask_key *key = NULL;
+    char err[ERR_LEN], ip[MASK_OUTPUT_MAX], dev[MASK_OUTPUT_MAX];
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got;
+    int status = 2;
+
+    login_parser_init(&lp);
+    if (config_load(&cfg, err) != RC_OK) {
+        printf("CONFIG %s\n", err);
+        goto out;
+    }
+    if (!cfg.masking_key)
+        snprintf(err, ERR_LEN, "the etl mode needs MASKING_KEY");
+    else
+        key = mask_key_new(cfg.masking_key, strlen(cfg.masking_key), cfg.masking_key_id, err);
+    config_free(&cfg);
+    if (!key) {
+        printf("CONFIG %s\n", err);
+        goto out;
+    }
+    status = 0;
+    while ((got = getline(&line, &cap, stdin)) >= 0) {
+        size_t n = (size_t)got;
+        struct login_row lr;
+        struct pg_row row;
+        if (n && line[n - 1] == '\n')
+            n--;
+        enum login_reason why = login_parse(&lp, line, n, 0, -1, 0, 0, &lr);
+        if (why == LOGIN_OK)
+            why = etl_row(key, &lr, &row, ip, dev);
+        if (why == LOGIN_OK)
+            printf("OK %.*s\n", row.masked_ip ? (int)row.masked_ip_len : 1,
+                   row.masked_ip ? row.masked_ip : "-");
+        else if (why < LOGIN__COUNT)
+            printf("REJECTED %s\n", login_reason_code(why));
+        else
+            status = 1;
+    }
+out:
+    free(line);
+    login_parser_free(&lp);
+    mask_key_free(key);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     struct cache c = {0};
@@ -226,8 +288,11 @@ int main(int argc, char **argv)
 
     if (argc >= 2 && strcmp(argv[1], "cli") == 0)
         return mask_cli(argc - 1, argv + 1);
+    if (argc == 2 && strcmp(argv[1], "etl") == 0)
+        return etl_mode();
     if (argc != 1) {
-        fprintf(stderr, "usage: mask_tool < requests | mask_tool cli mask|unmask ...\n");
+        fprintf(stderr, "usage: mask_tool < requests | mask_tool cli mask|unmask ... | "
+                        "mask_tool etl < bodies\n");
         return 2;
     }
     while ((got = getline(&line, &cap, stdin)) >= 0) {

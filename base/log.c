@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "clock.h"
 
 static const char *const level_names[] = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
 
@@ -38,14 +39,14 @@ static void write_all(int fd, const char *p, size_t n)
 
 static void append_timestamp(struct buf *b)
 {
-    struct timespec ts;
+    int64_t ms = clock_epoch_ms();
+    time_t sec = (time_t)(ms / 1000);
     struct tm tm;
     char text[32];
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    gmtime_r(&sec, &tm);
     strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
-    buf_printf(b, "%s.%03ldZ", text, ts.tv_nsec / 1000000);
+    buf_printf(b, "%s.%03dZ", text, (int)(ms % 1000));
 }
 
 void log_emit(const struct logger *lg, enum log_level level, const char *message,

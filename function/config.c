@@ -55,7 +55,7 @@ rc_t config_load(struct config *c, char err[ERR_LEN])
     c->database_url = env("DATABASE_URL");
     c->function_name =
         env("AWS_LAMBDA_FUNCTION_NAME") ? env("AWS_LAMBDA_FUNCTION_NAME") : "login-etl";
-    snprintf(c->secrets_endpoint, sizeof c->secrets_endpoint, "localhost:2773");
+    endpoint_set(&c->secrets_endpoint, "localhost", 2773);
     c->deadline_margin_ms = -1;
 
     if (!key && !c->masking_key_secret_id) {
@@ -86,7 +86,7 @@ rc_t config_load(struct config *c, char err[ERR_LEN])
             snprintf(err, ERR_LEN, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT is not a port number");
             goto bad;
         }
-        snprintf(c->secrets_endpoint, sizeof c->secrets_endpoint, "localhost:%lld", (long long)n);
+        endpoint_set(&c->secrets_endpoint, "localhost", (long)n);
     }
     if ((v = env("LOGIN_ETL_DEADLINE_MARGIN_MS"))) {
         if (num_parse_i64(v, strlen(v), 0, 600000, &n) != RC_OK) {

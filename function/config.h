@@ -5,6 +5,7 @@
 #define CONFIG_H
 
 #include "result.h"
+#include "url.h"
 
 struct config {
     char *masking_key;                 /* owned, wiped when freed: 128 hex characters, or
@@ -15,8 +16,8 @@ struct config {
     const char *db_secret_id;          /* DB_SECRET_ID or NULL */
     const char *database_url;          /* DATABASE_URL or NULL (libpq reads PG* itself) */
     const char *function_name;         /* AWS_LAMBDA_FUNCTION_NAME, for metrics; or "login-etl" */
-    char secrets_endpoint[32];         /* host:port of the Parameters and Secrets extension,
-                                          "localhost:2773" unless
+    struct endpoint secrets_endpoint;  /* the Parameters and Secrets extension: localhost,
+                                          port 2773 unless
                                           PARAMETERS_SECRETS_EXTENSION_HTTP_PORT says otherwise */
     long deadline_margin_ms;           /* answer this long before the deadline at the latest:
                                           LOGIN_ETL_DEADLINE_MARGIN_MS, default 10% of the

@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "idset.h"
 #include "login.h"
@@ -52,13 +52,6 @@ struct tally {
     size_t received, written, duplicate, rejected, failed;
     size_t reasons[LOGIN__COUNT + 1];
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
 {
@@ -134,7 +127,7 @@ static rc_t load_secrets(struct etl *e, char err[ERR_LEN])
         return RC_OK;
     buf_init(&value, 64 * 1024);
     if (e->cfg.db_secret_id) {
-        rc = secrets_db_conninfo(e->cfg.secrets_endpoint, e->cfg.db_secret_id, &value, err);
+        rc = secrets_db_conninfo(&e->cfg.secrets_endpoint, e->cfg.db_secret_id, &value, err);
         if (!rc)
             rc = pg_sink_set_conninfo(e->sink, value.data);
         buf_wipe(&value);
@@ -142,7 +135,7 @@ static rc_t load_secrets(struct etl *e, char err[ERR_LEN])
             goto out;
     }
     if (e->cfg.masking_key_secret_id) {
-        rc = secrets_get(e->cfg.secrets_endpoint, e->cfg.masking_key_secret_id, &value, err);
+        rc = secrets_get(&e->cfg.secrets_endpoint, e->cfg.masking_key_secret_id, &value, err);
         if (!rc) {
             /* Surrounding white space is tolerated (a key pasted with a newline). */
             size_t a = 0, z = value.len;
@@ -269,7 +262,7 @@ static void write_metrics(const struct etl *e, const struct tally *t, int64_t du
                "{\"Name\":\"RecordsRejected\",\"Unit\":\"Count\"},"
                "{\"Name\":\"RecordsFailed\",\"Unit\":\"Count\"},"
                "{\"Name\":\"Duration\",\"Unit\":\"Milliseconds\"}]}]},\"FunctionName\":",
-               (long long)now_ms());
+               (long long)clock_epoch_ms());
     buf_append_json(&b, e->cfg.function_name, strlen(e->cfg.function_name));
     buf_printf(&b,
                ",\"RecordsReceived\":%zu,\"RecordsWritten\":%zu,\"RecordsDuplicate\":%zu,"
@@ -293,7 +286,9 @@ static int64_t margin_ms(const struct etl *e, int64_t start, int64_t deadline)
     return m < 200 ? 200 : m > 1000 ? 1000 : m;
 }
 
-/* Validates, masks and hands to the sink every record, in order.  Returns
+/* Validates, masks and hands to the sink every record, in order, stopping
+ * at stop_at (monotonic clock; `start` is the invocation's start in epoch
+ * milliseconds, the date of rows without SentTimestamp).  Returns
  * RC_OK, or RC_NOMEM / RC_CRYPTO / RC_TOOBIG (the batch fails). */
 static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tally *t, size_t *rows)
 {
@@ -307,7 +302,7 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
         struct login_row lr;
         struct pg_row row;
 
-        if (!late && (i & 127) == 0 && now_ms() >= stop_at) {
+        if (!late && (i & 127) == 0 && clock_mono_ms() >= stop_at) {
             late = 1;
             log_at(e->lg, LOG_WARN, "deadline near: the rest of the batch is left for a retry",
                    LF_NUM("processed", i), LF_NUM("records", ev->n));
@@ -355,7 +350,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     struct etl *e = ctx;
     struct tally t = {0};
     char err[ERR_LEN];
-    int64_t start = now_ms();
+    int64_t start = clock_epoch_ms(), started = clock_mono_ms();
     size_t rows = 0;
     rc_t rc;
 
@@ -380,7 +375,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     int64_t margin = margin_ms(e, start, deadline);
     int64_t give_up_at = deadline - margin;
     pg_batch_begin(e->sink, give_up_at);
-    rc = transform(e, start, give_up_at - margin, &t, &rows);
+    rc = transform(e, start, clock_mono_deadline(give_up_at - margin), &t, &rows);
     if (rc) {
         pg_batch_abort(e->sink);
         set_error(error, rc == RC_CRYPTO ? "MaskingFailed" : "Runtime.OutOfMemory",
@@ -416,7 +411,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     }
     struct pg_stats ps;
     pg_batch_stats(e->sink, &ps);
-    int64_t duration = now_ms() - start;
+    int64_t duration = clock_mono_ms() - started;
     log_at(e->lg, LOG_INFO, "batch done", LF_NUM("received", t.received),
            LF_NUM("written", t.written), LF_NUM("duplicate", t.duplicate),
            LF_NUM("rejected", t.rejected), LF_NUM("failed", t.failed),

@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 #define JSON_MAX_DEPTH 64
 #define JSON_MAX_LEN ((size_t)1 << 31)
 
@@ -166,66 +168,6 @@ static int read_escape(const unsigned char **pp, const unsigned char *e, uint32_
     return 0;
 }
 
-/* Writes the UTF-8 form of cp (at most U+10FFFF, not a surrogate) to out,
- * which has room for 4 bytes.  Returns the byte count; cannot fail. */
-static size_t utf8_put(uint32_t cp, unsigned char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (unsigned char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (unsigned char)(0xC0 | cp >> 6);
-        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (unsigned char)(0xE0 | cp >> 12);
-        out[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (unsigned char)(0xF0 | cp >> 18);
-    out[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
-    out[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
-/* Returns the length (2 to 4) of the well-formed UTF-8 sequence at p (whose
- * first byte is >= 0x80), per Unicode table 3-7, or 0 when it is not one
- * (overlong, surrogate, above U+10FFFF, truncated by e, stray byte). */
-static size_t utf8_len(const unsigned char *p, const unsigned char *e)
-{
-    unsigned c = p[0];
-    size_t avail = (size_t)(e - p);
-    unsigned lo = 0x80, hi = 0xBF;
-    size_t n;
-
-    if (c >= 0xC2 && c <= 0xDF)
-        n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0; /* overlong below U+0800 */
-        else if (c == 0xED)
-            hi = 0x9F; /* U+D800..U+DFFF */
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90; /* overlong below U+10000 */
-        else if (c == 0xF4)
-            hi = 0x8F; /* above U+10FFFF */
-    } else
-        return 0;
-    if (avail < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t k = 2; k < n; k++)
-        if ((p[k] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
 /* Returns the first byte at or after p that is not plain printable ASCII
  * ('"', '\\', a control character, a byte >= 0x80), or e.  Cannot fail. */
 static inline const unsigned char *skip_plain(const unsigned char *p, const unsigned char *e)
@@ -290,7 +232,7 @@ static int scan_string(const unsigned char **pp, const unsigned char *e, uint8_t
             p++;
             break;
         default: /* C_HIGH */
-            n = utf8_len(p, e);
+            n = utf8_seq_len(p, (size_t)(e - p));
             if (n == 0) {
                 *flags |= JSON_BAD_UTF8;
                 n = 1;

@@ -13,43 +13,14 @@
 #include <cJSON.h>
 
 #include "http.h"
+#include "url.h"
 
 #define SECRET_TIMEOUT_MS 5000
 #define SECRET_MAX (64 * 1024) /* Secrets Manager's own limit on a secret */
 
-/* Appends s percent-encoded for a query string (RFC 3986 unreserved kept). */
-static void append_query_value(struct buf *b, const char *s)
+rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, struct buf *out,
+                 char err[ERR_LEN])
 {
-    static const char hex[] = "0123456789ABCDEF";
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.' || c == '~') {
-            buf_appendc(b, (char)c);
-        } else {
-            char esc[3] = {'%', hex[c >> 4], hex[c & 15]};
-            buf_append(b, esc, 3);
-        }
-    }
-}
-
-/* Splits "host:port" into two NUL-terminated strings.  Returns RC_OK or RC_CONFIG. */
-static rc_t split_endpoint(const char *endpoint, char *host, size_t host_cap, char *port,
-                           size_t port_cap)
-{
-    const char *colon = strrchr(endpoint, ':');
-    if (!colon || colon == endpoint || (size_t)(colon - endpoint) >= host_cap ||
-        strlen(colon + 1) == 0 || strlen(colon + 1) >= port_cap)
-        return RC_CONFIG;
-    memcpy(host, endpoint, (size_t)(colon - endpoint));
-    host[colon - endpoint] = '\0';
-    memcpy(port, colon + 1, strlen(colon + 1) + 1);
-    return RC_OK;
-}
-
-rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, char err[ERR_LEN])
-{
-    char host[256], port[16];
     struct http_client *client = NULL;
     struct buf path, body;
     cJSON *doc = NULL;
@@ -64,17 +35,12 @@ rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, c
         rc = RC_CONFIG;
         goto out;
     }
-    if (split_endpoint(endpoint, host, sizeof host, port, sizeof port) != RC_OK) {
-        snprintf(err, ERR_LEN, "the secrets extension endpoint is not host:port");
-        rc = RC_CONFIG;
-        goto out;
-    }
-    if (!(client = http_new(host, port, NULL, err))) {
+    if (!(client = http_new(endpoint->host, endpoint->port, NULL, err))) {
         rc = RC_NOMEM;
         goto out;
     }
     buf_appends(&path, "/secretsmanager/get?secretId=");
-    append_query_value(&path, secret_id);
+    url_append_encoded(&path, secret_id, strlen(secret_id));
     if ((rc = path.err) != RC_OK) {
         snprintf(err, ERR_LEN, "the secret id is too long");
         goto out;
@@ -90,7 +56,8 @@ rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, c
     char http_err[ERR_LEN];
     rc = http_exchange(client, &req, &resp, http_err);
     if (rc) {
-        snprintf(err, ERR_LEN, "secrets extension at %.40s: %.180s", endpoint, http_err);
+        snprintf(err, ERR_LEN, "secrets extension at %.40s:%s: %.180s", endpoint->host,
+                 endpoint->port, http_err);
         rc = rc == RC_NOMEM ? RC_NOMEM : RC_IO;
         goto out;
     }
@@ -183,8 +150,8 @@ out:
     return rc;
 }
 
-rc_t secrets_db_conninfo(const char *endpoint, const char *secret_id, struct buf *conninfo,
-                         char err[ERR_LEN])
+rc_t secrets_db_conninfo(const struct endpoint *endpoint, const char *secret_id,
+                         struct buf *conninfo, char err[ERR_LEN])
 {
     struct buf secret;
     buf_init(&secret, SECRET_MAX);

@@ -8,13 +8,15 @@
 
 #include "buf.h"
 #include "result.h"
+#include "url.h"
 
 /* Fetches the SecretString of `secret_id` from the extension at `endpoint`
- * (host:port) into out (reset first; the caller wipes it with buf_wipe).
+ * into out (reset first; the caller wipes it with buf_wipe).
  * Returns RC_OK; RC_IO (the extension cannot be reached), RC_PROTOCOL (it
  * answered with an error status or a malformed document), RC_CONFIG (no
  * AWS_SESSION_TOKEN), RC_NOMEM; err says which, never quoting the secret. */
-rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, char err[ERR_LEN]);
+rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, struct buf *out,
+                 char err[ERR_LEN]);
 
 /* Reads an RDS-format database secret (JSON with username, password, host,
  * port, dbname) and turns it into a libpq key=value connection string in
@@ -22,8 +24,8 @@ rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, c
  * connect_timeout still come from PGSSLMODE, PGSSLROOTCERT and
  * PGCONNECT_TIMEOUT.  Returns as secrets_get, or RC_CONFIG when the secret
  * lacks username or host. */
-rc_t secrets_db_conninfo(const char *endpoint, const char *secret_id, struct buf *conninfo,
-                         char err[ERR_LEN]);
+rc_t secrets_db_conninfo(const struct endpoint *endpoint, const char *secret_id,
+                         struct buf *conninfo, char err[ERR_LEN]);
 
 /* Builds the connection string from an RDS-format secret document (exposed
  * for the unit tests).  Returns RC_OK, RC_CONFIG or RC_NOMEM. */

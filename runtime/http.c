@@ -21,9 +21,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "num.h"
 
 #define CONNECT_ATTEMPTS 10
@@ -533,22 +533,6 @@ struct http_client {
     struct buf vals;      /* NUL-terminated copies of the wanted header values */
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
 static void logw(const struct http_client *c, enum log_level lvl, const char *msg,
                  const char *detail, long long n)
 {
@@ -574,7 +558,7 @@ static rc_t wait_fd(int fd, short events, int64_t deadline, char err[ERR_LEN])
         return RC_OK;
     for (;;) {
         struct pollfd pfd = {.fd = fd, .events = events};
-        int64_t left = deadline - now_ms();
+        int64_t left = deadline - clock_mono_ms();
         if (left <= 0) {
             set_err(err, "timed out");
             return RC_IO;
@@ -617,7 +601,7 @@ static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
             if (errno != EINPROGRESS && errno != EINTR) {
                 soerr = errno;
-            } else if (wait_fd(fd, POLLOUT, now_ms() + CONNECT_TIMEOUT_MS, err) != RC_OK) {
+            } else if (wait_fd(fd, POLLOUT, clock_mono_ms() + CONNECT_TIMEOUT_MS, err) != RC_OK) {
                 soerr = ETIMEDOUT;
             } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
                 soerr = errno;
@@ -650,16 +634,16 @@ out:
  * RC_IO with resp->unreachable set. */
 static rc_t connect_retry(struct http_client *c, struct http_response *resp, char err[ERR_LEN])
 {
-    int delay = BACKOFF_FIRST_MS;
+    struct backoff delay;
 
+    backoff_init(&delay, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
     for (int attempt = 1;; attempt++) {
         if (connect_once(c, err) == RC_OK)
             return RC_OK;
         logw(c, LOG_WARN, "cannot connect", err, attempt);
         if (attempt == CONNECT_ATTEMPTS)
             break;
-        sleep_ms(delay);
-        delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
+        clock_sleep_ms(backoff_next(&delay));
     }
     resp->unreachable = 1;
     char why[ERR_LEN];
@@ -1060,7 +1044,7 @@ void http_free(struct http_client *c)
 rc_t http_exchange(struct http_client *c, const struct http_request *req,
                    struct http_response *resp, char err[ERR_LEN])
 {
-    int64_t deadline = req->timeout_ms > 0 ? now_ms() + req->timeout_ms : 0;
+    int64_t deadline = req->timeout_ms > 0 ? clock_mono_ms() + req->timeout_ms : 0;
     rc_t rc;
 
     err[0] = '\0';

@@ -25,10 +25,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "http.h"
 #include "num.h"
+#include "url.h"
+#include "utf8.h"
 
 #define API_PREFIX "/2018-06-01/runtime"
 #define POST_TIMEOUT_MS 30000
@@ -54,54 +56,6 @@ struct rt {
     struct buf trace_env;     /* "_X_AMZN_TRACE_ID=...", handed to putenv */
 };
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
-static int64_t epoch_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 when it is not one. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        len = 2;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        len = 3;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        len = 4;
-    else
-        return 0;
-    if (s[0] == 0xe0)
-        lo = 0xa0;
-    else if (s[0] == 0xed)
-        hi = 0x9f;
-    else if (s[0] == 0xf0)
-        lo = 0x90;
-    else if (s[0] == 0xf4)
-        hi = 0x8f;
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
-}
-
 /* Appends at most `max` bytes of the (maybe unterminated) text s as a JSON
  * string, with every byte that is not valid UTF-8 replaced by '?'.  A text
  * cut by snprintf can end in half a character; buf_append_json needs whole
@@ -109,22 +63,11 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 static void append_json_text(struct buf *b, const char *s, size_t max)
 {
     char clean[ERR_LEN];
-    size_t n = strnlen(s, max), out = 0;
+    size_t n = strnlen(s, max);
 
     if (n >= sizeof clean)
         n = sizeof clean - 1;
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq((const unsigned char *)s + i, n - i);
-        if (k == 0) {
-            clean[out++] = '?';
-            i++;
-        } else {
-            memcpy(clean + out, s + i, k);
-            out += k;
-            i += k;
-        }
-    }
-    buf_append_json(b, clean, out);
+    buf_append_json(b, clean, utf8_scrub(s, n, clean));
 }
 
 /* Copies an error type into dst as a header-safe token (printable ASCII
@@ -147,21 +90,11 @@ static void clean_type(char dst[64], const char *type, size_t max, const char *d
  * (owned by rt, valid until the next call) or NULL when memory is short. */
 static const char *invocation_path(struct rt *rt, const char *id, const char *what)
 {
-    static const char hex[] = "0123456789ABCDEF";
     struct buf *b = &rt->path;
 
     buf_reset(b);
     buf_appends(b, API_PREFIX "/invocation/");
-    for (const char *s = id; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '.' || c == '_' || c == '~') {
-            buf_appendc(b, (char)c);
-        } else {
-            char pct[3] = {'%', hex[c >> 4], hex[c & 15]};
-            buf_append(b, pct, sizeof pct);
-        }
-    }
+    url_append_encoded(b, id, strlen(id));
     buf_appendc(b, '/');
     buf_appends(b, what);
     return b->err ? NULL : b->data;
@@ -269,7 +202,7 @@ static rc_t take_meta(struct rt *rt, const struct http_field *f, struct rt_invoc
                                              INT64_MAX, &deadline) == RC_OK) {
         inv->deadline_ms = deadline;
     } else {
-        inv->deadline_ms = epoch_ms() + DEADLINE_FALLBACK_MS;
+        inv->deadline_ms = clock_epoch_ms() + DEADLINE_FALLBACK_MS;
         log_at(rt->lg, LOG_WARN, "missing or malformed Lambda-Runtime-Deadline-Ms; assuming 15 min",
                LF_NUM("deadline_ms", inv->deadline_ms));
     }
@@ -404,9 +337,10 @@ rc_t rt_run(struct rt *rt, rt_handler handler, void *ctx, unsigned long max_invo
 {
     unsigned long served = 0;
     unsigned failures = 0;
-    int delay = BACKOFF_FIRST_MS;
+    struct backoff delay;
     rc_t rc = RC_OK;
 
+    backoff_init(&delay, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
     while (max_invocations == 0 || served < max_invocations) {
         int handled = 0, fatal = 0;
 
@@ -416,7 +350,7 @@ rc_t rt_run(struct rt *rt, rt_handler handler, void *ctx, unsigned long max_invo
         if (handled) {
             served++;
             failures = 0;
-            delay = BACKOFF_FIRST_MS;
+            backoff_reset(&delay);
             continue;
         }
         /* /next failed without a usable invocation: wait a little more each
@@ -424,8 +358,7 @@ rc_t rt_run(struct rt *rt, rt_handler handler, void *ctx, unsigned long max_invo
          * bounded number of failures in a row. */
         if (++failures >= NEXT_FAILURES_MAX)
             break;
-        sleep_ms(delay);
-        delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
+        clock_sleep_ms(backoff_next(&delay));
     }
     if (rc != RC_OK)
         log_at(rt->lg, LOG_ERROR, "runtime loop stopped", LF_STR("rc", rc_strerror(rc)),
@@ -460,41 +393,15 @@ rc_t rt_init_error(struct rt *rt, const char *type, const char *message)
 struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN])
 {
     struct rt *rt = NULL;
-    char host[256], port[8];
-    const char *colon;
-    size_t hn, pn;
+    struct endpoint ep;
+    char why[ERR_LEN];
     struct sigaction sa;
 
     /* "host:port", "[v6]:port" */
-    if (!api || strlen(api) >= sizeof host) {
-        snprintf(err, ERR_LEN, "AWS_LAMBDA_RUNTIME_API is missing or too long");
+    if (!api || endpoint_parse(api, &ep, why) != RC_OK) {
+        snprintf(err, ERR_LEN, "AWS_LAMBDA_RUNTIME_API: %.200s", api ? why : "not set");
         goto fail;
     }
-    if (api[0] == '[') {
-        const char *close = strchr(api, ']');
-        if (!close || close[1] != ':') {
-            snprintf(err, ERR_LEN, "AWS_LAMBDA_RUNTIME_API is not [address]:port");
-            goto fail;
-        }
-        hn = (size_t)(close - api - 1);
-        memcpy(host, api + 1, hn);
-        colon = close + 1;
-    } else {
-        colon = strrchr(api, ':');
-        if (!colon || memchr(api, ':', (size_t)(colon - api))) {
-            snprintf(err, ERR_LEN, "AWS_LAMBDA_RUNTIME_API is not host:port");
-            goto fail;
-        }
-        hn = (size_t)(colon - api);
-        memcpy(host, api, hn);
-    }
-    host[hn] = '\0';
-    pn = strlen(colon + 1);
-    if (hn == 0 || pn == 0 || pn >= sizeof port) {
-        snprintf(err, ERR_LEN, "AWS_LAMBDA_RUNTIME_API is not host:port");
-        goto fail;
-    }
-    memcpy(port, colon + 1, pn + 1);
 
     rt = calloc(1, sizeof *rt);
     if (!rt) {
@@ -517,7 +424,7 @@ struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN])
         snprintf(err, ERR_LEN, "out of memory");
         goto fail;
     }
-    rt->http = http_new(host, port, lg, err);
+    rt->http = http_new(ep.host, ep.port, lg, err);
     if (!rt->http)
         goto fail;
 

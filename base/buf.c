@@ -16,6 +16,16 @@ void buf_init(struct buf *b, size_t max)
     b->err = RC_OK;
 }
 
+void buf_wrap(struct buf *b, char *mem, size_t size)
+{
+    b->data = mem;
+    b->len = 0;
+    b->cap = size;
+    b->max = size - 1; /* so buf_reserve never needs more than cap: no realloc */
+    b->err = RC_OK;
+    mem[0] = '\0';
+}
+
 rc_t buf_reserve(struct buf *b, size_t extra)
 {
     if (b->err)
@@ -122,6 +132,21 @@ rc_t buf_append_json(struct buf *b, const char *s, size_t n)
     }
     buf_append(b, s + start, n - start);
     return buf_appendc(b, '"');
+}
+
+void buf_commit(struct buf *b, size_t n)
+{
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void buf_truncate(struct buf *b, size_t len)
+{
+    if (len < b->len)
+        b->len = len;
+    b->err = RC_OK;
+    if (b->data)
+        b->data[b->len] = '\0';
 }
 
 void buf_consume(struct buf *b, size_t n)

@@ -22,6 +22,13 @@ struct buf {
 /* Initialises an empty buffer that may grow to `max` bytes; allocates nothing. */
 void buf_init(struct buf *b, size_t max);
 
+/* Makes b an empty buffer over the caller's mem[0..size) (size >= 1), which
+ * it never reallocates: it holds at most size - 1 bytes and its NUL, and an
+ * append beyond that fails with RC_TOOBIG.  For lines built on the stack,
+ * where running out of memory must not stop them.  Never buf_free or
+ * buf_wipe it (mem is not b's); cannot fail. */
+void buf_wrap(struct buf *b, char *mem, size_t size);
+
 /* Appends n bytes.  Returns the sticky error (RC_NOMEM, RC_TOOBIG) or RC_OK. */
 rc_t buf_append(struct buf *b, const void *p, size_t n);
 rc_t buf_appends(struct buf *b, const char *s);
@@ -34,6 +41,13 @@ rc_t buf_append_json(struct buf *b, const char *s, size_t n);
 
 /* Ensures room for `extra` more bytes without further allocation. */
 rc_t buf_reserve(struct buf *b, size_t extra);
+/* Marks n bytes that the caller wrote at data + len, into room that
+ * buf_reserve made, as appended, and NUL-terminates them (n <= the room
+ * reserved); cannot fail. */
+void buf_commit(struct buf *b, size_t n);
+/* Cuts the buffer back to its first len bytes (len <= its length) and clears
+ * its error: undoes the appends since len was its length.  Cannot fail. */
+void buf_truncate(struct buf *b, size_t len);
 /* Drops the first n bytes (n <= len), keeping the rest; cannot fail. */
 void buf_consume(struct buf *b, size_t n);
 /* Empties the buffer and clears its error, keeping the allocation; cannot fail. */

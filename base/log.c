@@ -59,11 +59,7 @@ void log_emit(const struct logger *lg, enum log_level level, const char *message
         return;
     /* A small line is built on the stack so that logging an out-of-memory
      * condition does not itself need memory. */
-    b.data = stack;
-    b.len = 0;
-    b.cap = sizeof stack;
-    b.max = sizeof stack - 1;
-    b.err = RC_OK;
+    buf_wrap(&b, stack, sizeof stack);
 
     if (lg->text) {
         append_timestamp(&b);
@@ -98,8 +94,7 @@ void log_emit(const struct logger *lg, enum log_level level, const char *message
     }
     if (b.err) {
         /* Too long for the line buffer: say so rather than cut JSON in half. */
-        b.len = 0;
-        b.err = RC_OK;
+        buf_reset(&b);
         buf_printf(&b, "{\"level\":\"%s\",\"message\":\"log line too long\"}", level_names[level]);
     }
     buf_appendc(&b, '\n');

@@ -560,20 +560,37 @@ int json_streq(const struct json_doc *doc, uint32_t i, const char *s, size_t n)
 }
 
 /* See json.h: walks the members with `next`, so nested values cost one step
- * each; the last duplicate wins.  Returns the value's index or -1. */
+ * each; a member keeps going after a match, so the last duplicate wins. */
+void json_members(const struct json_doc *doc, uint32_t obj, const struct json_name *names,
+                  size_t count, long *idx)
+{
+    for (size_t k = 0; k < count; k++)
+        idx[k] = -1;
+    if (obj >= doc->ntok || doc->tok[obj].type != JSON_OBJECT)
+        return;
+    uint32_t key = obj + 1;
+    for (uint32_t m = 0; m < doc->tok[obj].count; m++) {
+        const struct json_tok *t = &doc->tok[key];
+        for (size_t k = 0; k < count; k++) {
+            if (t->flags & JSON_ESCAPED
+                    ? tok_eq(doc, key, names[k].s, names[k].n)
+                    : t->end - t->start == names[k].n &&
+                          memcmp(doc->text + t->start, names[k].s, names[k].n) == 0) {
+                idx[k] = (long)key + 1;
+                break;
+            }
+        }
+        key = doc->tok[key + 1].next;
+    }
+}
+
+/* See json.h: json_members with one name.  Returns the value's index or -1. */
 long json_get(const struct json_doc *doc, uint32_t obj, const char *key)
 {
-    size_t n = strlen(key);
-    long found = -1;
+    const struct json_name name = {key, strlen(key)};
+    long found;
 
-    if (obj >= doc->ntok || doc->tok[obj].type != JSON_OBJECT)
-        return -1;
-    uint32_t k = obj + 1;
-    for (uint32_t m = 0; m < doc->tok[obj].count; m++) {
-        if (tok_eq(doc, k, key, n))
-            found = (long)k + 1; /* keep going: the last duplicate wins */
-        k = doc->tok[k + 1].next;
-    }
+    json_members(doc, obj, &name, 1, &found);
     return found;
 }
 
@@ -613,7 +630,6 @@ rc_t json_string(const struct json_doc *doc, uint32_t i, struct buf *scratch, co
     assert(o - o0 <= t->end - t->start);
     *out = (const char *)o0;
     *out_len = (size_t)(o - o0);
-    scratch->len += *out_len;
-    scratch->data[scratch->len] = '\0';
+    buf_commit(scratch, *out_len);
     return RC_OK;
 }

@@ -72,6 +72,21 @@ void json_free(struct json_doc *doc);
  * as in most JSON parsers (cJSON takes the first; ours is documented). */
 long json_get(const struct json_doc *doc, uint32_t obj, const char *key);
 
+/* A member name to look for, with its length in bytes. */
+struct json_name {
+    const char *s;
+    size_t n;
+};
+
+/* One pass over the members of the object at token `obj`: idx[k] becomes
+ * the index of the value of the last member named names[k] (compared
+ * exactly, after decoding escapes; the last duplicate wins, as with
+ * json_get), or -1 when there is none or obj is not an object.  An unescaped
+ * name (every real producer's) costs a length compare and one memcmp per
+ * candidate.  Cannot fail. */
+void json_members(const struct json_doc *doc, uint32_t obj, const struct json_name *names,
+                  size_t count, long *idx);
+
 /* Returns 1 when string token `i` decodes to exactly s[0..n) (escapes
  * decoded, case-sensitive), else 0 (also when i is not a string token); no
  * scratch needed, cannot fail.  For callers that walk an object's members

@@ -105,51 +105,11 @@ void login_parser_free(struct login_parser *p)
 /* The body keys the rules look at, in rule order. */
 enum { F_USER_ID, F_DEVICE_TYPE, F_LOCALE, F_IP, F_DEVICE_ID, F_APP_VERSION, F__COUNT };
 
-static const struct {
-    const char *name;
-    size_t len;
-} field_names[F__COUNT] = {
+static const struct json_name field_names[F__COUNT] = {
     [F_USER_ID] = {"user_id", 7},     [F_DEVICE_TYPE] = {"device_type", 11},
     [F_LOCALE] = {"locale", 6},       [F_IP] = {"ip", 2},
     [F_DEVICE_ID] = {"device_id", 9}, [F_APP_VERSION] = {"app_version", 11},
 };
-
-/* Returns which field the member name at token `key` is, or -1.  An
- * unescaped name (every real producer's) is matched on its length and one
- * memcmp; an escaped one is decoded by json_streq.  Cannot fail. */
-static int field_of(const struct json_doc *doc, uint32_t key)
-{
-    const struct json_tok *t = &doc->tok[key];
-    const char *s = doc->text + t->start;
-    int f = -1;
-
-    if (t->flags & JSON_ESCAPED) {
-        for (int k = 0; k < F__COUNT; k++)
-            if (json_streq(doc, key, field_names[k].name, field_names[k].len))
-                return k;
-        return -1;
-    }
-    switch (t->end - t->start) {
-    case 2:
-        f = F_IP;
-        break;
-    case 6:
-        f = F_LOCALE;
-        break;
-    case 7:
-        f = F_USER_ID;
-        break;
-    case 9:
-        f = F_DEVICE_ID;
-        break;
-    case 11:
-        f = s[0] == 'd' ? F_DEVICE_TYPE : F_APP_VERSION;
-        break;
-    default:
-        return -1;
-    }
-    return memcmp(s, field_names[f].name, field_names[f].len) == 0 ? f : -1;
-}
 
 /* Counts the characters (code points) of n bytes of valid UTF-8, as
  * PostgreSQL counts them for varchar(n): every byte that is not a
@@ -365,15 +325,7 @@ static enum login_reason apply_rules(struct login_parser *p, const char *body, s
         return LOGIN_BODY_NOT_OBJECT;
 
     /* One pass over the members; a later duplicate overwrites an earlier one. */
-    for (int f = 0; f < F__COUNT; f++)
-        idx[f] = -1;
-    uint32_t key = 1;
-    for (uint32_t m = 0; m < doc->tok[0].count; m++) {
-        int f = field_of(doc, key);
-        if (f >= 0)
-            idx[f] = (long)key + 1;
-        key = doc->tok[key + 1].next;
-    }
+    json_members(doc, 0, field_names, F__COUNT, idx);
     /* Room for every escaped value we may decode, so views never move. */
     for (int f = 0; f < F__COUNT; f++)
         if (idx[f] >= 0 && doc->tok[idx[f]].flags & JSON_ESCAPED)

@@ -64,47 +64,15 @@ static rc_t get_digits(struct sqs_event *ev, long i, int64_t max, int64_t *out)
     return num_parse_i64(s, n, 0, max, out);
 }
 
-/* A member name looked for, with its length. */
-struct name {
-    const char *s;
-    size_t n;
-};
-
-/* One pass over the members of the object at token `obj`: idx[k] becomes
- * the value index of the last member named names[k] (duplicates: the last
- * wins, as with json_get), or -1.  Unescaped names are compared by length
- * first, then memcmp; escaped ones through json_streq.  Cannot fail. */
-static void find_members(const struct json_doc *doc, uint32_t obj, const struct name *names,
-                         int count, long *idx)
-{
-    uint32_t key = obj + 1;
-
-    for (int k = 0; k < count; k++)
-        idx[k] = -1;
-    for (uint32_t m = 0; m < doc->tok[obj].count; m++) {
-        const struct json_tok *t = &doc->tok[key];
-        for (int k = 0; k < count; k++) {
-            if (t->flags & JSON_ESCAPED
-                    ? json_streq(doc, key, names[k].s, names[k].n)
-                    : t->end - t->start == names[k].n &&
-                          memcmp(doc->text + t->start, names[k].s, names[k].n) == 0) {
-                idx[k] = (long)key + 1;
-                break;
-            }
-        }
-        key = doc->tok[key + 1].next;
-    }
-}
-
 enum { K_MESSAGE_ID, K_BODY, K_ATTRIBUTES, K_ARN, K__COUNT };
-static const struct name record_names[K__COUNT] = {
+static const struct json_name record_names[K__COUNT] = {
     [K_MESSAGE_ID] = {"messageId", 9},
     [K_BODY] = {"body", 4},
     [K_ATTRIBUTES] = {"attributes", 10},
     [K_ARN] = {"eventSourceARN", 14},
 };
 enum { A_SENT, A_COUNT, A__COUNT };
-static const struct name attr_names[A__COUNT] = {
+static const struct json_name attr_names[A__COUNT] = {
     [A_SENT] = {"SentTimestamp", 13},
     [A_COUNT] = {"ApproximateReceiveCount", 23},
 };
@@ -128,7 +96,7 @@ static rc_t parse_record(struct sqs_event *ev, uint32_t obj, size_t idx, char er
     r->sent_ms = -1;
     r->sent_bad = 0;
     r->receive_count = 0;
-    find_members(doc, obj, record_names, K__COUNT, at);
+    json_members(doc, obj, record_names, K__COUNT, at);
 
     i = at[K_MESSAGE_ID];
     if (i < 0 || doc->tok[i].type != JSON_STRING) {
@@ -168,7 +136,7 @@ static rc_t parse_record(struct sqs_event *ev, uint32_t obj, size_t idx, char er
     i = at[K_ATTRIBUTES];
     if (i >= 0 && doc->tok[i].type == JSON_OBJECT) {
         int64_t v;
-        find_members(doc, (uint32_t)i, attr_names, A__COUNT, attr);
+        json_members(doc, (uint32_t)i, attr_names, A__COUNT, attr);
         if (attr[A_SENT] >= 0 && get_digits(ev, attr[A_SENT], SQS_SENT_MAX, &r->sent_ms) != RC_OK)
             r->sent_bad = 1;
         if (attr[A_COUNT] >= 0 && get_digits(ev, attr[A_COUNT], LONG_MAX, &v) == RC_OK)

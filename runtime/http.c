@@ -782,10 +782,8 @@ static rc_t recv_rx(struct http_client *c, int64_t deadline, size_t *got, char e
         return rc == RC_NOMEM ? RC_NOMEM : RC_PROTOCOL;
     }
     rc = recv_into(c, c->rx.data + c->rx.len, c->rx.cap - c->rx.len - 1, deadline, got, err);
-    if (rc == RC_OK) {
-        c->rx.len += *got;
-        c->rx.data[c->rx.len] = '\0';
-    }
+    if (rc == RC_OK)
+        buf_commit(&c->rx, *got);
     return rc;
 }
 
@@ -842,8 +840,7 @@ static rc_t read_length_body(struct http_client *c, uint64_t cl, struct buf *bod
                     (unsigned long long)cl);
             return RC_IO;
         }
-        body->len += got;
-        body->data[body->len] = '\0';
+        buf_commit(body, got);
     }
     return RC_OK;
 }
@@ -909,8 +906,7 @@ static rc_t read_close_body(struct http_client *c, struct buf *body, int64_t dea
             return rc;
         if (got == 0)
             return RC_OK;
-        body->len += got;
-        body->data[body->len] = '\0';
+        buf_commit(body, got);
     }
 toobig:
     set_err(err, "response body over %zu bytes", body->max);

@@ -113,10 +113,52 @@ static void test_buf(void)
     buf_free(&b);
 }
 
+static void test_buf_ops(void)
+{
+    char stack[8];
+    struct buf b;
+
+    check_case("buf_wrap: appends up to size - 1 bytes, never reallocates");
+    buf_wrap(&b, stack, sizeof stack);
+    CHECK(b.data == stack && b.len == 0 && stack[0] == '\0');
+    CHECK_EQ_INT(buf_appends(&b, "1234567"), RC_OK);
+    CHECK(b.data == stack);
+    CHECK_EQ_STR(stack, "1234567");
+    CHECK_EQ_INT(buf_appendc(&b, '8'), RC_TOOBIG);
+    CHECK(b.data == stack && b.len == 7);
+    buf_reset(&b);
+    CHECK_EQ_INT(buf_printf(&b, "%d", 42), RC_OK);
+    CHECK_EQ_STR(stack, "42");
+
+    check_case("buf_truncate: undoes appends and clears the error");
+    buf_init(&b, 10);
+    buf_appends(&b, "abc");
+    size_t mark = b.len;
+    buf_appends(&b, "defgh");
+    CHECK_EQ_INT(buf_appends(&b, "ijk"), RC_TOOBIG);
+    buf_truncate(&b, mark);
+    CHECK_EQ_INT(b.err, RC_OK);
+    CHECK_EQ_INT(b.len, 3);
+    CHECK_EQ_STR(b.data, "abc");
+    CHECK_EQ_INT(buf_appends(&b, "xyz"), RC_OK);
+    CHECK_EQ_STR(b.data, "abcxyz");
+    buf_truncate(&b, 100); /* beyond the length: keeps it */
+    CHECK_EQ_INT(b.len, 6);
+
+    check_case("buf_commit: bytes written into reserved room become the buffer's");
+    CHECK_EQ_INT(buf_reserve(&b, 3), RC_OK);
+    memcpy(b.data + b.len, "123", 3);
+    buf_commit(&b, 3);
+    CHECK_EQ_INT(b.len, 9);
+    CHECK_EQ_STR(b.data, "abcxyz123");
+    buf_free(&b);
+}
+
 int main(void)
 {
     test_i64();
     test_hex();
     test_buf();
+    test_buf_ops();
     return check_finish();
 }

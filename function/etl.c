@@ -18,10 +18,9 @@
 #include "login.h"
 #include "mask.h"
 #include "pg.h"
+#include "row.h"
 #include "secrets.h"
 #include "sqs.h"
-
-#define MASKED_COLUMN_MAX 256 /* varchar(256) of masked_ip and masked_device_id */
 
 enum status {
     ST_PENDING,   /* handed to the database, not yet committed */
@@ -50,7 +49,7 @@ struct etl {
 /* Counters of one invocation, for the log and the metrics line. */
 struct tally {
     size_t received, written, duplicate, rejected, failed;
-    size_t reasons[LOGIN__COUNT + 1];
+    size_t reasons[LOGIN__COUNT];
 };
 
 struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
@@ -181,40 +180,6 @@ static rc_t reserve(struct etl *e, size_t n)
     return RC_OK;
 }
 
-/* See etl.h. */
-enum login_reason etl_row(const struct mask_key *key, const struct login_row *lr,
-                          struct pg_row *row, char *ip_out, char *device_out)
-{
-    size_t len;
-
-    memset(row, 0, sizeof *row);
-    row->user_id = lr->user_id;
-    row->user_id_len = lr->user_id_len;
-    row->device_type = lr->device_type;
-    row->device_type_len = lr->device_type_len;
-    row->locale = lr->locale;
-    row->locale_len = lr->locale_len;
-    row->has_app_version = lr->has_app_version;
-    row->app_version = lr->app_version;
-    row->create_date = lr->create_date;
-    if (lr->has_ip) {
-        if (mask_value(key, lr->ip, strlen(lr->ip), ip_out, &len) != RC_OK)
-            return LOGIN__COUNT;
-        row->masked_ip = ip_out;
-        row->masked_ip_len = len;
-    }
-    if (lr->device_id) {
-        if (lr->device_id_len > MASK_INPUT_MAX ||
-            mask_output_len(key, lr->device_id_len) > MASKED_COLUMN_MAX)
-            return LOGIN_MASKED_TOO_LONG;
-        if (mask_value(key, lr->device_id, lr->device_id_len, device_out, &len) != RC_OK)
-            return LOGIN__COUNT;
-        row->masked_device_id = device_out;
-        row->masked_device_id_len = len;
-    }
-    return LOGIN_OK;
-}
-
 static void set_error(struct rt_error *error, const char *type, const char *message)
 {
     snprintf(error->type, sizeof error->type, "%s", type);
@@ -317,15 +282,13 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
             e->link[i] = first;
             continue;
         }
-        enum login_reason why = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms,
-                                            r->sent_bad, start, &lr);
-        if (why == LOGIN__COUNT)
-            return RC_NOMEM;
-        if (why == LOGIN_OK) {
-            why = etl_row(e->key, &lr, &row, ip_masked, device_masked);
-            if (why == LOGIN__COUNT)
-                return RC_CRYPTO;
-        }
+        enum login_reason why;
+        rc_t rc = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms, r->sent_bad,
+                              start, &lr, &why);
+        if (rc == RC_OK && why == LOGIN_OK)
+            rc = row_build(e->key, &lr, &row, ip_masked, device_masked, &why);
+        if (rc)
+            return rc; /* RC_NOMEM or RC_CRYPTO: the batch fails, not the record */
         if (why != LOGIN_OK) {
             e->status[i] = ST_REJECTED;
             t->reasons[why]++;
@@ -335,7 +298,7 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
             fifo_stopped = ev->fifo;
             continue;
         }
-        rc_t rc = pg_batch_add(e->sink, r->message_id, r->message_id_len, &row);
+        rc = pg_batch_add(e->sink, r->message_id, r->message_id_len, &row);
         if (rc)
             return rc;
         e->status[i] = ST_PENDING;

@@ -1,14 +1,11 @@
 /* etl.h - the handler: one SQS event in, rows in Postgres, the list of
- * failed messages out (CONTRACT sections 4 to 8).  It plugs into the runtime
+ * failed messages out.  It plugs into the runtime
  * loop as an rt_handler; it never sees HTTP. */
 #ifndef ETL_H
 #define ETL_H
 
 #include "buf.h"
 #include "log.h"
-#include "login.h"
-#include "mask.h"
-#include "pg.h"
 #include "result.h"
 #include "rt.h"
 
@@ -25,15 +22,6 @@ struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
  * reached, reports an invocation error. */
 rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
                 struct rt_error *error);
-
-/* The row to write for a valid login record: lr's columns, and its ip and
- * device_id masked with key into ip_out and device_out (MASK_OUTPUT_MAX bytes
- * each), which the row then points into, as do lr's strings.  Returns
- * LOGIN_OK, LOGIN_MASKED_TOO_LONG (the record is rejected) or LOGIN__COUNT
- * (masking failed: the batch fails, not the record).  The handler's own step;
- * tests/bench/stages.c times it on its own. */
-enum login_reason etl_row(const struct mask_key *key, const struct login_row *lr,
-                          struct pg_row *row, char *ip_out, char *device_out);
 
 /* How many invocations the process should serve (0: no limit; tests). */
 unsigned long etl_max_invocations(const struct etl *e);

@@ -56,7 +56,7 @@
 #define MS_PER_DAY INT64_C(86400000)
 
 /* See login.h: a static string; "internal_error" for a value out of range
- * (LOGIN__COUNT, the out-of-memory marker, included).  Cannot fail. */
+ * (LOGIN__COUNT included).  Cannot fail. */
 const char *login_reason_code(enum login_reason r)
 {
     static const char *const codes[LOGIN__COUNT] = {
@@ -297,43 +297,52 @@ static int32_t days_since_epoch(int64_t ms)
     return (int32_t)d;
 }
 
-/* Applies rules 4 to 14 of the list at the top; the body has passed 1-3.
- * Returns the first failing rule's reason, LOGIN_OK with row filled, or
- * LOGIN__COUNT when memory runs out. */
-static enum login_reason apply_rules(struct login_parser *p, const char *body, size_t body_len,
-                                     int64_t sent_ms, int sent_bad, int64_t now_ms,
-                                     struct login_row *row)
+/* Applies rules 4 to 7 of the list at the top (the body has passed 1-3):
+ * tokenizes the body, finds the members the rules read (idx[f]: the value
+ * token of field f, or -1) and reserves scratch for decoding them, so that
+ * the views the rules hand out never move.  Returns RC_OK with *why
+ * (LOGIN_OK or the first failing rule's reason), or RC_NOMEM. */
+static rc_t read_body(struct login_parser *p, const char *body, size_t body_len, long *idx,
+                      enum login_reason *why)
 {
     struct json_doc *doc = &p->doc;
     char err[ERR_LEN];
-    long idx[F__COUNT];
     size_t need = 0;
 
+    *why = LOGIN_OK;
     switch (json_parse(doc, body, body_len, err)) {
     case RC_OK:
         break;
     case RC_NOMEM:
-        return LOGIN__COUNT;
+        return RC_NOMEM;
     default:
-        return LOGIN_BODY_NOT_JSON;
+        *why = LOGIN_BODY_NOT_JSON;
+        return RC_OK;
     }
     if (doc->flags & JSON_HAS_NUL)
-        return LOGIN_BODY_NUL;
-    if (doc->flags & JSON_BAD_UTF8)
-        return LOGIN_BODY_BAD_UTF8;
-    if (doc->tok[0].type != JSON_OBJECT)
-        return LOGIN_BODY_NOT_OBJECT;
+        *why = LOGIN_BODY_NUL;
+    else if (doc->flags & JSON_BAD_UTF8)
+        *why = LOGIN_BODY_BAD_UTF8;
+    else if (doc->tok[0].type != JSON_OBJECT)
+        *why = LOGIN_BODY_NOT_OBJECT;
+    if (*why != LOGIN_OK)
+        return RC_OK;
 
     /* One pass over the members; a later duplicate overwrites an earlier one. */
     json_members(doc, 0, field_names, F__COUNT, idx);
-    /* Room for every escaped value we may decode, so views never move. */
     for (int f = 0; f < F__COUNT; f++)
         if (idx[f] >= 0 && doc->tok[idx[f]].flags & JSON_ESCAPED)
             need += doc->tok[idx[f]].end - doc->tok[idx[f]].start;
     buf_reset(&p->scratch);
-    if (buf_reserve(&p->scratch, need) != RC_OK)
-        return LOGIN__COUNT;
+    return buf_reserve(&p->scratch, need) == RC_OK ? RC_OK : RC_NOMEM;
+}
 
+/* Applies rules 8 to 14 of the list at the top to the members read_body
+ * found.  Returns the first failing rule's reason, or LOGIN_OK with row
+ * filled; cannot fail otherwise (scratch is reserved). */
+static enum login_reason apply_rules(struct login_parser *p, const long *idx, int64_t sent_ms,
+                                     int sent_bad, int64_t now_ms, struct login_row *row)
+{
     switch (get_text(p, idx[F_USER_ID], 1, USER_ID_MAX, &row->user_id, &row->user_id_len)) {
     case TEXT_NULL:
         return LOGIN_USER_ID_MISSING;
@@ -380,24 +389,26 @@ static enum login_reason apply_rules(struct login_parser *p, const char *body, s
     return LOGIN_OK;
 }
 
-/* See login.h.  On any rejection the row is left all-zero (every text
- * NULL), so a caller that ignores the reason cannot write half a row. */
-enum login_reason login_parse(struct login_parser *p, const char *body, size_t body_len,
-                              unsigned body_flags, int64_t sent_ms, int sent_bad, int64_t now_ms,
-                              struct login_row *row)
+/* See login.h.  On any rejection or failure the row is left all-zero (every
+ * text NULL), so a caller that ignores the reason cannot write half a row. */
+rc_t login_parse(struct login_parser *p, const char *body, size_t body_len, unsigned body_flags,
+                 int64_t sent_ms, int sent_bad, int64_t now_ms, struct login_row *row,
+                 enum login_reason *why)
 {
-    enum login_reason r;
+    long idx[F__COUNT];
+    rc_t rc = RC_OK;
 
     memset(row, 0, sizeof *row);
+    *why = LOGIN_OK;
     if (!body)
-        r = LOGIN_BODY_MISSING;
+        *why = LOGIN_BODY_MISSING;
     else if (body_flags & JSON_HAS_NUL || memchr(body, '\0', body_len))
-        r = LOGIN_BODY_NUL;
+        *why = LOGIN_BODY_NUL;
     else if (body_flags & JSON_BAD_UTF8)
-        r = LOGIN_BODY_BAD_UTF8;
-    else
-        r = apply_rules(p, body, body_len, sent_ms, sent_bad, now_ms, row);
-    if (r != LOGIN_OK)
+        *why = LOGIN_BODY_BAD_UTF8;
+    else if ((rc = read_body(p, body, body_len, idx, why)) == RC_OK && *why == LOGIN_OK)
+        *why = apply_rules(p, idx, sent_ms, sent_bad, now_ms, row);
+    if (rc != RC_OK || *why != LOGIN_OK)
         memset(row, 0, sizeof *row);
-    return r;
+    return rc;
 }

@@ -8,6 +8,7 @@
 
 #include "buf.h"
 #include "json.h"
+#include "result.h"
 
 /* Why a record was rejected.  The codes (login_reason_code) are stable: logs,
  * metrics, tests and the README use them. */
@@ -36,7 +37,7 @@ enum login_reason {
     LOGIN_MASKED_TOO_LONG,    /* "masked_value_too_long": a masked value would not fit
                                  varchar(256) (a device_id of many multi-byte characters);
                                  decided by the caller after masking */
-    LOGIN__COUNT
+    LOGIN__COUNT              /* the number of codes; never a result */
 };
 
 /* Room for the canonical text of any IP address, NUL included. */
@@ -87,16 +88,16 @@ void login_parser_free(struct login_parser *p);
 /* Applies every rule to a body.  `body_flags` are the SQS record's flags
  * (JSON_BAD_UTF8, JSON_HAS_NUL of the body string); body NULL means there was
  * no body string.  `sent_ms` is attributes.SentTimestamp (-1: absent, use
- * now_ms), `sent_bad` says it was present but malformed.  On LOGIN_OK fills
- * `row`; on any other result `row` is all zero.  When several rules fail,
- * the first in the fixed order documented at the top of login.c gives the
- * reason (body checks, then user_id, device_type, locale, ip, device_id,
- * app_version, then sent_timestamp_invalid).  Never returns
- * LOGIN_MASKED_TOO_LONG (the caller's).  Never crashes on any input; an
- * out-of-memory condition is reported as LOGIN__COUNT (the batch fails, not
- * the record). */
-enum login_reason login_parse(struct login_parser *p, const char *body, size_t body_len,
-                              unsigned body_flags, int64_t sent_ms, int sent_bad, int64_t now_ms,
-                              struct login_row *row);
+ * now_ms), `sent_bad` says it was present but malformed.  Returns RC_OK with
+ * *why: LOGIN_OK with `row` filled, or the reason the record is rejected
+ * (`row` all zero).  When several rules fail, the first in the fixed order
+ * documented at the top of login.c gives the reason (body checks, then
+ * user_id, device_type, locale, ip, device_id, app_version, then
+ * sent_timestamp_invalid); *why is never LOGIN_MASKED_TOO_LONG (the
+ * caller's).  Returns RC_NOMEM (row all zero, *why meaningless) when memory
+ * runs out: the batch fails, not the record.  Never crashes on any input. */
+rc_t login_parse(struct login_parser *p, const char *body, size_t body_len, unsigned body_flags,
+                 int64_t sent_ms, int sent_bad, int64_t now_ms, struct login_row *row,
+                 enum login_reason *why);
 
 #endif

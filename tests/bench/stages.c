@@ -15,7 +15,7 @@
  *   parse     sqs_parse of the whole event (records, messageIds, bodies)
  *   dedupe    idset_put of every messageId (repeats within the batch)
  *   validate  login_parse of every body: inner JSON and every rule
- *   mask      etl_row of every valid row: its columns, ip and device_id masked
+ *   mask      row_build of every valid row: its columns, ip and device_id masked
  *   encode    pg_batch_add of every row with no server (binary COPY tuples only)
  *   write     pg_batch_add of the finished rows + pg_batch_commit to the server
  *             (rows COPY, ledger COPY, COMMIT); also the server backend's CPU
@@ -41,6 +41,7 @@
 #include "login.h"
 #include "mask.h"
 #include "pg.h"
+#include "row.h"
 #include "sqs.h"
 
 #define MAX_REPEATS 50
@@ -232,9 +233,9 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < n; i++) {
             const struct sqs_record *rec = &ev.records[i];
             struct login_row row;
-            enum login_reason why = login_parse(&lp, rec->body, rec->body_len, rec->body_flags,
-                                                rec->sent_ms, rec->sent_bad, start_ms, &row);
-            if (why == LOGIN__COUNT)
+            enum login_reason why;
+            if (login_parse(&lp, rec->body, rec->body_len, rec->body_flags, rec->sent_ms,
+                            rec->sent_bad, start_ms, &row, &why) != RC_OK)
                 die("login_parse", "out of memory");
             if (why != LOGIN_OK || r != repeats - 1)
                 continue;
@@ -261,18 +262,18 @@ int main(int argc, char **argv)
     snprintf(extra, sizeof extra, ",\"valid\":%zu", valid);
     report("validate", wall, repeats, n, extra);
 
-    /* mask: etl_row, as the handler calls it, into each kept row's text */
+    /* mask: row_build, as the handler calls it, into each kept row's text */
     for (int r = 0; r < repeats; r++) {
         double t = now_s();
         for (size_t i = 0; i < valid; i++) {
             const struct login_row *l = &lr[i];
             char *at = kept[i].text + l->user_id_len + l->device_type_len + l->locale_len +
                        l->device_id_len;
-            enum login_reason why = etl_row(key, l, &kept[i].row, at, at + MASK_OUTPUT_MAX);
-            if (why == LOGIN__COUNT)
-                die("etl_row", "masking failed");
+            enum login_reason why;
+            if (row_build(key, l, &kept[i].row, at, at + MASK_OUTPUT_MAX, &why) != RC_OK)
+                die("row_build", "masking failed");
             if (why != LOGIN_OK)
-                die("etl_row", "a masked device_id would not fit its column: not bench data");
+                die("row_build", "a masked device_id would not fit its column: not bench data");
         }
         wall[r] = now_s() - t;
     }

@@ -223,7 +223,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
-    enum login_reason r = login_parse(&lp, body, size, 0, -1, 0, NOW, &row);
+    enum login_reason r;
+    if (login_parse(&lp, body, size, 0, -1, 0, NOW, &row, &r) != RC_OK) /* no failing malloc */
+        abort();
     if ((unsigned)r >= LOGIN__COUNT || r == LOGIN_BODY_MISSING || r == LOGIN_SENT_TIMESTAMP ||
         r == LOGIN_MASKED_TOO_LONG)
         abort();

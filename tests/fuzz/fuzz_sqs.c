@@ -62,8 +62,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (r->receive_count < 0)
             abort();
 
-        enum login_reason why = login_parse(&lp, r->body, r->body_len, r->body_flags, r->sent_ms,
-                                            r->sent_bad, 1700000000000LL, &row);
+        enum login_reason why;
+        if (login_parse(&lp, r->body, r->body_len, r->body_flags, r->sent_ms, r->sent_bad,
+                        1700000000000LL, &row, &why) != RC_OK)
+            abort();
         if ((unsigned)why >= LOGIN__COUNT)
             abort();
         if (why == LOGIN_OK ? !row.user_id : row.user_id != NULL)

@@ -485,7 +485,7 @@ def _cli_checks(cmd, label):
 
 def _etl_masked_ips(ips, env):
     """Masks each ip through the function's own path (config_load, login_parse,
-    etl_row, in `mask_tool etl`); returns (exit status, answer lines)."""
+    row_build, in `mask_tool etl`); returns (exit status, answer lines)."""
     bodies = "".join(json.dumps({"user_id": "u", "ip": ip}) + "\n" for ip in ips)
     r = subprocess.run([str(_tool()), "etl"], input=bodies.encode(), env=env,
                        capture_output=True, timeout=60)

@@ -17,7 +17,7 @@
  *                        config_load (MASKING_KEY, MASKING_KEY_ID from the
  *                        environment; a database user must be named), then
  *                        each stdin line, a message body, through login_parse
- *                        and etl_row; answers "OK MASKED_IP" (or "OK -" when
+ *                        and row_build; answers "OK MASKED_IP" (or "OK -" when
  *                        the row has no ip) or "REJECTED reason", one a line.
  *                        A settings error: "CONFIG message" and exit 2. */
 #include <stdio.h>
@@ -25,10 +25,10 @@
 #include <string.h>
 
 #include "config.h"
-#include "etl.h"
 #include "login.h"
 #include "mask.h"
 #include "mask_cli.h"
+#include "row.h"
 #include "siv.h"
 
 #define AD_MAX 16 /* associated-data components an s or o request may carry */
@@ -260,16 +260,17 @@ static int etl_mode(void)
         struct pg_row row;
         if (n && line[n - 1] == '\n')
             n--;
-        enum login_reason why = login_parse(&lp, line, n, 0, -1, 0, 0, &lr);
-        if (why == LOGIN_OK)
-            why = etl_row(key, &lr, &row, ip, dev);
-        if (why == LOGIN_OK)
+        enum login_reason why;
+        rc_t rc = login_parse(&lp, line, n, 0, -1, 0, 0, &lr, &why);
+        if (rc == RC_OK && why == LOGIN_OK)
+            rc = row_build(key, &lr, &row, ip, dev, &why);
+        if (rc != RC_OK)
+            status = 1;
+        else if (why == LOGIN_OK)
             printf("OK %.*s\n", row.masked_ip ? (int)row.masked_ip_len : 1,
                    row.masked_ip ? row.masked_ip : "-");
-        else if (why < LOGIN__COUNT)
-            printf("REJECTED %s\n", login_reason_code(why));
         else
-            status = 1;
+            printf("REJECTED %s\n", login_reason_code(why));
     }
 out:
     free(line);

@@ -1,6 +1,9 @@
 /* result.c - names for the project-wide result codes. */
 #include "result.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *rc_strerror(rc_t rc)
 {
     static const char *const names[RC__COUNT] = {
@@ -18,4 +21,13 @@ const char *rc_strerror(rc_t rc)
     if ((unsigned)rc >= RC__COUNT)
         return "unknown error";
     return names[rc];
+}
+
+void err_set(char err[ERR_LEN], const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, ERR_LEN, fmt, ap);
+    va_end(ap);
 }

@@ -26,4 +26,8 @@ typedef enum {
 /* Returns a static, human-readable name for a result code; cannot fail. */
 const char *rc_strerror(rc_t rc);
 
+/* Fills the caller's err with printf-formatted text, cut to fit (never
+ * sprintf); cannot fail. */
+void err_set(char err[ERR_LEN], const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

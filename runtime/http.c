@@ -1,11 +1,9 @@
-/* http.c - HTTP/1.1 client: response head parser, chunked decoder, and one
- * kept-alive connection to a loopback peer.
+/* http.c - the HTTP/1.1 client: one kept-alive connection to a loopback
+ * peer, around the parsers of http_parse.c.
  *
- * The two parsers are pure functions over bytes so that the unit tests and
- * the fuzzer reach them without sockets.  The client around them is written
- * for one peer that we trust to exist but not to be well-behaved: every size
- * is bounded, every syscall is restarted on EINTR, and SIGPIPE is never
- * raised (send with MSG_NOSIGNAL). */
+ * It is written for one peer that we trust to exist but not to be
+ * well-behaved: every size is bounded, every syscall is restarted on EINTR,
+ * and SIGPIPE is never raised (send with MSG_NOSIGNAL). */
 #define _DEFAULT_SOURCE
 #include "http.h"
 
@@ -15,7 +13,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,494 +28,6 @@
 #define BACKOFF_MAX_MS 1000
 #define CONNECT_TIMEOUT_MS 2000
 #define READ_CHUNK (64 * 1024)
-
-__attribute__((format(printf, 2, 3))) static void set_err(char err[ERR_LEN], const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, ERR_LEN, fmt, ap);
-    va_end(ap);
-}
-
-/* ---- character classes (RFC 9110 section 5.6) ---------------------------------------------- */
-
-static int is_tchar(unsigned char c)
-{
-    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
-        return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-/* VCHAR, SP, HTAB and obs-text: what a field value (or a reason phrase) may hold. */
-static int is_field_char(unsigned char c)
-{
-    return c == '\t' || (c >= 0x20 && c != 0x7f);
-}
-
-static int is_blank(char c)
-{
-    return c == ' ' || c == '\t';
-}
-
-static int is_hex(unsigned char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-static unsigned char lower(unsigned char c)
-{
-    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + ('a' - 'A')) : c;
-}
-
-/* Compares n bytes of a with the NUL-terminated b, ignoring ASCII case. */
-static int ieq(const char *a, size_t n, const char *b)
-{
-    for (size_t i = 0; i < n; i++)
-        if (b[i] == '\0' || lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
-            return 0;
-    return b[n] == '\0';
-}
-
-/* Narrows [*s, *e) of v to drop blanks on both sides. */
-static void trim(const char *v, size_t *s, size_t *e)
-{
-    while (*s < *e && is_blank(v[*s]))
-        (*s)++;
-    while (*e > *s && is_blank(v[*e - 1]))
-        (*e)--;
-}
-
-/* ---- the response head ---------------------------------------------------------------------- */
-
-/* Finds the end of the head (just past the empty line) looking only at line
- * feeds at or after `from`; returns 0 when it is not there yet. */
-static size_t find_head_end(const char *p, size_t n, size_t from)
-{
-    for (size_t i = from; i < n; i++) {
-        if (p[i] != '\n' || i == 0)
-            continue;
-        if (p[i - 1] == '\n' || (i >= 2 && p[i - 1] == '\r' && p[i - 2] == '\n'))
-            return i + 1;
-    }
-    return 0;
-}
-
-/* Parses one Content-Length value: a list of equal decimal numbers (RFC 9110
- * section 8.6 lets a recipient accept "5, 5").  Returns 0, or -1 when it is
- * malformed or disagrees with an earlier one. */
-static int parse_content_length(const char *v, size_t n, int *have, uint64_t *cl)
-{
-    size_t i = 0;
-
-    for (;;) {
-        size_t s = i, e;
-        int64_t x;
-        while (i < n && v[i] != ',')
-            i++;
-        e = i;
-        trim(v, &s, &e);
-        if (s == e || num_parse_i64(v + s, e - s, 0, INT64_MAX, &x) != RC_OK)
-            return -1;
-        if (*have && *cl != (uint64_t)x)
-            return -1;
-        *have = 1;
-        *cl = (uint64_t)x;
-        if (i == n)
-            return 0;
-        i++;
-    }
-}
-
-/* Counts the codings of one Transfer-Encoding value into *chunked; returns
- * -1 for any coding but "chunked" (we never ask for one, so we cannot undo it). */
-static int parse_transfer_encoding(const char *v, size_t n, int *chunked)
-{
-    size_t i = 0;
-
-    while (i <= n) {
-        size_t s = i, e;
-        while (i < n && v[i] != ',')
-            i++;
-        e = i;
-        trim(v, &s, &e);
-        if (s < e) {
-            if (!ieq(v + s, e - s, "chunked"))
-                return -1;
-            (*chunked)++;
-        }
-        i++;
-    }
-    return 0;
-}
-
-/* Notes the "close" and "keep-alive" options of one Connection value. */
-static void parse_connection(const char *v, size_t n, int *close, int *keep)
-{
-    size_t i = 0;
-
-    while (i <= n) {
-        size_t s = i, e;
-        while (i < n && v[i] != ',')
-            i++;
-        e = i;
-        trim(v, &s, &e);
-        if (ieq(v + s, e - s, "close"))
-            *close = 1;
-        else if (ieq(v + s, e - s, "keep-alive"))
-            *keep = 1;
-        i++;
-    }
-}
-
-/* Checks the status line p[0..n) (without its line end) and fills h. */
-static http_parse_t parse_status_line(const char *p, size_t n, struct http_head *h,
-                                      char err[ERR_LEN])
-{
-    int64_t status;
-
-    if (n < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ' ||
-        num_parse_i64(p + 9, 3, 100, 599, &status) != RC_OK || (n > 12 && p[12] != ' ')) {
-        set_err(err, "malformed status line");
-        return HTTP_PARSE_ERROR;
-    }
-    for (size_t i = 13; i < n; i++) {
-        if (!is_field_char((unsigned char)p[i])) {
-            set_err(err, "control character in the reason phrase");
-            return HTTP_PARSE_ERROR;
-        }
-    }
-    h->minor = p[7] - '0';
-    h->status = (int)status;
-    return HTTP_PARSE_DONE;
-}
-
-http_parse_t http_parse_head(const char *p, size_t n, size_t last_len, struct http_head *h,
-                             struct http_field *fields, size_t nfields, char err[ERR_LEN])
-{
-    static const char prefix[] = "HTTP/";
-    size_t end, pos, limit = n < HTTP_HEAD_MAX ? n : HTTP_HEAD_MAX;
-    uint64_t cl = 0;
-    int have_cl = 0, chunked = 0, have_te = 0, conn_close = 0, conn_keep = 0;
-
-    if (n == 0)
-        return HTTP_PARSE_MORE;
-    /* Refuse a peer that does not speak HTTP at once, rather than waiting
-     * for 64 KiB of something else. */
-    if (memcmp(p, prefix, n < 5 ? n : 5) != 0) {
-        set_err(err, "response does not start with HTTP/");
-        return HTTP_PARSE_ERROR;
-    }
-    end = find_head_end(p, limit, last_len >= 2 ? last_len - 2 : 0);
-    if (end == 0) {
-        if (n >= HTTP_HEAD_MAX) {
-            set_err(err, "response head over %d bytes", HTTP_HEAD_MAX);
-            return HTTP_PARSE_ERROR;
-        }
-        return HTTP_PARSE_MORE;
-    }
-
-    for (size_t i = 0; i < nfields; i++) {
-        fields[i].value = NULL;
-        fields[i].value_len = 0;
-    }
-    pos = 0;
-    for (int first = 1;; first = 0) {
-        const char *line = p + pos;
-        const char *lf = memchr(line, '\n', end - pos);
-        size_t len = (size_t)(lf - line); /* lf is found: the head ends with one */
-        pos += len + 1;
-        if (len && line[len - 1] == '\r')
-            len--;
-        if (memchr(line, '\r', len)) {
-            set_err(err, "bare CR in the response head");
-            return HTTP_PARSE_ERROR;
-        }
-        if (first) {
-            if (parse_status_line(line, len, h, err) != HTTP_PARSE_DONE)
-                return HTTP_PARSE_ERROR;
-            continue;
-        }
-        if (len == 0)
-            break; /* the empty line */
-
-        size_t name = 0, vs, ve = len;
-        while (name < len && is_tchar((unsigned char)line[name]))
-            name++;
-        if (name == 0 || name == len || line[name] != ':') {
-            set_err(err, is_blank(line[0]) ? "obsolete line folding in the response head"
-                                           : "malformed header line");
-            return HTTP_PARSE_ERROR;
-        }
-        vs = name + 1;
-        trim(line, &vs, &ve);
-        for (size_t i = vs; i < ve; i++) {
-            if (!is_field_char((unsigned char)line[i])) {
-                set_err(err, "control character in a header value");
-                return HTTP_PARSE_ERROR;
-            }
-        }
-        const char *v = line + vs;
-        size_t vn = ve - vs;
-        if (ieq(line, name, "content-length")) {
-            if (parse_content_length(v, vn, &have_cl, &cl) != 0) {
-                set_err(err, "malformed or disagreeing Content-Length");
-                return HTTP_PARSE_ERROR;
-            }
-        } else if (ieq(line, name, "transfer-encoding")) {
-            have_te = 1;
-            if (parse_transfer_encoding(v, vn, &chunked) != 0) {
-                set_err(err, "unsupported transfer coding");
-                return HTTP_PARSE_ERROR;
-            }
-        } else if (ieq(line, name, "connection")) {
-            parse_connection(v, vn, &conn_close, &conn_keep);
-        }
-        for (size_t i = 0; i < nfields; i++) {
-            if (!ieq(line, name, fields[i].name))
-                continue;
-            if (fields[i].value) {
-                set_err(err, "repeated header %s", fields[i].name);
-                return HTTP_PARSE_ERROR;
-            }
-            fields[i].value = v;
-            fields[i].value_len = vn;
-        }
-    }
-    if (have_te && chunked != 1) {
-        set_err(err, "Transfer-Encoding is not exactly \"chunked\"");
-        return HTTP_PARSE_ERROR;
-    }
-
-    h->content_length = 0;
-    if (h->status < 200 || h->status == 204 || h->status == 304) {
-        h->framing = HTTP_BODY_NONE;
-    } else if (chunked) {
-        h->framing = HTTP_BODY_CHUNKED;
-        /* Both framings at once is how requests get smuggled: use chunked,
-         * as RFC 9112 says, but never trust this connection again. */
-        if (have_cl)
-            conn_close = 1;
-    } else if (have_cl) {
-        h->framing = HTTP_BODY_LENGTH;
-        h->content_length = cl;
-    } else {
-        h->framing = HTTP_BODY_CLOSE;
-        conn_close = 1;
-    }
-    h->keep_alive = h->minor == 1 ? !conn_close : conn_keep && !conn_close;
-    h->head_len = pos; /* == end unless last_len was wrong and an earlier blank line ended it */
-    return HTTP_PARSE_DONE;
-}
-
-/* ---- the chunked body ----------------------------------------------------------------------- */
-
-enum {
-    CH_SIZE,          /* hex digits of the chunk size */
-    CH_SIZE_WS,       /* blanks after the size, before a ';' */
-    CH_EXT,           /* chunk extensions, up to the CR */
-    CH_SIZE_LF,       /* the LF of the size line */
-    CH_DATA,          /* chunk data */
-    CH_DATA_CR,       /* the CRLF after chunk data */
-    CH_DATA_LF,       /* */
-    CH_TRAILER_START, /* start of a trailer line, or the final CRLF */
-    CH_TRAILER_NAME,  /* a trailer field name */
-    CH_TRAILER_VALUE, /* a trailer field value, up to the CR */
-    CH_TRAILER_LF,    /* the LF of a trailer line */
-    CH_END_LF,        /* the LF of the final empty line */
-    CH_DONE,
-    CH_ERROR,
-};
-
-void http_chunked_init(struct http_chunked *c)
-{
-    memset(c, 0, sizeof *c);
-    c->state = CH_SIZE;
-}
-
-/* Turns the collected digits into the chunk size and checks it against the
- * room left in `out`; returns -1 with err filled when it does not fit. */
-static int end_chunk_size(struct http_chunked *c, struct buf *out, char err[ERR_LEN])
-{
-    uint64_t v = 0;
-
-    if (c->ndigits && num_parse_hex(c->digits, c->ndigits, UINT64_MAX, &v) != RC_OK) {
-        set_err(err, "malformed chunk size");
-        return -1;
-    }
-    c->remaining = v;
-    if (out->err == RC_OK && v > (uint64_t)(out->max - out->len))
-        out->err = RC_TOOBIG;
-    if (out->err != RC_OK || buf_reserve(out, (size_t)v) != RC_OK) {
-        set_err(err, "chunked body over %zu bytes", out->max);
-        return -1;
-    }
-    return 0;
-}
-
-http_parse_t http_chunked_decode(struct http_chunked *c, const char *in, size_t n, size_t *used,
-                                 struct buf *out, char err[ERR_LEN])
-{
-    size_t i = 0;
-
-    *used = 0;
-    if (c->state == CH_DONE)
-        return HTTP_PARSE_DONE;
-    if (c->state == CH_ERROR) {
-        set_err(err, "chunked decoder already failed");
-        return HTTP_PARSE_ERROR;
-    }
-    while (i < n) {
-        unsigned char ch = (unsigned char)in[i];
-
-        if (c->state == CH_DATA) {
-            size_t k = n - i;
-            if ((uint64_t)k > c->remaining)
-                k = (size_t)c->remaining;
-            if (buf_append(out, in + i, k) != RC_OK) {
-                set_err(err, "chunked body over %zu bytes", out->max);
-                goto fail;
-            }
-            i += k;
-            c->remaining -= k;
-            if (c->remaining == 0)
-                c->state = CH_DATA_CR;
-            continue;
-        }
-        if (c->state <= CH_EXT && ++c->line > HTTP_LINE_MAX) {
-            set_err(err, "chunk-size line over %d bytes", HTTP_LINE_MAX);
-            goto fail;
-        }
-        if (c->state >= CH_TRAILER_START && c->state <= CH_TRAILER_LF &&
-            ++c->trailer > HTTP_HEAD_MAX) {
-            set_err(err, "trailers over %d bytes", HTTP_HEAD_MAX);
-            goto fail;
-        }
-        switch (c->state) {
-        case CH_SIZE:
-            if (is_hex(ch)) {
-                c->any_digit = 1;
-                if (c->ndigits == 0 && ch == '0')
-                    break; /* a leading zero */
-                if (c->ndigits == sizeof c->digits) {
-                    set_err(err, "chunk size over 16 hex digits");
-                    goto fail;
-                }
-                c->digits[c->ndigits++] = (char)ch;
-                break;
-            }
-            if (!c->any_digit) {
-                set_err(err, "chunk size missing");
-                goto fail;
-            }
-            if (ch == ';')
-                c->state = CH_EXT;
-            else if (is_blank((char)ch))
-                c->state = CH_SIZE_WS;
-            else if (ch == '\r')
-                c->state = CH_SIZE_LF;
-            else {
-                set_err(err, "malformed chunk size");
-                goto fail;
-            }
-            if (end_chunk_size(c, out, err) != 0)
-                goto fail;
-            break;
-        case CH_SIZE_WS:
-            if (ch == ';') {
-                c->state = CH_EXT;
-            } else if (!is_blank((char)ch)) {
-                set_err(err, "malformed chunk extension");
-                goto fail;
-            }
-            break;
-        case CH_EXT:
-            if (ch == '\r') {
-                c->state = CH_SIZE_LF;
-            } else if (!is_field_char(ch)) {
-                set_err(err, "control character in a chunk extension");
-                goto fail;
-            }
-            break;
-        case CH_SIZE_LF:
-            if (ch != '\n') {
-                set_err(err, "chunk-size line not ended by CRLF");
-                goto fail;
-            }
-            c->line = 0;
-            c->ndigits = 0;
-            c->any_digit = 0;
-            c->state = c->remaining ? CH_DATA : CH_TRAILER_START;
-            break;
-        case CH_DATA_CR:
-            if (ch != '\r') {
-                set_err(err, "chunk data not followed by CRLF");
-                goto fail;
-            }
-            c->state = CH_DATA_LF;
-            break;
-        case CH_DATA_LF:
-            if (ch != '\n') {
-                set_err(err, "chunk data not followed by CRLF");
-                goto fail;
-            }
-            c->state = CH_SIZE;
-            break;
-        case CH_TRAILER_START:
-            if (ch == '\r') {
-                c->state = CH_END_LF;
-            } else if (is_tchar(ch)) {
-                c->state = CH_TRAILER_NAME;
-            } else {
-                set_err(err, "malformed trailer line");
-                goto fail;
-            }
-            break;
-        case CH_TRAILER_NAME:
-            if (ch == ':') {
-                c->state = CH_TRAILER_VALUE;
-            } else if (!is_tchar(ch)) {
-                set_err(err, "malformed trailer line");
-                goto fail;
-            }
-            break;
-        case CH_TRAILER_VALUE:
-            if (ch == '\r') {
-                c->state = CH_TRAILER_LF;
-            } else if (!is_field_char(ch)) {
-                set_err(err, "control character in a trailer");
-                goto fail;
-            }
-            break;
-        case CH_TRAILER_LF:
-            if (ch != '\n') {
-                set_err(err, "trailer line not ended by CRLF");
-                goto fail;
-            }
-            c->state = CH_TRAILER_START;
-            break;
-        case CH_END_LF:
-            if (ch != '\n') {
-                set_err(err, "chunked body not ended by CRLF");
-                goto fail;
-            }
-            c->state = CH_DONE;
-            *used = i + 1;
-            return HTTP_PARSE_DONE;
-        default:
-            set_err(err, "chunked decoder in a bad state");
-            goto fail;
-        }
-        i++;
-    }
-    *used = n;
-    return HTTP_PARSE_MORE;
-
-fail:
-    c->state = CH_ERROR;
-    *used = i;
-    return HTTP_PARSE_ERROR;
-}
 
 /* ---- the client ----------------------------------------------------------------------------- */
 
@@ -560,14 +69,14 @@ static rc_t wait_fd(int fd, short events, int64_t deadline, char err[ERR_LEN])
         struct pollfd pfd = {.fd = fd, .events = events};
         int64_t left = deadline - clock_mono_ms();
         if (left <= 0) {
-            set_err(err, "timed out");
+            err_set(err, "timed out");
             return RC_IO;
         }
         int r = poll(&pfd, 1, left > 60000 ? 60000 : (int)left);
         if (r > 0)
             return RC_OK;
         if (r < 0 && errno != EINTR) {
-            set_err(err, "poll: %s", strerror(errno));
+            err_set(err, "poll: %s", strerror(errno));
             return RC_IO;
         }
     }
@@ -586,7 +95,7 @@ static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
 
     int g = getaddrinfo(c->host, c->port, &hints, &res);
     if (g != 0) {
-        set_err(err, "getaddrinfo: %s", gai_strerror(g));
+        err_set(err, "getaddrinfo: %s", gai_strerror(g));
         goto out;
     }
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
@@ -595,7 +104,7 @@ static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
 
         fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0) {
-            set_err(err, "socket: %s", strerror(errno));
+            err_set(err, "socket: %s", strerror(errno));
             continue;
         }
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
@@ -610,7 +119,7 @@ static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
         if (soerr == 0 && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
             soerr = errno;
         if (soerr != 0) {
-            set_err(err, "connect: %s", strerror(soerr));
+            err_set(err, "connect: %s", strerror(soerr));
             close(fd);
             fd = -1;
             continue;
@@ -648,7 +157,7 @@ static rc_t connect_retry(struct http_client *c, struct http_response *resp, cha
     resp->unreachable = 1;
     char why[ERR_LEN];
     snprintf(why, sizeof why, "%s", err);
-    set_err(err, "cannot connect to %s:%s after %d attempts: %s", c->host, c->port,
+    err_set(err, "cannot connect to %s:%s after %d attempts: %s", c->host, c->port,
             CONNECT_ATTEMPTS, why);
     return RC_IO;
 }
@@ -670,11 +179,11 @@ static rc_t build_head(struct http_client *c, const struct http_request *req, ch
     const char *m = req->method, *p = req->path;
 
     if (!m || !*m || !p || p[0] != '/' || (req->nheaders && !req->headers)) {
-        set_err(err, "malformed request");
+        err_set(err, "malformed request");
         return RC_INVALID;
     }
     for (const char *s = m; *s; s++)
-        if (!is_tchar((unsigned char)*s))
+        if (!http_is_tchar((unsigned char)*s))
             goto bad;
     for (const char *s = p; *s; s++)
         if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
@@ -690,10 +199,10 @@ static rc_t build_head(struct http_client *c, const struct http_request *req, ch
         if (!h->name || !*h->name || !h->value)
             goto bad;
         for (const char *s = h->name; *s; s++)
-            if (!is_tchar((unsigned char)*s))
+            if (!http_is_tchar((unsigned char)*s))
                 goto bad;
         for (const char *s = h->value; *s; s++)
-            if (!is_field_char((unsigned char)*s))
+            if (!http_is_field_char((unsigned char)*s))
                 goto bad;
         buf_printf(b, "%s: %s\r\n", h->name, h->value);
     }
@@ -701,12 +210,12 @@ static rc_t build_head(struct http_client *c, const struct http_request *req, ch
         buf_printf(b, "Content-Length: %zu\r\n", req->body ? req->body_len : 0);
     buf_appends(b, "\r\n");
     if (b->err) {
-        set_err(err, "request head: %s", rc_strerror(b->err));
+        err_set(err, "request head: %s", rc_strerror(b->err));
         return b->err == RC_NOMEM ? RC_NOMEM : RC_INVALID;
     }
     return RC_OK;
 bad:
-    set_err(err, "request method, path or header holds a character that is not allowed");
+    err_set(err, "request method, path or header holds a character that is not allowed");
     return RC_INVALID;
 }
 
@@ -730,7 +239,7 @@ static rc_t send_request(struct http_client *c, const struct http_request *req, 
             if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)
                 continue;
             *dead = errno == EPIPE || errno == ECONNRESET;
-            set_err(err, "send: %s", strerror(errno));
+            err_set(err, "send: %s", strerror(errno));
             return RC_IO;
         }
         size_t left = (size_t)w;
@@ -766,7 +275,7 @@ static rc_t recv_into(struct http_client *c, char *dst, size_t room, int64_t dea
             return RC_OK;
         }
         if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
-            set_err(err, "recv: %s", strerror(errno));
+            err_set(err, "recv: %s", strerror(errno));
             return RC_IO;
         }
     }
@@ -778,7 +287,7 @@ static rc_t recv_rx(struct http_client *c, int64_t deadline, size_t *got, char e
     rc_t rc = buf_reserve(&c->rx, READ_CHUNK);
 
     if (rc) {
-        set_err(err, "receive buffer: %s", rc_strerror(rc));
+        err_set(err, "receive buffer: %s", rc_strerror(rc));
         return rc == RC_NOMEM ? RC_NOMEM : RC_PROTOCOL;
     }
     rc = recv_into(c, c->rx.data + c->rx.len, c->rx.cap - c->rx.len - 1, deadline, got, err);
@@ -801,7 +310,7 @@ static rc_t copy_fields(struct http_client *c, struct http_response *resp, char 
         buf_appendc(&c->vals, '\0');
     }
     if (c->vals.err) {
-        set_err(err, "header values: %s", rc_strerror(c->vals.err));
+        err_set(err, "header values: %s", rc_strerror(c->vals.err));
         return RC_NOMEM;
     }
     for (size_t i = 0; i < resp->nfields; i++)
@@ -817,12 +326,12 @@ static rc_t read_length_body(struct http_client *c, uint64_t cl, struct buf *bod
     size_t have;
 
     if (cl > body->max) {
-        set_err(err, "response body of %llu bytes is over the %zu-byte limit",
+        err_set(err, "response body of %llu bytes is over the %zu-byte limit",
                 (unsigned long long)cl, body->max);
         return RC_TOOBIG;
     }
     if (buf_reserve(body, (size_t)cl) != RC_OK) {
-        set_err(err, "response body: %s", rc_strerror(body->err));
+        err_set(err, "response body: %s", rc_strerror(body->err));
         return body->err;
     }
     have = c->rx.len < cl ? c->rx.len : (size_t)cl;
@@ -836,7 +345,7 @@ static rc_t read_length_body(struct http_client *c, uint64_t cl, struct buf *bod
         if (rc)
             return rc;
         if (got == 0) {
-            set_err(err, "connection closed after %zu of %llu body bytes", body->len,
+            err_set(err, "connection closed after %zu of %llu body bytes", body->len,
                     (unsigned long long)cl);
             return RC_IO;
         }
@@ -869,7 +378,7 @@ static rc_t read_chunked_body(struct http_client *c, struct buf *body, int64_t d
         if (rc)
             return rc;
         if (got == 0) {
-            set_err(err, "connection closed in a chunked body after %zu bytes", body->len);
+            err_set(err, "connection closed in a chunked body after %zu bytes", body->len);
             return RC_IO;
         }
     }
@@ -898,7 +407,7 @@ static rc_t read_close_body(struct http_client *c, struct buf *body, int64_t dea
         if (room > READ_CHUNK)
             room = READ_CHUNK;
         if (buf_reserve(body, room) != RC_OK) {
-            set_err(err, "response body: %s", rc_strerror(body->err));
+            err_set(err, "response body: %s", rc_strerror(body->err));
             return body->err;
         }
         rc = recv_into(c, body->data + body->len, room, deadline, &got, err);
@@ -909,7 +418,7 @@ static rc_t read_close_body(struct http_client *c, struct buf *body, int64_t dea
         buf_commit(body, got);
     }
 toobig:
-    set_err(err, "response body over %zu bytes", body->max);
+    err_set(err, "response body over %zu bytes", body->max);
     return RC_TOOBIG;
 }
 
@@ -932,7 +441,7 @@ static rc_t read_response(struct http_client *c, struct http_response *resp, int
             if (h.status >= 200)
                 break;
             if (h.status == 101) {
-                set_err(err, "unexpected 101 Switching Protocols");
+                err_set(err, "unexpected 101 Switching Protocols");
                 return RC_PROTOCOL;
             }
             buf_consume(&c->rx, h.head_len);
@@ -945,7 +454,7 @@ static rc_t read_response(struct http_client *c, struct http_response *resp, int
             return rc;
         if (got == 0) {
             *dead = !any;
-            set_err(err, any ? "connection closed in the response head"
+            err_set(err, any ? "connection closed in the response head"
                              : "connection closed before the response");
             return RC_IO;
         }
@@ -988,13 +497,13 @@ struct http_client *http_new(const char *host, const char *port, struct logger *
     int64_t portnum;
 
     if (!host || !*host || !port || num_parse_i64(port, strlen(port), 1, 65535, &portnum)) {
-        set_err(err, "malformed host or port");
+        err_set(err, "malformed host or port");
         goto fail;
     }
     for (const char *s = host; *s; s++) {
         if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f || *s == '/' || *s == '[' ||
             *s == ']') {
-            set_err(err, "malformed host");
+            err_set(err, "malformed host");
             goto fail;
         }
     }
@@ -1018,7 +527,7 @@ struct http_client *http_new(const char *host, const char *port, struct logger *
         goto nomem;
     return c;
 nomem:
-    set_err(err, "out of memory");
+    err_set(err, "out of memory");
 fail:
     http_free(c);
     return NULL;
@@ -1048,7 +557,7 @@ rc_t http_exchange(struct http_client *c, const struct http_request *req,
     resp->unreachable = 0;
     resp->resent = 0;
     if (resp->nfields > HTTP_FIELDS_MAX || (resp->nfields && !resp->fields) || !resp->body) {
-        set_err(err, "malformed response arguments");
+        err_set(err, "malformed response arguments");
         rc = RC_INVALID;
         goto out;
     }

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "buf.h"
-#include "http.h"
+#include "http_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

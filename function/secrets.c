@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cJSON.h>
 
@@ -47,7 +48,16 @@ static rc_t split_endpoint(const char *endpoint, char *host, size_t host_cap, ch
     return RC_OK;
 }
 
-rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, char err[ERR_LEN])
+/* Milliseconds since the epoch (the deadline's clock). */
+static int64_t epoch_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+rc_t secrets_get(const char *endpoint, const char *secret_id, int64_t until_ms, struct buf *out,
+                 char err[ERR_LEN])
 {
     char host[256], port[16];
     struct http_client *client = NULL;
@@ -69,8 +79,19 @@ rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, c
         rc = RC_CONFIG;
         goto out;
     }
-    if (!(client = http_new(host, port, NULL, err))) {
-        rc = RC_NOMEM;
+    char http_err[ERR_LEN];
+    if (!(client = http_new(host, port, NULL, http_err))) {
+        /* http_new refuses a malformed host or port, or runs out of memory. */
+        rc = strcmp(http_err, "out of memory") == 0 ? RC_NOMEM : RC_CONFIG;
+        snprintf(err, ERR_LEN, "the secrets extension endpoint %.40s: %.100s", endpoint, http_err);
+        goto out;
+    }
+    /* Every wait, connecting included, ends by until_ms: the invocation's
+     * answer must not be late because the extension hangs. */
+    int64_t left = until_ms - epoch_ms();
+    if (left <= 0) {
+        snprintf(err, ERR_LEN, "no time left before the deadline to read secret %.100s", secret_id);
+        rc = RC_TIMEOUT;
         goto out;
     }
     buf_appends(&path, "/secretsmanager/get?secretId=");
@@ -84,14 +105,14 @@ rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, c
                                      .path = path.data,
                                      .headers = headers,
                                      .nheaders = 1,
-                                     .timeout_ms = SECRET_TIMEOUT_MS,
+                                     .timeout_ms =
+                                         left < SECRET_TIMEOUT_MS ? (int)left : SECRET_TIMEOUT_MS,
                                      .retry_safe = 1};
     struct http_response resp = {.body = &body};
-    char http_err[ERR_LEN];
     rc = http_exchange(client, &req, &resp, http_err);
     if (rc) {
         snprintf(err, ERR_LEN, "secrets extension at %.40s: %.180s", endpoint, http_err);
-        rc = rc == RC_NOMEM ? RC_NOMEM : RC_IO;
+        rc = rc == RC_NOMEM ? RC_NOMEM : epoch_ms() >= until_ms ? RC_TIMEOUT : RC_IO;
         goto out;
     }
     if (resp.status != 200) {
@@ -183,12 +204,12 @@ out:
     return rc;
 }
 
-rc_t secrets_db_conninfo(const char *endpoint, const char *secret_id, struct buf *conninfo,
-                         char err[ERR_LEN])
+rc_t secrets_db_conninfo(const char *endpoint, const char *secret_id, int64_t until_ms,
+                         struct buf *conninfo, char err[ERR_LEN])
 {
     struct buf secret;
     buf_init(&secret, SECRET_MAX);
-    rc_t rc = secrets_get(endpoint, secret_id, &secret, err);
+    rc_t rc = secrets_get(endpoint, secret_id, until_ms, &secret, err);
     if (!rc)
         rc = secrets_conninfo_from_json(secret.data, secret.len, conninfo, err);
     buf_wipe(&secret);

@@ -1,20 +1,27 @@
 /* secrets.h - secrets read through the AWS Parameters and Secrets Lambda
  * Extension (GET /secretsmanager/get?secretId=..., header
  * X-Aws-Parameters-Secrets-Token: $AWS_SESSION_TOKEN).  The extension caches
- * them; we read them once per process, on the first invocation, because the
- * extension does not answer during init. */
+ * them for SECRETS_MANAGER_TTL; we read them on the first invocation (the
+ * extension does not answer during init), and the database secret again when
+ * the database refuses its credentials (a rotated password). */
 #ifndef SECRETS_H
 #define SECRETS_H
+
+#include <stdint.h>
 
 #include "buf.h"
 #include "result.h"
 
 /* Fetches the SecretString of `secret_id` from the extension at `endpoint`
  * (host:port) into out (reset first; the caller wipes it with buf_wipe).
- * Returns RC_OK; RC_IO (the extension cannot be reached), RC_PROTOCOL (it
- * answered with an error status or a malformed document), RC_CONFIG (no
- * AWS_SESSION_TOKEN), RC_NOMEM; err says which, never quoting the secret. */
-rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, char err[ERR_LEN]);
+ * Every wait (connecting, retrying a refused connection, the answer) ends by
+ * `until_ms` (Unix epoch ms), and by 5 s at most.  Returns RC_OK; RC_TIMEOUT
+ * (until_ms came first), RC_IO (the extension cannot be reached),
+ * RC_PROTOCOL (it answered with an error status or a malformed document),
+ * RC_CONFIG (no AWS_SESSION_TOKEN, or an endpoint that is not host:port),
+ * RC_NOMEM; err says which, never quoting the secret. */
+rc_t secrets_get(const char *endpoint, const char *secret_id, int64_t until_ms, struct buf *out,
+                 char err[ERR_LEN]);
 
 /* Reads an RDS-format database secret (JSON with username, password, host,
  * port, dbname) and turns it into a libpq key=value connection string in
@@ -22,8 +29,8 @@ rc_t secrets_get(const char *endpoint, const char *secret_id, struct buf *out, c
  * connect_timeout still come from PGSSLMODE, PGSSLROOTCERT and
  * PGCONNECT_TIMEOUT.  Returns as secrets_get, or RC_CONFIG when the secret
  * lacks username or host. */
-rc_t secrets_db_conninfo(const char *endpoint, const char *secret_id, struct buf *conninfo,
-                         char err[ERR_LEN]);
+rc_t secrets_db_conninfo(const char *endpoint, const char *secret_id, int64_t until_ms,
+                         struct buf *conninfo, char err[ERR_LEN]);
 
 /* Builds the connection string from an RDS-format secret document (exposed
  * for the unit tests).  Returns RC_OK, RC_CONFIG or RC_NOMEM. */

@@ -589,8 +589,9 @@ static rc_t wait_fd(int fd, short events, int64_t deadline, char err[ERR_LEN])
     }
 }
 
-/* Opens one connection to any address of the peer.  Returns RC_OK or RC_IO. */
-static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
+/* Opens one connection to any address of the peer, each address given
+ * CONNECT_TIMEOUT_MS and none past `deadline` (0: none).  Returns RC_OK or RC_IO. */
+static rc_t connect_once(struct http_client *c, int64_t deadline, char err[ERR_LEN])
 {
     /* No AI_ADDRCONFIG: with only a loopback interface it can refuse the
      * very loopback address we want. */
@@ -617,7 +618,11 @@ static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
             if (errno != EINPROGRESS && errno != EINTR) {
                 soerr = errno;
-            } else if (wait_fd(fd, POLLOUT, now_ms() + CONNECT_TIMEOUT_MS, err) != RC_OK) {
+            } else if (wait_fd(fd, POLLOUT,
+                               deadline && deadline < now_ms() + CONNECT_TIMEOUT_MS
+                                   ? deadline
+                                   : now_ms() + CONNECT_TIMEOUT_MS,
+                               err) != RC_OK) {
                 soerr = ETIMEDOUT;
             } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
                 soerr = errno;
@@ -646,17 +651,18 @@ out:
     return rc;
 }
 
-/* Connects with bounded retries and exponential backoff.  Returns RC_OK, or
- * RC_IO with resp->unreachable set. */
-static rc_t connect_retry(struct http_client *c, struct http_response *resp, char err[ERR_LEN])
+/* Connects with bounded retries and exponential backoff, none of it past
+ * `deadline` (0: none).  Returns RC_OK, or RC_IO with resp->unreachable set. */
+static rc_t connect_retry(struct http_client *c, struct http_response *resp, int64_t deadline,
+                          char err[ERR_LEN])
 {
-    int delay = BACKOFF_FIRST_MS;
+    int delay = BACKOFF_FIRST_MS, attempt;
 
-    for (int attempt = 1;; attempt++) {
-        if (connect_once(c, err) == RC_OK)
+    for (attempt = 1;; attempt++) {
+        if (connect_once(c, deadline, err) == RC_OK)
             return RC_OK;
         logw(c, LOG_WARN, "cannot connect", err, attempt);
-        if (attempt == CONNECT_ATTEMPTS)
+        if (attempt == CONNECT_ATTEMPTS || (deadline && now_ms() + delay >= deadline))
             break;
         sleep_ms(delay);
         delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
@@ -664,8 +670,7 @@ static rc_t connect_retry(struct http_client *c, struct http_response *resp, cha
     resp->unreachable = 1;
     char why[ERR_LEN];
     snprintf(why, sizeof why, "%s", err);
-    set_err(err, "cannot connect to %s:%s after %d attempts: %s", c->host, c->port,
-            CONNECT_ATTEMPTS, why);
+    set_err(err, "cannot connect to %s:%s after %d attempts: %s", c->host, c->port, attempt, why);
     return RC_IO;
 }
 
@@ -1085,7 +1090,7 @@ rc_t http_exchange(struct http_client *c, const struct http_request *req,
             resp->fields[i].value = NULL;
         buf_reset(resp->body);
         if (c->fd < 0) {
-            rc = connect_retry(c, resp, err);
+            rc = connect_retry(c, resp, deadline, err);
             if (rc)
                 goto out;
         }

@@ -265,7 +265,10 @@ static rc_t take_meta(struct rt *rt, const struct http_field *f, struct rt_invoc
     inv->trace_id = m->data + trace_off;
     rt->lg->request_id = inv->request_id;
 
-    if (f[F_DEADLINE].value && num_parse_i64(f[F_DEADLINE].value, f[F_DEADLINE].value_len, 0,
+    /* The one place that decides what a missing deadline means (0 counts as
+     * missing: no real deadline is the epoch); the handler takes
+     * inv->deadline_ms as it is. */
+    if (f[F_DEADLINE].value && num_parse_i64(f[F_DEADLINE].value, f[F_DEADLINE].value_len, 1,
                                              INT64_MAX, &deadline) == RC_OK) {
         inv->deadline_ms = deadline;
     } else {

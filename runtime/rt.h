@@ -19,7 +19,9 @@ struct rt_invocation {
     size_t event_len;         /* bytes of event, up to BUF_PAYLOAD_MAX */
     const char *request_id;   /* Lambda-Runtime-Aws-Request-Id */
     int64_t deadline_ms;      /* Lambda-Runtime-Deadline-Ms: Unix epoch milliseconds (now
-                                 + 15 min, logged, when the header is missing or malformed) */
+                                 + 15 min, Lambda's longest timeout, logged, when the header
+                                 is missing, malformed or 0); decided here only: handlers
+                                 take it as it is */
     const char *function_arn; /* Lambda-Runtime-Invoked-Function-Arn, or "" */
     const char *trace_id;     /* Lambda-Runtime-Trace-Id, or "" (also in _X_AMZN_TRACE_ID) */
 };

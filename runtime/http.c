@@ -6,7 +6,7 @@
  * for one peer that we trust to exist but not to be well-behaved: every size
  * is bounded, every syscall is restarted on EINTR, and SIGPIPE is never
  * raised (send with MSG_NOSIGNAL). */
-#define _DEFAULT_SOURCE
+#define _GNU_SOURCE /* ppoll */
 #include "http.h"
 
 #include <errno.h>
@@ -523,14 +523,15 @@ fail:
 /* ---- the client ----------------------------------------------------------------------------- */
 
 struct http_client {
-    char *host;           /* owned: the peer's name or numeric address */
-    char *port;           /* owned: decimal port */
-    struct logger *lg;    /* borrowed, may be NULL */
-    int fd;               /* the connection, or -1 */
-    unsigned long served; /* complete responses read on fd: > 0 means "reused" */
-    struct buf tx;        /* the request head being sent */
-    struct buf rx;        /* bytes read from fd and not used yet */
-    struct buf vals;      /* NUL-terminated copies of the wanted header values */
+    char *host;              /* owned: the peer's name or numeric address */
+    char *port;              /* owned: decimal port */
+    struct logger *lg;       /* borrowed, may be NULL */
+    int fd;                  /* the connection, or -1 */
+    unsigned long served;    /* complete responses read on fd: > 0 means "reused" */
+    struct buf tx;           /* the request head being sent */
+    struct buf rx;           /* bytes read from fd and not used yet */
+    struct buf vals;         /* NUL-terminated copies of the wanted header values */
+    const sigset_t *sigmask; /* the current request's, or NULL (see http_request) */
 };
 
 static int64_t now_ms(void)
@@ -938,6 +939,41 @@ toobig:
     return RC_TOOBIG;
 }
 
+/* Waits for the first byte of a response with c->sigmask as the signal mask,
+ * so that a signal blocked otherwise (SIGTERM in the runtime) ends the wait:
+ * then returns RC_IO with *interrupted set.  Returns RC_OK when there is
+ * something to read, RC_IO on a timeout or a poll failure. */
+static rc_t wait_first_byte(struct http_client *c, int64_t deadline, int *interrupted,
+                            char err[ERR_LEN])
+{
+    for (;;) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        struct timespec ts, *tsp = NULL;
+        if (deadline) {
+            int64_t left = deadline - now_ms();
+            if (left <= 0) {
+                set_err(err, "timed out");
+                return RC_IO;
+            }
+            ts.tv_sec = (time_t)(left / 1000);
+            ts.tv_nsec = (long)(left % 1000) * 1000000;
+            tsp = &ts;
+        }
+        int r = ppoll(&pfd, 1, tsp, c->sigmask);
+        if (r > 0)
+            return RC_OK;
+        if (r < 0 && errno == EINTR) {
+            *interrupted = 1;
+            set_err(err, "interrupted by a signal while waiting for the response");
+            return RC_IO;
+        }
+        if (r < 0) {
+            set_err(err, "poll: %s", strerror(errno));
+            return RC_IO;
+        }
+    }
+}
+
 /* Reads one final response (skipping 1xx interim ones).  *dead is set when
  * the peer closed before any byte of it came. */
 static rc_t read_response(struct http_client *c, struct http_response *resp, int64_t deadline,
@@ -965,6 +1001,9 @@ static rc_t read_response(struct http_client *c, struct http_response *resp, int
             continue;
         }
         last = c->rx.len;
+        if (!any && c->rx.len == 0 && c->sigmask &&
+            (rc = wait_first_byte(c, deadline, &resp->interrupted, err)) != RC_OK)
+            return rc;
         rc = recv_rx(c, deadline, &got, err);
         if (rc)
             return rc;
@@ -1072,6 +1111,8 @@ rc_t http_exchange(struct http_client *c, const struct http_request *req,
     resp->status = 0;
     resp->unreachable = 0;
     resp->resent = 0;
+    resp->interrupted = 0;
+    c->sigmask = req->sigmask;
     if (resp->nfields > HTTP_FIELDS_MAX || (resp->nfields && !resp->fields) || !resp->body) {
         set_err(err, "malformed response arguments");
         rc = RC_INVALID;
@@ -1105,7 +1146,8 @@ rc_t http_exchange(struct http_client *c, const struct http_request *req,
          * peer cannot have acted on half a request), or when the caller says
          * a duplicate is harmless; otherwise the caller hears about it
          * rather than have the peer act twice. */
-        if (rc == RC_IO && dead && reused && attempt == 0 && (!sent || req->retry_safe)) {
+        if (rc == RC_IO && dead && reused && attempt == 0 && (!sent || req->retry_safe) &&
+            !resp->interrupted) {
             logw(c, LOG_INFO, "kept-alive connection closed by the peer; sending again", err, 2);
             close_conn(c);
             resp->resent = 1;

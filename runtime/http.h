@@ -7,6 +7,7 @@
 #ifndef HTTP_H
 #define HTTP_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -105,6 +106,10 @@ struct http_request {
     int retry_safe; /* 1: may be re-sent once when a reused connection dies after the whole
                        request went out and before any byte of the response came back,
                        i.e. when the server may or may not have acted on it */
+    const sigset_t *sigmask; /* NULL, or the signal mask to wait for the first byte of the
+                                response with (ppoll): a signal the caller keeps blocked
+                                otherwise is let in there only, and one caught ends the
+                                exchange with RC_IO and resp->interrupted set */
 };
 
 /* Where a response goes. */
@@ -117,6 +122,7 @@ struct http_response {
     size_t nfields;
     int unreachable; /* out: 1 when no connection could be made after the bounded retries */
     int resent;      /* out: 1 when the request was sent again on a new connection */
+    int interrupted; /* out: 1 when a signal ended the wait for the response (sigmask) */
 };
 
 struct http_client; /* opaque: the peer's address, one connection, buffers */

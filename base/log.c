@@ -49,6 +49,33 @@ static void append_timestamp(struct buf *b)
     buf_printf(b, "%s.%03dZ", text, (int)(ms % 1000));
 }
 
+/* Appends s for a Text-format line: a backslash, a line break and every other
+ * control character are escaped (\\, \n, \r, \t, \xNN), so that one call is
+ * one line whatever a message or field holds.  Failures are left in b's
+ * sticky error. */
+static void append_text(struct buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\\') {
+            buf_appends(b, "\\\\");
+        } else if (c == '\n') {
+            buf_appends(b, "\\n");
+        } else if (c == '\r') {
+            buf_appends(b, "\\r");
+        } else if (c == '\t') {
+            buf_appends(b, "\\t");
+        } else if (c < 0x20 || c == 0x7f) {
+            char esc[4] = {'\\', 'x', hex[c >> 4], hex[c & 15]};
+            buf_append(b, esc, sizeof esc);
+        } else {
+            buf_appendc(b, (char)c);
+        }
+    }
+}
+
 void log_emit(const struct logger *lg, enum log_level level, const char *message,
               const struct log_field *fields, size_t nfields)
 {
@@ -63,13 +90,17 @@ void log_emit(const struct logger *lg, enum log_level level, const char *message
 
     if (lg->text) {
         append_timestamp(&b);
-        buf_printf(&b, " %s %s %s", level_names[level], lg->request_id ? lg->request_id : "-",
-                   message);
+        buf_printf(&b, " %s ", level_names[level]);
+        append_text(&b, lg->request_id ? lg->request_id : "-");
+        buf_appendc(&b, ' ');
+        append_text(&b, message);
         for (size_t i = 0; i < nfields; i++) {
-            if (fields[i].kind == LOG_NUM)
+            if (fields[i].kind == LOG_NUM) {
                 buf_printf(&b, " %s=%lld", fields[i].key, fields[i].num);
-            else
-                buf_printf(&b, " %s=%s", fields[i].key, fields[i].str ? fields[i].str : "");
+            } else {
+                buf_printf(&b, " %s=", fields[i].key);
+                append_text(&b, fields[i].str ? fields[i].str : "");
+            }
         }
     } else {
         buf_appends(&b, "{\"timestamp\":\"");

@@ -68,8 +68,10 @@ rc_t config_load(struct config *c, char err[ERR_LEN])
         snprintf(err, ERR_LEN, "MASKING_KEY and MASKING_KEY_SECRET_ID are both set: choose one");
         goto bad;
     }
-    if (key && !(c->masking_key = strdup(key)))
+    if (key && !(c->masking_key = strdup(key))) {
+        snprintf(err, ERR_LEN, "out of memory reading MASKING_KEY");
         return RC_NOMEM;
+    }
     if (!c->db_secret_id) {
         int named = database_user_named(c->database_url, err);
         if (named < 0)

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
 #include "clock.h"
 #include "config.h"
 #include "idset.h"
@@ -34,10 +37,13 @@ enum status {
 struct etl {
     struct logger *lg;
     struct config cfg;
-    struct mask_key *key; /* NULL until read from its secret on the first invocation */
-    struct pg_sink *sink; /* the connection, kept across invocations */
-    int secrets_loaded;   /* the secrets were read (they are read once per process) */
-    struct sqs_event ev;  /* reused across invocations */
+    struct mask_key *key;        /* NULL until read from its secret on the first invocation */
+    struct pg_sink *sink;        /* the connection, kept across invocations */
+    int secrets_loaded;          /* the secrets were read (again only after refused credentials) */
+    unsigned char db_digest[32]; /* SHA-256 of the connection string from the database
+                                    secret: tells a rotated secret from a cached copy
+                                    without keeping the password */
+    struct sqs_event ev;         /* reused across invocations */
     struct login_parser lp;
     struct idset seen;  /* messageIds of this batch */
     uint8_t *status;    /* per record: enum status */
@@ -114,27 +120,60 @@ void etl_free(struct etl *e)
     free(e);
 }
 
-/* Reads the secrets named by DB_SECRET_ID and MASKING_KEY_SECRET_ID, once per
- * process: the extension does not answer during init.  Returns RC_OK, or the
- * failure with err filled (never quoting a secret). */
-static rc_t load_secrets(struct etl *e, char err[ERR_LEN])
+/* Reads the database secret (DB_SECRET_ID) into the sink's settings, every
+ * wait ending by until_ms.  *changed says whether it differs from what was
+ * read before (always 1 the first time).  Returns RC_OK, or the failure with
+ * err filled (never quoting the secret). */
+static rc_t read_db_secret(struct etl *e, int64_t until_ms, int *changed, char err[ERR_LEN])
+{
+    struct buf value;
+    unsigned char digest[32];
+    unsigned int digest_len = 0;
+    rc_t rc;
+
+    *changed = 0;
+    buf_init(&value, 64 * 1024);
+    rc = secrets_db_conninfo(&e->cfg.secrets_endpoint, e->cfg.db_secret_id, until_ms, &value, err);
+    if (rc)
+        goto out;
+    if (EVP_Digest(value.data, value.len, digest, &digest_len, EVP_sha256(), NULL) != 1 ||
+        digest_len != sizeof digest) {
+        snprintf(err, ERR_LEN, "cannot hash the database settings");
+        rc = RC_CRYPTO;
+        goto out;
+    }
+    *changed = !e->secrets_loaded || CRYPTO_memcmp(digest, e->db_digest, sizeof digest) != 0;
+    if (*changed) {
+        if ((rc = pg_sink_set_conninfo(e->sink, value.data)) != RC_OK) {
+            snprintf(err, ERR_LEN, "out of memory");
+            goto out;
+        }
+        memcpy(e->db_digest, digest, sizeof digest);
+    }
+out:
+    OPENSSL_cleanse(digest, sizeof digest);
+    buf_wipe(&value);
+    return rc;
+}
+
+/* Reads the secrets named by DB_SECRET_ID and MASKING_KEY_SECRET_ID on the
+ * first invocation (the extension does not answer during init), every wait
+ * ending by until_ms; later calls do nothing.  Returns RC_OK, or the failure
+ * with err filled (never quoting a secret). */
+static rc_t load_secrets(struct etl *e, int64_t until_ms, char err[ERR_LEN])
 {
     struct buf value;
     rc_t rc = RC_OK;
+    int changed;
 
     if (e->secrets_loaded)
         return RC_OK;
     buf_init(&value, 64 * 1024);
-    if (e->cfg.db_secret_id) {
-        rc = secrets_db_conninfo(&e->cfg.secrets_endpoint, e->cfg.db_secret_id, &value, err);
-        if (!rc)
-            rc = pg_sink_set_conninfo(e->sink, value.data);
-        buf_wipe(&value);
-        if (rc)
-            goto out;
-    }
-    if (e->cfg.masking_key_secret_id) {
-        rc = secrets_get(&e->cfg.secrets_endpoint, e->cfg.masking_key_secret_id, &value, err);
+    if (e->cfg.db_secret_id && (rc = read_db_secret(e, until_ms, &changed, err)) != RC_OK)
+        goto out;
+    if (e->cfg.masking_key_secret_id && !e->key) {
+        rc = secrets_get(&e->cfg.secrets_endpoint, e->cfg.masking_key_secret_id, until_ms, &value,
+                         err);
         if (!rc) {
             /* Surrounding white space is tolerated (a key pasted with a newline). */
             size_t a = 0, z = value.len;
@@ -155,6 +194,38 @@ static rc_t load_secrets(struct etl *e, char err[ERR_LEN])
     e->secrets_loaded = 1;
 out:
     return rc;
+}
+
+/* The database refused the credentials of the batch's connection: reads the
+ * database secret again and, when it changed (a rotation), writes the batch
+ * again with it, all by the batch's give-up time.  Returns as
+ * pg_batch_commit; when the secret is the one already tried, RC_DB with err
+ * saying so (the extension serves its cached copy for up to
+ * SECRETS_MANAGER_TTL after a rotation). */
+static rc_t commit_with_fresh_secret(struct etl *e, int64_t until_ms, char err[ERR_LEN])
+{
+    char why[ERR_LEN];
+    int changed = 0;
+    rc_t rc;
+
+    log_at(e->lg, LOG_WARN, "the database refused the credentials: reading the secret again",
+           LF_STR("error", err));
+    snprintf(why, sizeof why, "%s", err);
+    rc = read_db_secret(e, until_ms, &changed, err);
+    if (rc) {
+        log_at(e->lg, LOG_ERROR, "cannot read the database secret again", LF_STR("error", err));
+        snprintf(err, ERR_LEN, "%.170s; reading the secret again failed", why);
+        return RC_DB;
+    }
+    if (!changed) {
+        snprintf(err, ERR_LEN,
+                 "%.170s; the secret is unchanged (the extension caches it up to "
+                 "SECRETS_MANAGER_TTL)",
+                 why);
+        return RC_DB;
+    }
+    log_msg(e->lg, LOG_INFO, "the database secret changed: writing the batch with it");
+    return pg_batch_commit(e->sink, e->duplicate, err);
 }
 
 /* Makes the per-record arrays hold n records.  Returns RC_OK or RC_NOMEM. */
@@ -324,7 +395,11 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         return rc;
     }
     t.received = e->ev.n;
-    if ((rc = load_secrets(e, err)) != RC_OK) {
+    /* The runtime decides what a missing deadline means (rt.h). */
+    int64_t deadline = inv->deadline_ms;
+    int64_t margin = margin_ms(e, start, deadline);
+    int64_t give_up_at = deadline - margin;
+    if ((rc = load_secrets(e, give_up_at, err)) != RC_OK) {
         set_error(error, "SecretsUnavailable", err);
         log_at(e->lg, LOG_ERROR, "cannot read the secrets", LF_STR("error", err));
         return rc;
@@ -334,9 +409,6 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         return rc;
     }
 
-    int64_t deadline = inv->deadline_ms > 0 ? inv->deadline_ms : start + 60000;
-    int64_t margin = margin_ms(e, start, deadline);
-    int64_t give_up_at = deadline - margin;
     pg_batch_begin(e->sink, give_up_at);
     rc = transform(e, start, clock_mono_deadline(give_up_at - margin), &t, &rows);
     if (rc) {
@@ -348,6 +420,8 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     }
     if (rows) {
         rc = pg_batch_commit(e->sink, e->duplicate, err);
+        if (rc == RC_DB && e->cfg.db_secret_id && pg_sink_auth_refused(e->sink))
+            rc = commit_with_fresh_secret(e, give_up_at, err);
         if (rc && rc != RC_TIMEOUT) {
             /* The database, not the records: the whole batch comes back. */
             set_error(error, "DatabaseUnavailable", err);
@@ -363,10 +437,16 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         uint8_t *st = &e->status[i];
         if (*st == ST_PENDING)
             *st = rc ? ST_NOT_DONE : e->duplicate[e->link[i]] ? ST_DUPLICATE : ST_WRITTEN;
-        t.written += *st == ST_WRITTEN;
-        t.duplicate += *st == ST_DUPLICATE || *st == ST_REPEAT;
-        t.rejected += *st == ST_REJECTED;
-        t.failed += *st == ST_NOT_DONE;
+        /* Every record is counted once, by its fate; a repeat shares the fate
+         * of the record it repeats (which comes first, so is settled), except
+         * that a repeat of a written record wrote nothing: a duplicate. */
+        uint8_t fate = *st == ST_REPEAT ? e->status[e->link[i]] : *st;
+        if (*st == ST_REPEAT && fate == ST_WRITTEN)
+            fate = ST_DUPLICATE;
+        t.written += fate == ST_WRITTEN;
+        t.duplicate += fate == ST_DUPLICATE;
+        t.rejected += fate == ST_REJECTED;
+        t.failed += fate == ST_NOT_DONE;
     }
     if (write_answer(e, answer) != RC_OK) {
         set_error(error, "Runtime.OutOfMemory", "the answer does not fit");

@@ -42,7 +42,11 @@ int main(int argc, char **argv)
     rc_t rc = rt_run(rt, etl_handle, etl, etl_max_invocations(etl));
     status = rc == RC_OK ? 0 : 1;
 out:
+    /* Closes the database connection (a Terminate message, so the server
+     * ends the session at once) before the process goes. */
     etl_free(etl);
+    if (rt_terminated(rt))
+        log_msg(&lg, LOG_INFO, "shut down on SIGTERM: database connection closed");
     rt_free(rt);
     return status;
 }

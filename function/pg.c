@@ -97,6 +97,7 @@ struct pg_sink {
     enum phase phase;
     char why[ERR_LEN]; /* why the current attempt broke */
     int retryable;     /* the failure was of the connection, worth another attempt */
+    int auth_refused;  /* the last connect failed with SQLSTATE 28P01 or 28000 */
 
     struct tuples ledger; /* the batch's message ids, for login_etl_ledger */
     struct tuples rows;   /* the batch's rows, for user_logins */
@@ -348,16 +349,27 @@ static rc_t connect_db(struct pg_sink *s)
     const char *values[] = {s->conninfo, "login-etl", "UTF8", NULL};
     rc_t rc = RC_DB;
 
+    s->auth_refused = 0;
     s->conn = PQconnectStartParams(keys, values, 1);
     if (!s->conn) {
         fail(s, NULL, "connect: out of memory");
         return RC_NOMEM;
     }
+    /* libpq keeps no SQLSTATE for a failed connection where we can ask for
+     * it; in verbose mode its message carries it ("FATAL:  28P01: ..."). */
+    PQsetErrorVerbosity(s->conn, PQERRORS_VERBOSE);
     s->stats.reconnects++;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (PQstatus(s->conn) == CONNECTION_BAD || st == PGRES_POLLING_FAILED) {
+            const char *msg = PQerrorMessage(s->conn);
             fail(s, NULL, "connect");
+            /* Refused credentials (a rotated password): another attempt with
+             * the same ones cannot help; the caller may read them again. */
+            if (strstr(msg, ":  28P01: ") || strstr(msg, ":  28000: ")) {
+                s->auth_refused = 1;
+                s->retryable = 0;
+            }
             goto out;
         }
         if (wait_socket(s, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0) != RC_OK) {
@@ -367,6 +379,7 @@ static rc_t connect_db(struct pg_sink *s)
         }
         st = PQconnectPoll(s->conn);
     }
+    PQsetErrorVerbosity(s->conn, PQERRORS_DEFAULT);
     if (PQsetnonblocking(s->conn, 1) != 0) {
         fail(s, NULL, "connect: non-blocking mode");
         goto out;
@@ -915,6 +928,11 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *duplicate, char err[ERR_LEN])
     snprintf(err, ERR_LEN, "%s", s->why[0] ? s->why : rc_strerror(rc));
     disconnect(s);
     return rc;
+}
+
+int pg_sink_auth_refused(const struct pg_sink *s)
+{
+    return s->auth_refused;
 }
 
 void pg_batch_abort(struct pg_sink *s)

@@ -84,6 +84,13 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
  * batch. */
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *duplicate, char err[ERR_LEN]);
 
+/* 1 when the last connection attempt failed because the server refused the
+ * credentials (SQLSTATE 28P01 or 28000: a rotated password, say); 0
+ * otherwise.  After pg_batch_commit failed that way, the batch is still
+ * whole: give new settings with pg_sink_set_conninfo and call
+ * pg_batch_commit again. */
+int pg_sink_auth_refused(const struct pg_sink *s);
+
 /* Abandons a batch that was begun (rolls back); cannot fail. */
 void pg_batch_abort(struct pg_sink *s);
 

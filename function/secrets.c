@@ -9,17 +9,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cJSON.h>
 
+#include "clock.h"
 #include "http.h"
 #include "url.h"
 
 #define SECRET_TIMEOUT_MS 5000
 #define SECRET_MAX (64 * 1024) /* Secrets Manager's own limit on a secret */
 
-rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, struct buf *out,
-                 char err[ERR_LEN])
+rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, int64_t until_ms,
+                 struct buf *out, char err[ERR_LEN])
 {
     struct http_client *client = NULL;
     struct buf path, body;
@@ -35,8 +37,21 @@ rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, struct 
         rc = RC_CONFIG;
         goto out;
     }
-    if (!(client = http_new(endpoint->host, endpoint->port, NULL, err))) {
-        rc = RC_NOMEM;
+    char http_err[ERR_LEN];
+    if (!(client = http_new(endpoint->host, endpoint->port, NULL, http_err))) {
+        /* http_new refuses a malformed host or port, or runs out of memory. */
+        rc = strcmp(http_err, "out of memory") == 0 ? RC_NOMEM : RC_CONFIG;
+        snprintf(err, ERR_LEN, "the secrets extension endpoint %.40s:%s: %.100s", endpoint->host,
+                 endpoint->port, http_err);
+        goto out;
+    }
+    /* Every wait, connecting included, ends by until_ms: the invocation's
+     * answer must not be late because the extension hangs.  until_ms is the
+     * Runtime API deadline's clock (real time). */
+    int64_t left = until_ms - clock_epoch_ms();
+    if (left <= 0) {
+        snprintf(err, ERR_LEN, "no time left before the deadline to read secret %.100s", secret_id);
+        rc = RC_TIMEOUT;
         goto out;
     }
     buf_appends(&path, "/secretsmanager/get?secretId=");
@@ -50,15 +65,15 @@ rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, struct 
                                      .path = path.data,
                                      .headers = headers,
                                      .nheaders = 1,
-                                     .timeout_ms = SECRET_TIMEOUT_MS,
+                                     .timeout_ms =
+                                         left < SECRET_TIMEOUT_MS ? (int)left : SECRET_TIMEOUT_MS,
                                      .retry_safe = 1};
     struct http_response resp = {.body = &body};
-    char http_err[ERR_LEN];
     rc = http_exchange(client, &req, &resp, http_err);
     if (rc) {
         snprintf(err, ERR_LEN, "secrets extension at %.40s:%s: %.180s", endpoint->host,
                  endpoint->port, http_err);
-        rc = rc == RC_NOMEM ? RC_NOMEM : RC_IO;
+        rc = rc == RC_NOMEM ? RC_NOMEM : clock_epoch_ms() >= until_ms ? RC_TIMEOUT : RC_IO;
         goto out;
     }
     if (resp.status != 200) {
@@ -150,12 +165,12 @@ out:
     return rc;
 }
 
-rc_t secrets_db_conninfo(const struct endpoint *endpoint, const char *secret_id,
+rc_t secrets_db_conninfo(const struct endpoint *endpoint, const char *secret_id, int64_t until_ms,
                          struct buf *conninfo, char err[ERR_LEN])
 {
     struct buf secret;
     buf_init(&secret, SECRET_MAX);
-    rc_t rc = secrets_get(endpoint, secret_id, &secret, err);
+    rc_t rc = secrets_get(endpoint, secret_id, until_ms, &secret, err);
     if (!rc)
         rc = secrets_conninfo_from_json(secret.data, secret.len, conninfo, err);
     buf_wipe(&secret);

@@ -4,7 +4,7 @@
  * It is written for one peer that we trust to exist but not to be
  * well-behaved: every size is bounded, every syscall is restarted on EINTR,
  * and SIGPIPE is never raised (send with MSG_NOSIGNAL). */
-#define _DEFAULT_SOURCE
+#define _GNU_SOURCE /* ppoll */
 #include "http.h"
 
 #include <errno.h>
@@ -32,14 +32,15 @@
 /* ---- the client ----------------------------------------------------------------------------- */
 
 struct http_client {
-    char *host;           /* owned: the peer's name or numeric address */
-    char *port;           /* owned: decimal port */
-    struct logger *lg;    /* borrowed, may be NULL */
-    int fd;               /* the connection, or -1 */
-    unsigned long served; /* complete responses read on fd: > 0 means "reused" */
-    struct buf tx;        /* the request head being sent */
-    struct buf rx;        /* bytes read from fd and not used yet */
-    struct buf vals;      /* NUL-terminated copies of the wanted header values */
+    char *host;              /* owned: the peer's name or numeric address */
+    char *port;              /* owned: decimal port */
+    struct logger *lg;       /* borrowed, may be NULL */
+    int fd;                  /* the connection, or -1 */
+    unsigned long served;    /* complete responses read on fd: > 0 means "reused" */
+    struct buf tx;           /* the request head being sent */
+    struct buf rx;           /* bytes read from fd and not used yet */
+    struct buf vals;         /* NUL-terminated copies of the wanted header values */
+    const sigset_t *sigmask; /* the current request's, or NULL (see http_request) */
 };
 
 static void logw(const struct http_client *c, enum log_level lvl, const char *msg,
@@ -82,8 +83,9 @@ static rc_t wait_fd(int fd, short events, int64_t deadline, char err[ERR_LEN])
     }
 }
 
-/* Opens one connection to any address of the peer.  Returns RC_OK or RC_IO. */
-static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
+/* Opens one connection to any address of the peer, each address given
+ * CONNECT_TIMEOUT_MS and none past `deadline` (0: none).  Returns RC_OK or RC_IO. */
+static rc_t connect_once(struct http_client *c, int64_t deadline, char err[ERR_LEN])
 {
     /* No AI_ADDRCONFIG: with only a loopback interface it can refuse the
      * very loopback address we want. */
@@ -110,7 +112,11 @@ static rc_t connect_once(struct http_client *c, char err[ERR_LEN])
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
             if (errno != EINPROGRESS && errno != EINTR) {
                 soerr = errno;
-            } else if (wait_fd(fd, POLLOUT, clock_mono_ms() + CONNECT_TIMEOUT_MS, err) != RC_OK) {
+            } else if (wait_fd(fd, POLLOUT,
+                               deadline && deadline < clock_mono_ms() + CONNECT_TIMEOUT_MS
+                                   ? deadline
+                                   : clock_mono_ms() + CONNECT_TIMEOUT_MS,
+                               err) != RC_OK) {
                 soerr = ETIMEDOUT;
             } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) {
                 soerr = errno;
@@ -139,26 +145,28 @@ out:
     return rc;
 }
 
-/* Connects with bounded retries and exponential backoff.  Returns RC_OK, or
- * RC_IO with resp->unreachable set. */
-static rc_t connect_retry(struct http_client *c, struct http_response *resp, char err[ERR_LEN])
+/* Connects with bounded retries and exponential backoff, none of it past
+ * `deadline` (0: none).  Returns RC_OK, or RC_IO with resp->unreachable set. */
+static rc_t connect_retry(struct http_client *c, struct http_response *resp, int64_t deadline,
+                          char err[ERR_LEN])
 {
     struct backoff delay;
+    int attempt;
 
     backoff_init(&delay, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
-    for (int attempt = 1;; attempt++) {
-        if (connect_once(c, err) == RC_OK)
+    for (attempt = 1;; attempt++) {
+        if (connect_once(c, deadline, err) == RC_OK)
             return RC_OK;
         logw(c, LOG_WARN, "cannot connect", err, attempt);
-        if (attempt == CONNECT_ATTEMPTS)
+        int64_t wait = backoff_next(&delay);
+        if (attempt == CONNECT_ATTEMPTS || (deadline && clock_mono_ms() + wait >= deadline))
             break;
-        clock_sleep_ms(backoff_next(&delay));
+        clock_sleep_ms(wait);
     }
     resp->unreachable = 1;
     char why[ERR_LEN];
     snprintf(why, sizeof why, "%s", err);
-    err_set(err, "cannot connect to %s:%s after %d attempts: %s", c->host, c->port,
-            CONNECT_ATTEMPTS, why);
+    err_set(err, "cannot connect to %s:%s after %d attempts: %s", c->host, c->port, attempt, why);
     return RC_IO;
 }
 
@@ -422,6 +430,41 @@ toobig:
     return RC_TOOBIG;
 }
 
+/* Waits for the first byte of a response with c->sigmask as the signal mask,
+ * so that a signal blocked otherwise (SIGTERM in the runtime) ends the wait:
+ * then returns RC_IO with *interrupted set.  Returns RC_OK when there is
+ * something to read, RC_IO on a timeout or a poll failure. */
+static rc_t wait_first_byte(struct http_client *c, int64_t deadline, int *interrupted,
+                            char err[ERR_LEN])
+{
+    for (;;) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        struct timespec ts, *tsp = NULL;
+        if (deadline) {
+            int64_t left = deadline - clock_mono_ms();
+            if (left <= 0) {
+                err_set(err, "timed out");
+                return RC_IO;
+            }
+            ts.tv_sec = (time_t)(left / 1000);
+            ts.tv_nsec = (long)(left % 1000) * 1000000;
+            tsp = &ts;
+        }
+        int r = ppoll(&pfd, 1, tsp, c->sigmask);
+        if (r > 0)
+            return RC_OK;
+        if (r < 0 && errno == EINTR) {
+            *interrupted = 1;
+            err_set(err, "interrupted by a signal while waiting for the response");
+            return RC_IO;
+        }
+        if (r < 0) {
+            err_set(err, "poll: %s", strerror(errno));
+            return RC_IO;
+        }
+    }
+}
+
 /* Reads one final response (skipping 1xx interim ones).  *dead is set when
  * the peer closed before any byte of it came. */
 static rc_t read_response(struct http_client *c, struct http_response *resp, int64_t deadline,
@@ -449,6 +492,9 @@ static rc_t read_response(struct http_client *c, struct http_response *resp, int
             continue;
         }
         last = c->rx.len;
+        if (!any && c->rx.len == 0 && c->sigmask &&
+            (rc = wait_first_byte(c, deadline, &resp->interrupted, err)) != RC_OK)
+            return rc;
         rc = recv_rx(c, deadline, &got, err);
         if (rc)
             return rc;
@@ -556,6 +602,8 @@ rc_t http_exchange(struct http_client *c, const struct http_request *req,
     resp->status = 0;
     resp->unreachable = 0;
     resp->resent = 0;
+    resp->interrupted = 0;
+    c->sigmask = req->sigmask;
     if (resp->nfields > HTTP_FIELDS_MAX || (resp->nfields && !resp->fields) || !resp->body) {
         err_set(err, "malformed response arguments");
         rc = RC_INVALID;
@@ -574,7 +622,7 @@ rc_t http_exchange(struct http_client *c, const struct http_request *req,
             resp->fields[i].value = NULL;
         buf_reset(resp->body);
         if (c->fd < 0) {
-            rc = connect_retry(c, resp, err);
+            rc = connect_retry(c, resp, deadline, err);
             if (rc)
                 goto out;
         }
@@ -589,7 +637,8 @@ rc_t http_exchange(struct http_client *c, const struct http_request *req,
          * peer cannot have acted on half a request), or when the caller says
          * a duplicate is harmless; otherwise the caller hears about it
          * rather than have the peer act twice. */
-        if (rc == RC_IO && dead && reused && attempt == 0 && (!sent || req->retry_safe)) {
+        if (rc == RC_IO && dead && reused && attempt == 0 && (!sent || req->retry_safe) &&
+            !resp->interrupted) {
             logw(c, LOG_INFO, "kept-alive connection closed by the peer; sending again", err, 2);
             close_conn(c);
             resp->resent = 1;

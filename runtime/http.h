@@ -5,6 +5,7 @@
 #ifndef HTTP_H
 #define HTTP_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,10 +28,14 @@ struct http_request {
     size_t nheaders;
     const char *body; /* request body (Content-Length is added for it), or NULL */
     size_t body_len;
-    int timeout_ms; /* limit on the whole exchange; 0: none (a long poll) */
+    int timeout_ms; /* limit on the whole exchange, connecting included; 0: none (a long poll) */
     int retry_safe; /* 1: may be re-sent once when a reused connection dies after the whole
                        request went out and before any byte of the response came back,
                        i.e. when the server may or may not have acted on it */
+    const sigset_t *sigmask; /* NULL, or the signal mask to wait for the first byte of the
+                                response with (ppoll): a signal the caller keeps blocked
+                                otherwise is let in there only, and one caught ends the
+                                exchange with RC_IO and resp->interrupted set */
 };
 
 /* Where a response goes. */
@@ -43,6 +48,7 @@ struct http_response {
     size_t nfields;
     int unreachable; /* out: 1 when no connection could be made after the bounded retries */
     int resent;      /* out: 1 when the request was sent again on a new connection */
+    int interrupted; /* out: 1 when a signal ended the wait for the response (sigmask) */
 };
 
 struct http_client; /* opaque: the peer's address, one connection, buffers */
@@ -59,7 +65,8 @@ void http_free(struct http_client *c);
 
 /* Sends one request and reads the response into `resp`, reusing the kept-alive
  * connection, opening one when there is none (up to 10 attempts, 10 ms
- * doubling to 1 s apart, when the connection is refused) and sending again
+ * doubling to 1 s apart, when the connection is refused; with a timeout,
+ * connecting and its retries end by it too) and sending again
  * once on a new connection when a reused one turns out dead: always when the
  * request could not be written whole (the server cannot have seen it), and
  * with req->retry_safe also when it was written but nothing came back.

@@ -54,7 +54,18 @@ struct rt {
     struct buf path;          /* the path of the current post */
     struct buf errbody;       /* the JSON body of an /error post */
     struct buf trace_env;     /* "_X_AMZN_TRACE_ID=...", handed to putenv */
+    sigset_t next_mask;       /* the signal mask while /next waits: SIGTERM let in */
+    int terminated;           /* SIGTERM came: the loop stopped */
 };
+
+/* Set by the SIGTERM handler; read by the loop after /next returns. */
+static volatile sig_atomic_t sigterm_seen;
+
+static void on_sigterm(int sig)
+{
+    (void)sig;
+    sigterm_seen = 1;
+}
 
 /* Appends at most `max` bytes of the (maybe unterminated) text s as a JSON
  * string, with every byte that is not valid UTF-8 replaced by '?'.  A text
@@ -198,7 +209,10 @@ static rc_t take_meta(struct rt *rt, const struct http_field *f, struct rt_invoc
     inv->trace_id = m->data + trace_off;
     rt->lg->request_id = inv->request_id;
 
-    if (f[F_DEADLINE].value && num_parse_i64(f[F_DEADLINE].value, f[F_DEADLINE].value_len, 0,
+    /* The one place that decides what a missing deadline means (0 counts as
+     * missing: no real deadline is the epoch); the handler takes
+     * inv->deadline_ms as it is. */
+    if (f[F_DEADLINE].value && num_parse_i64(f[F_DEADLINE].value, f[F_DEADLINE].value_len, 1,
                                              INT64_MAX, &deadline) == RC_OK) {
         inv->deadline_ms = deadline;
     } else {
@@ -281,14 +295,33 @@ static rc_t turn(struct rt *rt, rt_handler handler, void *ctx, int *handled, int
     };
     /* No timeout: /next blocks until there is an invocation, and Lambda
      * freezes the whole sandbox in between. */
-    struct http_request req = {
-        .method = "GET", .path = API_PREFIX "/invocation/next", .retry_safe = 1};
+    struct http_request req = {.method = "GET",
+                               .path = API_PREFIX "/invocation/next",
+                               .retry_safe = 1,
+                               .sigmask = &rt->next_mask};
     struct http_response resp = {.body = &rt->event, .fields = f, .nfields = F_COUNT};
     struct rt_invocation inv;
     char err[ERR_LEN];
     rc_t rc;
 
+    /* A SIGTERM that came during the last invocation is pending (blocked):
+     * ask for no other. */
+    sigset_t pending;
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1) {
+        log_msg(rt->lg, LOG_INFO, "SIGTERM during the last invocation: shutting down");
+        rt->terminated = 1;
+        *fatal = 1;
+        return RC_OK;
+    }
     rc = http_exchange(rt->http, &req, &resp, err);
+    if (resp.interrupted && sigterm_seen) {
+        /* Lambda is shutting the sandbox down (SIGTERM, then SIGKILL 500 ms
+         * later): no invocation is in hand, so stop here. */
+        log_msg(rt->lg, LOG_INFO, "SIGTERM while waiting for an invocation: shutting down");
+        rt->terminated = 1;
+        *fatal = 1;
+        return RC_OK;
+    }
     if (rc != RC_OK && !(resp.status == 200 && (rc == RC_TOOBIG || rc == RC_NOMEM))) {
         log_at(rt->lg, LOG_WARN, "cannot get the next invocation", LF_STR("rc", rc_strerror(rc)),
                LF_STR("error", err), LF_NUM("unreachable", resp.unreachable));
@@ -366,6 +399,11 @@ rc_t rt_run(struct rt *rt, rt_handler handler, void *ctx, unsigned long max_invo
     return rc;
 }
 
+int rt_terminated(const struct rt *rt)
+{
+    return rt->terminated;
+}
+
 rc_t rt_init_error(struct rt *rt, const char *type, const char *message)
 {
     char err[ERR_LEN], t[64];
@@ -434,6 +472,22 @@ struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN])
     sa.sa_handler = SIG_IGN;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGPIPE, &sa, NULL);
+
+    /* SIGTERM (Lambda's shutdown, with the kill 500 ms later) is blocked
+     * except while /next waits.  An invocation in hand therefore runs to its
+     * answer, which lists what was not committed, and the signal is taken
+     * at the next /next, which it ends (no SA_RESTART, ppoll): the loop stops
+     * and the caller closes the database connection and exits. */
+    sa.sa_handler = on_sigterm;
+    sa.sa_flags = 0;
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigprocmask(SIG_BLOCK, &term, &rt->next_mask) != 0) {
+        snprintf(err, ERR_LEN, "cannot set up SIGTERM handling");
+        goto fail;
+    }
+    sigdelset(&rt->next_mask, SIGTERM);
     return rt;
 fail:
     rt_free(rt);

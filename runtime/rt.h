@@ -19,7 +19,9 @@ struct rt_invocation {
     size_t event_len;         /* bytes of event, up to BUF_PAYLOAD_MAX */
     const char *request_id;   /* Lambda-Runtime-Aws-Request-Id */
     int64_t deadline_ms;      /* Lambda-Runtime-Deadline-Ms: Unix epoch milliseconds (now
-                                 + 15 min, logged, when the header is missing or malformed) */
+                                 + 15 min, Lambda's longest timeout, logged, when the header
+                                 is missing, malformed or 0); decided here only: handlers
+                                 take it as it is */
     const char *function_arn; /* Lambda-Runtime-Invoked-Function-Arn, or "" */
     const char *trace_id;     /* Lambda-Runtime-Trace-Id, or "" (also in _X_AMZN_TRACE_ID) */
 };
@@ -42,11 +44,17 @@ struct rt; /* opaque: connection and buffers, reused across invocations */
 /* Creates a client for `api` ("host:port" or "[v6]:port", the value of
  * AWS_LAMBDA_RUNTIME_API).  Connects lazily.  `lg` is borrowed, not NULL, and
  * must outlive rt; rt sets lg->request_id during each invocation.  Sets
- * SIGPIPE to ignored for the process (a closed stdout must not kill it).
+ * SIGPIPE to ignored for the process (a closed stdout must not kill it), and
+ * blocks SIGTERM with a handler for it (see rt_run).
  * Returns NULL with `err` filled when api is malformed or memory is short.
  * The caller frees it with rt_free. */
 struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN]);
 void rt_free(struct rt *rt);
+
+/* 1 when rt_run stopped because SIGTERM came while it waited for an
+ * invocation (Lambda shutting the sandbox down): the caller closes what it
+ * holds and exits 0. */
+int rt_terminated(const struct rt *rt);
 
 /* Reports a failed initialisation to /runtime/init/error with errorType and
  * errorMessage.  The caller exits non-zero afterwards, as Lambda requires. */
@@ -60,6 +68,9 @@ rc_t rt_init_error(struct rt *rt, const char *type, const char *message);
  * Runtime.PayloadTooLarge (event over BUF_PAYLOAD_MAX; the handler is not
  * called), Runtime.OutOfMemory, Runtime.ResponseTooLarge (answer over
  * BUF_PAYLOAD_MAX), Runtime.HandlerError (a handler failed without a type).
+ * SIGTERM is blocked outside the wait in /next, so an invocation in hand is
+ * always answered (with what was committed); the signal ends the next wait,
+ * and rt_run returns RC_OK with rt_terminated set.
  * Returns RC_OK after max_invocations; RC_IO when the API stays unreachable
  * (10 connection attempts, 10 ms doubling to 1 s apart); the last failure
  * when /next failed 10 times in a row (same backoff between them);

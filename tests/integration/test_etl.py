@@ -329,3 +329,22 @@ def test_large_batch_with_replayed_ids_in_the_middle_and_at_the_end():
         early_valid = sum(1 for x in early if x["messageId"] not in want_rejected)
         assert m["RecordsDuplicate"] == early_valid, m
         assert m["RecordsWritten"] == len(want_rows) - early_valid, m
+
+
+def test_a_repeated_message_id_is_counted_by_the_fate_it_shares():
+    """Within one batch a repeated messageId shares the fate of its first record: the repeat
+    of a rejected record is rejected (not a duplicate), the repeat of a written one is a
+    duplicate, and every record is counted once: received = written + duplicate + rejected
+    + failed."""
+    good = {"user_id": "u", "ip": "10.0.0.1", "device_id": "111-22-3333"}
+    bad = {"user_id": "", "ip": "10.0.0.1"}
+    msgs = [_msg("a", good), _msg("r", bad), _msg("r", good), _msg("a", bad), _msg("r", good),
+            _msg("b", good)]
+    with Etl() as etl:
+        assert etl.answer(event_bytes(make_event(msgs))) == {"r"}
+        assert etl.count() == 2
+        m = etl.boot.metrics()[-1]
+        got = {k: m[k] for k in ("RecordsReceived", "RecordsWritten", "RecordsDuplicate",
+                                 "RecordsRejected", "RecordsFailed")}
+        assert got == {"RecordsReceived": 6, "RecordsWritten": 2, "RecordsDuplicate": 1,
+                       "RecordsRejected": 3, "RecordsFailed": 0}, got

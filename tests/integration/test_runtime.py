@@ -128,7 +128,7 @@ def test_several_invocations_on_one_connection():
 
 def test_invocation_headers_reach_the_handler():
     with runtime_api.Emulator() as emu:
-        with Echo(emu.address, "--max", "3") as echo:
+        with Echo(emu.address, "--max", "4") as echo:
             arn = "arn:aws:lambda:eu-west-1:123456789012:function:login-etl:live"
             rid = emu.enqueue(b"{}", deadline_ms=1893456000123, function_arn=arn,
                               request_id="a/b c%d?+&#x")
@@ -142,6 +142,11 @@ def test_invocation_headers_reach_the_handler():
             assert now + 14 * 60_000 < j["deadline_ms"] < now + 16 * 60_000, j
             rid = emu.enqueue(b"{}", deadline_ms="-5")
             emu.wait_result(rid, 30)
+            # 0 is no deadline either: the runtime alone decides what that means.
+            rid = emu.enqueue(b"{}", deadline_ms="0")
+            j = emu.wait_result(rid, 30).json()
+            now = int(time.time() * 1000)
+            assert now + 14 * 60_000 < j["deadline_ms"] < now + 16 * 60_000, j
             assert echo.wait() == 0
             assert any("Deadline" in line["message"] for line in echo.log_lines())
 

@@ -2,7 +2,9 @@
 a stand-in for the AWS Parameters and Secrets Lambda Extension on loopback,
 on the first invocation, then cached; and its error answers."""
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -144,3 +146,110 @@ def test_wrong_token_unreachable_extension_and_bad_secret_contents():
     with Etl(env=_env(port)) as etl:
         res = etl.invoke(event, timeout=60)
         assert res.kind == "error" and res.json()["errorType"] == "SecretsUnavailable", res.body
+
+
+def _superuser(db, sql):
+    return db.psql(sql, user=pg.SUPERUSER, password=pg.SUPERPASS)
+
+
+def _drop_function_connections(db):
+    """Ends the function's kept connection as a failover or an idle timeout would."""
+    _superuser(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE application_name = 'login-etl'")
+
+
+def test_rotated_password_is_read_again_in_the_same_process():
+    """Secrets Manager rotates the database password (single-user strategy): the kept
+    connection still works; once it drops, the next connect is refused (28P01), the
+    function reads the secret again and writes the batch in the same invocation.  While
+    the extension still serves its cached copy, the invocation fails with a message that
+    says so, and the next one after the extension serves the new password succeeds."""
+    db = pg.server()
+    new_password = "rotated-" + PASSWORD_SUFFIX
+    ext = Extension({DB_SECRET: _db_secret(db), KEY_SECRET: SECRET_KEY})
+    try:
+        with Etl(env=_env(ext.port)) as etl:
+            msgs = make_messages(40, seed=44, invalid_rate=0)
+            assert etl.answer(event_bytes(make_event(msgs[:10]))) == set()
+            pid = etl.boot.proc.pid
+            # Rotation: the server has the new password; the extension still serves the
+            # old one (its cache), then the connection drops.
+            _superuser(db, f"ALTER ROLE {pg.USER} PASSWORD '{new_password}'")
+            _drop_function_connections(db)
+            res = etl.invoke(event_bytes(make_event(msgs[10:20])))
+            assert res.kind == "error", res.body
+            doc = res.json()
+            assert doc["errorType"] == "DatabaseUnavailable", doc
+            assert "28P01" in doc["errorMessage"] and "not changed" in doc["errorMessage"], doc
+            # The extension's cache expires: it serves the new password.
+            ext.secrets[DB_SECRET] = _db_secret(db, password=new_password)
+            assert etl.answer(event_bytes(make_event(msgs[10:20]))) == set()
+            # A second rotation, seen by the extension at once.
+            _superuser(db, f"ALTER ROLE {pg.USER} PASSWORD '{new_password}-2'")
+            ext.secrets[DB_SECRET] = _db_secret(db, password=new_password + "-2")
+            _drop_function_connections(db)
+            assert etl.answer(event_bytes(make_event(msgs[20:40]))) == set()
+            assert _superuser(db, "SELECT count(*) FROM user_logins").strip() == "40"
+            assert etl.boot.proc.pid == pid and etl.boot.alive()
+            reads = [sid for _, sid, _ in ext.requests if sid == DB_SECRET]
+            assert len(reads) == 4, ext.requests  # the first invocation, then once a refusal
+            logs = [l for l in etl.boot.logs() if isinstance(l, dict)]
+            assert sum(l.get("message", "").startswith("the database refused the credentials")
+                       for l in logs) == 3
+            out = etl.boot.output()
+            assert new_password not in out and pg.PASSWORD not in out
+    finally:
+        _superuser(db, f"ALTER ROLE {pg.USER} PASSWORD '{pg.PASSWORD}'")
+        ext.close()
+
+
+PASSWORD_SUFFIX = "db-password-for-the-rotation-test"
+
+
+class HangingExtension:
+    """Accepts connections and reads requests but never answers (a stuck extension)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def test_reading_secrets_ends_by_the_deadline():
+    """A hanging extension, or none at all (connection refused, retried), with a 3 s
+    Lambda timeout: the invocation error is posted before the deadline."""
+    pg.server()
+    event = event_bytes(make_event(make_messages(3, seed=45, invalid_rate=0)))
+    hang = HangingExtension()
+    try:
+        for port in (hang.port, pg.free_port()):
+            with Etl(env=_env(port)) as etl:
+                deadline = int(time.time() * 1000) + 3000
+                rid = etl.emu.enqueue(event, deadline_ms=deadline)
+                res = etl.emu.wait_result(rid, timeout=30)
+                answered = time.time() * 1000
+                assert res.kind == "error", res.body
+                doc = res.json()
+                assert doc["errorType"] == "SecretsUnavailable", doc
+                assert answered < deadline, f"answered {answered - deadline:.0f} ms late: {doc}"
+                assert etl.boot.alive()
+    finally:
+        hang.close()

@@ -1,0 +1,150 @@
+/* test_hardening.c - small defects, each pinned by a case: Text-format log
+ * lines escape line breaks, config_load names out-of-memory, a malformed
+ * secrets extension endpoint is a configuration error, and the device_id
+ * length at which masking no longer fits masked_device_id. */
+#include "check.h"
+
+#include <errno.h>
+
+#include "buf.h"
+#include "config.h"
+#include "etl.h"
+#include "log.h"
+#include "mask.h"
+#include "row.h"
+#include "secrets.h"
+
+/* strdup that fails while fail_strdup is set: the executable's definition
+ * comes before the C library's, so config_load's strdup is this one. */
+static int fail_strdup;
+
+char *strdup(const char *s)
+{
+    if (fail_strdup) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+/* Logs one line through a pipe and returns it (NUL-terminated, static). */
+static const char *log_line(int text, const char *message, const char *field)
+{
+    static char out[2048];
+    struct logger lg;
+    int fds[2];
+
+    if (pipe(fds) != 0)
+        abort();
+    log_init(&lg, "INFO", text ? "Text" : "JSON", fds[1]);
+    lg.request_id = "req\n1";
+    log_at(&lg, LOG_WARN, message, LF_STR("error", field), LF_NUM("n", 7));
+    close(fds[1]);
+    ssize_t n = read(fds[0], out, sizeof out - 1);
+    close(fds[0]);
+    out[n > 0 ? n : 0] = '\0';
+    return out;
+}
+
+static void test_text_log_lines(void)
+{
+    check_case("Text-format log: one line whatever the message and fields hold");
+    /* The field ends at an unmapped page: the escaping reads no byte too far. */
+    const char *field = check_guard("a\r\nb\tc\\d\x01", sizeof "a\r\nb\tc\\d\x01");
+    const char *l = log_line(1, "two\nlines", field);
+    CHECK(strchr(l, '\n') == l + strlen(l) - 1);
+    CHECK(strstr(l, " WARN req\\n1 two\\nlines error=a\\r\\nb\\tc\\\\d\\x01 n=7\n") != NULL);
+    check_case("JSON log: line breaks escaped as before");
+    l = log_line(0, "two\nlines", "x\ny");
+    CHECK(strchr(l, '\n') == l + strlen(l) - 1);
+    CHECK(strstr(l, "\"message\":\"two\\nlines\"") != NULL);
+}
+
+static void test_config_out_of_memory(void)
+{
+    struct config c;
+    char err[ERR_LEN];
+
+    check_case("config_load out of memory fills err");
+    setenv("MASKING_KEY",
+           "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+           "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
+           1);
+    setenv("PGUSER", "etl", 1);
+    fail_strdup = 1;
+    rc_t rc = config_load(&c, err);
+    fail_strdup = 0;
+    CHECK_EQ_INT(rc, RC_NOMEM);
+    CHECK(strstr(err, "out of memory") != NULL);
+    check_case("config_load without the fault");
+    CHECK_EQ_INT(config_load(&c, err), RC_OK);
+    config_free(&c);
+}
+
+static void test_secrets_endpoint(void)
+{
+    static const struct endpoint bad[] = {
+        {"bad host", "2773"}, {"localhost", "99999"}, {"localhost", "port"}, {"local/host", "1"}};
+    struct endpoint ok;
+    struct buf out;
+    char err[ERR_LEN];
+
+    setenv("AWS_SESSION_TOKEN", "token", 1);
+    buf_init(&out, 1024);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        check_case("secrets endpoint \"%s:%s\" is a configuration error, not out of memory",
+                   bad[i].host, bad[i].port);
+        rc_t rc = secrets_get(&bad[i], "id", INT64_MAX, &out, err);
+        CHECK_EQ_INT(rc, RC_CONFIG);
+        CHECK(strstr(err, "endpoint") != NULL && strstr(err, "memory") == NULL);
+    }
+    check_case("no time left: a timeout before any wait");
+    CHECK_EQ_INT(endpoint_set(&ok, "127.0.0.1", 9), RC_OK);
+    CHECK_EQ_INT(secrets_get(&ok, "id", 1, &out, err), RC_TIMEOUT);
+    buf_wipe(&out);
+}
+
+static void test_device_id_limit(void)
+{
+    static const char hex[] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+                              "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff0123456789abcdef0123456789abcdef";
+    static const char *const ids[] = {"k", "k1", "Prod2025"};
+    char err[ERR_LEN], ip[MASK_OUTPUT_MAX], dev[MASK_OUTPUT_MAX], value[200];
+
+    /* 4-byte characters: 40 of them (160 bytes) are far below the 128-character
+     * limit, yet one byte over what masked_device_id can hold (masking looks at
+     * bytes only, so the cut need not fall between characters). */
+    for (size_t i = 0; i < sizeof value; i += 4)
+        memcpy(value + i, "\xf0\x9f\x98\x80", 4);
+    for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+        struct mask_key *key = mask_key_new(hex, 128, ids[k], err);
+        for (size_t len = 158; len <= 161; len++) {
+            struct login_row lr = {
+                .user_id = "u", .user_id_len = 1, .device_id = value, .device_id_len = len};
+            struct pg_row row;
+            check_case("key id %s: device_id of %zu bytes", ids[k], len);
+            CHECK(key != NULL);
+            if (!key)
+                continue;
+            enum login_reason why = LOGIN__COUNT;
+            CHECK_EQ_INT(row_build(key, &lr, &row, ip, dev, &why), RC_OK);
+            CHECK_EQ_INT(why, len <= 159 ? LOGIN_OK : LOGIN_MASKED_TOO_LONG);
+            if (why == LOGIN_OK)
+                CHECK(row.masked_device_id_len <= 256);
+        }
+        mask_key_free(key);
+    }
+}
+
+int main(void)
+{
+    test_text_log_lines();
+    test_config_out_of_memory();
+    test_secrets_endpoint();
+    test_device_id_limit();
+    return check_finish();
+}

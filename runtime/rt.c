@@ -52,6 +52,7 @@ struct rt {
     struct buf path;          /* the path of the current post */
     struct buf errbody;       /* the JSON body of an /error post */
     struct buf trace_env;     /* "_X_AMZN_TRACE_ID=...", handed to putenv */
+    unsigned long received;   /* invocations received so far: 0 until the cold start */
 };
 
 static void sleep_ms(int ms)
@@ -264,6 +265,9 @@ static rc_t take_meta(struct rt *rt, const struct http_field *f, struct rt_invoc
     inv->function_arn = m->data + arn_off;
     inv->trace_id = m->data + trace_off;
     rt->lg->request_id = inv->request_id;
+    rt->lg->trace_id = f[F_TRACE].value ? inv->trace_id : NULL;
+    inv->cold_start = rt->received++ == 0;
+    rt->lg->cold_start = inv->cold_start;
 
     if (f[F_DEADLINE].value && num_parse_i64(f[F_DEADLINE].value, f[F_DEADLINE].value_len, 0,
                                              INT64_MAX, &deadline) == RC_OK) {
@@ -396,6 +400,7 @@ static rc_t turn(struct rt *rt, rt_handler handler, void *ctx, int *handled, int
         rc = handle(rt, handler, ctx, &inv);
     }
     rt->lg->request_id = NULL;
+    rt->lg->trace_id = NULL;
     *fatal = rc != RC_OK;
     return rc;
 }

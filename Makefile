@@ -1,23 +1,68 @@
 # login-etl: a static AWS Lambda custom runtime (provided.al2023) in C.
 #
-#   make            build/bootstrap, fully static (glibc, OpenSSL, libpq, cJSON inside)
-#   make package    build/function.zip with bootstrap at its root
-#   make test       every test: unit, integration, fuzz smoke, valgrind; ends "N passed, N failed"
-#   make demo       the whole job end to end on a private Postgres and the sample data
-#   make bench      throughput and resource figures (reports, never gates)
-#   make fuzz       libFuzzer targets for FUZZ_SECONDS each
+#   make                  build/bootstrap, fully static (glibc, OpenSSL, libpq, cJSON inside)
+#   make ARCH=arm64       build/arm64/bootstrap, cross-built (also ARCH=x86_64 on an arm64 machine)
+#   make package          build/function.zip with bootstrap at its root (build/arm64/... with ARCH)
+#   make install-deps     the Debian packages the build and tests need (root; tools/test-deps.sh)
+#   make test             every test: unit, integration, fuzz smoke, valgrind, and the other
+#                         architecture's binary under qemu-user; ends "N passed, N failed"
+#   make demo / demo-stop the whole job end to end on a private Postgres; stop that Postgres
+#   make invoke EVENT=events/batch.json   one event through bootstrap against the demo database
+#   make bench            throughput and resource figures (reports, never gates)
+#   make fuzz             libFuzzer targets for FUZZ_SECONDS each
+#   V=1                   show the full commands instead of one line per step
 #
-# Three builds of the same sources, each in its own directory:
-#   build/release  -static, -O2: the deployable bootstrap
-#   build/asan     dynamic, -fsanitize=address,undefined: unit and integration tests
-#   build/plain    dynamic, -O1 -g, no sanitizer: valgrind runs (it cannot see a static malloc)
+# Builds of the same sources, each in its own directory:
+#   build/release         -static, -O2: the deployable bootstrap
+#   build/asan            dynamic, -fsanitize=address,undefined: unit and integration tests
+#   build/plain           dynamic, -O1 -g, no sanitizer: valgrind runs (it cannot see a static malloc)
+#   build/<arch>/release  -static, -O2, cross-compiled for the other architecture, and
+#   build/<arch>/tests    its unit tests, static, run under qemu-user by `make test`
 
 CC       ?= gcc
 CLANG    ?= clang
 PYTHON   ?= $(shell tools/python.sh)
-DEPS     := build/deps
+
+# The target architecture: `make ARCH=arm64` (command line), else LOGIN_ETL_ARCH
+# from the environment, else this machine's.  A variable named ARCH inherited
+# from the environment is ignored on purpose: other tools use that name.
+norm_arch = $(patsubst aarch64,arm64,$(patsubst amd64,x86_64,$(1)))
+HOST_ARCH := $(call norm_arch,$(shell uname -m))
+ifeq ($(origin ARCH),command line)
+override ARCH := $(call norm_arch,$(ARCH))
+else
+ARCH := $(call norm_arch,$(or $(LOGIN_ETL_ARCH),$(HOST_ARCH)))
+endif
+ifeq ($(filter $(ARCH),x86_64 arm64),)
+$(error ARCH=$(ARCH): x86_64 or arm64)
+endif
+OTHER_ARCH := $(if $(filter arm64,$(HOST_ARCH)),x86_64,arm64)
+CROSS_arm64  := aarch64-linux-gnu
+CROSS_x86_64 := x86_64-linux-gnu
+QEMU_arm64   := qemu-aarch64-static
+QEMU_x86_64  := qemu-x86_64-static
+
+# Where the static libraries live: build/deps for this machine's architecture,
+# build/<arch>/deps for a cross build.  LOGIN_ETL_DEPS_ROOT moves them (the build
+# image keeps them prebuilt in /opt/login-etl/build, outside SAM's copy of the source).
+DEPS_ROOT := $(or $(LOGIN_ETL_DEPS_ROOT),build)
+ifeq ($(ARCH),$(HOST_ARCH))
+OUT      := build
+DEPS     := $(DEPS_ROOT)/deps
+XCC      := $(CC)
+STRIP    := strip
+else
+OUT      := build/$(ARCH)
+DEPS     := $(DEPS_ROOT)/$(ARCH)/deps
+XCC      := $(CROSS_$(ARCH))-gcc
+STRIP    := $(CROSS_$(ARCH))-strip
+endif
 DEPS_OK  := $(DEPS)/.done-v2
-ARCH     := $(shell uname -m)
+REL      := $(OUT)/release
+
+# One line per step unless V=1: `$(call step,CC,$@)` in front of a command.
+V ?= 0
+step = $(if $(filter-out 0,$(V)),,@printf '  %-8s %s\n' '$(1)' '$(2)';)
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wwrite-strings -Wformat=2 -Wconversion -Wno-sign-conversion
@@ -41,64 +86,82 @@ UNIT_SRC     := $(sort $(wildcard tests/unit/test_*.c))
 RIG_SRC      := $(sort $(wildcard tests/rig/*.c))
 FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
-objs = $(patsubst %.c,build/$(1)/%.o,$(LIB_SRC)) build/$(1)/cJSON.o
+# The object files of one build directory: the project's sources and cJSON.
+objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/cJSON.o
 
-.PHONY: all deps package test unit test-build fuzz fuzz-build bench demo psql format \
-        format-check lint clean distclean
+.PHONY: all deps install-deps package test unit test-build cross-test-build cross-test-build-here \
+        fuzz fuzz-build \
+        bench demo demo-stop invoke psql format format-check lint clean distclean \
+        build-LoginEtlFunction sam-artifacts
 .DELETE_ON_ERROR:
 
-all: build/bootstrap
+all: $(OUT)/bootstrap
 
 deps: $(DEPS_OK)
 
+install-deps:
+	tools/test-deps.sh
+
 $(DEPS_OK):
-	tools/deps.sh $(DEPS)
+	$(call step,DEPS,$(DEPS) for $(ARCH) from Debian source packages (once)) tools/deps.sh $(DEPS) $(ARCH)
 
 # --- object files, one pattern per build ---------------------------------------------------
-build/release/%.o: %.c $(DEPS_OK)
+$(REL)/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(CC) $(RELEASE_CFLAGS) -MMD -MP -c $< -o $@
+	$(call step,CC,$@) $(XCC) $(RELEASE_CFLAGS) -MMD -MP -c $< -o $@
 build/asan/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -MMD -MP -c $< -o $@
+	$(call step,CC,$@) $(CC) $(ASAN_CFLAGS) -MMD -MP -c $< -o $@
 build/plain/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(CC) $(PLAIN_CFLAGS) -MMD -MP -c $< -o $@
+	$(call step,CC,$@) $(CC) $(PLAIN_CFLAGS) -MMD -MP -c $< -o $@
 build/fuzz/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+	$(call step,CC,$@) $(CLANG) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
 
-# cJSON is third-party code: compiled with each build's optimisation and
-# sanitizers, but not with the project's warning set.
-build/release/cJSON.o: $(DEPS_OK)
+# cJSON is third-party code: compiled with each build's compiler, optimisation
+# and sanitizers, but not with the project's warning set.  One rule for every
+# build directory; the directory's last component picks the flags.
+CJSON_CC_release := $(XCC)
+CJSON_CC_asan    := $(CC)
+CJSON_CC_plain   := $(CC)
+CJSON_CC_fuzz    := $(CLANG)
+CJSON_FLAGS_release := -O2 -g -fstack-protector-strong
+CJSON_FLAGS_asan    := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all
+CJSON_FLAGS_plain   := -O1 -g
+CJSON_FLAGS_fuzz    := -O1 -g -fsanitize=fuzzer-no-link,address,undefined
+build/%/cJSON.o: $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(CC) -std=c89 -O2 -g -fstack-protector-strong -I$(DEPS)/include -c $(DEPS)/src/cJSON.c -o $@
-build/asan/cJSON.o: $(DEPS_OK)
-	@mkdir -p $(dir $@)
-	$(CC) -std=c89 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -I$(DEPS)/include -c $(DEPS)/src/cJSON.c -o $@
-build/plain/cJSON.o: $(DEPS_OK)
-	@mkdir -p $(dir $@)
-	$(CC) -std=c89 -O1 -g -I$(DEPS)/include -c $(DEPS)/src/cJSON.c -o $@
-build/fuzz/cJSON.o: $(DEPS_OK)
-	@mkdir -p $(dir $@)
-	$(CLANG) -std=c89 -O1 -g -fsanitize=fuzzer-no-link,address,undefined -I$(DEPS)/include -c $(DEPS)/src/cJSON.c -o $@
+	$(call step,CC,$@) $(CJSON_CC_$(notdir $*)) -std=c89 $(CJSON_FLAGS_$(notdir $*)) \
+	  -I$(DEPS)/include -c $(DEPS)/src/cJSON.c -o $@
 
 # --- the deployable binary -----------------------------------------------------------------
-# glibc warns that getaddrinfo in a static program wants NSS modules at run time;
-# with /etc/hosts and /etc/resolv.conf (which Lambda provides) the built-in
-# "files" and "dns" paths work, which tests/integration/test_chroot.py checks.
-build/release/bootstrap: $(call objs,release) build/release/function/main.o
-	$(CC) -static -o $@ $^ $(LIBS)
+# glibc's static link warns that getaddrinfo (and getpwuid_r, which libpq calls)
+# want glibc's shared NSS modules at run time.  bootstrap only resolves host
+# names through /etc/hosts and DNS (/etc/resolv.conf), which glibc does without
+# those modules, and names its database user explicitly; Lambda provides both
+# files, and tests/integration/test_chroot.py runs the binary in a directory
+# holding nothing else.  The warning is therefore expected: it is replaced by a
+# note that says so (V=1 prints the linker's own words too); any other linker
+# message is printed as it is.
+LINK_NOTE := note: the static-link warnings about getaddrinfo/getpwuid_r are expected (glibc resolves through /etc/hosts and DNS without NSS modules; see Makefile)
+define link_static
+	$(call step,LD,$@) $(XCC) -static -o $@ $(1) $(LIBS) 2>$@.ld || { cat $@.ld >&2; rm -f $@.ld; exit 1; }; \
+	  if [ "$(V)" != 0 ]; then cat $@.ld; else grep -v -e 'statically linked applications requires at runtime' -e ': in function' $@.ld || true; fi; \
+	  if grep -q 'statically linked applications requires at runtime' $@.ld; then echo "  $(LINK_NOTE)"; fi; rm -f $@.ld
+endef
 
-build/bootstrap: build/release/bootstrap
-	cp $< $@
-	strip -o $@ $<
+$(REL)/bootstrap: $(call objs,$(REL)) $(REL)/function/main.o
+	$(call link_static,$^)
 
-build/asan/bootstrap: $(call objs,asan) build/asan/function/main.o
-	$(CC) -fsanitize=address,undefined -o $@ $^ $(LIBS)
+$(OUT)/bootstrap: $(REL)/bootstrap
+	$(call step,STRIP,$@) $(STRIP) -o $@ $<
 
-build/plain/bootstrap: $(call objs,plain) build/plain/function/main.o
-	$(CC) -o $@ $^ $(LIBS)
+build/asan/bootstrap: $(call objs,build/asan) build/asan/function/main.o
+	$(call step,LD,$@) $(CC) -fsanitize=address,undefined -o $@ $^ $(LIBS)
+
+build/plain/bootstrap: $(call objs,build/plain) build/plain/function/main.o
+	$(call step,LD,$@) $(CC) -o $@ $^ $(LIBS)
 
 # TLS to RDS with sslmode=verify-full needs Amazon's CA bundle next to the
 # binary (/var/task/rds-global-bundle.pem; libpq 15 has no system trust store
@@ -113,49 +176,81 @@ build/rds-global-bundle.pem:
 
 # The zip for LocalStack and manual uploads: the CA bundle goes in when there
 # is one (a local database without TLS does not need it).
-package: build/function.zip
+package: $(OUT)/function.zip
 
-build/function.zip: build/bootstrap
-	rm -f $@
-	cd build && zip -q -X function.zip bootstrap
-	@if [ -f "$(RDS_CA_BUNDLE)" ]; then cp "$(RDS_CA_BUNDLE)" build/pkg-ca.pem && \
-	  cd build && mkdir -p pkg && mv pkg-ca.pem pkg/rds-global-bundle.pem && \
-	  (cd pkg && zip -q -X ../function.zip rds-global-bundle.pem) && rm -rf pkg; \
-	  else echo "note: no RDS CA bundle in the zip (make build/rds-global-bundle.pem, or RDS_CA_BUNDLE=...)"; fi
-	@echo "$@: $$(stat -c %s $@) bytes"
+$(OUT)/function.zip: $(OUT)/bootstrap
+	@rm -f $@ && rm -rf $(OUT)/pkg && mkdir -p $(OUT)/pkg
+	@cp $< $(OUT)/pkg/bootstrap
+	@if [ -f "$(RDS_CA_BUNDLE)" ]; then cp "$(RDS_CA_BUNDLE)" $(OUT)/pkg/rds-global-bundle.pem; \
+	  else echo "  note: no RDS CA bundle in the zip (make build/rds-global-bundle.pem, or RDS_CA_BUNDLE=...)"; fi
+	$(call step,ZIP,$@) cd $(OUT)/pkg && zip -q -X ../function.zip bootstrap $$(ls rds-global-bundle.pem 2>/dev/null)
+	@rm -rf $(OUT)/pkg
+	@echo "  $@: $(ARCH), $$(stat -c %s $@) bytes"
 
-# AWS SAM `BuildMethod: makefile` runs `make build-<LogicalId>` with ARTIFACTS_DIR set.
-# What goes to AWS must verify RDS's certificate, so the bundle is required here.
-build-LoginEtlFunction: build/bootstrap $(RDS_CA_BUNDLE)
-	cp build/bootstrap $(ARTIFACTS_DIR)/bootstrap
+# AWS SAM `BuildMethod: makefile` runs `make build-<LogicalId>` with ARTIFACTS_DIR set,
+# and tells make nothing about the function's Architectures (aws-sam-cli issue 3349).
+# The architecture built is, first found: ARCH on make's command line, the
+# environment variable LOGIN_ETL_ARCH (`LOGIN_ETL_ARCH=arm64 sam build`), the
+# Architecture=... of samconfig.toml's parameter_overrides (what `sam deploy`
+# deploys with that file), this machine's.  What goes to AWS must verify RDS's
+# certificate, so the CA bundle is required here.
+SAMCONFIG_ARCH = $(shell sed -n 's/^ *parameter_overrides *=.*Architecture=\\\{0,1\}"\{0,1\}\([a-z0-9_]*\).*/\1/p' samconfig.toml 2>/dev/null | head -1)
+SAM_ARCH = $(if $(filter command line,$(origin ARCH)),$(ARCH),$(call norm_arch,$(or $(LOGIN_ETL_ARCH),$(SAMCONFIG_ARCH),$(HOST_ARCH))))
+
+build-LoginEtlFunction:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)" >&2; exit 1; }
+	@echo "  SAM      bootstrap for $(SAM_ARCH) into $(ARTIFACTS_DIR)"
+	@$(MAKE) --no-print-directory ARCH=$(SAM_ARCH) sam-artifacts
+
+sam-artifacts: $(OUT)/bootstrap $(RDS_CA_BUNDLE)
+	@mkdir -p $(ARTIFACTS_DIR)
+	cp $(OUT)/bootstrap $(ARTIFACTS_DIR)/bootstrap
 	cp $(RDS_CA_BUNDLE) $(ARTIFACTS_DIR)/rds-global-bundle.pem
 
 # --- tests ---------------------------------------------------------------------------------
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 RIG_BINS  := $(patsubst tests/rig/%.c,build/asan/rig/%,$(RIG_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/bin/%,$(FUZZ_SRC))
+# The unit tests of a cross build: static, no sanitizer (neither works under
+# qemu-user), with the release objects, so they test the code that ships.
+CROSS_UNIT_BINS := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRC))
 
-build/asan/tests/%: tests/unit/%.c tests/unit/check.h $(call objs,asan)
+build/asan/tests/%: tests/unit/%.c tests/unit/check.h $(call objs,build/asan)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -Itests/unit -o $@ $< $(call objs,asan) $(LIBS)
+	$(call step,LD,$@) $(CC) $(ASAN_CFLAGS) -Itests/unit -o $@ $< $(call objs,build/asan) $(LIBS)
 
-build/asan/rig/%: tests/rig/%.c $(call objs,asan)
+build/asan/rig/%: tests/rig/%.c $(call objs,build/asan)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -o $@ $< $(call objs,asan) $(LIBS)
+	$(call step,LD,$@) $(CC) $(ASAN_CFLAGS) -o $@ $< $(call objs,build/asan) $(LIBS)
 
-build/fuzz/bin/%: tests/fuzz/%.c $(call objs,fuzz)
+build/fuzz/bin/%: tests/fuzz/%.c $(call objs,build/fuzz)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(call objs,fuzz) $(LIBS)
+	$(call step,LD,$@) $(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(call objs,build/fuzz) $(LIBS)
+
+ifneq ($(ARCH),$(HOST_ARCH))
+$(OUT)/tests/%: tests/unit/%.c tests/unit/check.h $(call objs,$(REL))
+	@mkdir -p $(dir $@)
+	$(call step,LD,$@) $(XCC) $(RELEASE_CFLAGS) -static -Itests/unit -o $@ $< $(call objs,$(REL)) $(LIBS) \
+	  2>&1 | { grep -v -e 'statically linked applications requires at runtime' -e ': in function' || true; }; \
+	  test -x $@
+endif
 
 test-build: build/bootstrap build/asan/bootstrap build/plain/bootstrap $(UNIT_BINS) $(RIG_BINS)
 
+# The other architecture's bootstrap and unit tests, for `make test` to run
+# under qemu-user (make ARCH=arm64 cross-test-build on x86_64).
+cross-test-build:
+	@$(MAKE) --no-print-directory ARCH=$(OTHER_ARCH) cross-test-build-here
+cross-test-build-here: $(OUT)/bootstrap $(CROSS_UNIT_BINS)
+
 fuzz-build: $(FUZZ_BINS)
 
-# The README's test command: installs what a fresh machine lacks, builds
-# every variant, and runs everything through one runner.
-test:
-	tools/test-deps.sh
-	$(MAKE) --no-print-directory test-build fuzz-build
+# The README's test command.  Its first step installs what a fresh machine
+# lacks (tools/test-deps.sh, the same as `make install-deps`); then it builds
+# every variant, the other architecture's binary, and runs everything through
+# one runner.
+test: install-deps
+	@$(MAKE) --no-print-directory test-build fuzz-build cross-test-build
 	$(PYTHON) tests/run.py
 
 unit: $(UNIT_BINS)
@@ -168,13 +263,22 @@ fuzz: fuzz-build
 bench: test-build package
 	$(PYTHON) tests/bench/bench.py
 
-demo:
-	tools/test-deps.sh
-	$(MAKE) --no-print-directory build/bootstrap
+# The README's demo command: installs what a fresh machine lacks, like `make test`.
+demo: install-deps
+	@$(MAKE) --no-print-directory build/bootstrap
 	$(PYTHON) tools/demo.py
+
+demo-stop:
+	@$(PYTHON) tools/demo.py --stop
 
 psql:
 	@$(PYTHON) tools/demo.py --psql
+
+# One event through the real bootstrap against the demo's database (started if
+# needed), printed like `sam local invoke`: the answer JSON, then a REPORT line.
+EVENT ?= events/batch.json
+invoke: build/bootstrap
+	@$(PYTHON) tools/invoke.py $(EVENT)
 
 # --- hygiene -------------------------------------------------------------------------------
 C_FILES = $(wildcard base/*.[ch] runtime/*.[ch] function/*.[ch] tests/unit/*.[ch] tests/rig/*.c tests/rig/preload/*.c tests/fuzz/*.c tests/bench/*.c)
@@ -189,7 +293,8 @@ lint:
 	cfn-lint template.yaml
 
 clean:
-	rm -rf build/release build/asan build/plain build/fuzz build/bootstrap build/function.zip
+	rm -rf build/release build/asan build/plain build/fuzz build/bootstrap build/function.zip \
+	  $(foreach a,x86_64 arm64,build/$(a)/release build/$(a)/tests build/$(a)/bootstrap build/$(a)/function.zip)
 
 distclean:
 	rm -rf build

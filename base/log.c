@@ -18,6 +18,8 @@ void log_init(struct logger *lg, const char *level, const char *format, int fd)
     lg->min = LOG_INFO;
     lg->text = format && strcasecmp(format, "text") == 0;
     lg->request_id = NULL;
+    lg->trace_id = NULL;
+    lg->cold_start = 0;
     lg->fd = fd;
     for (size_t i = 0; level && i < sizeof level_names / sizeof level_names[0]; i++)
         if (strcasecmp(level, level_names[i]) == 0)
@@ -107,8 +109,15 @@ void log_emit(const struct logger *lg, enum log_level level, const char *message
         append_timestamp(&b);
         buf_printf(&b, "\",\"level\":\"%s\"", level_names[level]);
         if (lg->request_id) {
+            /* Inside an invocation: what ties the line to X-Ray and to the
+             * first, slower invocation of an execution environment. */
             buf_appends(&b, ",\"requestId\":");
             buf_append_json(&b, lg->request_id, strlen(lg->request_id));
+            if (lg->trace_id) {
+                buf_appends(&b, ",\"traceId\":");
+                buf_append_json(&b, lg->trace_id, strlen(lg->trace_id));
+            }
+            buf_appends(&b, lg->cold_start ? ",\"coldStart\":true" : ",\"coldStart\":false");
         }
         buf_appends(&b, ",\"message\":");
         buf_append_json(&b, message, strlen(message));

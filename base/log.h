@@ -27,6 +27,8 @@ struct logger {
     enum log_level min;     /* lines below this level are dropped (AWS_LAMBDA_LOG_LEVEL) */
     int text;               /* AWS_LAMBDA_LOG_FORMAT=Text: "LEVEL message key=value" lines */
     const char *request_id; /* borrowed; the current invocation's id, or NULL */
+    const char *trace_id;   /* borrowed; its Lambda-Runtime-Trace-Id, or NULL when none */
+    int cold_start;         /* 1 during the first invocation of this process, else 0 */
     int fd;                 /* where lines go; 1 (stdout) in Lambda */
 };
 

@@ -285,7 +285,7 @@ static rc_t write_answer(const struct etl *e, struct buf *answer)
 
 /* One CloudWatch Embedded Metric Format line for the invocation. */
 static void write_metrics(const struct etl *e, const struct tally *t, int64_t duration_ms,
-                          const char *request_id)
+                          const struct rt_invocation *inv)
 {
     struct buf b;
     buf_init(&b, 4096);
@@ -297,15 +297,17 @@ static void write_metrics(const struct etl *e, const struct tally *t, int64_t du
                "{\"Name\":\"RecordsDuplicate\",\"Unit\":\"Count\"},"
                "{\"Name\":\"RecordsRejected\",\"Unit\":\"Count\"},"
                "{\"Name\":\"RecordsFailed\",\"Unit\":\"Count\"},"
-               "{\"Name\":\"Duration\",\"Unit\":\"Milliseconds\"}]}]},\"FunctionName\":",
+               "{\"Name\":\"Duration\",\"Unit\":\"Milliseconds\"},"
+               "{\"Name\":\"ColdStart\",\"Unit\":\"Count\"}]}]},\"FunctionName\":",
                (long long)clock_epoch_ms());
     buf_append_json(&b, e->cfg.function_name, strlen(e->cfg.function_name));
     buf_printf(&b,
                ",\"RecordsReceived\":%zu,\"RecordsWritten\":%zu,\"RecordsDuplicate\":%zu,"
-               "\"RecordsRejected\":%zu,\"RecordsFailed\":%zu,\"Duration\":%lld,\"requestId\":",
+               "\"RecordsRejected\":%zu,\"RecordsFailed\":%zu,\"Duration\":%lld,"
+               "\"ColdStart\":%d,\"requestId\":",
                t->received, t->written, t->duplicate, t->rejected, t->failed,
-               (long long)duration_ms);
-    buf_append_json(&b, request_id, strlen(request_id));
+               (long long)duration_ms, inv->cold_start ? 1 : 0);
+    buf_append_json(&b, inv->request_id, strlen(inv->request_id));
     buf_appends(&b, "}\n");
     if (!b.err)
         log_raw(e->lg, b.data, b.len);
@@ -459,6 +461,6 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
            LF_NUM("written", t.written), LF_NUM("duplicate", t.duplicate),
            LF_NUM("rejected", t.rejected), LF_NUM("failed", t.failed),
            LF_NUM("attempts", ps.attempts), LF_NUM("durationMs", duration));
-    write_metrics(e, &t, duration, inv->request_id);
+    write_metrics(e, &t, duration, inv);
     return RC_OK;
 }

@@ -56,6 +56,7 @@ struct rt {
     struct buf trace_env;     /* "_X_AMZN_TRACE_ID=...", handed to putenv */
     sigset_t next_mask;       /* the signal mask while /next waits: SIGTERM let in */
     int terminated;           /* SIGTERM came: the loop stopped */
+    unsigned long received;   /* invocations received so far: 0 until the cold start */
 };
 
 /* Set by the SIGTERM handler; read by the loop after /next returns. */
@@ -208,6 +209,9 @@ static rc_t take_meta(struct rt *rt, const struct http_field *f, struct rt_invoc
     inv->function_arn = m->data + arn_off;
     inv->trace_id = m->data + trace_off;
     rt->lg->request_id = inv->request_id;
+    rt->lg->trace_id = f[F_TRACE].value ? inv->trace_id : NULL;
+    inv->cold_start = rt->received++ == 0;
+    rt->lg->cold_start = inv->cold_start;
 
     /* The one place that decides what a missing deadline means (0 counts as
      * missing: no real deadline is the epoch); the handler takes
@@ -362,6 +366,7 @@ static rc_t turn(struct rt *rt, rt_handler handler, void *ctx, int *handled, int
         rc = handle(rt, handler, ctx, &inv);
     }
     rt->lg->request_id = NULL;
+    rt->lg->trace_id = NULL;
     *fatal = rc != RC_OK;
     return rc;
 }

@@ -24,6 +24,7 @@ struct rt_invocation {
                                  take it as it is */
     const char *function_arn; /* Lambda-Runtime-Invoked-Function-Arn, or "" */
     const char *trace_id;     /* Lambda-Runtime-Trace-Id, or "" (also in _X_AMZN_TRACE_ID) */
+    int cold_start;           /* 1 for the first invocation this process receives */
 };
 
 /* What a handler reports when it cannot answer: posted to /error. */

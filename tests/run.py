@@ -41,21 +41,29 @@ def selected(name, args):
 
 
 def run_unit(args):
-    bins = sorted((ROOT / "build" / "asan" / "tests").glob("test_*"))
+    from rig import paths
+    _run_unit_dir(args, ROOT / "build" / "asan" / "tests", [], "", "make test-build")
+    # The other architecture's static unit tests under qemu-user (make cross-test-build).
+    _run_unit_dir(args, paths.CROSS_TESTS, [paths.QEMU], f"{paths.OTHER_ARCH} ",
+                  "make cross-test-build")
+
+
+def _run_unit_dir(args, directory, wrapper, prefix, how):
+    bins = sorted(directory.glob("test_*"))
     if not bins:
-        record("unit", "build", False, 0, "no unit test binaries: run `make test-build`")
+        record("unit", f"{prefix}build", False, 0, f"no unit test binaries in {directory}: run `{how}`")
     for b in bins:
         if not b.is_file() or not os.access(b, os.X_OK):
             continue
         t0 = time.time()
-        r = subprocess.run([str(b)], capture_output=True, text=True, timeout=600)
+        r = subprocess.run(wrapper + [str(b)], capture_output=True, text=True, timeout=600)
         dt = time.time() - t0
         cases = 0
         for line in r.stdout.splitlines():
             m = re.match(r"(ok|not ok) - (.*)", line)
             if not m:
                 continue
-            name = f"{b.name}: {m.group(2)}"
+            name = f"{prefix}{b.name}: {m.group(2)}"
             if not selected(name, args):
                 continue
             cases += 1
@@ -64,7 +72,7 @@ def run_unit(args):
             record("unit", name, m.group(1) == "ok", 0.0, detail)
         if r.returncode != 0 and (cases == 0 or "not ok" not in r.stdout):
             # Crashed (a sanitizer report) rather than failing a case.
-            record("unit", f"{b.name} (process)", False, dt,
+            record("unit", f"{prefix}{b.name} (process)", False, dt,
                    f"exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
 
 

@@ -59,6 +59,19 @@ def demo_key():
     return DEMO_KEY_FILE.read_text().strip()
 
 
+def stop_demo_db():
+    """`make demo-stop`: stops the demo's PostgreSQL server if it runs; its data
+    stays in .demo/ for the next `make demo`, `make invoke` or `make psql`."""
+    data = DEMO_DIR / "pg" / "data"
+    if not (data / "postmaster.pid").exists():
+        print(f"demo database: not running ({DEMO_DIR / 'pg'})")
+        return 0
+    db = demo_db()  # finds the running server; does not start another
+    db.stop()
+    print(f"demo database: stopped ({DEMO_DIR / 'pg'}; `rm -rf {DEMO_DIR}` forgets it)")
+    return 0
+
+
 def psql(db):
     env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(db.port), PGUSER=pg.USER,
                PGPASSWORD=pg.PASSWORD, PGDATABASE=pg.DATABASE, PGSSLMODE="disable")
@@ -108,7 +121,10 @@ def main():
     ap.add_argument("--endpoint-url", help="an SQS endpoint (LocalStack, AWS) instead of moto")
     ap.add_argument("--bootstrap", default=str(ROOT / "build" / "bootstrap"))
     ap.add_argument("--psql", action="store_true", help="open psql on the demo database")
+    ap.add_argument("--stop", action="store_true", help="stop the demo database (make demo-stop)")
     args = ap.parse_args()
+    if args.stop:
+        return stop_demo_db()
 
     print(f"== database: a private PostgreSQL server in {DEMO_DIR / 'pg'}")
     db = demo_db()
@@ -186,8 +202,10 @@ def main():
     print(f"   replayed batch         {len(replay)} messages delivered again: "
           f"{added_by_replay} rows added, {len(failed or [])} listed (its bad messages)")
     print(f"   throughput             {stats.received / max(stats.busy_seconds, 1e-9):,.0f} "
-          f"records/s inside the function, {stats.received / wall:,.0f} records/s end to end "
-          f"(queue included)")
+          f"records/s inside the function, {stats.received / wall:,.0f} records/s end to end")
+    print("                          (the end-to-end rate is the local SQS emulator's and the "
+          "runner's, not the")
+    print("                          function's: `make bench` measures the function)")
     print()
     print("== duplicate groups: the same device and ip used by different users, found through")
     print("   the masked columns (no raw value needed):")
@@ -202,7 +220,8 @@ def main():
                       "ORDER BY user_id, create_date LIMIT 4"):
         print("   " + json.dumps(r))
     print()
-    print(f"The database is still running: `make psql` opens it. Logs: {DEMO_DIR}/bootstrap.log")
+    print(f"The database is still running: `make psql` opens it, `make demo-stop` stops it. "
+          f"Logs: {DEMO_DIR}/bootstrap.log")
     print("Recover a masked value:  MASKING_KEY=$(cat .demo/masking-key) MASKING_KEY_ID=demo "
           "build/bootstrap unmask 'demo:...'")
     ok = (rows == len(messages) - bad and added_by_replay == 0 and dead == bad

@@ -1,13 +1,35 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that the tests, the demo and the benchmark use
-# and a fresh Debian/Ubuntu machine lacks.  Does nothing when all are there.
+# Installs the Debian packages that building (tools/deps.sh), the tests, the
+# demo and the benchmark use and a fresh Debian/Ubuntu machine lacks.  Does
+# nothing when all are there.  This is the only script that installs packages:
+# `make install-deps` runs it, and so do `make test` and `make demo` as their
+# first step; build rules never install anything.
+#
+#   tools/test-deps.sh           build + tests (the default)
+#   tools/test-deps.sh build     only what `make` and `make ARCH=...` need
 set -euo pipefail
-pkgs=(build-essential libssl-dev bison flex dpkg-dev file zip unzip ca-certificates
-  postgresql postgresql-client clang libclang-rt-dev valgrind clang-format python3)
-py=$(tools/python.sh)
-"$py" -c 'import cryptography.hazmat.primitives.ciphers.aead as a; a.AESSIV' 2>/dev/null ||
-  pkgs+=(python3-cryptography)
-"$py" -c 'import yaml' 2>/dev/null || pkgs+=(python3-yaml)
+what=${1:-test}
+
+# The build: compilers, the tools libpq's configure wants, OpenSSL's headers
+# and static libraries, and the cross toolchain for the other architecture
+# (`make ARCH=arm64` on x86_64, `make ARCH=x86_64` on arm64).
+pkgs=(build-essential pkg-config libssl-dev bison flex dpkg-dev file zip ca-certificates)
+case $(uname -m) in
+  x86_64) cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
+  aarch64 | arm64) cross=(gcc-x86-64-linux-gnu libc6-dev-amd64-cross) ;;
+  *) cross=() ;;
+esac
+pkgs+=("${cross[@]}")
+if [[ $what == test ]]; then
+  # The tests: a PostgreSQL server, the fuzzers' clang, valgrind, qemu-user
+  # for the other architecture's binary, and Python with an independent AES-SIV.
+  pkgs+=(unzip postgresql postgresql-client clang libclang-rt-dev valgrind clang-format
+    python3 qemu-user-static)
+  py=$(tools/python.sh)
+  "$py" -c 'import cryptography.hazmat.primitives.ciphers.aead as a; a.AESSIV' 2>/dev/null ||
+    pkgs+=(python3-cryptography)
+  "$py" -c 'import yaml' 2>/dev/null || pkgs+=(python3-yaml)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

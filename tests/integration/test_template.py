@@ -219,8 +219,12 @@ def test_role_reads_exactly_the_two_secrets():
     assert role["AssumeRolePolicyDocument"]["Statement"] == [{
         "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
         "Action": "sts:AssumeRole"}]
-    assert role["ManagedPolicyArns"] == [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/"
-                                                     "service-role/AWSLambdaVPCAccessExecutionRole"}]
+    # The VPC access policy, and X-Ray writes only with TracingMode=Active.
+    assert role["ManagedPolicyArns"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"},
+        {"Fn::If": ["TracingActive",
+                    {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess"},
+                    ref("AWS::NoValue")]}]
     (policy,) = role["Policies"]
     stmts = _statements(policy["PolicyDocument"])
     secret_refs = [ref("DbSecretArn"), ref("MaskingKeySecretArn")]
@@ -261,9 +265,16 @@ def test_environment_names_secrets_but_holds_none():
     assert env["PGSSLROOTCERT"] == "/var/task/rds-global-bundle.pem"
     assert 2 <= int(env["PGCONNECT_TIMEOUT"]) <= 10
     assert env["PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"] == "2773"
-    for forbidden in ("MASKING_KEY", "PGPASSWORD", "DATABASE_URL", "PGPASSFILE",
-                      "AWS_LAMBDA_LOG_FORMAT", "AWS_LAMBDA_LOG_LEVEL"):
+    for forbidden in ("PGPASSWORD", "PGPASSFILE", "AWS_LAMBDA_LOG_FORMAT", "AWS_LAMBDA_LOG_LEVEL"):
         assert forbidden not in env, f"{forbidden} must not be set in the template"
+    # Declared for `sam local invoke --env-vars` (which sets only declared variables),
+    # and empty, which the function reads as unset: in AWS only the secrets count.
+    assert env["DATABASE_URL"] == "" and env["MASKING_KEY"] == ""
+    local = json.loads((ROOT / "events" / "env.local.json").read_text())
+    assert set(local) == {FN}, "env.local.json is keyed by the function's logical id"
+    assert set(local[FN]) <= set(env), "sam local ignores variables the template does not declare"
+    assert local[FN]["DB_SECRET_ID"] == "" and local[FN]["MASKING_KEY_SECRET_ID"] == ""
+    assert local[FN]["DATABASE_URL"].startswith("postgresql://") and len(local[FN]["MASKING_KEY"]) == 128
     for k, v in env.items():
         text = json.dumps(v)
         assert not re.search(r"[0-9a-fA-F]{64}", text), f"{k} looks like key material"
@@ -278,15 +289,52 @@ def test_environment_names_secrets_but_holds_none():
         assert default(param) == ""
 
 
-def test_extension_layer_and_vpc():
+LAYER_RE = (r"arn:(aws|aws-cn|aws-us-gov):lambda:([a-z0-9-]+):([0-9]{12}):layer:"
+            r"AWS-Parameters-and-Secrets-Lambda-Extension(-Arm64)?:([0-9]+)")
+
+
+def test_extension_layer_by_region_and_architecture():
     p = RES[FN]["Properties"]
-    assert p["Layers"] == [ref("ParametersSecretsExtensionLayerArn")]
+    cond = T["Conditions"]
+    assert cond["IsArm64"] == {"Fn::Equals": [ref("Architecture"), "arm64"]}
+    assert cond["HasNoLayer"] == {"Fn::Equals": [ref("ParametersSecretsExtensionLayerArn"), "none"]}
+    assert p["Layers"] == {"Fn::If": ["HasNoLayer", ref("AWS::NoValue"), [
+        {"Fn::If": ["HasLayerOverride", ref("ParametersSecretsExtensionLayerArn"),
+                    {"Fn::If": ["IsArm64",
+                                {"Fn::FindInMap": ["ExtensionLayers", ref("AWS::Region"), "arm64"]},
+                                {"Fn::FindInMap": ["ExtensionLayers", ref("AWS::Region"), "x86"]}]}]}]]}
+    table = T["Mappings"]["ExtensionLayers"]
+    assert len(table) >= 25 and {"us-east-1", "eu-west-1", "ap-southeast-2"} <= set(table)
+    accounts = {}
+    for region, cells in table.items():
+        assert set(cells) == {"x86", "arm64"}, region
+        assert cells["x86"], f"{region}: every listed Region has an x86_64 layer"
+        for column, arn in cells.items():
+            if not arn:
+                assert column == "arm64", region
+                continue
+            m = re.fullmatch(LAYER_RE, arn)
+            assert m, f"{region}/{column}: {arn}"
+            partition, arn_region, account, arm, _ = m.groups()
+            assert arn_region == region, f"{region}/{column} names {arn_region}"
+            assert bool(arm) == (column == "arm64"), f"{region}/{column}: wrong architecture"
+            want = {"cn": "aws-cn", "us-gov": "aws-us-gov"}.get(
+                region.split("-")[0] if not region.startswith("us-gov") else "us-gov", "aws")
+            assert partition == want, f"{region}: partition {partition}"
+            # AWS publishes both architectures of a Region from one account.
+            assert accounts.setdefault(region, account) == account, region
+    assert len(set(accounts.values())) == len(accounts), "two Regions share an account id"
+    # The override: empty by default, an ARN of either architecture, or "none".
     layer = PARAMS["ParametersSecretsExtensionLayerArn"]
-    assert re.fullmatch(r"arn:aws:lambda:us-east-1:177933569100:layer:"
-                        r"AWS-Parameters-and-Secrets-Lambda-Extension:\d+", layer["Default"])
-    assert re.match(layer["AllowedPattern"], layer["Default"])
-    assert re.match(layer["AllowedPattern"], "arn:aws:lambda:us-east-1:177933569100:layer:"
-                    "AWS-Parameters-and-Secrets-Lambda-Extension-Arm64:24")
+    assert layer["Default"] == ""
+    for ok in ("", "none", table["eu-west-1"]["arm64"], table["us-east-1"]["x86"]):
+        assert re.match(layer["AllowedPattern"], ok), ok
+    for bad in ("None", "arn:aws:lambda:us-east-1:177933569100:layer:SomethingElse:1"):
+        assert not re.match(layer["AllowedPattern"], bad), bad
+
+
+def test_vpc_and_parameter_defaults():
+    p = RES[FN]["Properties"]
     assert p["VpcConfig"] == {"SubnetIds": ref("SubnetIds"),
                               "SecurityGroupIds": ref("SecurityGroupIds")}
     assert PARAMS["SubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
@@ -296,6 +344,42 @@ def test_extension_layer_and_vpc():
             assert re.match(spec["AllowedPattern"], str(spec["Default"])), name
         if "AllowedValues" in spec and "Default" in spec:
             assert spec["Default"] in spec["AllowedValues"], name
+
+
+def test_observability_alarms_tracing_and_dashboard():
+    for name, metric, periods in (("RecordsRejectedAlarm", "RecordsRejected", 1),
+                                  ("RecordsFailedAlarm", "RecordsFailed", 3)):
+        a = RES[name]["Properties"]
+        assert (a["Namespace"], a["MetricName"], a["Statistic"]) == ("LoginEtl", metric, "Sum")
+        assert a["Dimensions"] == [{"Name": "FunctionName", "Value": ref("FunctionName")}]
+        assert a["Threshold"] == 0 and a["EvaluationPeriods"] == periods
+    d = RES["DurationNearTimeoutAlarm"]["Properties"]
+    assert (d["Namespace"], d["MetricName"], d["Statistic"]) == ("AWS/Lambda", "Duration", "Maximum")
+    # 80% of the timeout, for every timeout the parameter allows.
+    for timeout in PARAMS["FunctionTimeout"]["AllowedValues"]:
+        assert resolve(d["Threshold"], {"FunctionTimeout": timeout}) == timeout * 800, timeout
+    # Tracing: off by default; Active also grants the role X-Ray writes.
+    assert PARAMS["TracingMode"]["AllowedValues"] == ["PassThrough", "Active"]
+    assert default("TracingMode") == "PassThrough"
+    assert RES[FN]["Properties"]["Tracing"] == ref("TracingMode")
+    policies = RES["LoginEtlRole"]["Properties"]["ManagedPolicyArns"]
+    assert {"Fn::If": ["TracingActive", {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/"
+                                                   "AWSXRayDaemonWriteAccess"},
+                       ref("AWS::NoValue")]} in policies
+    # The dashboard body is valid JSON once substituted, and shows the function's
+    # own metrics, ColdStart included, and both queues.
+    body, variables = RES["LoginEtlDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    values = {"AWS::Region": "eu-west-1", "FunctionName": "login-etl", "LoginEtlFunction": "login-etl",
+              "LoginQueue.QueueName": "q", "LoginDeadLetterQueue.QueueName": "dlq",
+              "DurationThreshold": "48000"}
+    assert set(re.findall(r"\$\{([^}]+)\}", body)) == set(values)
+    assert set(variables) == {"DurationThreshold"}
+    doc = json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], body))
+    shown = {m[1] for w in doc["widgets"] for m in w["properties"]["metrics"] if m[0] != "..."
+             and m[1] != "."}
+    for metric in ("RecordsReceived", "RecordsWritten", "RecordsRejected", "RecordsFailed",
+                   "ColdStart", "Duration", "Errors", "ApproximateAgeOfOldestMessage"):
+        assert metric in shown or any(metric in json.dumps(w) for w in doc["widgets"]), metric
 
 
 def test_logging_and_alarms():

@@ -32,13 +32,20 @@ def terminate(popen, grace_s=10):
     return popen.returncode
 
 
+# What Bootstrap runs when a test names no binary: the ASan build, unless
+# test_cross_arch.py points this at the other architecture's build and qemu-user
+# for the tests it reruns there.
+DEFAULT = {"binary": None, "wrapper": None}
+
+
 class Bootstrap:
     """The bootstrap process, with a clean environment (as in Lambda: only what
     is set here), its stdout and stderr captured in files."""
 
     def __init__(self, api, env=None, binary=None, valgrind=False, key=True, db=None,
                  max_invocations=None, wrapper=None):
-        self.binary = str(binary or paths.ASAN)
+        self.binary = str(binary or DEFAULT["binary"] or paths.ASAN)
+        wrapper = wrapper or DEFAULT["wrapper"]
         e = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api,
              "AWS_LAMBDA_FUNCTION_NAME": "login-etl-test",
              "ASAN_OPTIONS": ASAN_OPTIONS, "UBSAN_OPTIONS": UBSAN_OPTIONS}

@@ -102,7 +102,9 @@ build/plain/bootstrap: $(call objs,plain) build/plain/function/main.o
 
 # TLS to RDS with sslmode=verify-full needs Amazon's CA bundle next to the
 # binary (/var/task/rds-global-bundle.pem; libpq 15 has no system trust store
-# option).  It is downloaded once, or taken from RDS_CA_BUNDLE.
+# option).  RDS's bundle is downloaded once, or taken from RDS_CA_BUNDLE;
+# tools/ca-bundle.sh appends the Amazon Trust Services roots that RDS Proxy
+# endpoints present, taken from this machine's ca-certificates.
 RDS_CA_URL    := https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 RDS_CA_BUNDLE ?= build/rds-global-bundle.pem
 
@@ -115,20 +117,19 @@ build/rds-global-bundle.pem:
 # is one (a local database without TLS does not need it).
 package: build/function.zip
 
-build/function.zip: build/bootstrap
+build/function.zip: build/bootstrap tools/ca-bundle.sh
 	rm -f $@
 	cd build && zip -q -X function.zip bootstrap
-	@if [ -f "$(RDS_CA_BUNDLE)" ]; then cp "$(RDS_CA_BUNDLE)" build/pkg-ca.pem && \
-	  cd build && mkdir -p pkg && mv pkg-ca.pem pkg/rds-global-bundle.pem && \
-	  (cd pkg && zip -q -X ../function.zip rds-global-bundle.pem) && rm -rf pkg; \
-	  else echo "note: no RDS CA bundle in the zip (make build/rds-global-bundle.pem, or RDS_CA_BUNDLE=...)"; fi
+	@mkdir -p build/pkg && tools/ca-bundle.sh build/pkg/rds-global-bundle.pem $(wildcard $(RDS_CA_BUNDLE)) && \
+	  (cd build/pkg && zip -q -X ../function.zip rds-global-bundle.pem) && rm -rf build/pkg
+	@[ -f "$(RDS_CA_BUNDLE)" ] || echo "note: the zip's CA bundle lacks RDS's CAs, only RDS Proxy's (make build/rds-global-bundle.pem, or RDS_CA_BUNDLE=...)"
 	@echo "$@: $$(stat -c %s $@) bytes"
 
 # AWS SAM `BuildMethod: makefile` runs `make build-<LogicalId>` with ARTIFACTS_DIR set.
 # What goes to AWS must verify RDS's certificate, so the bundle is required here.
 build-LoginEtlFunction: build/bootstrap $(RDS_CA_BUNDLE)
 	cp build/bootstrap $(ARTIFACTS_DIR)/bootstrap
-	cp $(RDS_CA_BUNDLE) $(ARTIFACTS_DIR)/rds-global-bundle.pem
+	tools/ca-bundle.sh $(ARTIFACTS_DIR)/rds-global-bundle.pem $(RDS_CA_BUNDLE)
 
 # --- tests ---------------------------------------------------------------------------------
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))

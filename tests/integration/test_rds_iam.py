@@ -8,12 +8,21 @@
   writes a batch, and re-signs a token older than its renewal age before a
   new connection while an open connection stays in use.
 * Settings: what DB_AUTH=iam needs is checked at init.
+* The CA bundle shipped next to bootstrap (tools/ca-bundle.sh) holds the
+  Amazon Trust Services roots an RDS Proxy endpoint chains to, after RDS's
+  bundle, and libpq verifies a server with it.
 """
 import atexit
+import base64
+import hashlib
 import json
 import os
+import re
 import subprocess
+import tempfile
 import time
+import warnings
+import zipfile
 
 from events.generate import event_bytes, make_event, make_messages
 from rig import iam, paths, pg, proc, runtime_api
@@ -225,3 +234,83 @@ def test_iam_settings_are_checked_at_init():
             finally:
                 boot.stop()
 
+
+
+# --- the CA bundle ----------------------------------------------------------------------------
+# Amazon Trust Services' roots as Mozilla's root store (Debian's ca-certificates) carries
+# them: subject common name and SHA-256 of the DER.
+ATS_ROOTS = {
+    "Amazon Root CA 1": "8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e",
+    "Amazon Root CA 2": "1ba5b2aa8c65401a82960118f80bec4f62304d83cec4713a19c39c011ea46db4",
+    "Amazon Root CA 3": "18ce6cfe7bf14e60b2e347b8dfe868cb31d02ebb3ada271569f50343b46db3a4",
+    "Amazon Root CA 4": "e35d28419ed02025cfa69038cd623962458da5c695fbdea3c22b0bfb25897092",
+    "Starfield Services Root Certificate Authority - G2":
+        "568d6905a2c88708a4b3025190edcfedb1974a606a13c6e5290fcb2ae63edab5",
+}
+
+
+def _certs(pem_text):
+    """(common name, SHA-256 of the DER) of each certificate in a PEM text, in order."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    out = []
+    for body in re.findall(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----",
+                           pem_text, re.S):
+        der = base64.b64decode("".join(body.split()))
+        with warnings.catch_warnings():
+            # Starfield Services Root CA - G2 has serial number 0, which RFC 5280 forbids.
+            warnings.simplefilter("ignore")
+            cert = x509.load_der_x509_certificate(der)
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        out.append((cn, hashlib.sha256(der).hexdigest()))
+    return out
+
+
+def test_ca_bundle_adds_the_rds_proxy_roots_after_rds_bundle():
+    srv = _server()  # its test CA stands in for RDS's bundle
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "bundle.pem")
+        subprocess.run([str(paths.ROOT / "tools" / "ca-bundle.sh"), out, srv.ca], check=True,
+                       capture_output=True, timeout=120)
+        with open(out) as f, open(srv.ca) as g:
+            text, rds = f.read(), g.read()
+        assert text.startswith(rds)
+        got = _certs(text)
+        assert got[:len(_certs(rds))] == _certs(rds)
+        assert sorted(got[len(_certs(rds)):]) == sorted(ATS_ROOTS.items())
+
+        # libpq reads the whole bundle (comments between certificates included) and
+        # verify-full passes with the CA that is in it; the token then logs in.
+        n = len(srv.binds)
+        s = _Session(srv, DATABASE_URL=srv.url(ca=out))
+        try:
+            assert s.answer(_batch(9, n=3)) == []
+            assert len(srv.binds) == n + 1 and srv.binds[n]["ok"]
+        finally:
+            s.close()
+
+        # A trust store without one of the roots fails the build, naming it.
+        store = os.path.join(d, "store")
+        os.mkdir(store)
+        pems = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n", text, re.S)
+        for i, (pem, (cn, _)) in enumerate(zip(pems, got)):
+            if cn != "Amazon Root CA 3":
+                with open(os.path.join(store, f"{i}.crt"), "w") as f:
+                    f.write(pem)
+        r = subprocess.run([str(paths.ROOT / "tools" / "ca-bundle.sh"), out + ".2"],
+                           env=dict(os.environ, CA_ROOTS=store), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode != 0 and "Amazon Root CA 3" in r.stderr, r.stderr
+        assert not os.path.exists(out + ".2")
+
+
+def test_package_ships_the_bundle_with_the_rds_proxy_roots():
+    r = subprocess.run(["make", "-C", str(paths.ROOT), "package"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with zipfile.ZipFile(paths.BUILD / "function.zip") as z:
+        text = z.read("rds-global-bundle.pem").decode()
+    got = dict(_certs(text))
+    for cn, fp in ATS_ROOTS.items():
+        assert got.get(cn) == fp, cn

@@ -67,6 +67,8 @@ static rc_t hmac(const unsigned char *key, size_t key_len, const char *msg, size
     return RC_OK;
 }
 
+/* Writes n bytes as 2n lower-case hex digits and a NUL into out (2n + 1
+ * bytes); cannot fail. */
 static void to_hex(const unsigned char *p, size_t n, char *out)
 {
     static const char hex[] = "0123456789abcdef";
@@ -258,15 +260,13 @@ static void resolve(PQconninfoOption *opts, struct pg_settings *s)
 static int plain_host(const char *h)
 {
     size_t n = strlen(h);
-    if (n == 0 || n > HOST_MAX)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
+    int plain = n > 0 && n <= HOST_MAX;
+    for (size_t i = 0; plain && i < n; i++) {
         char c = h[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '-'))
-            return 0;
+        plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '.' || c == '-';
     }
-    return 1;
+    return plain;
 }
 
 /* Checks the settings (see rds_iam_new) and copies them into t.  Returns
@@ -274,32 +274,30 @@ static int plain_host(const char *h)
 static rc_t configure(struct rds_iam *t, const struct pg_settings *s, char err[ERR_LEN])
 {
     unsigned long port = 5432;
+    char *end = NULL;
+    rc_t rc = RC_CONFIG;
 
     if (!s->host || !plain_host(s->host)) {
         snprintf(err, ERR_LEN,
                  "DB_AUTH=iam needs one database host name (in DATABASE_URL or PGHOST): %s",
                  s->host ? "not a DNS name or IPv4 address (one host, no socket path)" : "unset");
-        return RC_CONFIG;
+        goto out;
     }
-    if (s->port) {
-        char *end = NULL;
-        port = strtoul(s->port, &end, 10);
-        if (*end || port == 0 || port > 65535 || s->port[0] < '0' || s->port[0] > '9') {
-            snprintf(err, ERR_LEN, "DB_AUTH=iam: the database port is not one port number");
-            return RC_CONFIG;
-        }
+    if (s->port && ((port = strtoul(s->port, &end, 10)) == 0 || *end || port > 65535 ||
+                    s->port[0] < '0' || s->port[0] > '9')) {
+        snprintf(err, ERR_LEN, "DB_AUTH=iam: the database port is not one port number");
+        goto out;
     }
     if (!s->user) {
         snprintf(err, ERR_LEN,
-                 "DB_AUTH=iam: the database user is not named (DATABASE_URL or "
-                 "PGUSER)");
-        return RC_CONFIG;
+                 "DB_AUTH=iam: the database user is not named (DATABASE_URL or PGUSER)");
+        goto out;
     }
     if (s->password) {
         snprintf(err, ERR_LEN,
                  "DB_AUTH=iam signs the database password itself: remove the password from "
                  "DATABASE_URL and PGPASSWORD");
-        return RC_CONFIG;
+        goto out;
     }
     /* The token is a bearer credential for 15 minutes: it goes only to a
      * server whose certificate and name were checked. */
@@ -307,23 +305,25 @@ static rc_t configure(struct rds_iam *t, const struct pg_settings *s, char err[E
         snprintf(err, ERR_LEN,
                  "DB_AUTH=iam needs sslmode=verify-full and sslrootcert (the CA bundle), in "
                  "DATABASE_URL or PGSSLMODE and PGSSLROOTCERT");
-        return RC_CONFIG;
+        goto out;
     }
     if (!env("AWS_REGION")) {
         snprintf(err, ERR_LEN, "DB_AUTH=iam needs AWS_REGION");
-        return RC_CONFIG;
+        goto out;
     }
     if (!env("AWS_ACCESS_KEY_ID") || !env("AWS_SECRET_ACCESS_KEY")) {
         snprintf(err, ERR_LEN,
                  "DB_AUTH=iam needs the role's credentials: AWS_ACCESS_KEY_ID and "
                  "AWS_SECRET_ACCESS_KEY are not set");
-        return RC_CONFIG;
+        goto out;
     }
     t->port = (unsigned)port;
     t->host = strdup(s->host);
     t->user = strdup(s->user);
     t->region = strdup(env("AWS_REGION"));
-    return t->host && t->user && t->region ? RC_OK : RC_NOMEM;
+    rc = t->host && t->user && t->region ? RC_OK : RC_NOMEM;
+out:
+    return rc;
 }
 
 struct rds_iam *rds_iam_new(const char *database_url, long renew_s, rc_t *rc, char err[ERR_LEN])
@@ -374,20 +374,21 @@ rc_t rds_iam_token(struct rds_iam *t, time_t now, const char **token, char err[E
     if (!t->have || now < t->signed_at || now - t->signed_at >= t->renew_s) {
         struct rds_iam_creds c = {env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"),
                                   env("AWS_SESSION_TOKEN")};
-        if (!c.access_key_id || !c.secret_access_key) {
-            snprintf(err, ERR_LEN, "IAM token: AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY unset");
-            t->have = 0;
-            return RC_CONFIG;
-        }
         /* rds_iam_sign wipes the old token before writing the new one. */
         t->have = 0;
+        if (!c.access_key_id || !c.secret_access_key) {
+            snprintf(err, ERR_LEN, "IAM token: AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY unset");
+            rc = RC_CONFIG;
+            goto out;
+        }
         if ((rc = rds_iam_sign(t->host, t->port, t->user, t->region, &c, now, &t->token, err)))
-            return rc;
+            goto out;
         t->have = 1;
         t->signed_at = now;
         t->signed_count++;
     }
     *token = t->token.data;
+out:
     return rc;
 }
 

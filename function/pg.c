@@ -352,17 +352,18 @@ static rc_t run(struct pg_sink *s, const char *sql, ExecStatusType expect, PGres
  * Returns RC_OK, RC_TIMEOUT or RC_DB (the attempt is marked broken). */
 static rc_t connect_db(struct pg_sink *s)
 {
-    /* Later keys override what dbname's expansion sets; a NULL value is skipped. */
-    static const char *const keys[] = {"dbname", "password", "application_name", "client_encoding",
-                                       NULL};
-    const char *values[] = {s->conninfo, NULL, "login-etl", "UTF8", NULL};
+    const char *password = NULL; /* from password_fn: overrides the settings' */
     rc_t rc = RC_DB;
 
-    if (s->password_fn && s->password_fn(s->password_ctx, &values[1], s->why) != RC_OK) {
+    if (s->password_fn && s->password_fn(s->password_ctx, &password, s->why) != RC_OK) {
         s->phase = PH_BROKEN;
         s->retryable = 0;
         return RC_DB;
     }
+    /* Keys after dbname override what its expansion sets; a NULL value is skipped. */
+    static const char *const keys[] = {"dbname", "application_name", "client_encoding", "password",
+                                       NULL};
+    const char *values[] = {s->conninfo, "login-etl", "UTF8", password, NULL};
     s->conn = PQconnectStartParams(keys, values, 1);
     if (!s->conn) {
         fail(s, NULL, "connect: out of memory");

@@ -179,6 +179,20 @@ def test_end_to_end_login_with_a_signed_token_and_renewal():
     assert srv.scalar("SELECT count(*) FROM user_logins") == "120"
 
 
+def test_end_to_end_with_the_settings_the_template_gives():
+    # The template sets PG* variables rather than DATABASE_URL.
+    srv = _server()
+    n = len(srv.binds)
+    s = _Session(srv, DATABASE_URL=None, PGHOST=iam.HOST, PGHOSTADDR="127.0.0.1",
+                 PGPORT=str(srv.db.port), PGUSER=pg.USER, PGDATABASE=pg.DATABASE,
+                 PGSSLMODE="verify-full", PGSSLROOTCERT=srv.ca, PGCONNECT_TIMEOUT="5")
+    try:
+        assert s.answer(_batch(10, n=5)) == []
+        assert len(srv.binds) == n + 1 and srv.binds[n]["ok"], srv.binds[n:]
+    finally:
+        s.close()
+
+
 def test_end_to_end_refusals():
     srv = _server()
     n = len(srv.binds)

@@ -165,7 +165,9 @@ build/plain/bootstrap: $(call objs,build/plain) build/plain/function/main.o
 
 # TLS to RDS with sslmode=verify-full needs Amazon's CA bundle next to the
 # binary (/var/task/rds-global-bundle.pem; libpq 15 has no system trust store
-# option).  It is downloaded once, or taken from RDS_CA_BUNDLE.
+# option).  RDS's bundle is downloaded once, or taken from RDS_CA_BUNDLE;
+# tools/ca-bundle.sh appends the Amazon Trust Services roots that RDS Proxy
+# endpoints present, taken from this machine's ca-certificates.
 RDS_CA_URL    := https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 RDS_CA_BUNDLE ?= build/rds-global-bundle.pem
 
@@ -178,12 +180,12 @@ build/rds-global-bundle.pem:
 # is one (a local database without TLS does not need it).
 package: $(OUT)/function.zip
 
-$(OUT)/function.zip: $(OUT)/bootstrap
+$(OUT)/function.zip: $(OUT)/bootstrap tools/ca-bundle.sh
 	@rm -f $@ && rm -rf $(OUT)/pkg && mkdir -p $(OUT)/pkg
 	@cp $< $(OUT)/pkg/bootstrap
-	@if [ -f "$(RDS_CA_BUNDLE)" ]; then cp "$(RDS_CA_BUNDLE)" $(OUT)/pkg/rds-global-bundle.pem; \
-	  else echo "  note: no RDS CA bundle in the zip (make build/rds-global-bundle.pem, or RDS_CA_BUNDLE=...)"; fi
-	$(call step,ZIP,$@) cd $(OUT)/pkg && zip -q -X ../function.zip bootstrap $$(ls rds-global-bundle.pem 2>/dev/null)
+	@tools/ca-bundle.sh $(OUT)/pkg/rds-global-bundle.pem $(wildcard $(RDS_CA_BUNDLE))
+	@[ -f "$(RDS_CA_BUNDLE)" ] || echo "  note: the zip's CA bundle lacks RDS's CAs, only RDS Proxy's (make build/rds-global-bundle.pem, or RDS_CA_BUNDLE=...)"
+	$(call step,ZIP,$@) cd $(OUT)/pkg && zip -q -X ../function.zip bootstrap rds-global-bundle.pem
 	@rm -rf $(OUT)/pkg
 	@echo "  $@: $(ARCH), $$(stat -c %s $@) bytes"
 
@@ -205,7 +207,7 @@ build-LoginEtlFunction:
 sam-artifacts: $(OUT)/bootstrap $(RDS_CA_BUNDLE)
 	@mkdir -p $(ARTIFACTS_DIR)
 	cp $(OUT)/bootstrap $(ARTIFACTS_DIR)/bootstrap
-	cp $(RDS_CA_BUNDLE) $(ARTIFACTS_DIR)/rds-global-bundle.pem
+	tools/ca-bundle.sh $(ARTIFACTS_DIR)/rds-global-bundle.pem $(RDS_CA_BUNDLE)
 
 # --- tests ---------------------------------------------------------------------------------
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))

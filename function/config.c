@@ -68,6 +68,23 @@ rc_t config_load(struct config *c, char err[ERR_LEN])
         snprintf(err, ERR_LEN, "MASKING_KEY and MASKING_KEY_SECRET_ID are both set: choose one");
         goto bad;
     }
+    if ((v = env("DB_AUTH")) && strcmp(v, "iam") != 0 && strcmp(v, "password") != 0) {
+        snprintf(err, ERR_LEN, "DB_AUTH is neither \"password\" nor \"iam\"");
+        goto bad;
+    }
+    c->db_auth_iam = v && strcmp(v, "iam") == 0;
+    if (c->db_auth_iam && c->db_secret_id) {
+        snprintf(err, ERR_LEN, "DB_AUTH=iam and DB_SECRET_ID are both set: choose one");
+        goto bad;
+    }
+    c->iam_renew_s = 600;
+    if ((v = env("LOGIN_ETL_IAM_RENEW_SECONDS"))) {
+        if (num_parse_i64(v, strlen(v), 1, 840, &n) != RC_OK) {
+            snprintf(err, ERR_LEN, "LOGIN_ETL_IAM_RENEW_SECONDS is not 1 to 840");
+            goto bad;
+        }
+        c->iam_renew_s = (long)n;
+    }
     if (key && !(c->masking_key = strdup(key))) {
         snprintf(err, ERR_LEN, "out of memory reading MASKING_KEY");
         return RC_NOMEM;

@@ -15,6 +15,9 @@ struct config {
     const char *masking_key_secret_id; /* MASKING_KEY_SECRET_ID or NULL */
     const char *db_secret_id;          /* DB_SECRET_ID or NULL */
     const char *database_url;          /* DATABASE_URL or NULL (libpq reads PG* itself) */
+    int db_auth_iam;                   /* DB_AUTH=iam: the password is a signed IAM token */
+    long iam_renew_s;                  /* LOGIN_ETL_IAM_RENEW_SECONDS: re-sign a token this
+                                          old, default 600, within [1, 840] */
     const char *function_name;         /* AWS_LAMBDA_FUNCTION_NAME, for metrics; or "login-etl" */
     struct endpoint secrets_endpoint;  /* the Parameters and Secrets extension: localhost,
                                           port 2773 unless

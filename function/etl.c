@@ -21,6 +21,7 @@
 #include "login.h"
 #include "mask.h"
 #include "pg.h"
+#include "rds_iam.h"
 #include "row.h"
 #include "secrets.h"
 #include "sqs.h"
@@ -39,6 +40,7 @@ struct etl {
     struct config cfg;
     struct mask_key *key;        /* NULL until read from its secret on the first invocation */
     struct pg_sink *sink;        /* the connection, kept across invocations */
+    struct rds_iam *iam;         /* DB_AUTH=iam: signs the password of each connect; else NULL */
     int secrets_loaded;          /* the secrets were read (again only after refused credentials) */
     unsigned char db_digest[32]; /* SHA-256 of the connection string from the database
                                     secret: tells a rotated secret from a cached copy
@@ -93,6 +95,14 @@ struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
         snprintf(err, ERR_LEN, "out of memory");
         goto fail;
     }
+    if (e->cfg.db_auth_iam) {
+        e->iam = rds_iam_new(e->cfg.database_url, e->cfg.iam_renew_s, &rc, err);
+        if (!e->iam) {
+            *err_type = rc == RC_CONFIG ? "InvalidConfiguration" : "Runtime.OutOfMemory";
+            goto fail;
+        }
+        pg_sink_set_password_fn(e->sink, rds_iam_password, e->iam);
+    }
     return e;
 fail:
     etl_free(e);
@@ -110,6 +120,7 @@ void etl_free(struct etl *e)
         return;
     mask_key_free(e->key);
     pg_sink_free(e->sink);
+    rds_iam_free(e->iam);
     sqs_free(&e->ev);
     login_parser_free(&e->lp);
     idset_free(&e->seen);

@@ -90,7 +90,9 @@ struct tuples {
 
 struct pg_sink {
     struct logger *lg;
-    char *conninfo;   /* owned, wiped when freed: may hold a password */
+    char *conninfo;             /* owned, wiped when freed: may hold a password */
+    pg_password_fn password_fn; /* NULL, or asked for the password at each connect */
+    void *password_ctx;
     PGconn *conn;     /* NULL when closed */
     int schema_ready; /* the tables were checked on this process's behalf */
     int64_t give_up_at;
@@ -189,6 +191,12 @@ rc_t pg_sink_set_conninfo(struct pg_sink *s, const char *conninfo)
     wipe_string(s->conninfo);
     s->conninfo = copy;
     return RC_OK;
+}
+
+void pg_sink_set_password_fn(struct pg_sink *s, pg_password_fn fn, void *ctx)
+{
+    s->password_fn = fn;
+    s->password_ctx = ctx;
 }
 
 void pg_sink_free(struct pg_sink *s)
@@ -345,11 +353,19 @@ static rc_t run(struct pg_sink *s, const char *sql, ExecStatusType expect, PGres
  * Returns RC_OK, RC_TIMEOUT or RC_DB (the attempt is marked broken). */
 static rc_t connect_db(struct pg_sink *s)
 {
-    static const char *const keys[] = {"dbname", "application_name", "client_encoding", NULL};
-    const char *values[] = {s->conninfo, "login-etl", "UTF8", NULL};
+    const char *password = NULL; /* from password_fn: overrides the settings' */
     rc_t rc = RC_DB;
 
     s->auth_refused = 0;
+    if (s->password_fn && s->password_fn(s->password_ctx, &password, s->why) != RC_OK) {
+        s->phase = PH_BROKEN;
+        s->retryable = 0;
+        return RC_DB;
+    }
+    /* Keys after dbname override what its expansion sets; a NULL value is skipped. */
+    static const char *const keys[] = {"dbname", "application_name", "client_encoding", "password",
+                                       NULL};
+    const char *values[] = {s->conninfo, "login-etl", "UTF8", password, NULL};
     s->conn = PQconnectStartParams(keys, values, 1);
     if (!s->conn) {
         fail(s, NULL, "connect: out of memory");

@@ -55,6 +55,15 @@ struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg);
  * hold a password.  Returns RC_OK or RC_NOMEM. */
 rc_t pg_sink_set_conninfo(struct pg_sink *s, const char *conninfo);
 
+/* A source of the password for each new connection (e.g. a signed IAM
+ * token): sets *password to a string valid until the next call (NULL for
+ * none).  Returns RC_OK, or a failure with err filled (never quoting it). */
+typedef rc_t (*pg_password_fn)(void *ctx, const char **password, char err[ERR_LEN]);
+
+/* Makes every connect ask fn(ctx) for the password, which then overrides
+ * any in the connection settings; fn NULL stops that.  Cannot fail. */
+void pg_sink_set_password_fn(struct pg_sink *s, pg_password_fn fn, void *ctx);
+
 /* Closes the connection, wipes the settings and frees the sink; NULL allowed. */
 void pg_sink_free(struct pg_sink *s);
 

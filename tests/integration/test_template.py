@@ -227,7 +227,9 @@ def test_role_reads_exactly_the_two_secrets():
                     ref("AWS::NoValue")]}]
     (policy,) = role["Policies"]
     stmts = _statements(policy["PolicyDocument"])
-    secret_refs = [ref("DbSecretArn"), ref("MaskingKeySecretArn")]
+    # The database secret only with DatabaseAuth "secret" (test_iam_database_auth_option).
+    secret_refs = [{"Fn::If": ["UseDbSecret", ref("DbSecretArn"), ref("AWS::NoValue")]},
+                   ref("MaskingKeySecretArn")]
     seen = {}
     for cond, s in stmts:
         assert s["Effect"] == "Allow"
@@ -249,7 +251,8 @@ def test_role_reads_exactly_the_two_secrets():
     assert sqs == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                    "sqs:ChangeMessageVisibility"}
     assert all(seen[a][1] == [getatt("LoginQueue", "Arn")] for a in sqs)
-    assert set(seen) == sqs | {"secretsmanager:GetSecretValue", "kms:Decrypt"}
+    assert seen["rds-db:connect"][0] == "UseIamAuth"
+    assert set(seen) == sqs | {"secretsmanager:GetSecretValue", "kms:Decrypt", "rds-db:connect"}
     for name in ("DbSecretArn", "MaskingKeySecretArn"):
         assert PARAMS[name]["Type"] == "String" and "Default" not in PARAMS[name]
         assert re.match(PARAMS[name]["AllowedPattern"],
@@ -258,7 +261,8 @@ def test_role_reads_exactly_the_two_secrets():
 
 def test_environment_names_secrets_but_holds_none():
     env = RES[FN]["Properties"]["Environment"]["Variables"]
-    assert env["DB_SECRET_ID"] == ref("DbSecretArn")
+    assert env["DB_SECRET_ID"] == {"Fn::If": ["UseDbSecret", ref("DbSecretArn"),
+                                              ref("AWS::NoValue")]}
     assert env["MASKING_KEY_SECRET_ID"] == ref("MaskingKeySecretArn")
     assert env["MASKING_KEY_ID"] == ref("MaskingKeyId") and default("MaskingKeyId") == "k1"
     assert env["PGSSLMODE"] == "verify-full"
@@ -283,7 +287,8 @@ def test_environment_names_secrets_but_holds_none():
     raw = TEMPLATE.read_text(encoding="utf-8")
     assert not re.search(r"\b[0-9a-fA-F]{64,}\b", raw)
     # Optional connection overrides appear only when set.
-    assert "PGHOST" not in env, "the host comes from the secret (verify-full checks it)"
+    # The host comes from the secret, or with DatabaseAuth "iam" from DbHost.
+    assert env["PGHOST"] == {"Fn::If": ["UseIamAuth", ref("DbHost"), ref("AWS::NoValue")]}
     for var, param, cond in (("PGPORT", "DbPort", "HasDbPort"), ("PGDATABASE", "DbName", "HasDbName")):
         assert env[var] == {"Fn::If": [cond, ref(param), ref("AWS::NoValue")]}
         assert default(param) == ""
@@ -462,3 +467,114 @@ def test_makefile_ships_the_ca_bundle_the_template_names():
     assert any("bootstrap" in line for line in recipe), f"make -n printed:\n{r.stdout}{r.stderr}"
     assert any(name in line for line in recipe), (
         f"`make build-{FN}` does not put {name} into ARTIFACTS_DIR; commands:\n" + "\n".join(recipe))
+
+
+# --- DatabaseAuth: secret or iam --------------------------------------------------------------
+PSEUDO = {"AWS::Region": "eu-west-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
+NO_VALUE = object()
+
+
+def _params(**over):
+    values = {k: v.get("Default") for k, v in PARAMS.items()}
+    values.update(over)
+    return values
+
+
+def _cond(expr, values):
+    """Evaluates a condition expression for parameter values."""
+    if isinstance(expr, dict) and "Condition" in expr:
+        return _cond(T["Conditions"][expr["Condition"]], values)
+    if isinstance(expr, dict) and "Fn::Equals" in expr:
+        a, b = (_eval(v, values) for v in expr["Fn::Equals"])
+        return str(a) == str(b)
+    if isinstance(expr, dict) and "Fn::Not" in expr:
+        return not _cond(expr["Fn::Not"][0], values)
+    raise AssertionError(f"condition form not handled: {expr}")
+
+
+def _eval(v, values):
+    """The value as CloudFormation would make it for these parameter values:
+    Ref, Fn::If, Fn::Sub and AWS::NoValue resolved (other functions kept)."""
+    if isinstance(v, list):
+        out = [_eval(x, values) for x in v]
+        return [x for x in out if x is not NO_VALUE]
+    if not isinstance(v, dict):
+        return v
+    if list(v) == ["Ref"]:
+        name = v["Ref"]
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in PSEUDO:
+            return PSEUDO[name]
+        return values[name] if name in values else v
+    if list(v) == ["Fn::If"]:
+        cond, yes, no = v["Fn::If"]
+        return _eval(yes if _cond(T["Conditions"][cond], values) else no, values)
+    if list(v) == ["Fn::Sub"] and isinstance(v["Fn::Sub"], str):
+        return re.sub(r"\$\{([^}]+)\}", lambda m: str(_eval(ref(m.group(1)), values)),
+                      v["Fn::Sub"])
+    out = {k: _eval(x, values) for k, x in v.items()}
+    return {k: x for k, x in out.items() if x is not NO_VALUE}
+
+
+def _rules_fail(values):
+    """AssertDescriptions of the template's Rules that these values break."""
+    broken = []
+    for rule in T.get("Rules", {}).values():
+        if "RuleCondition" in rule and not _cond(rule["RuleCondition"], values):
+            continue
+        for a in rule["Assertions"]:
+            if not _cond(a["Assert"], values):
+                broken.append(a["AssertDescription"])
+    return broken
+
+
+IAM = dict(DatabaseAuth="iam", DbSecretArn="", DbHost="login-proxy.proxy-abc.eu-west-1.rds.amazonaws.com",
+           DbIamUser="login_etl", DbIamResourceId="prx-0123456789abcdef0", DbName="logins",
+           MaskingKeySecretArn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:key-AbCdEf")
+SECRET = dict(DatabaseAuth="secret", MaskingKeySecretArn=IAM["MaskingKeySecretArn"],
+              DbSecretArn="arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf")
+
+
+def test_iam_database_auth_option():
+    assert PARAMS["DatabaseAuth"]["AllowedValues"] == ["secret", "iam"]
+    assert default("DatabaseAuth") == "secret"
+    for name, good in (("DbHost", IAM["DbHost"]), ("DbIamUser", "login_etl"),
+                       ("DbIamResourceId", "db-ABCDEFGHIJKLMNOP"),
+                       ("DbIamResourceId", "cluster-ABCDEFGHIJ"), ("DbIamResourceId", "prx-0a1b")):
+        assert re.match(PARAMS[name]["AllowedPattern"], good), (name, good)
+    assert not re.match(PARAMS["DbIamResourceId"]["AllowedPattern"], "arn:aws:rds:db")
+    assert not re.match(PARAMS["DbHost"]["AllowedPattern"], "https://db.example.com")
+
+    # iam: no database secret anywhere, rds-db:connect on exactly this user.
+    values = _params(**IAM)
+    assert _rules_fail(values) == []
+    role = _eval(RES["LoginEtlRole"]["Properties"], values)
+    stmts = role["Policies"][0]["PolicyDocument"]["Statement"]
+    by_action = {s["Action"] if isinstance(s["Action"], str) else tuple(s["Action"]): s
+                 for s in stmts}
+    assert by_action["secretsmanager:GetSecretValue"]["Resource"] == [IAM["MaskingKeySecretArn"]]
+    assert by_action["rds-db:connect"]["Resource"] == (
+        "arn:aws:rds-db:eu-west-1:123456789012:dbuser:prx-0123456789abcdef0/login_etl")
+    env = _eval(RES[FN]["Properties"]["Environment"]["Variables"], values)
+    assert "DB_SECRET_ID" not in env
+    assert env["DB_AUTH"] == "iam"
+    assert (env["PGHOST"], env["PGUSER"], env["PGDATABASE"]) == (IAM["DbHost"], "login_etl", "logins")
+    assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"].startswith("/var/task/")
+    assert "PGPASSWORD" not in env and "DATABASE_URL" not in env
+
+    # secret: as before, and no IAM permission or setting.
+    values = _params(**SECRET)
+    assert _rules_fail(values) == []
+    role = _eval(RES["LoginEtlRole"]["Properties"], values)
+    actions = [s["Action"] for s in role["Policies"][0]["PolicyDocument"]["Statement"]]
+    assert "rds-db:connect" not in actions
+    env = _eval(RES[FN]["Properties"]["Environment"]["Variables"], values)
+    assert env["DB_SECRET_ID"] == SECRET["DbSecretArn"]
+    assert not {"DB_AUTH", "PGHOST", "PGUSER"} & set(env)
+
+    # The Rules refuse a mode without what it needs (or with what it must not have).
+    assert _rules_fail(_params(**dict(SECRET, DbSecretArn="")))
+    for missing in ("DbHost", "DbIamUser", "DbIamResourceId", "DbName"):
+        assert any(missing in d for d in _rules_fail(_params(**dict(IAM, **{missing: ""})))), missing
+    assert any("DbSecretArn" in d for d in _rules_fail(_params(**dict(IAM, DbSecretArn=SECRET["DbSecretArn"]))))

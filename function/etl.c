@@ -28,7 +28,8 @@ enum status {
     ST_WRITTEN,   /* committed in this invocation */
     ST_DUPLICATE, /* its messageId was committed by an earlier invocation */
     ST_REPEAT,    /* its messageId appeared earlier in this batch: shares that record's fate */
-    ST_REJECTED,  /* broke a rule: listed, so SQS redrives it to the dead-letter queue */
+    ST_REJECTED,  /* broke a rule, or the database refused it: listed, so SQS redrives it to
+                   * the dead-letter queue */
     ST_NOT_DONE   /* not committed (FIFO stop, deadline, write failure): listed, retried */
 };
 
@@ -40,11 +41,11 @@ struct etl {
     int secrets_loaded;   /* the secrets were read (they are read once per process) */
     struct sqs_event ev;  /* reused across invocations */
     struct login_parser lp;
-    struct idset seen;  /* messageIds of this batch */
-    uint8_t *status;    /* per record: enum status */
-    size_t *link;       /* per record: its row in the sink, or the record it repeats */
-    uint8_t *duplicate; /* per row: answer of pg_batch_commit */
-    size_t cap;         /* records the arrays hold */
+    struct idset seen; /* messageIds of this batch */
+    uint8_t *status;   /* per record: enum status */
+    size_t *link;      /* per record: its row in the sink, or the record it repeats */
+    uint8_t *outcome;  /* per row: enum pg_outcome, answer of pg_batch_commit */
+    size_t cap;        /* records the arrays hold */
 };
 
 /* Counters of one invocation, for the log and the metrics line. */
@@ -129,7 +130,7 @@ void etl_free(struct etl *e)
     config_free(&e->cfg);
     free(e->status);
     free(e->link);
-    free(e->duplicate);
+    free(e->outcome);
     free(e);
 }
 
@@ -190,10 +191,10 @@ static rc_t reserve(struct etl *e, size_t n)
     size_t *link = realloc(e->link, cap * sizeof *link);
     if (link)
         e->link = link;
-    uint8_t *duplicate = realloc(e->duplicate, cap);
-    if (duplicate)
-        e->duplicate = duplicate;
-    if (!status || !link || !duplicate)
+    uint8_t *outcome = realloc(e->outcome, cap);
+    if (outcome)
+        e->outcome = outcome;
+    if (!status || !link || !outcome)
         return RC_NOMEM;
     e->cap = cap;
     return RC_OK;
@@ -360,6 +361,27 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
     return RC_OK;
 }
 
+/* The status of pending record i once the batch was written (rc: what
+ * pg_batch_commit returned).  A row the database refused is a rejected
+ * record (reason database_rejected), logged here by its messageId. */
+static uint8_t record_status(const struct etl *e, size_t i, rc_t rc)
+{
+    if (rc)
+        return ST_NOT_DONE;
+    switch (e->outcome[e->link[i]]) {
+    case PG_WRITTEN:
+        return ST_WRITTEN;
+    case PG_DUPLICATE:
+        return ST_DUPLICATE;
+    case PG_REFUSED:
+        log_at(e->lg, LOG_WARN, "record rejected", LF_STR("messageId", e->ev.records[i].message_id),
+               LF_STR("reason", "database_rejected"));
+        return ST_REJECTED;
+    default:
+        return ST_NOT_DONE;
+    }
+}
+
 rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
                 struct rt_error *error)
 {
@@ -391,6 +413,8 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     int64_t margin = margin_ms(e, start, deadline);
     int64_t give_up_at = deadline - margin;
     pg_batch_begin(e->sink, give_up_at);
+    if (e->ev.fifo)
+        pg_batch_fifo(e->sink);
     rc = transform(e, start, give_up_at - margin, &t, &rows);
     if (rc) {
         pg_batch_abort(e->sink);
@@ -400,7 +424,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         return rc;
     }
     if (rows) {
-        rc = pg_batch_commit(e->sink, e->duplicate, err);
+        rc = pg_batch_commit(e->sink, e->outcome, err);
         if (rc && rc != RC_TIMEOUT) {
             /* The database, not the records: the whole batch comes back. */
             set_error(error, "DatabaseUnavailable", err);
@@ -415,7 +439,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     for (size_t i = 0; i < e->ev.n; i++) {
         uint8_t *st = &e->status[i];
         if (*st == ST_PENDING)
-            *st = rc ? ST_NOT_DONE : e->duplicate[e->link[i]] ? ST_DUPLICATE : ST_WRITTEN;
+            *st = record_status(e, i, rc);
         t.written += *st == ST_WRITTEN;
         t.duplicate += *st == ST_DUPLICATE || *st == ST_REPEAT;
         t.rejected += *st == ST_REJECTED;

@@ -1259,15 +1259,18 @@ static rc_t write_range(struct pg_sink *s, size_t a, size_t b)
  * tried first unless `known_bad`) by bisection: each half is written in a
  * transaction of its own, the first half first (FIFO order); a half that
  * fails is split again, down to single rows, which are the refused ones.
- * For one refused row of n this takes about 2 log2(n) transactions, each
- * bounded by the give-up time.  Sets *stop when no more may be written (a
- * FIFO batch's refused row, or a failure).  Returns RC_OK or the failure
- * that stopped it. */
-static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *stop)
+ * When the first half goes in whole, the second is known to fail and is
+ * split at once.  For one refused row of n this takes about log2(n)
+ * transactions writing n rows in all, each bounded by the give-up time.
+ * Sets *stop when no more may be written (a FIFO batch's refused row, or a
+ * failure).  Returns RC_OK or the failure that stopped it; *whole says
+ * whether [a, b) went in as one transaction. */
+static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *stop, int *whole)
 {
     size_t pending = 0, only = NO_ROW;
     rc_t rc;
 
+    *whole = 0;
     for (size_t i = a; i < b; i++)
         if (s->dup[i] == RS_PENDING) {
             pending++;
@@ -1277,8 +1280,10 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
         return RC_OK;
     if (!known_bad) {
         rc = write_range(s, a, b);
-        if (rc == RC_OK)
+        if (rc == RC_OK) {
+            *whole = 1;
             return RC_OK;
+        }
         if (!s->unattributed) {
             *stop = 1;
             return rc;
@@ -1290,9 +1295,11 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
         return RC_OK;
     }
     size_t m = a + (b - a) / 2;
-    if ((rc = isolate(s, a, m, 0, stop)) != RC_OK)
+    int first_whole = 0, ignored;
+    if ((rc = isolate(s, a, m, 0, stop, &first_whole)) != RC_OK)
         return rc;
-    return isolate(s, m, b, 0, stop);
+    /* [a, b) failed and [a, m) did not: the refused row is in [m, b). */
+    return isolate(s, m, b, first_whole, stop, &ignored);
 }
 
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
@@ -1306,7 +1313,8 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
         log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
                LF_STR("reason", s->why), LF_NUM("rows", pending_in(s, 0, s->n)));
         isolated = 1;
-        rc = isolate(s, 0, s->n, 1, &stop);
+        int ignored;
+        rc = isolate(s, 0, s->n, 1, &stop, &ignored);
     }
     for (size_t i = 0; i < s->n; i++) {
         uint8_t st = s->dup[i] & RS_MASK;

@@ -31,7 +31,8 @@ enum status {
     ST_WRITTEN,   /* committed in this invocation */
     ST_DUPLICATE, /* its messageId was committed by an earlier invocation */
     ST_REPEAT,    /* its messageId appeared earlier in this batch: shares that record's fate */
-    ST_REJECTED,  /* broke a rule: listed, so SQS redrives it to the dead-letter queue */
+    ST_REJECTED,  /* broke a rule, or the database refused it: listed, so SQS redrives it to
+                   * the dead-letter queue */
     ST_NOT_DONE   /* not committed (FIFO stop, deadline, write failure): listed, retried */
 };
 
@@ -47,11 +48,11 @@ struct etl {
                                     without keeping the password */
     struct sqs_event ev;         /* reused across invocations */
     struct login_parser lp;
-    struct idset seen;  /* messageIds of this batch */
-    uint8_t *status;    /* per record: enum status */
-    size_t *link;       /* per record: its row in the sink, or the record it repeats */
-    uint8_t *duplicate; /* per row: answer of pg_batch_commit */
-    size_t cap;         /* records the arrays hold */
+    struct idset seen; /* messageIds of this batch */
+    uint8_t *status;   /* per record: enum status */
+    size_t *link;      /* per record: its row in the sink, or the record it repeats */
+    uint8_t *outcome;  /* per row: enum pg_outcome, answer of pg_batch_commit */
+    size_t cap;        /* records the arrays hold */
 };
 
 /* Counters of one invocation, for the log and the metrics line. */
@@ -127,7 +128,7 @@ void etl_free(struct etl *e)
     config_free(&e->cfg);
     free(e->status);
     free(e->link);
-    free(e->duplicate);
+    free(e->outcome);
     free(e);
 }
 
@@ -236,7 +237,7 @@ static rc_t commit_with_fresh_secret(struct etl *e, int64_t until_ms, char err[E
         return RC_DB;
     }
     log_msg(e->lg, LOG_INFO, "the database secret changed: writing the batch with it");
-    return pg_batch_commit(e->sink, e->duplicate, err);
+    return pg_batch_commit(e->sink, e->outcome, err);
 }
 
 /* Makes the per-record arrays hold n records.  Returns RC_OK or RC_NOMEM. */
@@ -253,10 +254,10 @@ static rc_t reserve(struct etl *e, size_t n)
     size_t *link = realloc(e->link, cap * sizeof *link);
     if (link)
         e->link = link;
-    uint8_t *duplicate = realloc(e->duplicate, cap);
-    if (duplicate)
-        e->duplicate = duplicate;
-    if (!status || !link || !duplicate)
+    uint8_t *outcome = realloc(e->outcome, cap);
+    if (outcome)
+        e->outcome = outcome;
+    if (!status || !link || !outcome)
         return RC_NOMEM;
     e->cap = cap;
     return RC_OK;
@@ -391,6 +392,27 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
     return RC_OK;
 }
 
+/* The status of pending record i once the batch was written (rc: what
+ * pg_batch_commit returned).  A row the database refused is a rejected
+ * record (reason database_rejected), logged here by its messageId. */
+static uint8_t record_status(const struct etl *e, size_t i, rc_t rc)
+{
+    if (rc)
+        return ST_NOT_DONE;
+    switch (e->outcome[e->link[i]]) {
+    case PG_WRITTEN:
+        return ST_WRITTEN;
+    case PG_DUPLICATE:
+        return ST_DUPLICATE;
+    case PG_REFUSED:
+        log_at(e->lg, LOG_WARN, "record rejected", LF_STR("messageId", e->ev.records[i].message_id),
+               LF_STR("reason", "database_rejected"));
+        return ST_REJECTED;
+    default:
+        return ST_NOT_DONE;
+    }
+}
+
 rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
                 struct rt_error *error)
 {
@@ -423,6 +445,8 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     }
 
     pg_batch_begin(e->sink, give_up_at);
+    if (e->ev.fifo)
+        pg_batch_fifo(e->sink);
     rc = transform(e, start, clock_mono_deadline(give_up_at - margin), &t, &rows);
     if (rc) {
         pg_batch_abort(e->sink);
@@ -432,7 +456,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         return rc;
     }
     if (rows) {
-        rc = pg_batch_commit(e->sink, e->duplicate, err);
+        rc = pg_batch_commit(e->sink, e->outcome, err);
         if (rc == RC_DB && e->cfg.db_secret_id && pg_sink_auth_refused(e->sink))
             rc = commit_with_fresh_secret(e, give_up_at, err);
         if (rc && rc != RC_TIMEOUT) {
@@ -449,7 +473,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     for (size_t i = 0; i < e->ev.n; i++) {
         uint8_t *st = &e->status[i];
         if (*st == ST_PENDING)
-            *st = rc ? ST_NOT_DONE : e->duplicate[e->link[i]] ? ST_DUPLICATE : ST_WRITTEN;
+            *st = record_status(e, i, rc);
         /* Every record is counted once, by its fate; a repeat shares the fate
          * of the record it repeats (which comes first, so is settled), except
          * that a repeat of a written record wrote nothing: a duplicate. */

@@ -53,6 +53,16 @@
     "COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, "                \
     "app_version, create_date) FROM STDIN (FORMAT binary)"
 #define COPY_LEDGER_SQL "COPY login_etl_ledger (message_id) FROM STDIN (FORMAT binary)"
+/* The rows' COPY runs behind a savepoint, so that a row the server refuses
+ * (a trigger, a CHECK constraint) costs a rollback of that COPY only, not of
+ * the ledger COPY before it.  Starting a savepoint is free until it is used. */
+#define SAVEPOINT_SQL "SAVEPOINT login_etl_rows; "
+#define ROLLBACK_ROWS_SQL "ROLLBACK TO SAVEPOINT login_etl_rows"
+/* Takes the ids of refused rows back out of the ledger before COMMIT.  Only
+ * entries this transaction inserted (xmin) can match, so whatever the
+ * ledger's key, nothing committed earlier is ever removed. */
+#define UNLEDGER_SQL                                                                               \
+    "DELETE FROM login_etl_ledger WHERE message_id = ANY($1) AND xmin = pg_current_xact_id()::xid"
 #define FIND_DUPLICATES_SQL "SELECT message_id FROM login_etl_ledger WHERE message_id = ANY($1)"
 
 /* Session settings, once per connection.  If the process is frozen or killed
@@ -69,6 +79,21 @@
 #define STREAM_CHUNK (64 * 1024)  /* rows are handed to libpq in pieces of about this size */
 #define POSTGRES_EPOCH_DAYS 10957 /* 2000-01-01 minus 1970-01-01 */
 #define WAIT_SLICE_MS 100         /* longest wait before asking libpq again (wait_socket) */
+
+/* What became of each row of the batch (s->dup).  Any value but RS_PENDING
+ * keeps the row out of the COPYs. */
+enum row_state {
+    RS_PENDING = 0, /* to be written */
+    RS_DUP,         /* its id was committed before */
+    RS_REFUSED,     /* the server refused its data (a trigger, a constraint, a limit) */
+    RS_CUT,         /* FIFO: after a refused row, so not written to keep the order */
+    RS_DONE,        /* committed by an earlier transaction of this batch (isolation) */
+    RS_OUT,         /* outside the part of the batch the current transaction writes */
+    RS_MASK = 0x0f,
+    RS_IN_LEDGER = 0x10 /* flag: its id went to the ledger in the open transaction */
+};
+
+#define NO_ROW ((size_t)-1)
 
 static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 static const char copy_trailer[2] = {'\377', '\377'};
@@ -98,21 +123,29 @@ struct pg_sink {
     int64_t give_up_at;
     enum phase phase;
     char why[ERR_LEN]; /* why the current attempt broke */
+    char sqlstate[6];  /* the server's SQLSTATE for it, or "" */
     int retryable;     /* the failure was of the connection, worth another attempt */
     int auth_refused;  /* the last connect failed with SQLSTATE 28P01 or 28000 */
+    int fifo;          /* a refused row stops the batch there (FIFO order) */
 
     struct tuples ledger; /* the batch's message ids, for login_etl_ledger */
     struct tuples rows;   /* the batch's rows, for user_logins */
     const char **ids;     /* owned array of borrowed message ids */
     size_t *id_len;       /* owned */
-    uint8_t *dup;         /* owned: 1 where the id is known to be committed already */
+    uint8_t *dup;         /* owned: per row, enum row_state (RS_DUP: committed already) */
     size_t n, cap;        /* rows added; rows allocated */
     size_t op;            /* the COPY in progress: 0 the ledger's, 1 the rows', 2 both done */
     size_t sent;          /* op's tuples before this one were handed to libpq */
     int header_sent;      /* op's COPY header went out */
     int unique_violation; /* a ledger COPY hit an id committed before: the attempt is void */
-    struct buf scratch;   /* the duplicate query's parameter */
-    struct idset lookup;  /* message id -> row, for the duplicate query's answer */
+    int refusal;          /* op's COPY was refused for a row's data: the attempt stops */
+    size_t refused_row;   /* that row, or NO_ROW when the server did not say which */
+    size_t seg_from;      /* the rows COPY writes rows [seg_from, seg_to) (clamped to n) */
+    size_t seg_to;
+    int rerun;           /* the rows COPY re-sends rows that passed before a refusal */
+    int unattributed;    /* the attempt failed on a row's data, row unknown: isolate */
+    struct buf scratch;  /* the duplicate query's parameter */
+    struct idset lookup; /* message id -> row, for the duplicate query's answer */
     struct pg_stats stats;
     int64_t first_send_us;
 };
@@ -164,7 +197,9 @@ static void wipe_string(char *p)
     }
 }
 
-/* Readies the batch for a new transaction from its first COPY; cannot fail. */
+/* Readies the batch for a new transaction from its first COPY; cannot fail.
+ * The transaction before it has ended (committed or rolled back), so no id
+ * is in its ledger any more. */
 static void reset_attempt(struct pg_sink *s)
 {
     s->phase = PH_IDLE;
@@ -172,6 +207,13 @@ static void reset_attempt(struct pg_sink *s)
     s->sent = 0;
     s->header_sent = 0;
     s->unique_violation = 0;
+    s->refusal = 0;
+    s->refused_row = NO_ROW;
+    s->seg_from = 0;
+    s->seg_to = NO_ROW;
+    s->rerun = 0;
+    for (size_t i = 0; i < s->n; i++)
+        s->dup[i] &= RS_MASK;
 }
 
 static void disconnect(struct pg_sink *s)
@@ -217,34 +259,75 @@ void pg_sink_free(struct pg_sink *s)
     free(s);
 }
 
-/* Marks the current attempt broken with a reason.  SQLSTATE classes that mean
- * "the server or the connection went away" are retryable; the message is
- * the server's primary text only (never DETAIL or CONTEXT, which can quote
- * data).  Keeps the first reason. */
+/* Is this SQLSTATE about the data of a row rather than the database: a data
+ * exception (class 22), an integrity constraint (23: CHECK, NOT NULL, a
+ * unique index an operator added), a trigger's RAISE EXCEPTION (P0001) or a
+ * per-row limit such as an index entry over the b-tree maximum (54000)? */
+static int row_data_error(const char *state)
+{
+    return state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+                     strcmp(state, "P0001") == 0 || strcmp(state, "54000") == 0);
+}
+
+/* Writes "<what>: SQLSTATE x table t constraint c" for a server error into
+ * out.  The server's message text, DETAIL and CONTEXT are never used: a
+ * trigger's RAISE or a constraint's DETAIL can quote the row's values.
+ * Without a server error, libpq's own message (first line) is used; the
+ * connection asks libpq to reduce server errors in it to severity and
+ * SQLSTATE (PQERRORS_SQLSTATE), so a server's text cannot reach it either. */
+static void describe(struct pg_sink *s, const PGresult *res, const char *what, char *out,
+                     size_t len)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state) {
+        const char *table = PQresultErrorField(res, PG_DIAG_TABLE_NAME);
+        const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+        snprintf(out, len, "%s: SQLSTATE %.5s%s%.64s%s%.64s", what, state, table ? " table " : "",
+                 table ? table : "", constraint ? " constraint " : "",
+                 constraint ? constraint : "");
+        return;
+    }
+    const char *msg = s->conn ? PQerrorMessage(s->conn) : "";
+    size_t msg_len = strcspn(msg, "\n");
+    if (msg_len > 180)
+        msg_len = 180;
+    snprintf(out, len, "%s: %.*s", what, msg_len ? (int)msg_len : 15,
+             msg_len ? msg : "connection lost");
+    /* libpq messages end in a newline; a log line should not. */
+    size_t n = strlen(out);
+    while (n && out[n - 1] == ' ')
+        out[--n] = '\0';
+}
+
+/* Marks the current attempt broken with a reason (see describe).  SQLSTATE
+ * classes that mean "the server or the connection went away" are
+ * retryable.  Keeps the first reason. */
 static void fail(struct pg_sink *s, const PGresult *res, const char *what)
 {
     if (s->phase == PH_BROKEN)
         return;
     s->phase = PH_BROKEN;
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    size_t primary_len = primary ? strlen(primary) : 0;
-    if (!primary && s->conn) {
-        /* Only the first line: DETAIL and CONTEXT lines can quote data. */
-        primary = PQerrorMessage(s->conn);
-        primary_len = strcspn(primary, "\n");
-    }
+    snprintf(s->sqlstate, sizeof s->sqlstate, "%s", state ? state : "");
     s->retryable = !s->conn || PQstatus(s->conn) == CONNECTION_BAD ||
                    (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
                               strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0));
-    if (primary_len > 180)
-        primary_len = 180;
-    snprintf(s->why, sizeof s->why, "%s: %s%s%.*s", what, state ? state : "", state ? " " : "",
-             primary ? (int)primary_len : 15, primary ? primary : "connection lost");
-    /* libpq messages end in a newline; a log line should not. */
-    size_t len = strlen(s->why);
-    while (len && (s->why[len - 1] == '\n' || s->why[len - 1] == ' '))
-        s->why[--len] = '\0';
+    describe(s, res, what, s->why, sizeof s->why);
+}
+
+/* libpq's notice receiver: a NOTICE or WARNING from the server (a trigger's
+ * RAISE NOTICE) becomes one log line with its severity and SQLSTATE; its
+ * text, which can quote values, is dropped.  Without a receiver libpq would
+ * print the text to stderr, outside the JSON log. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    struct pg_sink *s = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    int warning = severity && strcmp(severity, "WARNING") == 0;
+    log_at(s->lg, warning ? LOG_WARN : LOG_DEBUG, "database notice",
+           LF_STR("severity", severity ? severity : "unknown"),
+           LF_STR("sqlstate", state ? state : ""));
 }
 
 /* Waits until the socket is ready for `events` or the give-up time.  With
@@ -371,10 +454,13 @@ static rc_t connect_db(struct pg_sink *s)
         fail(s, NULL, "connect: out of memory");
         return RC_NOMEM;
     }
-    /* libpq keeps no SQLSTATE for a failed connection where we can ask for
-     * it; in verbose mode its message carries it ("FATAL:  28P01: ..."). */
-    PQsetErrorVerbosity(s->conn, PQERRORS_VERBOSE);
     s->stats.reconnects++;
+    /* Set before the first message from the server (an authentication
+     * failure is one): see describe and on_notice.  libpq keeps no SQLSTATE
+     * for a failed connection where we can ask for it; in this mode its
+     * message carries it ("FATAL:  28P01") and nothing of the server's text. */
+    PQsetErrorVerbosity(s->conn, PQERRORS_SQLSTATE);
+    PQsetNoticeReceiver(s->conn, on_notice, s);
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (PQstatus(s->conn) == CONNECTION_BAD || st == PGRES_POLLING_FAILED) {
@@ -382,7 +468,7 @@ static rc_t connect_db(struct pg_sink *s)
             fail(s, NULL, "connect");
             /* Refused credentials (a rotated password): another attempt with
              * the same ones cannot help; the caller may read them again. */
-            if (strstr(msg, ":  28P01: ") || strstr(msg, ":  28000: ")) {
+            if (strstr(msg, ":  28P01") || strstr(msg, ":  28000")) {
                 s->auth_refused = 1;
                 s->retryable = 0;
             }
@@ -395,7 +481,6 @@ static rc_t connect_db(struct pg_sink *s)
         }
         st = PQconnectPoll(s->conn);
     }
-    PQsetErrorVerbosity(s->conn, PQERRORS_DEFAULT);
     if (PQsetnonblocking(s->conn, 1) != 0) {
         fail(s, NULL, "connect: non-blocking mode");
         goto out;
@@ -452,14 +537,14 @@ static rc_t start_op(struct pg_sink *s)
                  (long long)left + 50, copy);
         s->stats.attempts++;
     } else {
-        snprintf(sql, sizeof sql, "%s", copy);
+        snprintf(sql, sizeof sql, "%s%s", SAVEPOINT_SQL, copy);
     }
     if (!PQsendQuery(s->conn, sql)) {
         fail(s, NULL, "begin");
         return RC_DB;
     }
     s->phase = PH_STARTING;
-    s->sent = 0;
+    s->sent = s->op ? s->seg_from : 0;
     s->header_sent = 0;
     return RC_OK;
 }
@@ -526,17 +611,73 @@ static size_t tuple_start(const struct tuples *t, size_t i)
     return i ? t->end[i - 1] : 0;
 }
 
+/* The end of op's rows: all rows for the ledger; the rows COPY may write a
+ * part of them (rows [seg_from, seg_to)) after a row was refused. */
+static size_t op_end(const struct pg_sink *s)
+{
+    return s->op == 1 && s->seg_to < s->n ? s->seg_to : s->n;
+}
+
+/* The row of op's COPY data line `line` (1-based; in a binary COPY, one line
+ * is one tuple): the line-th row that was sent.  Returns NO_ROW when out of
+ * range. */
+static size_t row_at_line(const struct pg_sink *s, unsigned long long line)
+{
+    size_t from = s->op == 1 ? s->seg_from : 0, end = op_end(s);
+    for (size_t i = from; i < end && line > 0; i++) {
+        if (s->dup[i] & RS_MASK)
+            continue;
+        if (--line == 0)
+            return i;
+    }
+    return NO_ROW;
+}
+
+/* The COPY data line a server error names in its CONTEXT field ("COPY
+ * user_logins, line 5", the last such line of the context: a trigger's
+ * frames come before it).  Only the number is read; the context is never
+ * logged, as it can quote data.  Returns 0 when there is none. */
+static unsigned long long context_line(const PGresult *res)
+{
+    const char *ctx = PQresultErrorField(res, PG_DIAG_CONTEXT);
+    unsigned long long found = 0;
+
+    for (const char *p = ctx; p && *p;) {
+        size_t len = strcspn(p, "\n");
+        const char *at = NULL;
+        if (len > 5 && strncmp(p, "COPY ", 5) == 0) {
+            for (const char *q = p; q + 7 <= p + len; q++)
+                if (strncmp(q, ", line ", 7) == 0) {
+                    at = q + 7;
+                    break;
+                }
+        }
+        if (at) {
+            unsigned long long v = 0;
+            while (at < p + len && *at >= '0' && *at <= '9' && v < ULLONG_MAX / 10)
+                v = v * 10 + (unsigned long long)(*at++ - '0');
+            found = v;
+        }
+        p += len;
+        if (*p)
+            p++;
+    }
+    return found;
+}
+
 /* Streams op's tuples [sent..n) that are not known duplicates, in pieces of
  * about STREAM_CHUNK.  Unless `all` (no more rows are coming), stops when less
  * than a piece is pending.  Without `wait`, also stops when libpq would
  * block.  Returns RC_OK, RC_TIMEOUT (only with wait) or RC_DB. */
 static rc_t stream_tuples(struct pg_sink *s, const struct tuples *t, int all, int wait)
 {
-    size_t end = s->n;
+    size_t end = op_end(s);
 
     if (!s->header_sent) {
-        if (put_copy(s, copy_header, sizeof copy_header, 1) != RC_OK)
-            return RC_DB;
+        /* A timeout here is the deadline's, not a database failure. */
+        rc_t rc = put_copy(s, copy_header, sizeof copy_header, 1);
+        if (rc)
+            return rc;
         s->header_sent = 1;
     }
     /* Called every few rows: return at once unless a piece is worth sending. */
@@ -571,6 +712,8 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     if (s->conn && PQstatus(s->conn) == CONNECTION_BAD)
         disconnect(s);
     s->give_up_at = give_up_at_ms;
+    s->fifo = 0;
+    s->unattributed = 0;
     reset_attempt(s);
     s->why[0] = '\0';
     s->retryable = 0;
@@ -579,6 +722,11 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     memset(&s->stats, 0, sizeof s->stats);
     buf_reset(&s->rows.data);
     buf_reset(&s->ledger.data);
+}
+
+void pg_batch_fifo(struct pg_sink *s)
+{
+    s->fifo = 1;
 }
 
 /* Makes room for one more row in the per-row arrays.  Returns RC_OK or RC_NOMEM. */
@@ -686,16 +834,18 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
 
 /* Reads the answer to op's ended COPY: the count of rows stored, which must
  * be one per tuple that is not a known duplicate, or a unique violation (a
- * ledger op: the transaction is void, s->unique_violation says so).
- * Without `wait`, returns RC_OK at once while the answer is not complete
- * (s->phase stays PH_ENDING).  Returns RC_OK, RC_TIMEOUT or RC_DB. */
+ * ledger op: the transaction is void, s->unique_violation says so), or a
+ * row refused for its data (s->refusal, and s->refused_row when the
+ * server named its line).  Without `wait`, returns RC_OK at once while the
+ * answer is not complete (s->phase stays PH_ENDING).  Returns RC_OK,
+ * RC_TIMEOUT or RC_DB. */
 static rc_t collect(struct pg_sink *s, int wait)
 {
     const char *what = s->op ? "copy rows" : "ledger";
     size_t expected = 0;
     rc_t rc = RC_OK;
 
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = s->op ? s->seg_from : 0; i < op_end(s); i++)
         expected += !s->dup[i];
     for (;;) {
         PGresult *res;
@@ -720,6 +870,11 @@ static rc_t collect(struct pg_sink *s, int wait)
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             if (s->op == 0 && state && strcmp(state, "23505") == 0) {
                 s->unique_violation = 1;
+            } else if (row_data_error(state) && !s->refusal) {
+                s->refusal = 1 + (int)s->op;
+                s->refused_row = row_at_line(s, context_line(res));
+                describe(s, res, what, s->why, sizeof s->why);
+                snprintf(s->sqlstate, sizeof s->sqlstate, "%s", state);
             } else {
                 fail(s, res, what);
                 rc = RC_DB;
@@ -758,7 +913,7 @@ static rc_t pump(struct pg_sink *s, int wait, int final)
 
         /* A voided attempt stops once the failed COPY's answer is all in
          * (libpq takes no new command before that). */
-        if (s->unique_violation && s->phase == PH_IDLE)
+        if ((s->unique_violation || s->refusal) && s->phase == PH_IDLE)
             return RC_OK;
         switch (s->phase) {
         case PH_BROKEN:
@@ -775,7 +930,7 @@ static rc_t pump(struct pg_sink *s, int wait, int final)
             break;
         case PH_COPYING:
             rc = stream_tuples(s, t, final, wait);
-            if (rc || !final || s->sent < s->n)
+            if (rc || !final || s->sent < op_end(s))
                 return rc;
             rc = put_copy(s, copy_trailer, sizeof copy_trailer, 1);
             if (!rc && PQputCopyEnd(s->conn, NULL) != 1) {
@@ -859,36 +1014,204 @@ static rc_t mark_duplicates(struct pg_sink *s, size_t *found)
     return rc;
 }
 
+/* Marks row r refused and logs why (SQLSTATE, table, constraint: never the
+ * server's text).  In a FIFO batch every row after it that was still to be
+ * written is cut (not written, to keep the order).  `in_ledger`: the open
+ * transaction's ledger holds their ids, to be taken out before COMMIT. */
+static void refuse_row(struct pg_sink *s, size_t r, int in_ledger)
+{
+    uint8_t flag = in_ledger ? RS_IN_LEDGER : 0;
+
+    s->dup[r] = (uint8_t)(RS_REFUSED | flag);
+    if (s->fifo)
+        for (size_t i = r + 1; i < s->n; i++)
+            if (s->dup[i] == RS_PENDING || s->dup[i] == RS_OUT)
+                s->dup[i] = (uint8_t)(RS_CUT | (s->dup[i] == RS_PENDING ? flag : 0));
+    log_at(s->lg, LOG_WARN, "database refused a row", LF_NUM("row", r), LF_STR("reason", s->why));
+}
+
+static size_t pending_in(const struct pg_sink *s, size_t from, size_t to)
+{
+    size_t count = 0;
+    for (size_t i = from; i < to && i < s->n; i++)
+        count += s->dup[i] == RS_PENDING;
+    return count;
+}
+
+/* After the rows COPY of [seg_from, seg_to) went in: readies the COPY of
+ * the rest of the batch (the rows after a refused one), if any is left.
+ * Returns 1 when there is one to run, 0 when all rows are in. */
+static int next_segment(struct pg_sink *s)
+{
+    while (s->seg_to < s->n) {
+        s->seg_from = s->seg_to;
+        s->seg_to = s->n;
+        s->rerun = 0;
+        if (pending_in(s, s->seg_from, s->seg_to)) {
+            s->op = 1;
+            s->phase = PH_IDLE;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Takes the ids of the rows refused in the open transaction back out of its
+ * ledger (UNLEDGER_SQL: one binary text[] parameter, never SQL text).
+ * Returns RC_OK, RC_TIMEOUT, RC_DB or RC_NOMEM. */
+static rc_t unledger(struct pg_sink *s)
+{
+    struct buf *b = &s->scratch;
+    size_t count = 0;
+
+    for (size_t i = 0; i < s->n; i++)
+        count += (s->dup[i] & RS_IN_LEDGER) != 0;
+    if (count == 0)
+        return RC_OK;
+    buf_reset(b);
+    put_u32(b, 1); /* dimensions */
+    put_u32(b, 0); /* no NULLs */
+    put_u32(b, TEXT_OID);
+    put_u32(b, (uint32_t)count);
+    put_u32(b, 1); /* lower bound */
+    for (size_t i = 0; i < s->n; i++)
+        if (s->dup[i] & RS_IN_LEDGER)
+            put_text(b, s->ids[i], s->id_len[i]);
+    if (b->err)
+        return b->err;
+    const Oid types[1] = {TEXT_ARRAY_OID};
+    const char *values[1] = {b->data};
+    const int lengths[1] = {(int)b->len};
+    const int formats[1] = {1};
+    if (!PQsendQueryParams(s->conn, UNLEDGER_SQL, 1, types, values, lengths, formats, 0)) {
+        fail(s, NULL, "unledger");
+        return RC_DB;
+    }
+    rc_t rc = RC_OK;
+    for (;;) {
+        PGresult *res = NULL;
+        rc_t w = next_result(s, &res);
+        if (w) {
+            fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "unledger");
+            return w;
+        }
+        if (!res)
+            break;
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && !rc) {
+            fail(s, res, "unledger");
+            rc = RC_DB;
+        }
+        PQclear(res);
+    }
+    return rc;
+}
+
+/* The attempt failed on a row's data without naming the row (an error at
+ * COMMIT from a deferred constraint trigger, a COPY error without a line, or
+ * a line that proved wrong): the transaction is rolled back, refusals made
+ * on the strength of its lines are undone, and s->unattributed tells
+ * pg_batch_commit to isolate the row by bisection.  Returns RC_DB, or the
+ * failure of the rollback. */
+static rc_t unattributed(struct pg_sink *s, int rolled_back)
+{
+    rc_t rc;
+
+    for (size_t i = 0; i < s->n; i++)
+        if (s->dup[i] & RS_IN_LEDGER)
+            s->dup[i] = RS_PENDING;
+    reset_attempt(s);
+    if (!rolled_back && (rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
+        return rc;
+    s->unattributed = 1;
+    s->retryable = 0;
+    s->phase = PH_IDLE; /* the connection is sound: isolation goes on with it */
+    return RC_DB;
+}
+
+/* The COPY of op s->refusal - 1 was refused for a row's data.  A refused
+ * ledger COPY voids the transaction: the row is marked and *again is set.
+ * A refused rows COPY is rolled back to its savepoint: the row is marked,
+ * the rows before it are sent again (they passed once), then those after it
+ * (unless the batch is FIFO).  Returns RC_OK, or the failure. */
+static rc_t after_refusal(struct pg_sink *s, int *again)
+{
+    size_t r = s->refused_row;
+    rc_t rc;
+
+    if (r == NO_ROW || s->rerun)
+        return unattributed(s, 0);
+    if (s->refusal == 1) {
+        refuse_row(s, r, 0);
+        reset_attempt(s);
+        if ((rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
+            return rc;
+        *again = 1;
+        return RC_OK;
+    }
+    s->refusal = 0;
+    s->refused_row = NO_ROW;
+    if ((rc = run(s, ROLLBACK_ROWS_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK)
+        return rc;
+    refuse_row(s, r, 1);
+    s->seg_to = r;
+    if (pending_in(s, s->seg_from, s->seg_to)) {
+        s->rerun = 1;
+        s->op = 1;
+        s->phase = PH_IDLE;
+    } else if (!next_segment(s)) {
+        s->op = 2;
+    }
+    return RC_OK;
+}
+
 /* One attempt at the whole transaction: the COPYs (already under way while
  * rows were added), then COMMIT.  *again is set when it should be repeated at
- * once (duplicates were found and marked).  Returns RC_OK when committed;
- * otherwise the failure, with the attempt marked broken. */
+ * once (duplicates or a refused ledger entry were found and marked).  Rows
+ * the server refuses are marked (RS_REFUSED) and the rest written in the
+ * same transaction.  Returns RC_OK when committed; otherwise the failure,
+ * with the attempt marked broken, or s->unattributed set. */
 static rc_t attempt(struct pg_sink *s, int *again)
 {
     rc_t rc;
 
     *again = 0;
-    if ((rc = pump(s, 1, 1)) != RC_OK)
-        return rc;
-    if (s->unique_violation) {
-        size_t found = 0;
-        reset_attempt(s);
-        if ((rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
+    for (;;) {
+        if ((rc = pump(s, 1, 1)) != RC_OK)
             return rc;
-        if ((rc = mark_duplicates(s, &found)) != RC_OK)
-            return rc;
-        if (found == 0) {
-            /* The unique violation named an id we cannot see: never loop on it. */
-            snprintf(s->why, sizeof s->why, "ledger: unique violation without a visible duplicate");
-            s->phase = PH_BROKEN;
-            return RC_DB;
+        if (s->unique_violation) {
+            size_t found = 0;
+            reset_attempt(s);
+            if ((rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
+                return rc;
+            if ((rc = mark_duplicates(s, &found)) != RC_OK)
+                return rc;
+            if (found == 0) {
+                /* The unique violation named an id we cannot see: never loop on it. */
+                snprintf(s->why, sizeof s->why,
+                         "ledger: unique violation without a visible duplicate");
+                s->phase = PH_BROKEN;
+                return RC_DB;
+            }
+            *again = 1;
+            return RC_OK;
         }
-        *again = 1;
-        return RC_OK;
+        if (s->refusal) {
+            if ((rc = after_refusal(s, again)) != RC_OK || *again)
+                return rc;
+            continue;
+        }
+        if (!next_segment(s))
+            break;
     }
-    PGresult *res = NULL;
-    if ((rc = run(s, "COMMIT", PGRES_COMMAND_OK, &res)) != RC_OK)
+    if ((rc = unledger(s)) != RC_OK)
         return rc;
+    PGresult *res = NULL;
+    if ((rc = run(s, "COMMIT", PGRES_COMMAND_OK, &res)) != RC_OK) {
+        /* A deferred constraint (trigger) fires at COMMIT and names no row. */
+        if (rc == RC_DB && row_data_error(s->sqlstate))
+            return unattributed(s, 1);
+        return rc;
+    }
     /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK. */
     if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
         fail(s, NULL, "commit: the transaction was rolled back");
@@ -899,37 +1222,35 @@ static rc_t attempt(struct pg_sink *s, int *again)
     return rc;
 }
 
-rc_t pg_batch_commit(struct pg_sink *s, uint8_t *duplicate, char err[ERR_LEN])
+/* Writes the batch's pending rows in one transaction, retrying a lost
+ * connection while time is left.  Returns RC_OK when they are committed (or
+ * none was left), else the failure (s->unattributed: a row's data, row
+ * unknown). */
+static rc_t write_pending(struct pg_sink *s)
 {
     rc_t rc = RC_DB;
     int64_t backoff_ms = 100;
+    unsigned tries = 0;
 
-    err[0] = '\0';
-    for (unsigned tries = 0; tries < MAX_ATTEMPTS; tries++) {
+    s->unattributed = 0;
+    for (;;) {
         int again = 0;
-        size_t left = 0;
-        for (size_t i = 0; i < s->n; i++)
-            left += !s->dup[i];
-        if (left == 0) {
-            /* Every row was committed before (a replay): nothing to write. */
+        if (pending_in(s, 0, s->n) == 0) {
+            /* Every row was committed before (a replay) or refused: nothing to write. */
             if (s->phase != PH_IDLE || s->op)
                 disconnect(s);
-            memcpy(duplicate, s->dup, s->n);
             return RC_OK;
         }
         if (s->phase == PH_BROKEN)
             disconnect(s);
         rc = attempt(s, &again);
-        if (rc == RC_OK && !again) {
-            memcpy(duplicate, s->dup, s->n);
-            s->stats.write_us = s->first_send_us ? now_us() - s->first_send_us : 0;
+        if (rc == RC_OK && !again)
             return RC_OK;
-        }
         if (rc == RC_OK)
-            continue; /* duplicates marked: write the rest */
+            continue; /* rows marked (each time one at least): write the rest */
         log_at(s->lg, LOG_WARN, "database attempt failed", LF_STR("reason", s->why),
                LF_NUM("attempt", tries + 1), LF_NUM("retryable", s->retryable));
-        if (rc == RC_NOMEM || rc == RC_TIMEOUT || !s->retryable)
+        if (rc == RC_NOMEM || rc == RC_TIMEOUT || !s->retryable || ++tries >= MAX_ATTEMPTS)
             break;
         /* The connection went away (a restart, a failover): wait a little
          * and try again while the deadline allows. */
@@ -941,14 +1262,117 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *duplicate, char err[ERR_LEN])
         nanosleep(&ts, NULL);
         backoff_ms *= 2;
     }
-    snprintf(err, ERR_LEN, "%s", s->why[0] ? s->why : rc_strerror(rc));
-    disconnect(s);
     return rc;
 }
 
 int pg_sink_auth_refused(const struct pg_sink *s)
 {
     return s->auth_refused;
+}
+
+/* Writes the pending rows of [a, b) alone, in a transaction of their own.
+ * Returns what write_pending returns; on RC_OK those rows are RS_DONE. */
+static rc_t write_range(struct pg_sink *s, size_t a, size_t b)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if ((i < a || i >= b) && s->dup[i] == RS_PENDING)
+            s->dup[i] = RS_OUT;
+    rc_t rc = write_pending(s);
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->dup[i] == RS_OUT)
+            s->dup[i] = RS_PENDING;
+        else if (rc == RC_OK && s->dup[i] == RS_PENDING)
+            s->dup[i] = RS_DONE;
+    }
+    return rc;
+}
+
+/* Finds the rows refused without a name (the whole of [a, b) failed, or is
+ * tried first unless `known_bad`) by bisection: each half is written in a
+ * transaction of its own, the first half first (FIFO order); a half that
+ * fails is split again, down to single rows, which are the refused ones.
+ * When the first half goes in whole, the second is known to fail and is
+ * split at once.  For one refused row of n this takes about log2(n)
+ * transactions writing n rows in all, each bounded by the give-up time.
+ * Sets *stop when no more may be written (a FIFO batch's refused row, or a
+ * failure).  Returns RC_OK or the failure that stopped it; *whole says
+ * whether [a, b) went in as one transaction. */
+static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *stop, int *whole)
+{
+    size_t pending = 0, only = NO_ROW;
+    rc_t rc;
+
+    *whole = 0;
+    for (size_t i = a; i < b; i++)
+        if (s->dup[i] == RS_PENDING) {
+            pending++;
+            only = i;
+        }
+    if (pending == 0 || *stop)
+        return RC_OK;
+    if (!known_bad) {
+        rc = write_range(s, a, b);
+        if (rc == RC_OK) {
+            *whole = 1;
+            return RC_OK;
+        }
+        if (!s->unattributed) {
+            *stop = 1;
+            return rc;
+        }
+    }
+    if (pending == 1) {
+        refuse_row(s, only, 0);
+        *stop = s->fifo;
+        return RC_OK;
+    }
+    size_t m = a + (b - a) / 2;
+    int first_whole = 0, ignored;
+    if ((rc = isolate(s, a, m, 0, stop, &first_whole)) != RC_OK)
+        return rc;
+    /* [a, b) failed and [a, m) did not: the refused row is in [m, b). */
+    return isolate(s, m, b, first_whole, stop, &ignored);
+}
+
+rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
+{
+    int isolated = 0, stop = 0;
+    size_t settled = 0;
+
+    err[0] = '\0';
+    rc_t rc = write_pending(s);
+    if (rc == RC_DB && s->unattributed) {
+        log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
+               LF_STR("reason", s->why), LF_NUM("rows", pending_in(s, 0, s->n)));
+        isolated = 1;
+        int ignored;
+        rc = isolate(s, 0, s->n, 1, &stop, &ignored);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        uint8_t st = s->dup[i] & RS_MASK;
+        settled += st == RS_DONE || st == RS_REFUSED || (st == RS_PENDING && !rc && !isolated);
+    }
+    if (rc && settled == 0) {
+        snprintf(err, ERR_LEN, "%s", s->why[0] ? s->why : rc_strerror(rc));
+        disconnect(s);
+        return rc;
+    }
+    if (rc) {
+        /* Isolation committed a part of the batch before it had to stop:
+         * the rest is answered as not written, and SQS retries it. */
+        log_at(s->lg, LOG_WARN, "batch written in part", LF_STR("reason", s->why));
+        disconnect(s);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        uint8_t st = s->dup[i] & RS_MASK;
+        outcome[i] = st == RS_DUP                                              ? PG_DUPLICATE
+                     : st == RS_REFUSED                                        ? PG_REFUSED
+                     : st == RS_DONE || (st == RS_PENDING && !rc && !isolated) ? PG_WRITTEN
+                                                                               : PG_NOT_WRITTEN;
+    }
+    if (!rc)
+        s->stats.write_us = s->first_send_us ? now_us() - s->first_send_us : 0;
+    return RC_OK;
 }
 
 void pg_batch_abort(struct pg_sink *s)

@@ -12,6 +12,13 @@
  * written again without them (the encoded tuples are kept, so nothing is
  * parsed twice).
  *
+ * A row the server refuses for its data (a trigger's RAISE EXCEPTION, a
+ * CHECK constraint, an index entry over the b-tree limit) is taken out and
+ * the rest written in the same invocation: the error names the COPY line,
+ * the rows COPY (behind a savepoint) is rolled back and sent again without
+ * that row; an error that names no row (a deferred constraint at COMMIT) is
+ * narrowed down by bisection, in transactions of their own.
+ *
  * No SQL text is ever built from message values: they travel only as COPY
  * data and as a binary query parameter. */
 #ifndef PG_H
@@ -83,15 +90,29 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms);
 rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len,
                   const struct pg_row *row);
 
+/* A FIFO batch (call after pg_batch_begin): a row the server refuses stops
+ * the batch there; the rows after it are not written, to keep the order. */
+void pg_batch_fifo(struct pg_sink *s);
+
+/* What became of a row (pg_batch_commit's `outcome`). */
+enum pg_outcome {
+    PG_WRITTEN = 0,    /* committed by this batch */
+    PG_DUPLICATE = 1,  /* not written: its message id had been committed before */
+    PG_REFUSED = 2,    /* not written: the server refused its data (SQLSTATE class 22, 23,
+                        * P0001 or 54000), which a retry would not change */
+    PG_NOT_WRITTEN = 3 /* not written: after a refused row of a FIFO batch, or left when
+                        * the time limit came in the middle of isolating a refused row */
+};
+
 /* Writes the batch and commits it, retrying a lost connection while time is
- * left.  On RC_OK, `duplicate` (one byte per added row, allocated by the
- * caller) says which rows were not written because their message id had been
- * committed before.  Returns RC_OK; RC_TIMEOUT when the time limit came
- * first; RC_DB (err says why, never quoting row values) when the database
- * failed after bounded retries; RC_NOMEM.  On any failure nothing of the
- * batch is committed and the connection is closed, to be re-opened by the next
- * batch. */
-rc_t pg_batch_commit(struct pg_sink *s, uint8_t *duplicate, char err[ERR_LEN]);
+ * left.  On RC_OK, `outcome` (one byte per added row, allocated by the
+ * caller) holds each row's enum pg_outcome.  Returns RC_OK; RC_TIMEOUT when
+ * the time limit came first; RC_DB (err says why by SQLSTATE, table and
+ * constraint, never the server's text, which can quote row values) when the
+ * database failed after bounded retries; RC_NOMEM.  On any failure nothing
+ * of the batch is committed and the connection is closed, to be re-opened
+ * by the next batch. */
+rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN]);
 
 /* 1 when the last connection attempt failed because the server refused the
  * credentials (SQLSTATE 28P01 or 28000: a rotated password, say); 0

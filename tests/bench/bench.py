@@ -18,6 +18,10 @@ What it measures (tests/bench/README.md says more):
  4. time per stage for a 10,000-record event (tests/bench/stages.c, linked
     against the release objects);
  5. peak resident memory on 6 MB events and after 1,000 small invocations;
+ 5b. isolating rows the database refuses: an 8,000-row batch with one row a CHECK
+    constraint refuses (found by the error's COPY line) and one a deferred constraint
+    trigger refuses at COMMIT (found by bisection), each against the same batch clean
+    (goal: under 2x);
  6. process start to the first /next; stripped binary and zip sizes.
 
 The 6 MB limit: a realistic record (a 188-character receipt handle, as SQS's
@@ -443,6 +447,68 @@ def memory(tmp, srv, events, msgs, small_count):
     return out
 
 
+# --- 5b. refused rows ----------------------------------------------------------------------
+REFUSE_LATE = """
+CREATE OR REPLACE FUNCTION bench_refuse_late() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.user_id LIKE 'refuse-%' THEN RAISE EXCEPTION 'refused'; END IF;
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER bench_refuse_late AFTER INSERT ON user_logins
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bench_refuse_late();
+"""
+
+
+def refused(tmp, srv, repeats, n=8000):
+    """Handler time (metric Duration) of an n-row batch with one row refused in the
+    middle, against the same batch without it, for each way of finding the row; and with
+    1% of the rows refused (spread evenly).  Clean and refused runs alternate on one warm
+    bootstrap; medians."""
+    check = "ALTER TABLE user_logins ADD CONSTRAINT bench_refuse CHECK (user_id NOT LIKE 'refuse-%');"
+
+    def batch(tag, bad):
+        msgs = []
+        for i in range(n):
+            body = {"user_id": ("refuse-" if i in bad else "user-") + f"{tag}-{i}",
+                    "device_type": "ios", "ip": f"10.{i % 250}.{i // 250 % 250}.7",
+                    "device_id": f"device-{i}", "locale": "en_US", "app_version": "3.1.4"}
+            msgs.append({"messageId": f"{tag}-{i:05d}", "body": json.dumps(body),
+                         "sentTimestamp": 1_718_006_400_000})
+        ev, k = fit_event(msgs)
+        assert k == n, f"{n} records do not fit one event"
+        return event_bytes(ev)
+
+    out = {"rows": n}
+    srv.reset()
+    run = Runner(tmp, srv, name="refused")
+    try:
+        run.run([batch("warm", set())])
+        for how, setup, bad_rows in (("line", check, {n // 2}), ("bisect", REFUSE_LATE, {n // 2}),
+                                     ("line_1pct", check, set(range(50, n, 100)))):
+            superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger;\n" + setup)
+            clean, bad = [], []
+            for r in range(repeats):
+                for rows, into in ((set(), clean), (bad_rows, bad)):
+                    skip = len(run.durations_ms())
+                    _, results = run.run([batch(f"{how}{r}{'b' if rows else 'c'}", rows)])
+                    listed = len(results[0].json()["batchItemFailures"]) \
+                        if results[0].kind == "response" else -1
+                    if listed != len(rows):
+                        note(f"WARNING {how}: {listed} records listed, expected {len(rows)}")
+                    into.append(run.durations_ms()[skip:][0])
+            superuser_psql(srv, "ALTER TABLE user_logins DROP CONSTRAINT IF EXISTS bench_refuse;"
+                                "DROP TRIGGER IF EXISTS bench_refuse_late ON user_logins;")
+            out[how] = {"clean_ms": statistics.median(clean), "refused_ms": statistics.median(bad),
+                        "all_clean_ms": clean, "all_refused_ms": bad}
+            out[how]["ratio"] = out[how]["refused_ms"] / out[how]["clean_ms"]
+            note(f"{how}: clean {out[how]['clean_ms']:.0f} ms, one refused "
+                 f"{out[how]['refused_ms']:.0f} ms, ratio {out[how]['ratio']:.2f}")
+    finally:
+        run.close()
+    srv.reset()
+    return out
+
+
 # --- 6. start-up and size ------------------------------------------------------------------
 def startup(tmp, runs):
     """Popen to the emulator's receipt of the first /next, for the bootstrap and
@@ -698,6 +764,21 @@ def report(f):
                 f"growth {m['after_n_small']['VmRSS'] - m['after_10_small']['VmRSS']:+.2f} MiB RSS"]],
               ["when", "VmHWM", "VmRSS", "note"])
 
+    rf = f.get("refused")
+    if rf:
+        say(f"\n5b. One refused row in the middle of a {rf['rows']:,}-row batch: handler time "
+            "(metric Duration), median; goal: under 2x the clean batch")
+        rows = []
+        for key, label in (("line", "CHECK constraint (the error's COPY line names the row)"),
+                           ("bisect", "deferred trigger at COMMIT (bisection)"),
+                           ("line_1pct", "CHECK constraint, 1% of the rows refused (for scale)")):
+            x = rf.get(key)
+            if not x:
+                continue
+            rows.append([label, f"{x['clean_ms']:.0f}", f"{x['refused_ms']:.0f}",
+                         f"{x['ratio']:.2f}", "met" if x["ratio"] < 2 else "NOT met"])
+        table(rows, ["how the row is found", "clean ms", "1 refused ms", "ratio", "goal < 2"])
+
     st = f.get("startup")
     z = f.get("sizes")
     if st or z:
@@ -794,6 +875,8 @@ def main():
                               f"{figures['throughput_off']['server_version']} on loopback")
         say("\n[stages] a 10,000-record event through tests/bench/stages.c")
         figures["stages"] = stages(tmp, srv, ten_k, args.stage_repeats)
+        say("\n[refused] one refused row in an 8,000-row batch")
+        figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
         say("\n[memory] 6 MB events, then small invocations")
         figures["memory"] = memory(tmp, srv, events, msgs, args.small)
         if args.profile:

@@ -183,7 +183,7 @@ def test_postgres_killed_between_the_ledger_and_the_rows():
             rid = etl.emu.enqueue(event_bytes(make_event(msgs)), timeout_s=DEADLINE_S)
             assert wait_for(lambda: db.scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'COPY user_logins%'") == "1", timeout=30), \
+                "AND query LIKE '%COPY user_logins%'") == "1", timeout=30), \
                 "the batch never waited for user_logins after its ledger COPY"
             _kill_and_restart(db)
         finally:

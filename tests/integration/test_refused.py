@@ -1,0 +1,254 @@
+"""Rows the database refuses: a trigger's RAISE EXCEPTION, a CHECK constraint an operator
+added, a messageId over the b-tree limit, a deferred constraint trigger that fails at COMMIT.
+Each time exactly the refused records are listed (reason database_rejected), the rest of the
+batch is committed in the same invocation, a redelivery writes nothing more, and the
+server's error text (which can quote a user_id) reaches no output; every line printed is
+one JSON object."""
+import json
+import random
+import string
+
+from events.generate import event_bytes, make_event
+from rig import expect, pg
+from rig.harness import Etl, row_key
+
+START_MS = 1_718_006_400_000
+
+# Refuses the rows of users whose id starts with "refuse-", naming the user_id in the
+# message (as a careless trigger would): that text must never be printed.
+REFUSE_TRIGGER = """
+CREATE OR REPLACE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.user_id LIKE 'refuse-%' THEN
+    RAISE EXCEPTION 'refused row for %', NEW.user_id;
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_row BEFORE INSERT ON user_logins FOR EACH ROW EXECUTE FUNCTION refuse_row();
+"""
+
+# The same check made at COMMIT: the error names no COPY line.
+DEFERRED_TRIGGER = """
+CREATE OR REPLACE FUNCTION refuse_late() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.user_id LIKE 'refuse-%' THEN
+    RAISE EXCEPTION 'refused row for %', NEW.user_id;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER refuse_late AFTER INSERT ON user_logins
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_late();
+"""
+
+# An AFTER ROW trigger fires at the end of the COPY statement: its error names no line either.
+AFTER_TRIGGER = DEFERRED_TRIGGER.replace("CONSTRAINT TRIGGER refuse_late", "TRIGGER refuse_late") \
+    .replace("DEFERRABLE INITIALLY DEFERRED ", "")
+
+# Says something about every row, quoting its user_id.
+NOTICE_TRIGGER = """
+CREATE OR REPLACE FUNCTION talk() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE NOTICE 'looking at %', NEW.user_id;
+  RAISE WARNING 'still looking at %', NEW.user_id;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER talk BEFORE INSERT ON user_logins FOR EACH ROW EXECUTE FUNCTION talk();
+"""
+
+
+def _msg(mid, user_id, **fields):
+    body = {"user_id": user_id, "device_type": "ios", "ip": "192.0.2.7",
+            "device_id": f"dev-{mid[:40]}", "locale": "en_US", "app_version": "3.1.4"}
+    body.update(fields)
+    return {"messageId": mid, "body": json.dumps(body), "sentTimestamp": START_MS}
+
+
+def _batch(n, refused, prefix="m"):
+    """n messages; those at the indexes in `refused` have a user_id the trigger refuses."""
+    return [_msg(f"{prefix}{i}", (f"refuse-secret-{i}" if i in refused else f"user-{i}"))
+            for i in range(n)]
+
+
+def _superuser(db, sql):
+    db.psql(sql, user=pg.SUPERUSER, password=pg.SUPERPASS)
+
+
+def _prepare(etl):
+    """Creates the tables (one write) and empties them."""
+    assert etl.answer(event_bytes(make_event([_msg("warm-up", "user-warm")]))) == set()
+    etl.db.psql("DELETE FROM user_logins; DELETE FROM login_etl_ledger")
+
+
+def _assert_written(etl, messages):
+    """user_logins and the ledger hold exactly these messages, once each."""
+    want = sorted((expect.row(m["body"], m["sentTimestamp"]) for m in messages), key=row_key)
+    assert sorted(etl.rows(), key=row_key) == want
+    ids = [r["message_id"] for r in etl.db.query("SELECT message_id FROM login_etl_ledger")]
+    assert sorted(ids) == sorted(m["messageId"] for m in messages)
+
+
+def _json_lines(etl):
+    """Every line the process printed (stdout and stderr), each parsed as one JSON object."""
+    lines = []
+    for path in (etl.boot.out_path, etl.boot.err_path):
+        with open(path, "rb") as f:
+            for raw in f.read().decode("utf-8").splitlines():
+                doc = json.loads(raw)  # raises on anything that is not JSON
+                assert isinstance(doc, dict), raw
+                lines.append(doc)
+    return lines
+
+
+def _rejected(etl):
+    return {l["messageId"] for l in etl.boot.logs() if isinstance(l, dict)
+            and l.get("message") == "record rejected" and l.get("reason") == "database_rejected"}
+
+
+def test_a_trigger_refusing_one_row_of_20_lists_it_and_writes_the_19():
+    msgs = _batch(20, {7})
+    with Etl() as etl:
+        _prepare(etl)
+        _superuser(etl.db, REFUSE_TRIGGER)
+        assert etl.answer(event_bytes(make_event(msgs))) == {"m7"}
+        good = [m for m in msgs if m["messageId"] != "m7"]
+        _assert_written(etl, good)
+        # Redelivered: the refused record is refused again, nothing is written twice.
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {"m7"}
+        # Its own redelivery, alone: refused again, never written.
+        assert etl.answer(event_bytes(make_event(msgs[7:8], receive_count=3))) == {"m7"}
+        _assert_written(etl, good)
+        metrics = etl.boot.metrics()[-3:]
+        assert [(m["RecordsWritten"], m["RecordsDuplicate"], m["RecordsRejected"])
+                for m in metrics] == [(19, 0, 1), (0, 19, 1), (0, 0, 1)]
+        assert _rejected(etl) == {"m7"}
+        refusals = [l for l in etl.boot.logs() if isinstance(l, dict)
+                    and l.get("message") == "database refused a row"]
+        assert refusals and all("SQLSTATE P0001" in l["reason"] for l in refusals), refusals
+        out = etl.boot.output()
+        assert "refuse-secret" not in out and "refused row for" not in out
+        _json_lines(etl)
+
+
+def test_a_check_constraint_added_by_an_operator_refuses_only_its_rows():
+    bad = {0, 13, 29}
+    msgs = [_msg(f"c{i}", f"user-{i}", app_version="1.0.0" if i in bad else "4.2.0")
+            for i in range(30)]
+    with Etl() as etl:
+        _prepare(etl)
+        _superuser(etl.db, "ALTER TABLE user_logins ADD CONSTRAINT modern_app "
+                           "CHECK (app_version >= 2000000)")
+        assert etl.answer(event_bytes(make_event(msgs))) == {f"c{i}" for i in bad}
+        _assert_written(etl, [m for i, m in enumerate(msgs) if i not in bad])
+        reasons = {l["reason"] for l in etl.boot.logs() if isinstance(l, dict)
+                   and l.get("message") == "database refused a row"}
+        assert reasons == {"copy rows: SQLSTATE 23514 table user_logins constraint modern_app"}
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == \
+            {f"c{i}" for i in bad}
+        _assert_written(etl, [m for i, m in enumerate(msgs) if i not in bad])
+
+
+def test_a_message_id_over_the_btree_limit_is_refused_alone():
+    rnd = random.Random(5)
+    long_id = "".join(rnd.choice(string.ascii_letters + string.digits) for _ in range(3000))
+    msgs = [_msg(f"b{i}", f"user-{i}") for i in range(10)]
+    msgs[4] = _msg(long_id, "user-long")
+    with Etl() as etl:
+        _prepare(etl)
+        assert etl.answer(event_bytes(make_event(msgs))) == {long_id}
+        good = [m for m in msgs if m["messageId"] != long_id]
+        _assert_written(etl, good)
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {long_id}
+        _assert_written(etl, good)
+        assert any(isinstance(l, dict) and l.get("message") == "database refused a row"
+                   and "SQLSTATE 54000" in l["reason"] for l in etl.boot.logs())
+
+
+def test_a_deferred_trigger_failing_at_commit_is_isolated_by_bisection():
+    for trigger in (DEFERRED_TRIGGER, AFTER_TRIGGER):
+        _bisection(trigger)
+
+
+def _bisection(trigger):
+    msgs = _batch(40, {5, 31}, prefix="d")
+    with Etl() as etl:
+        _prepare(etl)
+        _superuser(etl.db, trigger)
+        assert etl.answer(event_bytes(make_event(msgs))) == {"d5", "d31"}
+        good = [m for m in msgs if m["messageId"] not in ("d5", "d31")]
+        _assert_written(etl, good)
+        assert any(isinstance(l, dict) and l.get("message", "").startswith(
+            "a row was refused without its line") for l in etl.boot.logs())
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {"d5", "d31"}
+        _assert_written(etl, good)
+        assert "refuse-secret" not in etl.boot.output()
+        _json_lines(etl)
+
+
+def test_fifo_stops_at_the_refused_row_and_keeps_the_order():
+    for trigger in (REFUSE_TRIGGER, DEFERRED_TRIGGER):
+        msgs = _batch(8, {3}, prefix="f")
+        with Etl() as etl:
+            _prepare(etl)
+            _superuser(etl.db, trigger)
+            after = {f"f{i}" for i in range(3, 8)}
+            assert etl.answer(event_bytes(make_event(msgs, fifo=True))) == after
+            _assert_written(etl, msgs[:3])
+            # Redelivered from the refused record on: refused again, nothing after it written.
+            assert etl.answer(event_bytes(make_event(msgs[3:], fifo=True, receive_count=2))) \
+                == after
+            _assert_written(etl, msgs[:3])
+            assert _rejected(etl) == {"f3"}
+            # The operator drops the trigger: the rest lands, once.
+            _superuser(etl.db, "DROP TRIGGER IF EXISTS refuse_row ON user_logins; "
+                               "DROP TRIGGER IF EXISTS refuse_late ON user_logins")
+            assert etl.answer(event_bytes(make_event(msgs[3:], fifo=True, receive_count=3))) \
+                == set()
+            _assert_written(etl, msgs)
+
+
+def test_notices_and_server_errors_print_only_json_and_no_server_text():
+    msgs = _batch(12, {2, 9}, prefix="n")
+    env = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "DEBUG"}
+    with Etl(env=env) as etl:
+        _prepare(etl)
+        _superuser(etl.db, NOTICE_TRIGGER + REFUSE_TRIGGER)
+        assert etl.answer(event_bytes(make_event(msgs))) == {"n2", "n9"}
+        _assert_written(etl, [m for m in msgs if m["messageId"] not in ("n2", "n9")])
+        lines = _json_lines(etl)
+        notices = [l for l in lines if l.get("message") == "database notice"]
+        assert {(l["severity"], l["sqlstate"]) for l in notices} == \
+            {("NOTICE", "00000"), ("WARNING", "01000")}, notices
+        out = etl.boot.output()
+        assert "looking at" not in out and "refuse-secret" not in out and "user-1" not in out
+    # A server error at connect (a wrong password) is reported by its SQLSTATE.
+    db = pg.server()
+    with Etl(env={"PGPASSWORD": "not-the-password"}, reset_db=False) as etl:
+        res = etl.invoke(event_bytes(make_event(msgs[:1])), timeout_s=5)
+        assert res.kind == "error" and res.json()["errorType"] == "DatabaseUnavailable"
+        message = res.json()["errorMessage"]
+        assert "28P01" in message and "authentication failed" not in message, message
+        assert "authentication failed" not in etl.boot.output()
+        _json_lines(etl)
+    assert db.running
+
+
+def test_many_refused_rows_with_replayed_ids_in_the_same_batch():
+    # Half the batch was committed before (the ledger's unique key finds them); of the
+    # rest every third row is refused by a CHECK constraint, the first and the last too.
+    msgs = [_msg(f"r{i}", f"user-{i}", locale="xx" if i % 3 == 0 or i == 59 else "en_US")
+            for i in range(60)]
+    refused = {f"r{i}" for i in range(60) if i % 3 == 0 or i == 59}
+    early = [m for i, m in enumerate(msgs) if i % 2 == 1 and m["messageId"] not in refused]
+    with Etl() as etl:
+        _prepare(etl)
+        assert etl.answer(event_bytes(make_event(early))) == set()
+        _superuser(etl.db, "ALTER TABLE user_logins ADD CONSTRAINT known_locale "
+                           "CHECK (locale <> 'xx')")
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == refused
+        good = [m for m in msgs if m["messageId"] not in refused]
+        _assert_written(etl, good)
+        m = etl.boot.metrics()[-1]
+        assert (m["RecordsWritten"], m["RecordsDuplicate"], m["RecordsRejected"]) == \
+            (len(good) - len(early), len(early), len(refused))
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=3))) == refused
+        _assert_written(etl, good)

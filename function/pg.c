@@ -147,8 +147,9 @@
     "SELECT count(*), (extract(epoch FROM CASE WHEN count(*) < %zu "                               \
     "THEN now() - interval '" LEDGER_RETENTION "' ELSE max(committed_at) END) * 1000000)::int8 "   \
     "FROM d"
-#define PRUNE_MIN 1000  /* entries a prune may delete, at least ... */
-#define PRUNE_MAX 20000 /* ... and at most; otherwise twice the rows just written */
+#define PRUNE_MIN 1000    /* entries a prune may delete, at least ... */
+#define PRUNE_MAX 20000   /* ... and at most; otherwise twice the rows just written */
+#define PRUNE_RESTART 256 /* every so many prunes, one starts from the oldest entry */
 
 /* Nothing is set for the session: a transaction-pooling proxy (RDS Proxy,
  * pgbouncer) hands each transaction to whichever server connection is free,
@@ -195,6 +196,7 @@ struct pg_sink {
     int legacy;         /* the earlier ledger layout is consulted (LEGACY_LEDGER) */
     int prune_off;      /* retention was refused (no DELETE privilege): not tried again */
     int64_t prune_from; /* Unix epoch us: the next prune starts at this committed_at */
+    unsigned prunes;    /* prunes run by this process */
     int64_t give_up_at;
     enum phase phase;
     char why[ERR_LEN]; /* why the current attempt broke */
@@ -1053,7 +1055,10 @@ static rc_t collect_prune(struct pg_sink *s)
                 num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), INT64_MIN,
                               INT64_MAX, &from) == RC_OK) {
                 s->stats.pruned = count;
-                s->prune_from = from;
+                /* Now and then from the oldest entry again, in case entries
+                 * older than where it stopped appeared meanwhile (loaded by
+                 * hand, or a server clock set back). */
+                s->prune_from = ++s->prunes % PRUNE_RESTART ? from : 0;
             }
         } else {
             const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);

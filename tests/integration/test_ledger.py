@@ -243,8 +243,10 @@ def test_nothing_changes_session_state_and_timeouts_go_with_each_transaction():
     begins = [s for s in statements if s.startswith("BEGIN")]
     assert len(begins) >= 3, begins
     for s in begins:
-        assert re.match(r"BEGIN; SET LOCAL statement_timeout = \d+; "
-                        r"SET LOCAL idle_in_transaction_session_timeout = \d+; COPY ", s), s
+        m = re.match(r"BEGIN; SET LOCAL statement_timeout = (\d+); "
+                     r"SET LOCAL idle_in_transaction_session_timeout = (\d+); COPY ", s)
+        assert m, s
+        assert 0 < int(m.group(1)) <= 15 * 60 * 1000 and 0 < int(m.group(2)) <= 60000, s
     for s in statements:
         session_set = re.search(r"(^|;)\s*(SET|RESET)\s+(?!LOCAL\b)", s, re.I)
         assert not session_set, f"a session SET was sent: {s}"

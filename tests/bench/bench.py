@@ -488,7 +488,7 @@ def refused(tmp, srv, repeats, n=8000):
         run.run([batch("warm", set())])
         for how, setup, bad_rows in (("line", check, {n // 2}), ("bisect", REFUSE_LATE, {n // 2}),
                                      ("line_1pct", check, set(range(50, n, 100)))):
-            superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger;\n" + setup)
+            superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger_v2;\n" + setup)
             clean, bad = [], []
             for r in range(repeats):
                 for rows, into in ((set(), clean), (bad_rows, bad)):

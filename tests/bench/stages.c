@@ -7,7 +7,7 @@
  * Linked against the release objects (gcc -O2, as shipped); tests/bench/bench.py
  * builds and runs it.  Settings come from the environment as in Lambda:
  * MASKING_KEY, MASKING_KEY_ID and libpq's PG* variables (a test server whose
- * user_logins and login_etl_ledger tables it empties between repeats).
+ * user_logins and login_etl_ledger_v2 tables it empties between repeats).
  *
  * Prints one JSON object a line, for bench.py:
  *   {"stage": NAME, "ms": median wall time, "min_ms": ..., "records": N, ...}

@@ -132,6 +132,16 @@ class Bouncer:
         head = lines[0].split("\t")
         return [dict(zip(head, l.split("\t"))) for l in lines[1:]]
 
+    def pid(self):
+        """The pgbouncer process (not the runuser in front of it)."""
+        with open(self.pidfile) as f:
+            return int(f.read().split()[0])
+
+    def version(self):
+        r = subprocess.run(["psql", "-X", "-At", "-c", "SHOW VERSION"], env=self._admin_env(),
+                           capture_output=True, text=True, check=True)
+        return r.stdout.strip().removeprefix("PgBouncer ").split()[0]
+
     def pools(self):
         return [p for p in self.admin("SHOW POOLS") if p.get("database") == pg.DATABASE]
 

@@ -345,6 +345,12 @@ def preload_sql(cols, key, count, days=14):
             f"SELECT {', '.join(exprs)} FROM generate_series(1, {count}) g) t ORDER BY {order}")
 
 
+# Table, indexes and TOAST of the ledger and of any partitions it has.
+LEDGER_BYTES = ("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                "WHERE c.relkind = 'r' AND (c.relname = 'login_etl_ledger' OR c.oid IN "
+                "(SELECT relid FROM pg_partition_tree('login_etl_ledger')))")
+
+
 def history_run(tmp, srv, runner, events, records):
     """One measured pass of `events` through the running function: handler
     time (sum of metric Duration, i.e. net of the Runtime API and the
@@ -395,10 +401,7 @@ def history(tmp, preload, records, repeats):
                 t = time.monotonic()
                 B.superuser_psql(srv, preload_sql(cols, key, preload) + ";\nVACUUM ANALYZE;")
                 out["preload_s"] = time.monotonic() - t
-                out["ledger_bytes"] = int(B.superuser_psql(
-                    srv, "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
-                         "WHERE c.relname LIKE 'login_etl_ledger%' AND c.relkind IN ('r', 'p')"
-                ).strip() or 0)
+                out["ledger_bytes"] = int(B.superuser_psql(srv, LEDGER_BYTES).strip() or 0)
                 out["ledger_rows"] = int(B.superuser_psql(
                     srv, "SELECT count(*) FROM login_etl_ledger").strip())
                 B.note(f"preloaded {out['ledger_rows']:,} ledger entries in "
@@ -413,6 +416,11 @@ def history(tmp, preload, records, repeats):
                 runs.append(x)
                 B.note(f"{phase}, run {rep + 1}: handler {x['handler_s']:.3f} s, wall "
                        f"{x['seconds']:.3f} s, server {x['server_cpu_s']:.2f} CPU-s")
+            if phase == "empty":
+                # The ledger as the function itself wrote it (the last run's).
+                out["function_ledger_bytes"] = int(B.superuser_psql(srv, LEDGER_BYTES).strip() or 0)
+                out["function_ledger_rows"] = int(B.superuser_psql(
+                    srv, "SELECT count(*) FROM login_etl_ledger").strip())
             out[phase] = {k: statistics.median(r[k] for r in runs)
                           for k in ("seconds", "handler_s", "server_cpu_s")}
             out[phase]["all_handler_s"] = [r["handler_s"] for r in runs]
@@ -489,6 +497,11 @@ def report(f):
         B.say(f"  preload: {h['ledger_rows']:,} entries by INSERT ... SELECT generate_series in "
               f"{h['preload_s']:.0f} s, {h['ledger_bytes'] / 1e6:.0f} MB "
               f"({h['ledger_bytes'] / h['ledger_rows']:.0f} bytes per message, table and indexes)")
+        if h.get("function_ledger_rows"):
+            B.say(f"  the ledger as the function wrote it: {h['function_ledger_rows']:,} entries, "
+                  f"{h['function_ledger_bytes'] / 1e6:.1f} MB "
+                  f"({h['function_ledger_bytes'] / h['function_ledger_rows']:.0f} bytes per "
+                  "message)")
         B.say(f"  load average {h['load_start']} at start, {h['load_end']} at end")
 
 

@@ -96,3 +96,26 @@ def test_rows_land_in_create_date_partitions_exactly_once():
         left = int(etl.db.scalar("SELECT count(*) FROM user_logins"))
         assert left == len(book.valid()) - len(
             [m for m in groups[0] if exactly_once.is_valid(m)])
+
+
+def test_missing_partition_without_default_fails_the_batch_and_writes_nothing():
+    """Why the README asks for a DEFAULT partition: without one, a row whose
+    month has no partition fails the COPY, so the whole batch fails (the
+    invocation reports DatabaseUnavailable and SQS delivers it again) and
+    nothing of it is written, the rows of months that do have a partition
+    included.  Once the partition exists, the redelivery goes through."""
+    june = make_messages(20, seed=41, invalid_rate=0, start_ms=_ms(2024, 6, 20))
+    july = make_messages(20, seed=42, invalid_rate=0, start_ms=_ms(2024, 7, 20))
+    book = exactly_once.Sent()
+    book.add(june + july)
+    ddl = PARTITIONED_DDL.split("CREATE TABLE user_logins_2024_07")[0]
+    with Etl() as etl:
+        etl.db.psql(ddl)
+        res = etl.invoke(event_bytes(make_event(june + july)))
+        assert res.kind == "error" and res.json()["errorType"] == "DatabaseUnavailable", res
+        assert "no partition" in res.json()["errorMessage"]
+        assert etl.count() == 0
+        etl.db.psql("CREATE TABLE user_logins_2024_07 PARTITION OF user_logins "
+                    "FOR VALUES FROM ('2024-07-01') TO ('2024-08-01')")
+        assert etl.answer(event_bytes(make_event(june + july, receive_count=2))) == set()
+        exactly_once.assert_database(etl.db, book, "after the missing partition was created")

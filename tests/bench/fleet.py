@@ -18,6 +18,7 @@ passed in as `B` so that nothing is copied.
 import collections
 import json
 import os
+import re
 import statistics
 import threading
 import time
@@ -81,6 +82,22 @@ def check_rows(srv, want):
     lost = sum((want - got).values())
     extra = got - want
     return lost, sum(extra.values())
+
+
+def ledger_table(srv):
+    """The function's ledger table: the newest layout's when several exist (an
+    upgraded database keeps the earlier one beside it)."""
+    name = B.superuser_psql(srv, "SELECT relname FROM pg_class WHERE relname LIKE "
+                                 "'login\\_etl\\_ledger%' AND relkind IN ('r', 'p') "
+                                 "AND NOT relispartition ORDER BY relname DESC LIMIT 1").strip()
+    if not name:
+        raise RuntimeError("bench: the function created no ledger table")
+    return name
+
+
+def empty_tables(srv, extra=""):
+    """TRUNCATE of user_logins and the function's ledger (then `extra` SQL)."""
+    B.superuser_psql(srv, f"TRUNCATE user_logins, {ledger_table(srv)};{extra}")
 
 
 # --- measurement helpers -----------------------------------------------------------------
@@ -171,7 +188,7 @@ def one_config(tmp, srv, bouncer, n, events, doubled_events, want, valid, label)
             warm = make_messages(1, seed=2_000_000 + i, invalid_rate=0,
                                  start_ms=_now_ms() - 60_000)
             r.run([event_bytes(fit_event(warm)[0])])
-        B.superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger; CHECKPOINT;")
+        empty_tables(srv, " CHECKPOINT;")
         skip = [len(read_log(r.out_path)) for r in runners]
         pids = [r.proc.pid for r in runners]
         bouncer_pids = [bouncer.pid()] if bouncer else []
@@ -206,7 +223,7 @@ def one_config(tmp, srv, bouncer, n, events, doubled_events, want, valid, label)
     listed = sum(len(r.json()["batchItemFailures"]) for r in results if r.kind == "response")
     rows = int(B.superuser_psql(srv, "SELECT count(*) FROM user_logins").strip())
     lost, doubled = check_rows(srv, want)
-    ledger = int(B.superuser_psql(srv, "SELECT count(*) FROM login_etl_ledger").strip())
+    ledger = int(B.superuser_psql(srv, f"SELECT count(*) FROM {ledger_table(srv)}").strip())
     batches, extra_attempts, failed = 0, 0, 0
     for r, s in zip(runners, skip):
         lines = read_log(r.out_path)[s:]
@@ -290,40 +307,50 @@ HISTORY_CONF = ["full_page_writes = on"]  # as on RDS: the first change of a pag
 # checkpoint writes the whole page to WAL, which is what makes random index inserts dear
 
 
-def ledger_layout(srv):
+def retention_days():
+    """The ledger's retention as function/pg.c defines it (LEDGER_RETENTION), in
+    days, or None when the function keeps no retention: read from the source so
+    that the bench follows the function."""
+    src = (B.ROOT / "function" / "pg.c").read_text()
+    m = re.search(r'#define\s+LEDGER_RETENTION\s+"(\d+) days"', src)
+    return int(m.group(1)) if m else None
+
+
+def ledger_layout(srv, table):
     """The ledger's columns [(name, type, default)], its key columns and
     whether it is partitioned, as the function created it."""
     cols = B.superuser_psql(srv, "SELECT attname || '|' || format_type(atttypid, atttypmod) "
                                  "|| '|' || coalesce(pg_get_expr(adbin, adrelid), '') "
                                  "FROM pg_attribute LEFT JOIN pg_attrdef "
                                  "ON adrelid = attrelid AND adnum = attnum "
-                                 "WHERE attrelid = 'login_etl_ledger'::regclass AND attnum > 0 "
+                                 f"WHERE attrelid = '{table}'::regclass AND attnum > 0 "
                                  "AND NOT attisdropped ORDER BY attnum").split("\n")
     cols = [tuple(c.split("|", 2)) for c in cols if c]
-    key = B.superuser_psql(srv, "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
-                                "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-                                "WHERE i.indrelid = 'login_etl_ledger'::regclass "
-                                "AND (i.indisprimary OR i.indisunique) "
-                                "ORDER BY array_position(i.indkey::int2[], a.attnum)").split()
-    kind = B.superuser_psql(srv, "SELECT relkind FROM pg_class "
-                                 "WHERE oid = 'login_etl_ledger'::regclass").strip()
-    return cols, key, kind == "p"
+    key = B.superuser_psql(srv, "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL "
+                                "unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos) "
+                                "JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                                "AND a.attnum = k.attnum "
+                                f"WHERE i.indrelid = '{table}'::regclass AND i.indisprimary "
+                                "ORDER BY k.pos").split()
+    kind = B.superuser_psql(srv, f"SELECT relkind FROM pg_class WHERE oid = '{table}'::regclass")
+    return cols, key, kind.strip() == "p"
 
 
-def preload_sql(cols, key, count, days=14):
+def preload_sql(table, cols, key, count, span_ms, end_ms_ago=0):
     """INSERT ... SELECT generate_series of `count` ledger entries of the
-    function's layout, spread over the `days` before now (oldest first, in key
-    order, so that the load is a fast append; the entries look like SQS's:
-    random UUID message ids, millisecond send times)."""
-    span_ms = days * 86_400_000
+    function's layout, sent and committed evenly over `span_ms` ending
+    `end_ms_ago` before now (oldest first, in key order, so that the load is an
+    append).  The entries look like SQS's: random UUID message ids,
+    millisecond send times; every time column gets the entry's time."""
     step = span_ms / count
-    t_ms = f"(floor(extract(epoch FROM now()) * 1000)::bigint - {span_ms} + (g * {step})::bigint)"
+    t_ms = (f"(floor(extract(epoch FROM now()) * 1000)::bigint - {end_ms_ago + span_ms} "
+            f"+ (g * {step})::bigint)")
     exprs, names = [], []
     for name, typ, default in cols:
         low = name.lower()
         if typ == "uuid":
             e = "gen_random_uuid()"
-        elif typ in ("text", "character varying") or typ.startswith("character varying"):
+        elif typ == "text" or typ.startswith("character varying"):
             if "id" not in low:
                 raise RuntimeError(f"preload: unknown text ledger column {name}")
             e = "gen_random_uuid()::text"
@@ -341,48 +368,52 @@ def preload_sql(cols, key, count, days=14):
         exprs.append(f"{e} AS {name}")
         names.append(name)
     order = ", ".join(k for k in key if k in names) or "1"
-    return (f"INSERT INTO login_etl_ledger ({', '.join(names)}) SELECT * FROM ("
+    return (f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM ("
             f"SELECT {', '.join(exprs)} FROM generate_series(1, {count}) g) t ORDER BY {order}")
 
 
-# Table, indexes and TOAST of the ledger and of any partitions it has.
-LEDGER_BYTES = ("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
-                "WHERE c.relkind = 'r' AND (c.relname = 'login_etl_ledger' OR c.oid IN "
-                "(SELECT relid FROM pg_partition_tree('login_etl_ledger')))")
+# Table, indexes and TOAST of a table and of any partitions it has.
+def table_bytes_sql(table):
+    return (f"SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) FROM "
+            f"pg_partition_tree('{table}') WHERE isleaf), pg_total_relation_size('{table}'))")
 
 
-def history_run(tmp, srv, runner, events, records):
+def history_run(srv, runner, table, events):
     """One measured pass of `events` through the running function: handler
     time (sum of metric Duration, i.e. net of the Runtime API and the
-    emulator), wall time and server CPU."""
+    emulator), wall time, server CPU, and ledger entries before and after."""
     B.superuser_psql(srv, "TRUNCATE user_logins; CHECKPOINT;")
+    before = int(B.superuser_psql(srv, f"SELECT count(*) FROM {table}").strip())
     skip = len(runner.durations_ms())
     cpu = CpuSampler(srv)
     cpu.start()
     secs, results = runner.run(events)
     c = cpu.stop()
     dur = runner.durations_ms()[skip:]
-    bad = sum(1 for r in results if r.kind != "response")
+    after = int(B.superuser_psql(srv, f"SELECT count(*) FROM {table}").strip())
+    written = int(B.superuser_psql(srv, "SELECT count(*) FROM user_logins").strip())
     return {"seconds": secs, "handler_s": sum(dur) / 1000, "server_cpu_s": c["server"],
-            "invocation_errors": bad}
+            "invocation_errors": sum(1 for r in results if r.kind != "response"),
+            "written": written, "pruned": before + written - after}
 
 
 def history(tmp, preload, records, repeats):
     """Figure 8.  Returns its dict."""
+    days = retention_days()
     B.say(f"\n[history] the next {records:,} records on an empty ledger and after "
           f"{preload:,} committed messages (full_page_writes on, CHECKPOINT before each run)")
     srv = pg.Server(async_commit=True, conf=FLEET_CONF + HISTORY_CONF)
-    out = {"preload": preload, "records": records, "repeats": repeats,
+    out = {"preload": preload, "records": records, "repeats": repeats, "retention_days": days,
            "load_start": [round(x, 2) for x in os.getloadavg()]}
     runner = None
     try:
         runner = B.Runner(tmp, srv, name="history")
         runner.run([event_bytes(fit_event(make_messages(1, seed=4_000_000, invalid_rate=0,
                                                         start_ms=_now_ms()))[0])])
-        cols, key, partitioned = ledger_layout(srv)
-        out["ledger_columns"] = [f"{n} {t}" for n, t, _ in cols]
-        out["ledger_key"] = key
-        out["ledger_partitioned"] = partitioned
+        table = ledger_table(srv)
+        cols, key, partitioned = ledger_layout(srv, table)
+        out.update(ledger_table=table, ledger_columns=[f"{n} {t}" for n, t, _ in cols],
+                   ledger_key=key, ledger_partitioned=partitioned)
 
         def data(seed):
             msgs = make_messages(records, seed=seed, start_ms=_now_ms() - 600_000)
@@ -394,37 +425,47 @@ def history(tmp, preload, records, repeats):
             return evs
 
         for phase in ("empty", "history"):
-            if phase == "empty":
-                B.superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger; VACUUM ANALYZE;")
-            else:
-                B.superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger;")
+            B.superuser_psql(srv, f"TRUNCATE user_logins, {table}; VACUUM ANALYZE;")
+            if phase == "history":
                 t = time.monotonic()
-                B.superuser_psql(srv, preload_sql(cols, key, preload) + ";\nVACUUM ANALYZE;")
+                B.superuser_psql(srv, preload_sql(table, cols, key, preload, 14 * 86_400_000)
+                                 + ";\nVACUUM ANALYZE;")
                 out["preload_s"] = time.monotonic() - t
-                out["ledger_bytes"] = int(B.superuser_psql(srv, LEDGER_BYTES).strip() or 0)
+                out["ledger_bytes"] = int(B.superuser_psql(srv, table_bytes_sql(table)).strip())
                 out["ledger_rows"] = int(B.superuser_psql(
-                    srv, "SELECT count(*) FROM login_etl_ledger").strip())
+                    srv, f"SELECT count(*) FROM {table}").strip())
                 B.note(f"preloaded {out['ledger_rows']:,} ledger entries in "
                        f"{out['preload_s']:.0f} s: {out['ledger_bytes'] / 1e6:.0f} MB, "
                        f"{out['ledger_bytes'] / max(1, out['ledger_rows']):.0f} bytes each")
             runs = []
             for rep in range(repeats):
                 if phase == "empty":
-                    B.superuser_psql(srv, "TRUNCATE login_etl_ledger;")
-                x = history_run(tmp, srv, runner, data(5_000 + rep + (100 if phase == "history"
-                                                                      else 0)), records)
+                    B.superuser_psql(srv, f"TRUNCATE {table};")
+                elif days:
+                    # The steady state of a full window: as many entries have
+                    # just passed the retention as the run writes, for the
+                    # function's own retention to delete (committed after the
+                    # point where its previous prune ended).
+                    time.sleep(0.1)
+                    B.superuser_psql(srv, preload_sql(table, cols, key, records, 10,
+                                                      days * 86_400_000 + 10))
+                evs = data(5_000 + rep + (100 if phase == "history" else 0))
+                x = history_run(srv, runner, table, evs)
                 runs.append(x)
                 B.note(f"{phase}, run {rep + 1}: handler {x['handler_s']:.3f} s, wall "
-                       f"{x['seconds']:.3f} s, server {x['server_cpu_s']:.2f} CPU-s")
+                       f"{x['seconds']:.3f} s, server {x['server_cpu_s']:.2f} CPU-s, "
+                       f"{x['written']:,} written, {x['pruned']:,} expired entries deleted")
             if phase == "empty":
                 # The ledger as the function itself wrote it (the last run's).
-                out["function_ledger_bytes"] = int(B.superuser_psql(srv, LEDGER_BYTES).strip() or 0)
+                out["function_ledger_bytes"] = int(B.superuser_psql(
+                    srv, table_bytes_sql(table)).strip())
                 out["function_ledger_rows"] = int(B.superuser_psql(
-                    srv, "SELECT count(*) FROM login_etl_ledger").strip())
+                    srv, f"SELECT count(*) FROM {table}").strip())
             out[phase] = {k: statistics.median(r[k] for r in runs)
                           for k in ("seconds", "handler_s", "server_cpu_s")}
             out[phase]["all_handler_s"] = [r["handler_s"] for r in runs]
             out[phase]["all_server_cpu_s"] = [r["server_cpu_s"] for r in runs]
+            out[phase]["pruned"] = [r["pruned"] for r in runs]
             out[phase]["invocation_errors"] = sum(r["invocation_errors"] for r in runs)
     finally:
         if runner:
@@ -482,7 +523,7 @@ def report(f):
     h = f.get("history")
     if h:
         B.say(f"\n8. History: the next {h['records']:,} records (one function), median of "
-              f"{h['repeats']}; ledger {', '.join(h['ledger_columns'])}, key "
+              f"{h['repeats']}; ledger {h.get('ledger_table', '')} ({', '.join(h['ledger_columns'])}), key "
               f"({', '.join(h['ledger_key'])}){', partitioned' if h['ledger_partitioned'] else ''}")
         e, x = h["empty"], h["history"]
         B.table([["empty database", f"{e['handler_s']:.3f} s", f"{e['server_cpu_s']:.2f}",
@@ -494,6 +535,12 @@ def report(f):
                   f"{x['server_cpu_s'] / e['server_cpu_s']:.2f}",
                   f"{x['seconds'] / e['seconds']:.2f}", "goal <= 1.15 (handler time)"]],
                 ["ledger", "handler time", "server CPU-s", "wall", "runs (handler)"])
+        if h.get("retention_days"):
+            B.say(f"  retention ({h['retention_days']} days): before each run with history, "
+                  f"{h['records']:,} entries that had just expired were added for the function "
+                  f"to delete; it deleted {', '.join(f'{p:,}' for p in x['pruned'])}")
+        else:
+            B.say("  the function keeps no retention (no LEDGER_RETENTION in function/pg.c)")
         B.say(f"  preload: {h['ledger_rows']:,} entries by INSERT ... SELECT generate_series in "
               f"{h['preload_s']:.0f} s, {h['ledger_bytes'] / 1e6:.0f} MB "
               f"({h['ledger_bytes'] / h['ledger_rows']:.0f} bytes per message, table and indexes)")

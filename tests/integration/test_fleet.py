@@ -51,8 +51,9 @@ def _batches(messages):
 
 def _run_fleet(db_env, messages):
     """Runs FUNCTIONS bootstraps on the plan of _batches with db_env as their
-    database; redelivers whatever an answer listed that is valid (as SQS would)
-    until nothing valid is listed.  Returns (bootstraps, emulators, rounds)."""
+    database; as SQS would, delivers again whatever an answer listed that is valid,
+    and the whole batch of an invocation that failed, until nothing valid is
+    left.  Returns (bootstraps, emulators, rounds, invocation errors)."""
     plan = _batches(messages)
     emus = [runtime_api.Emulator() for _ in range(FUNCTIONS)]
     boots = [proc.Bootstrap(emu.address, env=db_env) for emu in emus]
@@ -64,23 +65,26 @@ def _run_fleet(db_env, messages):
         for b, events in enumerate(plan):
             for msgs in events:
                 pending.append((b, msgs, emus[b].enqueue(event_bytes(make_event(msgs)))))
-        rounds = 0
+        rounds = errors = 0
         while pending:
             rounds += 1
             assert rounds <= 6, "messages still listed after 5 redeliveries"
             again = []
             for b, msgs, rid in pending:
                 res = emus[b].wait_result(rid, timeout=120)
-                assert res.kind == "response", f"function {b}: {res.kind} {res.body[:300]!r}"
-                listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
                 must = exactly_once.listed_for(msgs)
-                assert must <= listed, f"function {b} did not list {len(must - listed)} bad ones"
+                if res.kind == "response":
+                    listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
+                    assert must <= listed, f"function {b} did not list {len(must - listed)} bad ones"
+                else:
+                    errors += 1
+                    listed = {m["messageId"] for m in msgs}
                 retry = [m for m in msgs if m["messageId"] in listed - must]
                 if retry:
                     again.append((b, retry, emus[b].enqueue(
                         event_bytes(make_event(retry, receive_count=rounds + 1)))))
             pending = again
-        return boots, emus, rounds
+        return boots, emus, rounds, errors
     except BaseException:
         for bt in boots:
             bt.stop()
@@ -102,25 +106,15 @@ def _stop(boots, emus):
 def test_fleet_behind_transaction_pooler_exactly_once_without_session_state():
     srv = _server()
     srv.reset()
-    messages = make_messages(FUNCTIONS * PER_EVENT + 10, seed=91, invalid_rate=0.03,
+    messages = make_messages(FUNCTIONS * PER_EVENT, seed=91, invalid_rate=0.03,
                              duplicate_rate=0.05)
-    warm, messages = messages[-10:], messages[:-10]
     book = exactly_once.Sent()
-    book.add(warm)
     book.add(messages)
+    # A fresh database: the fleet's first batches also race to create the
+    # tables, as when a new deployment starts with a full queue.
     with pgbouncer.Bouncer(srv, pool_size=POOL) as bouncer:
         seen_before = len(statement_log.read(srv))
-        # One function first, as in a deployment that has run before: its tables
-        # exist when the fleet starts (concurrent creation is not the point here).
-        with runtime_api.Emulator() as emu:
-            boot = proc.Bootstrap(emu.address, env=bouncer.env())
-            try:
-                res = emu.wait_result(emu.enqueue(event_bytes(make_event(warm))), timeout=60)
-                assert res.kind == "response", res
-            finally:
-                boot.stop()
-            assert boot.sanitizer_report() is None, boot.sanitizer_report()
-        boots, emus, rounds = _run_fleet(bouncer.env(), messages)
+        boots, emus, rounds, errors = _run_fleet(bouncer.env(), messages)
         try:
             clients = [c for c in bouncer.admin("SHOW CLIENTS") if c.get("user") == pg.USER]
             assert len(clients) == FUNCTIONS, f"{len(clients)} functions connected to the pooler"
@@ -136,11 +130,11 @@ def test_fleet_behind_transaction_pooler_exactly_once_without_session_state():
     bad = statement_log.session_state(log)
     assert not bad, ("the function changed session state behind a transaction-mode pooler:\n"
                      + statement_log.describe(bad))
-    # Every function saw the overlap: some of its messages were committed by another.
     retries = sum(1 for bt in boots for l in bt.logs()
                   if isinstance(l, dict) and l.get("message") == "database attempt failed")
     print(f"     fleet: {len(sessions)} server backends for {FUNCTIONS} functions, "
-          f"{retries} database retries, {rounds} delivery rounds")
+          f"{retries} failed database attempts, {errors} failed invocations, {rounds} delivery "
+          "rounds")
 
 
 def test_statement_log_check_catches_session_state():

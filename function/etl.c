@@ -351,7 +351,7 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
             fifo_stopped = ev->fifo;
             continue;
         }
-        rc_t rc = pg_batch_add(e->sink, r->message_id, r->message_id_len, &row);
+        rc_t rc = pg_batch_add(e->sink, r->message_id, r->message_id_len, r->sent_ms, &row);
         if (rc)
             return rc;
         e->status[i] = ST_PENDING;

@@ -21,13 +21,26 @@
 
 #include "buf.h"
 #include "idset.h"
+#include "num.h"
 
-/* The contract's DDL, exactly; created only when missing, never altered.
- * The existence check comes first because CREATE TABLE IF NOT EXISTS still
+/* The contract's DDL for user_logins, exactly; the function's own ledger
+ * beside it.  Each is created only when missing, never altered.  The
+ * existence check comes first because CREATE TABLE IF NOT EXISTS still
  * needs CREATE on the schema, which a least-privilege user may not have when
- * the upstream environment created the tables.  The ledger's key is compared
- * bytewise (COLLATE "C"): ids need no linguistic order, and RDS databases
- * default to en_US, whose comparisons make each index insert dearer. */
+ * the upstream environment created the tables.
+ *
+ * The ledger is keyed by (sent_at, message_id): SentTimestamp first, so that
+ * the index inserts of a batch land on the few pages holding recent times
+ * (they stay in memory) instead of on random pages of an index that grows
+ * with 14 days of history; SQS gives every receive of a message the same
+ * SentTimestamp, so a redelivery still meets its entry.  message_id is
+ * compared bytewise (COLLATE "C"): RDS databases default to en_US, whose
+ * comparisons cost more.  committed_at and its index serve retention: an
+ * entry is deleted LEDGER_RETENTION after it was committed, whatever its
+ * SentTimestamp says (docs in README, "Correct under at-least-once"). */
+#define LEDGER "login_etl_ledger_v2"
+#define LEGACY_LEDGER "login_etl_ledger" /* the layout before: message_id alone */
+#define LEDGER_RETENTION "15 days"       /* SQS keeps a message 14 days at most */
 #define SCHEMA_SQL                                                                                 \
     "DO $$ BEGIN\n"                                                                                \
     "IF to_regclass('user_logins') IS NULL THEN\n"                                                 \
@@ -41,34 +54,120 @@
     "    create_date         date\n"                                                               \
     ");\n"                                                                                         \
     "END IF;\n"                                                                                    \
-    "IF to_regclass('login_etl_ledger') IS NULL THEN\n"                                            \
-    "CREATE TABLE IF NOT EXISTS login_etl_ledger(\n"                                               \
-    "    message_id          text COLLATE \"C\" PRIMARY KEY,\n"                                    \
-    "    committed_at        timestamptz NOT NULL DEFAULT now()\n"                                 \
+    "IF to_regclass('" LEDGER "') IS NULL THEN\n"                                                  \
+    "CREATE TABLE IF NOT EXISTS " LEDGER "(\n"                                                     \
+    "    sent_at             timestamptz NOT NULL,\n"                                              \
+    "    message_id          text COLLATE \"C\" NOT NULL,\n"                                       \
+    "    committed_at        timestamptz NOT NULL DEFAULT now(),\n"                                \
+    "    PRIMARY KEY (sent_at, message_id)\n"                                                      \
     ");\n"                                                                                         \
+    "CREATE INDEX IF NOT EXISTS " LEDGER "_committed_at ON " LEDGER " (committed_at);\n"           \
     "END IF;\n"                                                                                    \
     "END $$"
+
+/* What the function relies on, read from the catalogs (which every user may
+ * read, so this works for a least-privilege user too): the columns it writes
+ * with their types (binary COPY needs exactly int4 and date; any string type
+ * takes text), the ledger's unique key, without which exactly-once silently
+ * becomes at-least-once, and the index retention deletes by.  One row per
+ * problem, naming the table and what is missing; no rows when all is well. */
+#define VERIFY_SQL                                                                                 \
+    "WITH need(tbl, col, typ) AS (VALUES "                                                         \
+    "('user_logins', 'user_id', 'string'), ('user_logins', 'device_type', 'string'), "             \
+    "('user_logins', 'masked_ip', 'string'), ('user_logins', 'masked_device_id', 'string'), "      \
+    "('user_logins', 'locale', 'string'), ('user_logins', 'app_version', 'integer'), "             \
+    "('user_logins', 'create_date', 'date'), ('" LEDGER "', 'sent_at', "                           \
+    "'timestamp with time zone'), ('" LEDGER "', 'message_id', 'string'), "                        \
+    "('" LEDGER "', 'committed_at', 'timestamp with time zone')), "                                \
+    "col AS (SELECT n.tbl, n.col, n.typ, a.attnum, "                                               \
+    "  format_type(coalesce(nullif(t.typbasetype, 0), t.oid), NULL) AS base, "                     \
+    "  bt.typcategory AS cat "                                                                     \
+    "  FROM need n LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(n.tbl) "                   \
+    "   AND a.attname = n.col AND a.attnum > 0 AND NOT a.attisdropped "                            \
+    "  LEFT JOIN pg_type t ON t.oid = a.atttypid "                                                 \
+    "  LEFT JOIN pg_type bt ON bt.oid = coalesce(nullif(t.typbasetype, 0), t.oid)) "               \
+    "SELECT tbl || ': column ' || col || ' is missing' FROM col "                                  \
+    " WHERE attnum IS NULL AND to_regclass(tbl) IS NOT NULL "                                      \
+    "UNION ALL SELECT tbl || ': column ' || col || ' is ' || base || ', not ' || typ FROM col "    \
+    " WHERE attnum IS NOT NULL AND CASE typ WHEN 'string' THEN cat <> 'S' ELSE base <> typ END "   \
+    "UNION ALL SELECT DISTINCT 'table ' || tbl || ' is missing' FROM col "                         \
+    " WHERE to_regclass(tbl) IS NULL "                                                             \
+    "UNION ALL SELECT '" LEDGER ": no unique index or primary key on (sent_at, message_id)' "      \
+    " WHERE to_regclass('" LEDGER "') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_index i "       \
+    "  WHERE i.indrelid = to_regclass('" LEDGER "') AND i.indisunique AND i.indisvalid "           \
+    "  AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 2 "                        \
+    "  AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "             \
+    "       WHERE a.attrelid = i.indrelid AND a.attnum IN (i.indkey[0], i.indkey[1])) "            \
+    "      = ARRAY['message_id', 'sent_at']) "                                                     \
+    "UNION ALL SELECT '" LEDGER ": no index on committed_at (retention deletes by it)' "           \
+    " WHERE to_regclass('" LEDGER "') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_index i "       \
+    "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "                 \
+    "  WHERE i.indrelid = to_regclass('" LEDGER "') AND i.indisvalid AND i.indpred IS NULL "       \
+    "  AND a.attname = 'committed_at')"
 
 #define COPY_ROWS_SQL                                                                              \
     "COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, "                \
     "app_version, create_date) FROM STDIN (FORMAT binary)"
-#define COPY_LEDGER_SQL "COPY login_etl_ledger (message_id) FROM STDIN (FORMAT binary)"
-#define FIND_DUPLICATES_SQL "SELECT message_id FROM login_etl_ledger WHERE message_id = ANY($1)"
+#define COPY_LEDGER_SQL "COPY " LEDGER " (sent_at, message_id) FROM STDIN (FORMAT binary)"
+/* The batch's (sent_at, message_id) pairs that the ledger holds already.
+ * COLLATE "C" makes the comparison the index's own. */
+#define FIND_DUPLICATES_SQL                                                                        \
+    "SELECT l.message_id FROM " LEDGER " l JOIN unnest($1::timestamptz[], $2::text[]) "            \
+    "AS b(sent_at, message_id) ON l.sent_at = b.sent_at "                                          \
+    "AND l.message_id = b.message_id COLLATE \"C\""
+#define FIND_LEGACY_SQL "SELECT message_id FROM " LEGACY_LEDGER " WHERE message_id = ANY($1)"
 
-/* Session settings, once per connection.  If the process is frozen or killed
- * in the middle of a batch, the server must not keep a transaction open (it
- * would hold row locks on the ledger that a retry of the same messages waits
- * on): these make the server notice and end it within about a minute. */
-#define SESSION_SQL                                                                                \
-    "SET idle_in_transaction_session_timeout = 60000; SET tcp_keepalives_idle = 15; "              \
-    "SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3"
+/* Upgrading from the earlier ledger layout.  Its entries cannot be moved
+ * (they lack SentTimestamp) and its table cannot be changed by a
+ * least-privilege user, so it is consulted, read only, for as long as one
+ * of its entries could still meet a redelivery: LEDGER_RETENTION from the
+ * first time this layout found it holding entries.  That moment is kept in
+ * the new ledger itself, as the committed_at of a marker entry that no
+ * message can have (an empty message_id: SQS ids are never empty), which
+ * retention never deletes. */
+#define LEGACY_EXISTS_SQL "SELECT to_regclass('" LEGACY_LEDGER "') IS NOT NULL"
+#define LEGACY_MARK_SQL                                                                            \
+    "INSERT INTO " LEDGER " (sent_at, message_id) SELECT '-infinity', '' "                         \
+    "WHERE EXISTS (SELECT 1 FROM " LEGACY_LEDGER ") ON CONFLICT DO NOTHING"
+#define LEGACY_ACTIVE_SQL                                                                          \
+    "SELECT committed_at > now() - interval '" LEDGER_RETENTION "' FROM " LEDGER                   \
+    " WHERE sent_at = '-infinity' AND message_id = ''"
+
+/* Retention, sent after COMMIT in the same round trip, in its own implicit
+ * transaction: at most %zu entries committed more than LEDGER_RETENTION ago,
+ * oldest first, starting at committed_at >= the point where this process's
+ * previous prune ended (%lld microseconds since the Unix epoch), so that it
+ * does not walk over the index entries of rows it deleted already.  Its
+ * answer: how many were deleted, and where the next prune may start. */
+#define PRUNE_SQL                                                                                  \
+    "WITH d AS (DELETE FROM " LEDGER " WHERE ctid = ANY (ARRAY("                                   \
+    "SELECT ctid FROM " LEDGER " WHERE committed_at >= to_timestamp(0) + %lld * interval '1 us' "  \
+    "AND committed_at < now() - interval '" LEDGER_RETENTION "' AND message_id <> '' "             \
+    "ORDER BY committed_at LIMIT %zu)) RETURNING committed_at) "                                   \
+    "SELECT count(*), (extract(epoch FROM CASE WHEN count(*) < %zu "                               \
+    "THEN now() - interval '" LEDGER_RETENTION "' ELSE max(committed_at) END) * 1000000)::int8 "   \
+    "FROM d"
+#define PRUNE_MIN 1000  /* entries a prune may delete, at least ... */
+#define PRUNE_MAX 20000 /* ... and at most; otherwise twice the rows just written */
+
+/* Nothing is set for the session: a transaction-pooling proxy (RDS Proxy,
+ * pgbouncer) hands each transaction to whichever server connection is free,
+ * and pins a client that changes session state to one server connection for
+ * good.  So the settings that guard against a sandbox frozen or killed in the
+ * middle of a batch travel with each BEGIN as SET LOCAL (start_op), and TCP
+ * keepalives are libpq connection parameters (connect_db). */
+#define LAMBDA_MAX_MS (15 * 60 * 1000) /* Lambda's longest timeout: no wait is longer */
+#define IDLE_GUARD_MS 60000            /* a transaction left idle this long is ended */
 
 #define TEXT_ARRAY_OID 1009
 #define TEXT_OID 25
 #define MAX_ATTEMPTS 4
 #define STREAM_CHUNK (64 * 1024)  /* rows are handed to libpq in pieces of about this size */
 #define POSTGRES_EPOCH_DAYS 10957 /* 2000-01-01 minus 1970-01-01 */
-#define WAIT_SLICE_MS 100         /* longest wait before asking libpq again (wait_socket) */
+#define POSTGRES_EPOCH_MS (POSTGRES_EPOCH_DAYS * INT64_C(86400000))
+#define TIMESTAMPTZ_ARRAY_OID 1185
+#define TIMESTAMPTZ_OID 1184
+#define WAIT_SLICE_MS 100 /* longest wait before asking libpq again (wait_socket) */
 
 static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 static const char copy_trailer[2] = {'\377', '\377'};
@@ -90,9 +189,12 @@ struct tuples {
 
 struct pg_sink {
     struct logger *lg;
-    char *conninfo;   /* owned, wiped when freed: may hold a password */
-    PGconn *conn;     /* NULL when closed */
-    int schema_ready; /* the tables were checked on this process's behalf */
+    char *conninfo;     /* owned, wiped when freed: may hold a password */
+    PGconn *conn;       /* NULL when closed */
+    int schema_ready;   /* the tables were checked on this process's behalf */
+    int legacy;         /* the earlier ledger layout is consulted (LEGACY_LEDGER) */
+    int prune_off;      /* retention was refused (no DELETE privilege): not tried again */
+    int64_t prune_from; /* Unix epoch us: the next prune starts at this committed_at */
     int64_t give_up_at;
     enum phase phase;
     char why[ERR_LEN]; /* why the current attempt broke */
@@ -101,6 +203,7 @@ struct pg_sink {
     struct tuples ledger; /* the batch's message ids, for login_etl_ledger */
     struct tuples rows;   /* the batch's rows, for user_logins */
     const char **ids;     /* owned array of borrowed message ids */
+    int64_t *sent_at;     /* owned: each row's sent_at, us since 2000 (INT64_MIN: none) */
     size_t *id_len;       /* owned */
     uint8_t *dup;         /* owned: 1 where the id is known to be committed already */
     size_t n, cap;        /* rows added; rows allocated */
@@ -203,6 +306,7 @@ void pg_sink_free(struct pg_sink *s)
     free(s->rows.end);
     free(s->ledger.end);
     free(s->ids);
+    free(s->sent_at);
     free(s->id_len);
     free(s->dup);
     free(s);
@@ -339,13 +443,66 @@ static rc_t run(struct pg_sink *s, const char *sql, ExecStatusType expect, PGres
     return rc;
 }
 
+/* Creates the tables that are missing, then checks that what the function
+ * relies on is there (VERIFY_SQL), and finds whether the earlier ledger
+ * layout must be consulted (LEGACY_*_SQL).  Done once per process, on its
+ * first connection.  Returns RC_OK, RC_TIMEOUT or RC_DB; a schema that lacks
+ * something is RC_DB with s->why naming the table and what is missing (not
+ * retryable: writing anyway could break exactly-once). */
+static rc_t check_schema(struct pg_sink *s)
+{
+    PGresult *res = NULL;
+    rc_t rc;
+
+    if ((rc = run(s, SCHEMA_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK)
+        return rc;
+    if ((rc = run(s, VERIFY_SQL, PGRES_TUPLES_OK, &res)) != RC_OK)
+        return rc;
+    if (PQntuples(res) > 0) {
+        size_t at = (size_t)snprintf(s->why, sizeof s->why, "schema:");
+        for (int r = 0; r < PQntuples(res) && at < sizeof s->why; r++)
+            at += (size_t)snprintf(s->why + at, sizeof s->why - at, "%s %s", r ? ";" : "",
+                                   PQgetvalue(res, r, 0));
+        PQclear(res);
+        s->phase = PH_BROKEN;
+        s->retryable = 0;
+        return RC_DB;
+    }
+    PQclear(res);
+    if ((rc = run(s, LEGACY_EXISTS_SQL, PGRES_TUPLES_OK, &res)) != RC_OK)
+        return rc;
+    int legacy = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    s->legacy = 0;
+    if (legacy) {
+        if ((rc = run(s, LEGACY_MARK_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK ||
+            (rc = run(s, LEGACY_ACTIVE_SQL, PGRES_TUPLES_OK, &res)) != RC_OK)
+            return rc;
+        s->legacy = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        log_at(s->lg, LOG_INFO,
+               s->legacy ? "the earlier ledger is consulted until its entries expire"
+                         : "the earlier ledger no longer matters and may be dropped",
+               LF_STR("table", LEGACY_LEDGER));
+    }
+    s->schema_ready = 1;
+    return RC_OK;
+}
+
 /* Opens the connection, bounded by the give-up time and PGCONNECT_TIMEOUT as
- * libpq would apply it, and prepares the session (and the schema, once).
- * Returns RC_OK, RC_TIMEOUT or RC_DB (the attempt is marked broken). */
+ * libpq would apply it, and checks the schema (once).  TCP keepalives are
+ * asked for as connection parameters, not with SET (which would be session
+ * state): a server whose client vanished without a FIN (a sandbox frozen or
+ * killed) notices within about 30 s.  They come before "dbname", so that
+ * DATABASE_URL can override them; application_name and client_encoding
+ * come after it, as the function depends on them.  Returns RC_OK,
+ * RC_TIMEOUT or RC_DB (the attempt is marked broken). */
 static rc_t connect_db(struct pg_sink *s)
 {
-    static const char *const keys[] = {"dbname", "application_name", "client_encoding", NULL};
-    const char *values[] = {s->conninfo, "login-etl", "UTF8", NULL};
+    static const char *const keys[] = {
+        "keepalives", "keepalives_idle",  "keepalives_interval", "keepalives_count",
+        "dbname",     "application_name", "client_encoding",     NULL};
+    const char *values[] = {"1", "15", "5", "3", s->conninfo, "login-etl", "UTF8", NULL};
     rc_t rc = RC_DB;
 
     s->conn = PQconnectStartParams(keys, values, 1);
@@ -354,6 +511,7 @@ static rc_t connect_db(struct pg_sink *s)
         return RC_NOMEM;
     }
     s->stats.reconnects++;
+    s->prune_from = 0; /* a new connection's first prune starts from the oldest entry */
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (PQstatus(s->conn) == CONNECTION_BAD || st == PGRES_POLLING_FAILED) {
@@ -381,15 +539,8 @@ static rc_t connect_db(struct pg_sink *s)
         s->retryable = 0;
         goto out;
     }
-    rc = run(s, SESSION_SQL, PGRES_COMMAND_OK, NULL);
-    if (rc)
+    if (!s->schema_ready && (rc = check_schema(s)) != RC_OK)
         goto out;
-    if (!s->schema_ready) {
-        rc = run(s, SCHEMA_SQL, PGRES_COMMAND_OK, NULL);
-        if (rc)
-            goto out;
-        s->schema_ready = 1;
-    }
     rc = RC_OK;
 out:
     if (rc) {
@@ -413,14 +564,24 @@ static rc_t start_op(struct pg_sink *s)
         if (!s->conn && (rc = connect_db(s)) != RC_OK)
             return rc;
         /* The server enforces the give-up time too, so a statement that waits
-         * on a lock ends there even if this process is frozen meanwhile. */
+         * on a lock ends there even if this process is frozen meanwhile, and
+         * a transaction left idle between statements (a process frozen or
+         * killed between them) is ended after IDLE_GUARD_MS.  Both are SET
+         * LOCAL: they end with the transaction, so a pooling proxy can hand
+         * the server connection to another client.  The values are clamped:
+         * a deadline further away than Lambda allows (or none) must not
+         * overflow the server's int milliseconds. */
         int64_t left = s->give_up_at - now_ms();
         if (left <= 0) {
             fail(s, NULL, "timeout");
             return RC_TIMEOUT;
         }
-        snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld; %s",
-                 (long long)left + 50, copy);
+        int64_t statement_ms = left > LAMBDA_MAX_MS ? LAMBDA_MAX_MS : left + 50;
+        int64_t idle_ms = statement_ms > IDLE_GUARD_MS ? IDLE_GUARD_MS : statement_ms;
+        snprintf(sql, sizeof sql,
+                 "BEGIN; SET LOCAL statement_timeout = %lld; "
+                 "SET LOCAL idle_in_transaction_session_timeout = %lld; %s",
+                 (long long)statement_ms, (long long)idle_ms, copy);
         s->stats.attempts++;
     } else {
         snprintf(sql, sizeof sql, "%s", copy);
@@ -570,10 +731,13 @@ static rc_t grow(struct pg_sink *s)
     size_t *id_len = realloc(s->id_len, cap * sizeof *id_len);
     if (id_len)
         s->id_len = id_len;
+    int64_t *sent_at = realloc(s->sent_at, cap * sizeof *sent_at);
+    if (sent_at)
+        s->sent_at = sent_at;
     uint8_t *dup = realloc(s->dup, cap);
     if (dup)
         s->dup = dup;
-    if (!row_end || !id_end || !ids || !id_len || !dup)
+    if (!row_end || !id_end || !ids || !id_len || !sent_at || !dup)
         return RC_NOMEM;
     s->cap = cap;
     return RC_OK;
@@ -591,6 +755,12 @@ static void put_u32(struct buf *b, uint32_t v)
     buf_append(b, &be, sizeof be);
 }
 
+static void put_u64(struct buf *b, uint64_t v)
+{
+    put_u32(b, (uint32_t)(v >> 32));
+    put_u32(b, (uint32_t)v);
+}
+
 /* A text field of a binary COPY tuple: its length, then its bytes; -1 is NULL. */
 static void put_text(struct buf *b, const char *p, size_t n)
 {
@@ -604,7 +774,10 @@ static void put_text(struct buf *b, const char *p, size_t n)
 
 static rc_t pump(struct pg_sink *s, int wait, int final);
 
-rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len,
+/* See pg.h.  SentTimestamp becomes the ledger's sent_at: binary timestamptz
+ * is microseconds since 2000-01-01; a message without one gets -infinity, a
+ * value no SentTimestamp has, so its receives still meet each other. */
+rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len, int64_t sent_ms,
                   const struct pg_row *row)
 {
     rc_t rc = grow(s);
@@ -626,7 +799,10 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     }
     put_u32(b, 4);
     put_u32(b, (uint32_t)(row->create_date - POSTGRES_EPOCH_DAYS));
-    put_u16(l, 1);
+    int64_t sent = sent_ms < 0 ? INT64_MIN : (sent_ms - POSTGRES_EPOCH_MS) * 1000;
+    put_u16(l, 2);
+    put_u32(l, 8);
+    put_u64(l, (uint64_t)sent);
     put_text(l, message_id, message_id_len);
     if (b->err || l->err) {
         rc = b->err ? b->err : l->err;
@@ -640,6 +816,7 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     s->ledger.end[s->n] = l->len;
     s->ids[s->n] = message_id;
     s->id_len[s->n] = message_id_len;
+    s->sent_at[s->n] = sent;
     s->dup[s->n] = 0;
     s->n++;
     /* The transaction starts with the first row, so a batch without valid
@@ -767,10 +944,23 @@ static rc_t pump(struct pg_sink *s, int wait, int final)
     }
 }
 
-/* Finds which of the batch's ids the ledger holds already and marks them.
- * The ids travel as one binary text[] parameter, never as SQL text.
- * Returns RC_OK (*found = how many new ones), RC_TIMEOUT, RC_DB or RC_NOMEM. */
-static rc_t mark_duplicates(struct pg_sink *s, size_t *found)
+/* Starts a binary one-dimensional array of `count` elements of type `oid`,
+ * without NULLs, as a query parameter; the elements follow. */
+static void put_array_header(struct buf *b, uint32_t oid, size_t count)
+{
+    put_u32(b, 1); /* dimensions */
+    put_u32(b, 0); /* no NULLs */
+    put_u32(b, oid);
+    put_u32(b, (uint32_t)count);
+    put_u32(b, 1); /* lower bound */
+}
+
+/* Finds which of the batch's messages not yet marked are committed already
+ * and marks them: in the ledger by (sent_at, message_id) or, with `legacy`,
+ * in the earlier ledger by message_id.  The values travel as binary array
+ * parameters, never as SQL text.  Returns RC_OK (*found = how many new
+ * ones), RC_TIMEOUT, RC_DB or RC_NOMEM. */
+static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
 {
     struct buf *b = &s->scratch;
     size_t count = 0;
@@ -783,24 +973,34 @@ static rc_t mark_duplicates(struct pg_sink *s, size_t *found)
     if ((rc = idset_reset(&s->lookup, s->n)) != RC_OK)
         return rc;
     buf_reset(b);
-    put_u32(b, 1); /* dimensions */
-    put_u32(b, 0); /* no NULLs */
-    put_u32(b, TEXT_OID);
-    put_u32(b, (uint32_t)count);
-    put_u32(b, 1); /* lower bound */
+    put_array_header(b, TEXT_OID, count);
     for (size_t i = 0; i < s->n; i++) {
         if (s->dup[i])
             continue;
         put_text(b, s->ids[i], s->id_len[i]);
         idset_put(&s->lookup, s->ids[i], s->id_len[i], i);
     }
+    size_t ids_len = b->len;
+    if (!legacy) {
+        put_array_header(b, TIMESTAMPTZ_OID, count);
+        for (size_t i = 0; i < s->n; i++) {
+            if (s->dup[i])
+                continue;
+            put_u32(b, 8);
+            put_u64(b, (uint64_t)s->sent_at[i]);
+        }
+    }
     if (b->err)
         return b->err;
-    const Oid types[1] = {TEXT_ARRAY_OID};
-    const char *values[1] = {b->data};
-    const int lengths[1] = {(int)b->len};
-    const int formats[1] = {1};
-    if (!PQsendQueryParams(s->conn, FIND_DUPLICATES_SQL, 1, types, values, lengths, formats, 0)) {
+    const Oid types[2] = {TIMESTAMPTZ_ARRAY_OID, TEXT_ARRAY_OID};
+    const char *values[2] = {b->data + ids_len, b->data};
+    const int lengths[2] = {(int)(b->len - ids_len), (int)ids_len};
+    const int formats[2] = {1, 1};
+    int sent_query = legacy ? PQsendQueryParams(s->conn, FIND_LEGACY_SQL, 1, types + 1, values + 1,
+                                                lengths + 1, formats + 1, 0)
+                            : PQsendQueryParams(s->conn, FIND_DUPLICATES_SQL, 2, types, values,
+                                                lengths, formats, 0);
+    if (!sent_query) {
         fail(s, NULL, "duplicates");
         return RC_DB;
     }
@@ -830,23 +1030,69 @@ static rc_t mark_duplicates(struct pg_sink *s, size_t *found)
     return rc;
 }
 
+/* Reads the answer to the retention statement sent after COMMIT.  The batch
+ * is committed whatever happens here: a failure is logged (by SQLSTATE) and,
+ * when it is a refusal (no DELETE privilege on the ledger), retention is not
+ * tried again by this process.  Returns RC_OK, or RC_TIMEOUT/RC_DB when the
+ * connection can no longer be trusted (the caller closes it). */
+static rc_t collect_prune(struct pg_sink *s)
+{
+    PGresult *res = NULL;
+    rc_t rc = RC_OK;
+
+    for (;;) {
+        rc_t w = next_result(s, &res);
+        if (w)
+            return w;
+        if (!res)
+            break;
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            int64_t count = 0, from = 0;
+            if (num_parse_i64(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), 0, INT64_MAX,
+                              &count) == RC_OK &&
+                num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), INT64_MIN,
+                              INT64_MAX, &from) == RC_OK) {
+                s->stats.pruned = count;
+                s->prune_from = from;
+            }
+        } else {
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            int refused = state && strcmp(state, "42501") == 0;
+            log_at(s->lg, LOG_WARN,
+                   refused ? "ledger retention refused (no DELETE privilege): not tried again"
+                           : "ledger retention failed; the batch is committed",
+                   LF_STR("sqlstate", state ? state : ""), LF_STR("table", LEDGER));
+            s->prune_off |= refused;
+        }
+        PQclear(res);
+    }
+    return rc;
+}
+
 /* One attempt at the whole transaction: the COPYs (already under way while
- * rows were added), then COMMIT.  *again is set when it should be repeated at
- * once (duplicates were found and marked).  Returns RC_OK when committed;
- * otherwise the failure, with the attempt marked broken. */
+ * rows were added), the earlier ledger's check while it is consulted, then
+ * COMMIT, with the ledger's retention in the same round trip.  *again is set
+ * when it should be repeated at once (duplicates were found and marked).
+ * Returns RC_OK when committed; otherwise the failure, with the attempt
+ * marked broken. */
 static rc_t attempt(struct pg_sink *s, int *again)
 {
     rc_t rc;
+    size_t found = 0;
 
     *again = 0;
     if ((rc = pump(s, 1, 1)) != RC_OK)
         return rc;
-    if (s->unique_violation) {
-        size_t found = 0;
+    /* The earlier ledger is read inside the transaction, after the ledger
+     * COPY: a message committed there by an earlier version counts as
+     * committed. */
+    if (!s->unique_violation && s->legacy && (rc = mark_duplicates(s, 1, &found)) != RC_OK)
+        return rc;
+    if (s->unique_violation || found) {
         reset_attempt(s);
         if ((rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
             return rc;
-        if ((rc = mark_duplicates(s, &found)) != RC_OK)
+        if (!found && (rc = mark_duplicates(s, 0, &found)) != RC_OK)
             return rc;
         if (found == 0) {
             /* The unique violation named an id we cannot see: never loop on it. */
@@ -857,17 +1103,44 @@ static rc_t attempt(struct pg_sink *s, int *again)
         *again = 1;
         return RC_OK;
     }
+    char sql[sizeof PRUNE_SQL + 80] = "COMMIT";
+    size_t written = 0;
+    for (size_t i = 0; i < s->n; i++)
+        written += !s->dup[i];
+    size_t limit = written * 2 < PRUNE_MIN ? PRUNE_MIN : written * 2;
+    limit = limit > PRUNE_MAX ? PRUNE_MAX : limit;
+    if (!s->prune_off)
+        snprintf(sql, sizeof sql, "COMMIT; " PRUNE_SQL, (long long)s->prune_from, limit, limit);
+    if (!PQsendQuery(s->conn, sql)) {
+        fail(s, NULL, "commit");
+        return RC_DB;
+    }
     PGresult *res = NULL;
-    if ((rc = run(s, "COMMIT", PGRES_COMMAND_OK, &res)) != RC_OK)
-        return rc;
+    rc_t w = next_result(s, &res);
+    if (w) {
+        fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "commit");
+        return w;
+    }
     /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK. */
-    if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-        fail(s, NULL, "commit: the transaction was rolled back");
-        rc = RC_DB;
+    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK ||
+        strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        fail(s, res,
+             res && PQresultStatus(res) != PGRES_COMMAND_OK
+                 ? "commit"
+                 : "commit: the transaction was rolled back");
+        PQclear(res);
+        /* Drain what is left, so that the connection takes a new command. */
+        while (next_result(s, &res) == RC_OK && res)
+            PQclear(res);
+        return RC_DB;
     }
     PQclear(res);
     reset_attempt(s);
-    return rc;
+    /* Committed.  A connection that fails from here on is closed, and the
+     * next batch opens another; this one is done. */
+    if (collect_prune(s) != RC_OK)
+        disconnect(s);
+    return RC_OK;
 }
 
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *duplicate, char err[ERR_LEN])

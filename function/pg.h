@@ -1,19 +1,25 @@
 /* pg.h - the Postgres sink: one connection kept across invocations, the
- * schema, and the exactly-once write of a batch (CONTRACT section 8).
+ * schema, and the exactly-once write of a batch.
  *
- * A batch is written in one transaction: the batch's message ids go to the
- * ledger table login_etl_ledger (primary key message_id) by COPY ... (FORMAT
- * binary), streamed to the server while the caller is still parsing and
- * masking the rest of the batch (the ledger's index inserts are the
- * server's biggest cost, so they overlap with ours); then the rows go to
- * user_logins by COPY; then COMMIT.  A message id that was committed before
+ * A batch is written in one transaction: the batch's messages go to the
+ * ledger table login_etl_ledger_v2, keyed by (sent_at, message_id): the
+ * message's SentTimestamp, which SQS never changes between receives, then
+ * its id.  They go by COPY ... (FORMAT binary), streamed to the server while
+ * the caller is still parsing and masking the rest of the batch; then the
+ * rows go to user_logins by COPY; then COMMIT.  A message committed before
  * makes the ledger COPY fail with a unique violation: the transaction is
- * rolled back, the ids already in the ledger are looked up, and the batch is
- * written again without them (the encoded tuples are kept, so nothing is
- * parsed twice).
+ * rolled back, the messages already in the ledger are looked up, and the
+ * batch is written again without them (the encoded tuples are kept, so
+ * nothing is parsed twice).  Because the key starts with a time, a batch's
+ * index inserts land on the few pages that hold recent times, and its cost
+ * does not grow with the ledger's history; entries committed more than
+ * LEDGER_RETENTION ago are deleted a few thousand at a time after each
+ * commit.  A ledger of the earlier layout (login_etl_ledger, keyed by the id
+ * alone) is consulted too, for as long as its entries can matter.
  *
  * No SQL text is ever built from message values: they travel only as COPY
- * data and as a binary query parameter. */
+ * data and as binary query parameters.  Nothing is set for the session, so
+ * a transaction-pooling proxy can multiplex the connection. */
 #ifndef PG_H
 #define PG_H
 
@@ -67,11 +73,13 @@ void pg_sink_free(struct pg_sink *s);
 void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms);
 
 /* Adds a row with its SQS message id (borrowed until the batch ends; ids are
- * unique within a batch: the caller removes repeats).  Encodes it and sends
- * what the server can take without blocking.  Returns RC_OK, RC_NOMEM or
- * RC_TOOBIG (a batch over the payload limit, which cannot happen for a valid
- * event); the row's index is the count of earlier successful adds. */
-rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len,
+ * unique within a batch: the caller removes repeats) and the message's
+ * SentTimestamp in ms since the epoch (-1 when the message has none).
+ * Encodes it and sends what the server can take without blocking.  Returns
+ * RC_OK, RC_NOMEM or RC_TOOBIG (a batch over the payload limit, which cannot
+ * happen for a valid event); the row's index is the count of earlier
+ * successful adds. */
+rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len, int64_t sent_ms,
                   const struct pg_row *row);
 
 /* Writes the batch and commits it, retrying a lost connection while time is
@@ -91,6 +99,7 @@ void pg_batch_abort(struct pg_sink *s);
 struct pg_stats {
     unsigned attempts;   /* transactions tried (2 or more after a replay or a lost connection) */
     unsigned reconnects; /* connections opened during the batch */
+    int64_t pruned;      /* expired ledger entries deleted after the commit */
     int64_t write_us;    /* time from the first row sent to COMMIT acknowledged */
 };
 void pg_batch_stats(const struct pg_sink *s, struct pg_stats *out);

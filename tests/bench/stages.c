@@ -50,6 +50,7 @@ struct kept_row {
     struct pg_row row;
     const char *message_id;
     size_t message_id_len;
+    int64_t sent_ms;
     char *text; /* owned: user_id, device_type, locale, masked ip, masked device_id */
 };
 
@@ -253,6 +254,7 @@ int main(int argc, char **argv)
             kept[valid].text = text;
             kept[valid].message_id = rec->message_id;
             kept[valid].message_id_len = rec->message_id_len;
+            kept[valid].sent_ms = rec->sent_ms;
             valid++;
         }
         wall[r] = now_s() - t;
@@ -287,8 +289,8 @@ int main(int argc, char **argv)
         pg_batch_begin(nowhere, (int64_t)time(NULL) * 1000 + 60000);
         double t = now_s();
         for (size_t i = 0; i < valid; i++)
-            if (pg_batch_add(nowhere, kept[i].message_id, kept[i].message_id_len, &kept[i].row) !=
-                RC_OK)
+            if (pg_batch_add(nowhere, kept[i].message_id, kept[i].message_id_len, kept[i].sent_ms,
+                             &kept[i].row) != RC_OK)
                 die("pg_batch_add", "failed");
         wall[r] = now_s() - t;
         pg_batch_abort(nowhere);
@@ -309,13 +311,13 @@ int main(int argc, char **argv)
     /* repeat 0 connects and creates the tables; it is not counted */
     for (int r = 0; r <= repeats; r++) {
         if (r > 0)
-            admin(side, "TRUNCATE user_logins, login_etl_ledger");
+            admin(side, "TRUNCATE user_logins, login_etl_ledger_v2");
         double sv = pid > 0 ? proc_cpu_s(pid) : 0, cl = cpu_s();
         pg_batch_begin(sink, (int64_t)time(NULL) * 1000 + 120000);
         double t = now_s();
         for (size_t i = 0; i < valid; i++)
-            if (pg_batch_add(sink, kept[i].message_id, kept[i].message_id_len, &kept[i].row) !=
-                RC_OK)
+            if (pg_batch_add(sink, kept[i].message_id, kept[i].message_id_len, kept[i].sent_ms,
+                             &kept[i].row) != RC_OK)
                 die("pg_batch_add", "failed");
         double t_add = now_s();
         if (pg_batch_commit(sink, dup, err) != RC_OK)
@@ -353,7 +355,7 @@ int main(int argc, char **argv)
     struct rt_error rerr;
     pid = -1;
     for (int r = 0; r <= repeats; r++) {
-        admin(side, "TRUNCATE user_logins, login_etl_ledger");
+        admin(side, "TRUNCATE user_logins, login_etl_ledger_v2");
         buf_reset(&answer);
         inv.deadline_ms = (int64_t)time(NULL) * 1000 + 120000;
         double sv = pid > 0 ? proc_cpu_s(pid) : 0, cl = cpu_s();

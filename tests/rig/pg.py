@@ -193,7 +193,7 @@ class Server:
 
     def reset(self):
         """Drops the function's tables so a test starts from an empty database."""
-        self.psql("DROP TABLE IF EXISTS user_logins, login_etl_ledger")
+        self.psql("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2")
 
     def destroy(self):
         try:

@@ -90,6 +90,18 @@ def test_rows_land_in_create_date_partitions_exactly_once():
         aug = int(etl.db.scalar("SELECT count(*) FROM user_logins_2024_08"))
         assert aug == len([m for m in groups[2] if exactly_once.is_valid(m)]) + 40
         assert int(etl.db.scalar("SELECT count(*) FROM user_logins_default")) == 0
+        # The usual monthly step, ahead of time: the next month as a plain table,
+        # then attached (which does not lock out the functions' COPY, unlike
+        # CREATE TABLE ... PARTITION OF).
+        etl.db.psql("CREATE TABLE user_logins_2024_09 (LIKE user_logins INCLUDING ALL); "
+                    "ALTER TABLE user_logins ATTACH PARTITION user_logins_2024_09 "
+                    "FOR VALUES FROM ('2024-09-01') TO ('2024-10-01')")
+        september = make_messages(30, seed=35, invalid_rate=0, start_ms=_ms(2024, 9, 1, 0))
+        book.add(september)
+        assert etl.answer(event_bytes(make_event(september))) == set()
+        exactly_once.assert_database(etl.db, book, "after September was attached")
+        assert int(etl.db.scalar("SELECT count(*) FROM user_logins_2024_09")) == 30
+        assert int(etl.db.scalar("SELECT count(*) FROM user_logins_default")) == 0
         # Dropping a month is one statement and leaves the other months alone.
         etl.db.psql("ALTER TABLE user_logins DETACH PARTITION user_logins_2024_06; "
                     "DROP TABLE user_logins_2024_06")

@@ -764,7 +764,7 @@ def fleet_only(args):
                                            args.fleet_repeats)
         if args.history:
             figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
-                                               args.repeats)
+                                               args.history_repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -804,6 +804,7 @@ def main():
     ap.add_argument("--fleet-repeats", type=int, default=3)
     ap.add_argument("--history-preload", type=int, default=5_000_000)
     ap.add_argument("--history-records", type=int, default=80000)
+    ap.add_argument("--history-repeats", type=int, default=5)
     args = ap.parse_args()
     global BOOTSTRAP, STAGES
     if args.bootstrap:
@@ -819,7 +820,7 @@ def main():
         args.records, args.repeats, args.stage_repeats = 20000, 1, 3
         args.small, args.startup_runs, args.no_fsync_on = 100, 20, True
         args.fleet_records, args.fleet_repeats = 20000, 1
-        args.history_preload, args.history_records = 500_000, 20000
+        args.history_preload, args.history_records, args.history_repeats = 500_000, 20000, 1
     if args.fleet or args.history:
         return fleet_only(args)
     if not RELEASE.exists():
@@ -862,7 +863,7 @@ def main():
         figures["sizes"] = sizes()
         figures["fleet"] = fleet.fleet(tmp, args.fleet_records, args.seed, args.fleet_repeats)
         figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
-                                           args.repeats)
+                                           args.history_repeats)
     finally:
         if srv is not None:
             srv.destroy()

@@ -258,7 +258,7 @@ def end_to_end(tmp, srv, events, data, repeats, label):
             # open and the tables exist (one record written, then removed).
             warm = fit_event(make_messages(1, seed=10**6 + r, invalid_rate=0))[0]
             run.run([event_bytes(warm)])
-            srv.psql("TRUNCATE user_logins, login_etl_ledger")
+            srv.psql("TRUNCATE user_logins, login_etl_ledger_v2")
             skip = len(run.durations_ms())
             busy0, tot0 = machine_busy()
             b0, s0, p0 = cpu_of(run.proc.pid), server_cpu(srv), time.process_time()
@@ -298,14 +298,17 @@ def dump_rows(srv, tmp):
     f = {k: os.path.join(d, k) for k in ("rows.bin", "rows.txt", "ids.bin")}
     superuser_psql(srv, f"COPY user_logins TO '{f['rows.bin']}' (FORMAT binary);\n"
                         f"COPY user_logins TO '{f['rows.txt']}';\n"
-                        f"COPY login_etl_ledger (message_id) TO '{f['ids.bin']}' (FORMAT binary);\n")
+                        f"COPY (SELECT message_id FROM login_etl_ledger_v2 WHERE message_id <> '') "
+                        f"TO '{f['ids.bin']}' (FORMAT binary);\n")
     return f
 
 
+# The naive exactly-once floor's ledger: keyed by the message id alone, as text in
+# the C collation (the function's own ledger is keyed by (SentTimestamp, id)).
 FLOOR_DDL = """DROP TABLE IF EXISTS floor_rows, floor_ledger;
 CREATE TABLE floor_rows (LIKE user_logins);
-CREATE TABLE floor_ledger (LIKE login_etl_ledger INCLUDING DEFAULTS INCLUDING CONSTRAINTS
-                           INCLUDING INDEXES);
+CREATE TABLE floor_ledger (message_id text COLLATE "C" PRIMARY KEY,
+                           committed_at timestamptz NOT NULL DEFAULT now());
 CHECKPOINT;
 """
 
@@ -625,7 +628,7 @@ def report(f):
                          fmt_s(fl["rows_text"]["seconds"]),
                          f"{rows / fl['rows_text']['seconds']:,.0f}",
                          f"{e['seconds'] / fl['rows_text']['seconds']:.2f}", "for reference"])
-        rows_out.append([f"  floor: COPY rows + COPY ids into keyed ledger, one txn",
+        rows_out.append([f"  floor: COPY rows + COPY ids into text-keyed ledger, one txn",
                          fmt_s(fl["rows_ledger"]["seconds"]),
                          f"{rows / fl['rows_ledger']['seconds']:,.0f}",
                          f"{e['seconds'] / fl['rows_ledger']['seconds']:.2f}",
@@ -659,6 +662,9 @@ def report(f):
         r2 = e["seconds"] / fl["rows_ledger"]["seconds"]
         say(f"  goal ratio <= 1.3: against rows only {r1:.2f} ({'met' if r1 <= 1.3 else 'not met'}); "
             f"against rows + ledger {r2:.2f} ({'met' if r2 <= 1.3 else 'not met'}); fsync=off")
+        r3 = e["handler_s"] / fl["rows_ledger"]["seconds"]
+        say(f"  goal net ratio <= 1.0: the function's time net of the emulator (handler) against "
+            f"rows + text-keyed ledger ids {r3:.2f} ({'met' if r3 <= 1.0 else 'not met'}); fsync=off")
         for line in disturbed:
             say(f"  WARNING, disturbed run: {line}; run again on a quiet machine")
 

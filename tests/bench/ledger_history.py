@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The ledger's cost against its history: the same records through the release bootstrap
+on an empty database, then on one whose ledger already holds millions of committed
+messages, a quarter of them expired (so every batch's retention deletes really run and
+are counted).  Reports the function's time net of the Runtime API emulator (the sum of
+the metrics lines' Duration) in both, and their ratio (goal <= 1.15).  It reports; it
+never fails on a figure.  Not part of `make test` (the preload takes a minute or two).
+
+    tests/bench/ledger_history.py                      5,000,000 entries, 80,000 records, 5 runs
+    tests/bench/ledger_history.py --history 500000 --records 20000 --repeats 1   a smoke run
+
+The server has fsync and full_page_writes on (as RDS has): after each checkpoint the first
+change to a page writes the whole page to WAL, which is what made a randomly keyed ledger
+cost more as it grew.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+from events.generate import event_bytes, fit_event, make_messages  # noqa: E402
+from rig import pg  # noqa: E402
+import bench  # noqa: E402
+
+LEDGER = "login_etl_ledger_v2"
+
+
+def events_of(records, seed, start_ms):
+    msgs = make_messages(records, seed=seed, start_ms=start_ms)
+    events, i = [], 0
+    while i < len(msgs):
+        ev, k = fit_event(msgs[i:i + 10000])
+        events.append(event_bytes(ev))
+        i += k
+    valid = sum(1 for m in msgs if m["kind"] == "valid")
+    return events, valid
+
+
+def one_run(tmp, srv, runner, events, valid, label):
+    """Queues the events on a running bootstrap; returns (handler s, end-to-end s,
+    server CPU s): wall times move with the load of a shared machine, CPU time less."""
+    bench.superuser_psql(srv, "CHECKPOINT;")
+    skip = len(runner.durations_ms())
+    before = int(srv.scalar("SELECT count(*) FROM user_logins"))
+    cpu0 = bench.server_cpu(srv)
+    secs, results = runner.run(events)
+    cpu = bench.server_cpu(srv) - cpu0
+    bad = [r for r in results if r.kind != "response"]
+    rows = int(srv.scalar("SELECT count(*) FROM user_logins")) - before
+    if bad or rows != valid:
+        bench.note(f"WARNING {label}: {len(bad)} invocation errors, {rows} rows (expected {valid})")
+    handler = sum(runner.durations_ms()[skip:]) / 1000
+    bench.note(f"{label}: handler {handler:.3f} s, end to end {secs:.3f} s, "
+               f"server CPU {cpu:.3f} s")
+    return handler, secs, cpu
+
+
+def preload(srv, history):
+    """`history` ledger entries, SentTimestamps spread over the last 20 days in order (the
+    order they would have been written in), each committed a moment after it was sent."""
+    t = time.monotonic()
+    bench.superuser_psql(srv, f"""
+INSERT INTO {LEDGER} (sent_at, message_id, committed_at)
+SELECT s, gen_random_uuid()::text, s + random() * interval '5 seconds'
+  FROM (SELECT now() - interval '20 days' + g * (interval '20 days' / {history}) - interval '1 minute' AS s
+          FROM generate_series(1, {history}) g) x;
+VACUUM ANALYZE {LEDGER};
+CHECKPOINT;
+""")
+    bench.note(f"preloaded {history:,} ledger entries in {time.monotonic() - t:.0f} s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--history", type=int, default=5_000_000)
+    ap.add_argument("--records", type=int, default=80_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    if not bench.RELEASE.exists():
+        sys.exit("ledger_history: build/bootstrap is missing: run `make`")
+    load0 = os.getloadavg()
+    tmp = tempfile.mkdtemp(prefix="login-etl-history-")
+    srv = pg.Server(fsync=True)
+    try:
+        now_ms = int(time.time() * 1000)
+        sets = [events_of(args.records, 500 + r, now_ms + r * 10_000_000)
+                for r in range(args.repeats)]
+        bench.note(f"{len(sets)} sets of {args.records:,} records "
+                   f"({len(sets[0][0])} events each)")
+        out = {}
+        for phase in ("empty", "history"):
+            srv.reset()
+            # A first process creates the tables; the history goes in; the measured
+            # process starts after it (as a Lambda environment would) and is warm:
+            # connected, one message written.
+            warm = fit_event(make_messages(1, seed=10**6, start_ms=now_ms))[0]
+            first = bench.Runner(tmp, srv, name=f"history-{phase}-first")
+            try:
+                first.run([event_bytes(warm)])
+            finally:
+                first.close()
+            srv.psql(f"TRUNCATE user_logins, {LEDGER}")
+            if phase == "history":
+                preload(srv, args.history)
+            runner = bench.Runner(tmp, srv, name=f"history-{phase}")
+            try:
+                runner.run([event_bytes(warm)])
+                entries0 = int(srv.scalar(f"SELECT count(*) FROM {LEDGER}"))
+                runs = []
+                for r, (events, valid) in enumerate(sets):
+                    if phase == "empty" and r:
+                        srv.psql(f"TRUNCATE user_logins, {LEDGER}")
+                    runs.append(one_run(tmp, srv, runner, events, valid, f"{phase} run {r + 1}"))
+                entries1 = int(srv.scalar(f"SELECT count(*) FROM {LEDGER}"))
+                expired = int(srv.scalar(f"SELECT count(*) FROM {LEDGER} WHERE "
+                                         "committed_at < now() - interval '15 days'"))
+            finally:
+                runner.close()
+            out[phase] = {"handler": [r[0] for r in runs], "e2e": [r[1] for r in runs],
+                          "cpu": [r[2] for r in runs],
+                          "entries_before": entries0, "entries_after": entries1,
+                          "expired_left": expired}
+    finally:
+        srv.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+    e, h = out["empty"], out["history"]
+    me, mh = statistics.median(e["handler"]), statistics.median(h["handler"])
+    added = sum(v for _, v in sets)  # the valid records of every run: one entry each
+    deleted = h["entries_before"] + added - h["entries_after"]
+    print("\nledger cost against history (release bootstrap, fsync=on, full_page_writes=on)")
+    print(f"  {args.records:,} records a run, median of {args.repeats}; time net of the "
+          "emulator (sum of handler Duration)")
+    print(f"  empty database:            {me:.3f} s  (runs {', '.join(f'{x:.3f}' for x in e['handler'])})")
+    print(f"  {args.history:,} entries before: {mh:.3f} s  "
+          f"(runs {', '.join(f'{x:.3f}' for x in h['handler'])})")
+    print(f"  ratio {mh / me:.2f} (goal <= 1.15: {'met' if mh / me <= 1.15 else 'not met'})")
+    ce, ch = statistics.median(e["cpu"]), statistics.median(h["cpu"])
+    print(f"  server CPU-s, the same runs: empty {ce:.3f}, with history {ch:.3f}, "
+          f"ratio {ch / ce:.2f} (less sensitive to the machine's load than the times)")
+    print(f"  retention during the history runs: the ledger went from {h['entries_before']:,} "
+          f"to {h['entries_after']:,} entries with {added:,} added: {deleted:,} expired ones "
+          f"deleted by the function; {h['expired_left']:,} expired left")
+    load1 = os.getloadavg()
+    print(f"  load average at start {load0[0]:.2f}, at end {load1[0]:.2f} "
+          "(a shared machine: compare medians of several runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -308,12 +308,15 @@ HISTORY_CONF = ["full_page_writes = on"]  # as on RDS: the first change of a pag
 
 
 def retention_days():
-    """The ledger's retention as function/pg.c defines it (LEDGER_RETENTION), in
-    days, or None when the function keeps no retention: read from the source so
-    that the bench follows the function."""
+    """How old, in days, a ledger entry must be for the function's retention to
+    delete it: the largest of the ages function/pg.c defines for it
+    (LEDGER_RETENTION since commit, LEDGER_SWEEP_AFTER since sending), or None
+    when the function keeps no retention.  Read from the source so that the
+    bench follows the function."""
     src = (B.ROOT / "function" / "pg.c").read_text()
-    m = re.search(r'#define\s+LEDGER_RETENTION\s+"(\d+) days"', src)
-    return int(m.group(1)) if m else None
+    days = [int(d) for d in re.findall(
+        r'#define\s+LEDGER_(?:RETENTION|SWEEP_AFTER)\s+"(\d+) days"', src)]
+    return max(days) if days else None
 
 
 def ledger_layout(srv, table):
@@ -546,7 +549,7 @@ def report(f):
                        "runs (handler)"])
         B.say("  goal: at most 1.15x the empty database's cost with the history")
         if h.get("retention"):
-            B.say(f"  retention ({h['retention_days']} days): before each run of the last row, "
+            B.say(f"  retention (after {h['retention_days']} days): before each run of the last row, "
                   f"{h['records']:,} entries that had just expired were added for the function "
                   "to delete; it deleted "
                   f"{', '.join(f'{p:,}' for p in h['retention']['pruned'])}")

@@ -35,9 +35,10 @@
  * with 14 days of history; SQS gives every receive of a message the same
  * SentTimestamp, so a redelivery still meets its entry.  message_id is
  * compared bytewise (COLLATE "C"): RDS databases default to en_US, whose
- * comparisons cost more.  committed_at and its index serve retention: an
- * entry is deleted LEDGER_RETENTION after it was committed, whatever its
- * SentTimestamp says (docs in README, "Correct under at-least-once"). */
+ * comparisons cost more.  committed_at serves retention: no entry is
+ * deleted before LEDGER_RETENTION has passed since it was committed,
+ * whatever its SentTimestamp says (PRUNE_SQL; README, "Correct under
+ * at-least-once"). */
 #define LEDGER "login_etl_ledger_v2"
 #define LEGACY_LEDGER "login_etl_ledger" /* the layout before: message_id alone */
 #define LEDGER_RETENTION "15 days"       /* SQS keeps a message 14 days at most */
@@ -61,7 +62,6 @@
     "    committed_at        timestamptz NOT NULL DEFAULT now(),\n"                                \
     "    PRIMARY KEY (sent_at, message_id)\n"                                                      \
     ");\n"                                                                                         \
-    "CREATE INDEX IF NOT EXISTS " LEDGER "_committed_at ON " LEDGER " (committed_at);\n"           \
     "END IF;\n"                                                                                    \
     "END $$"
 
@@ -98,12 +98,7 @@
     "  AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 2 "                        \
     "  AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "             \
     "       WHERE a.attrelid = i.indrelid AND a.attnum IN (i.indkey[0], i.indkey[1])) "            \
-    "      = ARRAY['message_id', 'sent_at']) "                                                     \
-    "UNION ALL SELECT '" LEDGER ": no index on committed_at (retention deletes by it)' "           \
-    " WHERE to_regclass('" LEDGER "') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_index i "       \
-    "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "                 \
-    "  WHERE i.indrelid = to_regclass('" LEDGER "') AND i.indisvalid AND i.indpred IS NULL "       \
-    "  AND a.attname = 'committed_at')"
+    "      = ARRAY['message_id', 'sent_at'])"
 
 #define COPY_ROWS_SQL                                                                              \
     "COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, "                \
@@ -147,22 +142,33 @@
     " WHERE sent_at = '-infinity' AND message_id = ''"
 
 /* Retention, sent after COMMIT in the same round trip, in its own implicit
- * transaction: at most %zu entries committed more than LEDGER_RETENTION ago,
- * oldest first, starting at committed_at >= the point where this process's
- * previous prune ended (%lld microseconds since the Unix epoch), so that it
- * does not walk over the index entries of rows it deleted already.  Its
- * answer: how many were deleted, and where the next prune may start. */
+ * transaction.  It sweeps the ledger in key order (the primary key's own
+ * index: no other index to maintain on every insert), from where this
+ * process's previous sweep stopped (%s: a bound on sent_at), looking at %zu
+ * entries at most among those sent more than LEDGER_SWEEP_AFTER ago, and
+ * deletes those of them committed more than LEDGER_RETENTION ago.  An entry
+ * whose message arrived late (sent long before it was committed, or without
+ * a SentTimestamp) is passed over until it is old by committed_at too; the
+ * sweep starts from the oldest entry again now and then (PRUNE_RESTART)
+ * and deletes it then.  So no entry is deleted before LEDGER_RETENTION has
+ * passed since it was committed, and most go LEDGER_SWEEP_AFTER after they
+ * were sent.  Its answer: entries deleted, entries looked at, and the
+ * highest sent_at looked at (us since the Unix epoch; NULL for none or
+ * -infinity), where the next sweep goes on. */
+#define LEDGER_SWEEP_AFTER "16 days"
 #define PRUNE_SQL                                                                                  \
-    "WITH d AS (DELETE FROM " LEDGER " WHERE ctid = ANY (ARRAY("                                   \
-    "SELECT ctid FROM " LEDGER " WHERE committed_at >= to_timestamp(0) + %lld * interval '1 us' "  \
-    "AND committed_at < now() - interval '" LEDGER_RETENTION "' AND message_id <> '' "             \
-    "ORDER BY committed_at LIMIT %zu)) RETURNING committed_at) "                                   \
-    "SELECT count(*), (extract(epoch FROM CASE WHEN count(*) < %zu "                               \
-    "THEN now() - interval '" LEDGER_RETENTION "' ELSE max(committed_at) END) * 1000000)::int8 "   \
-    "FROM d"
-#define PRUNE_MIN 1000    /* entries a prune may delete, at least ... */
+    "WITH c AS MATERIALIZED (SELECT ctid AS t, sent_at, committed_at, message_id FROM " LEDGER     \
+    " WHERE sent_at %s AND sent_at < now() - interval '" LEDGER_SWEEP_AFTER "' "                   \
+    "ORDER BY sent_at LIMIT %zu), "                                                                \
+    "d AS (DELETE FROM " LEDGER " WHERE ctid = ANY (ARRAY(SELECT t FROM c "                        \
+    "WHERE committed_at < now() - interval '" LEDGER_RETENTION "' AND message_id <> '')) "         \
+    "RETURNING 1) "                                                                                \
+    "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM c), (SELECT CASE WHEN "                \
+    "max(sent_at) > '-infinity' THEN (extract(epoch FROM max(sent_at)) * 1000000)::int8 END "      \
+    "FROM c)"
+#define PRUNE_MIN 1000    /* entries a sweep step looks at, at least ... */
 #define PRUNE_MAX 20000   /* ... and at most; otherwise twice the rows just written */
-#define PRUNE_RESTART 256 /* every so many prunes, one starts from the oldest entry */
+#define PRUNE_RESTART 256 /* every so many steps, the sweep starts from the oldest entry */
 
 /* Nothing is set for the session: a transaction-pooling proxy (RDS Proxy,
  * pgbouncer) hands each transaction to whichever server connection is free,
@@ -225,7 +231,9 @@ struct pg_sink {
     int schema_ready;   /* the tables were checked on this process's behalf */
     int legacy;         /* the earlier ledger layout is consulted (LEGACY_LEDGER) */
     int prune_off;      /* retention was refused (no DELETE privilege): not tried again */
-    int64_t prune_from; /* Unix epoch us: the next prune starts at this committed_at */
+    int64_t prune_from; /* Unix epoch us: the next sweep starts at this sent_at (INT64_MIN:
+                           -infinity, the oldest entry) ... */
+    int prune_past;     /* ... or just after it: a whole sweep saw only that sent_at */
     unsigned prunes;    /* prunes run by this process */
     int64_t give_up_at;
     enum phase phase;
@@ -624,7 +632,8 @@ static rc_t connect_db(struct pg_sink *s)
      * message carries it ("FATAL:  28P01") and nothing of the server's text. */
     PQsetErrorVerbosity(s->conn, PQERRORS_SQLSTATE);
     PQsetNoticeReceiver(s->conn, on_notice, s);
-    s->prune_from = 0; /* a new connection's first prune starts from the oldest entry */
+    s->prune_from = INT64_MIN; /* a new connection's first sweep starts from the oldest entry */
+    s->prune_past = 0;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (PQstatus(s->conn) == CONNECTION_BAD || st == PGRES_POLLING_FAILED) {
@@ -1316,6 +1325,26 @@ static rc_t unledger(struct pg_sink *s)
     return rc;
 }
 
+/* Moves the retention sweep on after one step that deleted `deleted` of the
+ * `seen` entries it looked at, the highest sent_at among them being `last`
+ * (INT64_MIN: none, or -infinity).  Cannot fail. */
+static void advance_sweep(struct pg_sink *s, int64_t deleted, int64_t seen, int64_t last)
+{
+    s->stats.pruned = deleted;
+    if (++s->prunes % PRUNE_RESTART == 0) {
+        /* From the oldest entry again: entries passed over because they
+         * arrived late, or appeared behind the sweep (loaded by hand, a
+         * server clock set back), are old enough by now. */
+        s->prune_from = INT64_MIN;
+        s->prune_past = 0;
+    } else if (seen > 0) {
+        /* A step that saw only entries of the sent_at it started at (more
+         * than a step's worth passed over) goes on just after it. */
+        s->prune_past = last == s->prune_from;
+        s->prune_from = last;
+    }
+}
+
 /* Reads the answer to the retention statement sent after COMMIT.  The batch
  * is committed whatever happens here: a failure is logged (by SQLSTATE) and,
  * when it is a refusal (no DELETE privilege on the ledger), retention is not
@@ -1333,17 +1362,15 @@ static rc_t collect_prune(struct pg_sink *s)
         if (!res)
             break;
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            int64_t count = 0, from = 0;
+            int64_t deleted = 0, seen = 0, last = INT64_MIN;
             if (num_parse_i64(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), 0, INT64_MAX,
-                              &count) == RC_OK &&
-                num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), INT64_MIN,
-                              INT64_MAX, &from) == RC_OK) {
-                s->stats.pruned = count;
-                /* Now and then from the oldest entry again, in case entries
-                 * older than where it stopped appeared meanwhile (loaded by
-                 * hand, or a server clock set back). */
-                s->prune_from = ++s->prunes % PRUNE_RESTART ? from : 0;
-            }
+                              &deleted) == RC_OK &&
+                num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), 0, INT64_MAX,
+                              &seen) == RC_OK &&
+                (PQgetisnull(res, 0, 2) ||
+                 num_parse_i64(PQgetvalue(res, 0, 2), (size_t)PQgetlength(res, 0, 2), INT64_MIN,
+                               INT64_MAX, &last) == RC_OK))
+                advance_sweep(s, deleted, seen, last);
         } else {
             const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
             int refused = state && strcmp(state, "42501") == 0;
@@ -1466,14 +1493,19 @@ static rc_t attempt(struct pg_sink *s, int *again)
     }
     if ((rc = unledger(s)) != RC_OK)
         return rc;
-    char sql[sizeof PRUNE_SQL + 80] = "COMMIT";
+    char sql[sizeof PRUNE_SQL + 120] = "COMMIT", from[80];
     size_t written = 0;
     for (size_t i = 0; i < s->n; i++)
         written += !s->dup[i];
     size_t limit = written * 2 < PRUNE_MIN ? PRUNE_MIN : written * 2;
     limit = limit > PRUNE_MAX ? PRUNE_MAX : limit;
+    if (s->prune_from == INT64_MIN)
+        snprintf(from, sizeof from, "%s '-infinity'", s->prune_past ? ">" : ">=");
+    else
+        snprintf(from, sizeof from, "%s to_timestamp(0) + %lld * interval '1 us'",
+                 s->prune_past ? ">" : ">=", (long long)s->prune_from);
     if (!s->prune_off)
-        snprintf(sql, sizeof sql, "COMMIT; " PRUNE_SQL, (long long)s->prune_from, limit, limit);
+        snprintf(sql, sizeof sql, "COMMIT; " PRUNE_SQL, from, limit);
     if (!PQsendQuery(s->conn, sql)) {
         fail(s, NULL, "commit");
         return RC_DB;

@@ -22,7 +22,11 @@ What it measures (tests/bench/README.md says more):
     constraint refuses (found by the error's COPY line) and one a deferred constraint
     trigger refuses at COMMIT (found by bisection), each against the same batch clean
     (goal: under 2x);
- 6. process start to the first /next; stripped binary and zip sizes.
+ 6. process start to the first /next; stripped binary and zip sizes;
+ 7. a fleet: 1, 2, 4 and 8 functions at once on one server, directly and
+    through pgbouncer (tests/bench/fleet.py; alone: --fleet);
+ 8. the ledger's history: the next 80,000 records on an empty database and
+    after 5,000,000 committed messages (tests/bench/fleet.py; alone: --history).
 
 The 6 MB limit: a realistic record (a 188-character receipt handle, as SQS's
 are 180-400) is about 820 bytes of event JSON, so an invocation holds about
@@ -52,6 +56,8 @@ sys.path.insert(0, str(ROOT))
 
 from events.generate import event_bytes, fit_event, make_messages  # noqa: E402
 from rig import paths, pg, proc, runtime_api  # noqa: E402
+
+import fleet  # noqa: E402  (tests/bench/fleet.py)
 
 BUILD = ROOT / "build"
 OUT = BUILD / "bench"
@@ -649,6 +655,9 @@ def fmt_s(s):
 
 
 def report(f):
+    if "data" not in f:  # --fleet / --history alone
+        fleet.report(f)
+        return
     d = f["data"]
     say("\n" + "=" * 100)
     say("login-etl benchmark: " + f["machine"])
@@ -820,11 +829,41 @@ def report(f):
             g = sorted(p[comm]["groups"].items(), key=lambda kv: -kv[1])
             say(f"   {comm}: " + "; ".join(f"{k} {v:.0f}%" for k, v in g if v >= 1))
             say("      top: " + ", ".join(f"{s} {pct:.1f}%" for pct, _, s in p[comm]["top"][:8]))
+    fleet.report(f)
     say(f"\nload average at start {f['load_start']}, at end {f['load_end']}; "
         f"bench took {f['bench_seconds']:.0f} s")
     if f["load_start"][0] > 0.5:
         say("note: the machine was not idle at the start; figures from a shared machine vary "
             "by 20-50% run to run (see 'other' CPU above)")
+
+
+def fleet_only(args):
+    """--fleet and/or --history: those figures alone, to build/bench/fleet.json."""
+    if not RELEASE.exists():
+        sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
+    t_start = time.monotonic()
+    figures["load_start"] = [round(x, 2) for x in os.getloadavg()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="login-etl-bench-")
+    try:
+        if args.fleet:
+            figures["fleet"] = fleet.fleet(tmp, args.fleet_records, args.seed,
+                                           args.fleet_repeats)
+        if args.history:
+            figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
+                                               args.history_repeats)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    figures["bench_seconds"] = time.monotonic() - t_start
+    for path in filter(None, (OUT / "fleet.json", args.json)):
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=1)
+    report(figures)
+    say(f"\nload average at start {figures['load_start']}, at end {figures['load_end']}; "
+        f"took {figures['bench_seconds']:.0f} s; figures written to "
+        f"{args.json or OUT / 'fleet.json'}")
+    return 0
 
 
 def main():
@@ -845,6 +884,14 @@ def main():
                     "build/bootstrap (a candidate change; sizes still describe build/)")
     ap.add_argument("--stages", metavar="PATH", help="run this stage harness instead of "
                     "build/bench/stages (one linked against a candidate's objects)")
+    ap.add_argument("--fleet", action="store_true", help="only the fleet figures (7); with "
+                    "--history, both (figures go to build/bench/fleet.json)")
+    ap.add_argument("--history", action="store_true", help="only the history figure (8)")
+    ap.add_argument("--fleet-records", type=int, default=80000)
+    ap.add_argument("--fleet-repeats", type=int, default=3)
+    ap.add_argument("--history-preload", type=int, default=5_000_000)
+    ap.add_argument("--history-records", type=int, default=80000)
+    ap.add_argument("--history-repeats", type=int, default=5)
     args = ap.parse_args()
     global BOOTSTRAP, STAGES
     if args.bootstrap:
@@ -855,9 +902,14 @@ def main():
         with open(args.report) as f:
             report(json.load(f))
         return 0
+    fleet.B = sys.modules[__name__]
     if args.quick:
         args.records, args.repeats, args.stage_repeats = 20000, 1, 3
         args.small, args.startup_runs, args.no_fsync_on = 100, 20, True
+        args.fleet_records, args.fleet_repeats = 20000, 1
+        args.history_preload, args.history_records, args.history_repeats = 500_000, 20000, 1
+    if args.fleet or args.history:
+        return fleet_only(args)
     if not RELEASE.exists():
         sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
     t_start = time.monotonic()
@@ -898,6 +950,9 @@ def main():
         say("\n[start-up] process start to the first /next")
         figures["startup"] = startup(tmp, args.startup_runs)
         figures["sizes"] = sizes()
+        figures["fleet"] = fleet.fleet(tmp, args.fleet_records, args.seed, args.fleet_repeats)
+        figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
+                                           args.history_repeats)
     finally:
         if srv is not None:
             srv.destroy()

@@ -67,31 +67,50 @@ def test_messages_without_sent_timestamp_are_written_once():
 
 def test_retention_deletes_expired_entries_a_bounded_number_per_batch():
     db = pg.server()
+    now_ms = int(time.time() * 1000)
     with Etl() as etl:  # creates the tables
-        first = make_messages(5, seed=83, invalid_rate=0)
+        first = make_messages(5, seed=83, invalid_rate=0, start_ms=now_ms)
         assert etl.answer(event_bytes(make_event(first))) == set()
-    # 2,500 entries committed 16 days ago (expired) and 300 committed 14 days ago
-    # (still needed).  They are in place before the next process starts: a process
-    # prunes from the oldest entry, then goes on from where its last prune stopped.
+    # History: 2,500 entries sent 17 days ago and committed 16 days ago (expired);
+    # 300 sent 15 days ago (still needed); 1,500 sent 30 days ago but committed only
+    # yesterday (late arrivals: needed for 14 more days), below them in key order.
     db.psql(f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) "
-            "SELECT now() - interval '17 days', 'old-' || g, now() - interval '16 days' "
-            "FROM generate_series(1, 2500) g; "
+            "SELECT now() - interval '17 days' + g * interval '1 ms', 'old-' || g, "
+            "now() - interval '16 days' FROM generate_series(1, 2500) g; "
             f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) "
             "SELECT now() - interval '15 days', 'young-' || g, now() - interval '14 days' "
-            "FROM generate_series(1, 300) g")
+            "FROM generate_series(1, 300) g; "
+            f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) "
+            "SELECT now() - interval '30 days' + g * interval '1 s', 'late-' || g, "
+            "now() - interval '1 day' FROM generate_series(1, 1500) g")
     with Etl(reset_db=False) as etl:
         counts = []
-        for i in range(4):
-            batch = make_messages(10, seed=840 + i, invalid_rate=0)
+        for i in range(5):
+            batch = make_messages(10, seed=840 + i, invalid_rate=0, start_ms=now_ms + i * 10**6)
             assert etl.answer(event_bytes(make_event(batch))) == set()
             counts.append(int(db.scalar(f"SELECT count(*) FROM {LEDGER} "
                                         "WHERE message_id LIKE 'old-%'")))
-        # At most max(1000, twice the rows written) a batch, oldest first.
-        assert counts == [1500, 500, 0, 0], counts
-        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id LIKE 'young-%'") \
-            == "300"
-        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id NOT LIKE 'old-%' "
-                         "AND message_id NOT LIKE 'young-%'") == "45"
+        # Each batch's sweep looks at max(1,000, twice the rows written) entries in key
+        # order: the late arrivals first (kept), then the expired ones (deleted); a step
+        # starts at the sent_at where the one before stopped, so it sees that entry again.
+        assert counts == [2500, 2001, 1001, 1, 0], counts
+        for kind, n in (("young", 300), ("late", 1500)):
+            assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id LIKE '{kind}-%'") \
+                == str(n), kind
+        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id !~ "
+                         "'^(old|young|late)-'") == "55"  # the messages of the two processes
+    # Fifteen days later the late arrivals have expired too: a sweep from the oldest
+    # entry (a new connection's first, or every 256th) deletes them.
+    db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '16 days' "
+            "WHERE message_id LIKE 'late-%'")
+    with Etl(reset_db=False) as etl:
+        late = []
+        for i in range(2):
+            batch = make_messages(10, seed=850 + i, invalid_rate=0, start_ms=now_ms + 10**8)
+            assert etl.answer(event_bytes(make_event(batch))) == set()
+            late.append(int(db.scalar(f"SELECT count(*) FROM {LEDGER} "
+                                      "WHERE message_id LIKE 'late-%'")))
+        assert late == [500, 0], late
 
 
 def test_retention_without_delete_privilege_is_skipped_and_writing_goes_on():

@@ -44,7 +44,8 @@ class Server:
     server is created there once and reused by later runs, on the port it
     was created with."""
 
-    def __init__(self, fsync=False, directory=None, async_commit=False):
+    def __init__(self, fsync=False, directory=None, async_commit=False, conf=()):
+        self.extra_conf = list(conf)  # more postgresql.conf lines (log_statement, ...)
         self.bindir = _bindir()
         self.dir = directory or tempfile.mkdtemp(prefix="login-etl-pg-")
         os.makedirs(self.dir, exist_ok=True)
@@ -119,7 +120,7 @@ class Server:
             f"fsync = {'on' if self.fsync else 'off'}",
             f"synchronous_commit = {'off' if self.async_commit else 'on'}",
             "full_page_writes = off" if not self.fsync else "full_page_writes = on",
-        ]
+        ] + self.extra_conf
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             f.write("\n".join(conf) + "\n")
 

@@ -155,12 +155,13 @@ static rc_t parse_record(struct sqs_event *ev, uint32_t obj, size_t idx, char er
     if ((rc = buf_appendc(&ev->scratch, '\0')) != RC_OK)
         return rc;
     r->message_id = s;
-    r->message_id_len = n;
+    r->message_id_len = (uint32_t)n; /* the event is at most 2 GiB (sqs_parse) */
 
     i = at[K_BODY];
     if (i >= 0 && doc->tok[i].type == JSON_STRING) {
-        if ((rc = get_str(ev, i, &r->body, &r->body_len)) != RC_OK)
+        if ((rc = get_str(ev, i, &r->body, &n)) != RC_OK)
             return rc;
+        r->body_len = (uint32_t)n;
         r->body_flags = doc->tok[i].flags & (JSON_BAD_UTF8 | JSON_HAS_NUL);
     }
 
@@ -171,8 +172,8 @@ static rc_t parse_record(struct sqs_event *ev, uint32_t obj, size_t idx, char er
         find_members(doc, (uint32_t)i, attr_names, A__COUNT, attr);
         if (attr[A_SENT] >= 0 && get_digits(ev, attr[A_SENT], SQS_SENT_MAX, &r->sent_ms) != RC_OK)
             r->sent_bad = 1;
-        if (attr[A_COUNT] >= 0 && get_digits(ev, attr[A_COUNT], LONG_MAX, &v) == RC_OK)
-            r->receive_count = (long)v;
+        if (attr[A_COUNT] >= 0 && get_digits(ev, attr[A_COUNT], INT32_MAX, &v) == RC_OK)
+            r->receive_count = (int32_t)v;
     }
 
     i = at[K_ARN];

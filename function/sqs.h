@@ -36,7 +36,9 @@ struct sqs_event {
     size_t n;
     size_t cap;          /* records allocated; kept across sqs_parse calls */
     int fifo;            /* 1 when eventSourceARN (of any record) ends in ".fifo" */
-    struct json_doc doc; /* owned tokens; records borrow from it and from scratch */
+    struct json_doc doc; /* owned tokens, needed only while parsing (records borrow from
+                            the event text and from scratch); kept for the next event
+                            unless over 16 MiB */
     struct buf scratch;  /* owned: decoded strings */
 };
 

@@ -3,6 +3,7 @@
  * against the reference test vectors in tests/unit/test_idset.c. */
 #include "siphash.h"
 
+/* x rotated left by b bits (0 < b < 64). */
 static uint64_t rotl(uint64_t x, int b)
 {
     return (x << b) | (x >> (64 - b));

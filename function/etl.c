@@ -50,7 +50,9 @@ struct etl {
     struct login_parser lp;
     struct idset seen; /* messageIds of this batch */
     uint8_t *status;   /* per record: enum status */
-    size_t *link;      /* per record: its row in the sink, or the record it repeats */
+    uint32_t *link;    /* per record: its row in the sink, or the record it repeats
+                          (32 bits: an event holds far fewer records; 4 bytes a record
+                          count when 170,000 tiny ones fill 6 MB) */
     uint8_t *outcome;  /* per row: enum pg_outcome, answer of pg_batch_commit */
     size_t cap;        /* records the arrays hold */
 };
@@ -251,7 +253,7 @@ static rc_t reserve(struct etl *e, size_t n)
     uint8_t *status = realloc(e->status, cap);
     if (status)
         e->status = status;
-    size_t *link = realloc(e->link, cap * sizeof *link);
+    uint32_t *link = realloc(e->link, cap * sizeof *link);
     if (link)
         e->link = link;
     uint8_t *outcome = realloc(e->outcome, cap);
@@ -364,7 +366,7 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
         size_t first = idset_put(&e->seen, r->message_id, r->message_id_len, i);
         if (first != i) {
             e->status[i] = ST_REPEAT;
-            e->link[i] = first;
+            e->link[i] = (uint32_t)first;
             continue;
         }
         enum login_reason why;
@@ -387,7 +389,7 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
         if (rc)
             return rc;
         e->status[i] = ST_PENDING;
-        e->link[i] = (*rows)++;
+        e->link[i] = (uint32_t)(*rows)++;
     }
     return RC_OK;
 }
@@ -440,7 +442,10 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         return rc;
     }
     if ((rc = reserve(e, e->ev.n)) || (rc = idset_reset(&e->seen, e->ev.n))) {
-        set_error(error, "Runtime.OutOfMemory", "out of memory");
+        if (rc == RC_CRYPTO)
+            set_error(error, "Runtime.RandomUnavailable", "no random key for the id set");
+        else
+            set_error(error, "Runtime.OutOfMemory", "out of memory");
         return rc;
     }
 

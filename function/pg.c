@@ -525,8 +525,11 @@ static rc_t run(struct pg_sink *s, const char *sql, ExecStatusType expect, PGres
     for (;;) {
         rc_t w = next_result(s, &res);
         if (w) {
+            /* Through the common end: a result kept for the caller (COMMIT's,
+             * before the connection died) must be freed. */
             fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "query");
-            return w;
+            rc = w;
+            break;
         }
         if (!res)
             break;

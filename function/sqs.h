@@ -11,20 +11,24 @@
 #include "json.h"
 #include "result.h"
 
+/* One record.  Laid out small on purpose (40 bytes): a 6 MB event can hold
+ * 170,000 tiny records, and this array is one of the few that grow with
+ * their count.  Lengths fit 32 bits because an event is at most 2 GiB. */
 struct sqs_record {
     const char *message_id; /* decoded messageId, NUL-terminated, non-empty, valid UTF-8
                                without U+0000 (safe to echo in the answer); borrowed */
-    size_t message_id_len;
-    const char *body; /* decoded body (the message's own JSON text); borrowed, may
-                         hold any bytes including NUL: use body_len.  NULL when
-                         "body" is absent or not a string (the record is rejected) */
-    size_t body_len;
-    unsigned body_flags; /* JSON_BAD_UTF8 | JSON_HAS_NUL of the body string, or 0 */
-    int64_t sent_ms;     /* attributes.SentTimestamp, ms since the epoch, 0 to
-                            253402300799999 (year 9999); -1 if absent or bad */
-    int sent_bad;        /* 1 if SentTimestamp is present but not a string of 1 to 19
-                            decimal digits within that range (JSON null included) */
-    long receive_count;  /* attributes.ApproximateReceiveCount; 0 if absent or bad */
+    const char *body;       /* decoded body (the message's own JSON text); borrowed, may
+                               hold any bytes including NUL: use body_len.  NULL when
+                               "body" is absent or not a string (the record is rejected) */
+    int64_t sent_ms;        /* attributes.SentTimestamp, ms since the epoch, 0 to
+                               253402300799999 (year 9999); -1 if absent or bad */
+    uint32_t message_id_len;
+    uint32_t body_len;
+    int32_t receive_count; /* attributes.ApproximateReceiveCount; 0 if absent, bad or
+                              over INT32_MAX */
+    uint8_t body_flags;    /* JSON_BAD_UTF8 | JSON_HAS_NUL of the body string, or 0 */
+    uint8_t sent_bad;      /* 1 if SentTimestamp is present but not a string of 1 to 19
+                              decimal digits within that range (JSON null included) */
 };
 
 struct sqs_event {
@@ -32,7 +36,9 @@ struct sqs_event {
     size_t n;
     size_t cap;          /* records allocated; kept across sqs_parse calls */
     int fifo;            /* 1 when eventSourceARN (of any record) ends in ".fifo" */
-    struct json_doc doc; /* owned tokens; records borrow from it and from scratch */
+    struct json_doc doc; /* owned tokens, needed only while parsing (records borrow from
+                            the event text and from scratch); kept for the next event
+                            unless over 16 MiB */
     struct buf scratch;  /* owned: decoded strings */
 };
 

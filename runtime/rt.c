@@ -62,6 +62,7 @@ struct rt {
 /* Set by the SIGTERM handler; read by the loop after /next returns. */
 static volatile sig_atomic_t sigterm_seen;
 
+/* The SIGTERM handler: only notes it (async-signal-safe); the loop acts. */
 static void on_sigterm(int sig)
 {
     (void)sig;

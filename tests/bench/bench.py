@@ -17,8 +17,9 @@ What it measures (tests/bench/README.md says more):
  3. the usual ETL script: one INSERT and one commit per message (psql);
  4. time per stage for a 10,000-record event (tests/bench/stages.c, linked
     against the release objects);
- 5. peak resident memory on 6 MB events and after 1,000 small invocations;
- 5b. isolating rows the database refuses: an 8,000-row batch with one row a CHECK
+ 5. peak resident memory on 6 MB events, after 1,000 small invocations, and on
+    6 MB events of the tiniest records; 5b. the id set on plain and colliding ids;
+ 5c. isolating rows the database refuses: an 8,000-row batch with one row a CHECK
     constraint refuses (found by the error's COPY line) and one a deferred constraint
     trigger refuses at COMMIT (found by bisection), each against the same batch clean
     (goal: under 2x);
@@ -98,7 +99,7 @@ def build_tools():
     missing = [o for o in objs if not Path(o).exists()] or not objs
     if missing:
         sys.exit("bench: the release objects are missing: run `make test-build` first")
-    for name, extra in (("stages", objs + LIBS), ("null_next", [])):
+    for name, extra in (("stages", objs + LIBS), ("null_next", []), ("idset_bench", objs + LIBS)):
         src = HERE / f"{name}.c"
         exe = OUT / name
         if exe.exists() and all(exe.stat().st_mtime >= Path(p).stat().st_mtime
@@ -453,10 +454,26 @@ def memory(tmp, srv, events, msgs, small_count):
     finally:
         run.close()
     srv.reset()
+    # The most records a 6 MB event can hold: tiny ones, each with a per-record
+    # cost (record, id set, status) and nothing to amortise it over.  All of
+    # them are rejected (an empty body object), so every id is also listed in
+    # the answer; then 115,000 that are valid (the smallest valid body).
+    run = Runner(tmp, srv, name="memory-tiny")
+    try:
+        for key, n, body in (("tiny_rejected", 170000, '"{}"'),
+                             ("tiny_valid", 115000, '"{\\"user_id\\":\\"u\\"}"')):
+            ev = ('{"Records":[' + ",".join('{"messageId":"%06d","body":%s}' % (i, body)
+                                            for i in range(n)) + ']}').encode()
+            _, results = run.run([ev])
+            out[key] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
+                            answered=results[0].kind == "response")
+    finally:
+        run.close()
+    srv.reset()
     return out
 
 
-# --- 5b. refused rows ----------------------------------------------------------------------
+# --- 5c. refused rows ----------------------------------------------------------------------
 REFUSE_LATE = """
 CREATE OR REPLACE FUNCTION bench_refuse_late() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -516,6 +533,15 @@ def refused(tmp, srv, repeats, n=8000):
         run.close()
     srv.reset()
     return out
+
+
+# --- 5b. the id set ------------------------------------------------------------------------
+def idset_figures():
+    """CPU time to put 100,000 plain and 100,000 FNV-colliding ids (tests/bench/idset_bench.c)."""
+    r = subprocess.run([str(OUT / "idset_bench")], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"idset_bench failed: {r.stderr}")
+    return json.loads(r.stdout)
 
 
 # --- 6. start-up and size ------------------------------------------------------------------
@@ -776,12 +802,16 @@ def report(f):
                 f"{m['after_10_small']['VmRSS']:.1f}", "another process"],
                [f"after {m['small_count']:,} small invocations",
                 f"{m['after_n_small']['VmHWM']:.1f}", f"{m['after_n_small']['VmRSS']:.1f}",
-                f"growth {m['after_n_small']['VmRSS'] - m['after_10_small']['VmRSS']:+.2f} MiB RSS"]],
+                f"growth {m['after_n_small']['VmRSS'] - m['after_10_small']['VmRSS']:+.2f} MiB RSS"]]
+              + [[f"{m[k]['records']:,} tiny {what} records ({m[k]['bytes']:,} bytes), "
+                  "another process", f"{m[k]['VmHWM']:.1f}", f"{m[k]['VmRSS']:.1f}",
+                  ("met" if m[k]["VmHWM"] <= 48 else "NOT met") if k == "tiny_rejected" else ""]
+                 for k, what in (("tiny_rejected", "rejected"), ("tiny_valid", "valid")) if k in m],
               ["when", "VmHWM", "VmRSS", "note"])
 
     rf = f.get("refused")
     if rf:
-        say(f"\n5b. One refused row in the middle of a {rf['rows']:,}-row batch: handler time "
+        say(f"\n5c. One refused row in the middle of a {rf['rows']:,}-row batch: handler time "
             "(metric Duration), median; goal: under 2x the clean batch")
         rows = []
         for key, label in (("line", "CHECK constraint (the error's COPY line names the row)"),
@@ -793,6 +823,13 @@ def report(f):
             rows.append([label, f"{x['clean_ms']:.0f}", f"{x['refused_ms']:.0f}",
                          f"{x['ratio']:.2f}", "met" if x["ratio"] < 2 else "NOT met"])
         table(rows, ["how the row is found", "clean ms", "1 refused ms", "ratio", "goal < 2"])
+
+    i = f.get("idset")
+    if i:
+        say(f"\n5b. The id set (tests/bench/idset_bench.c): CPU ms to put {i['ids']:,} ids, best of 5")
+        table([["plain ids (random UUIDs)", f"{i['plain_ms']:.1f}"],
+               ["ids chosen to collide under the former unkeyed FNV-1a hash",
+                f"{i['fnv_colliding_ms']:.1f}"]], ["ids", "ms"])
 
     st = f.get("startup")
     z = f.get("sizes")
@@ -937,6 +974,8 @@ def main():
         figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
         say("\n[memory] 6 MB events, then small invocations")
         figures["memory"] = memory(tmp, srv, events, msgs, args.small)
+        say("\n[id set] plain and colliding message ids")
+        figures["idset"] = idset_figures()
         if args.profile:
             say("\n[profile] perf record during one end-to-end pass")
             figures["profile"] = profile(tmp, srv, events)

@@ -1,7 +1,8 @@
 /* test_hardening.c - small defects, each pinned by a case: Text-format log
  * lines escape line breaks, config_load names out-of-memory, a malformed
- * secrets extension endpoint is a configuration error, and the device_id
- * length at which masking no longer fits masked_device_id. */
+ * secrets extension endpoint is a configuration error, the device_id
+ * length at which masking no longer fits masked_device_id, and what an event
+ * of the tiniest records leaves resident. */
 #include "check.h"
 
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include "mask.h"
 #include "row.h"
 #include "secrets.h"
+#include "sqs.h"
 
 /* strdup that fails while fail_strdup is set: the executable's definition
  * comes before the C library's, so config_load's strdup is this one. */
@@ -140,11 +142,45 @@ static void test_device_id_limit(void)
     }
 }
 
+static void test_sqs_token_memory(void)
+{
+    enum { N = 170000 };
+    struct sqs_event ev;
+    struct buf text;
+    char err[ERR_LEN];
+
+    /* The most records a 6 MB event holds: their tokens (17 MB) are released
+     * once the records are out; a small event's are kept for the next one. */
+    sqs_init(&ev);
+    buf_init(&text, 8u << 20);
+    buf_appends(&text, "{\"Records\":[");
+    for (size_t i = 0; i < N; i++)
+        buf_printf(&text, "%s{\"messageId\":\"%06zu\",\"body\":\"{}\"}", i ? "," : "", i);
+    buf_appends(&text, "]}");
+    check_case("170,000 tiny records: parsed, tokens released");
+    CHECK_EQ_INT(text.err, RC_OK);
+    CHECK_EQ_INT(sqs_parse(&ev, text.data, text.len, err), RC_OK);
+    CHECK_EQ_INT(ev.n, N);
+    CHECK(ev.doc.tok == NULL && ev.doc.cap == 0);
+    CHECK_EQ_STR(ev.records[N - 1].message_id, "169999");
+    CHECK_EQ_INT(ev.records[N - 1].body_len, 2);
+    check_case("a small event after it: tokens kept");
+    static const char small[] = "{\"Records\":[{\"messageId\":\"a\",\"body\":\"{}\"}]}";
+    CHECK_EQ_INT(sqs_parse(&ev, small, sizeof small - 1, err), RC_OK);
+    CHECK_EQ_INT(ev.n, 1);
+    CHECK(ev.doc.tok != NULL);
+    check_case("an SQS record is 40 bytes");
+    CHECK_EQ_INT(sizeof(struct sqs_record), 40);
+    sqs_free(&ev);
+    buf_free(&text);
+}
+
 int main(void)
 {
     test_text_log_lines();
     test_config_out_of_memory();
     test_secrets_endpoint();
     test_device_id_limit();
+    test_sqs_token_memory();
     return check_finish();
 }

@@ -11,9 +11,11 @@
 #include <stdint.h>
 
 #include "buf.h"
-#include "http.h"
 #include "log.h"
 #include "result.h"
+
+struct http_request;  /* http.h: what the transport is asked to send */
+struct http_response; /* http.h: where it puts the answer */
 
 struct rt_invocation {
     const char *event;        /* the event body, NUL-terminated, owned by the runtime */

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 
 #include "clock.h"
+#include "http.h"
 #include "rt.h"
 
 #define NEXT_MAX 16

@@ -30,10 +30,12 @@ struct sqs_record {
 struct sqs_event {
     struct sqs_record *records; /* owned array of n records, in event order */
     size_t n;
-    size_t cap;          /* records allocated; kept across sqs_parse calls */
-    int fifo;            /* 1 when eventSourceARN (of any record) ends in ".fifo" */
-    struct json_doc doc; /* owned tokens; records borrow from it and from scratch */
-    struct buf scratch;  /* owned: decoded strings */
+    size_t cap;                    /* records allocated; kept across sqs_parse calls */
+    int fifo;                      /* 1 when eventSourceARN (of any record) ends in ".fifo" */
+    struct json_doc doc;           /* owned tokens; records borrow from it and from scratch */
+    struct buf scratch;            /* owned: decoded strings */
+    struct json_names record_keys; /* a record's keys sqs_parse reads, prepared once */
+    struct json_names attr_keys;   /* the same for its "attributes" */
 };
 
 /* Initialises an empty event; allocates nothing. */

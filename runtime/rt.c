@@ -20,7 +20,6 @@
 #define _DEFAULT_SOURCE /* putenv */
 #include "rt.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -134,12 +134,6 @@ rc_t buf_append_json(struct buf *b, const char *s, size_t n)
     return buf_appendc(b, '"');
 }
 
-void buf_commit(struct buf *b, size_t n)
-{
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
 void buf_truncate(struct buf *b, size_t len)
 {
     if (len < b->len)

@@ -43,8 +43,12 @@ rc_t buf_append_json(struct buf *b, const char *s, size_t n);
 rc_t buf_reserve(struct buf *b, size_t extra);
 /* Marks n bytes that the caller wrote at data + len, into room that
  * buf_reserve made, as appended, and NUL-terminates them (n <= the room
- * reserved); cannot fail. */
-void buf_commit(struct buf *b, size_t n);
+ * reserved); cannot fail.  Inline: decoders call it once per value. */
+static inline void buf_commit(struct buf *b, size_t n)
+{
+    b->len += n;
+    b->data[b->len] = '\0';
+}
 /* Cuts the buffer back to its first len bytes (len <= its length) and clears
  * its error: undoes the appends since len was its length.  Cannot fail. */
 void buf_truncate(struct buf *b, size_t len);

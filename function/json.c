@@ -559,28 +559,16 @@ int json_streq(const struct json_doc *doc, uint32_t i, const char *s, size_t n)
     return tok_eq(doc, i, s, n);
 }
 
-/* See json.h: walks the members with `next`, so nested values cost one step
- * each; a member keeps going after a match, so the last duplicate wins. */
-void json_members(const struct json_doc *doc, uint32_t obj, const struct json_name *names,
-                  size_t count, long *idx)
+/* See json.h: names are chained by their length modulo 16. */
+void json_names_init(struct json_names *set, const struct json_name *names, size_t count)
 {
-    for (size_t k = 0; k < count; k++)
-        idx[k] = -1;
-    if (obj >= doc->ntok || doc->tok[obj].type != JSON_OBJECT)
-        return;
-    uint32_t key = obj + 1;
-    for (uint32_t m = 0; m < doc->tok[obj].count; m++) {
-        const struct json_tok *t = &doc->tok[key];
-        for (size_t k = 0; k < count; k++) {
-            if (t->flags & JSON_ESCAPED
-                    ? tok_eq(doc, key, names[k].s, names[k].n)
-                    : t->end - t->start == names[k].n &&
-                          memcmp(doc->text + t->start, names[k].s, names[k].n) == 0) {
-                idx[k] = (long)key + 1;
-                break;
-            }
-        }
-        key = doc->tok[key + 1].next;
+    assert(count <= JSON_MEMBERS_MAX);
+    set->names = names;
+    set->count = count;
+    memset(set->first, 0xff, sizeof set->first);
+    for (size_t k = count; k-- > 0;) {
+        set->chain[k] = set->first[names[k].n & 15];
+        set->first[names[k].n & 15] = (uint8_t)k;
     }
 }
 
@@ -588,9 +576,11 @@ void json_members(const struct json_doc *doc, uint32_t obj, const struct json_na
 long json_get(const struct json_doc *doc, uint32_t obj, const char *key)
 {
     const struct json_name name = {key, strlen(key)};
+    struct json_names set;
     long found;
 
-    json_members(doc, obj, &name, 1, &found);
+    json_names_init(&set, &name, 1);
+    json_members(doc, obj, &set, &found);
     return found;
 }
 

@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 #include "result.h"
@@ -78,20 +79,97 @@ struct json_name {
     size_t n;
 };
 
-/* One pass over the members of the object at token `obj`: idx[k] becomes
- * the index of the value of the last member named names[k] (compared
- * exactly, after decoding escapes; the last duplicate wins, as with
- * json_get), or -1 when there is none or obj is not an object.  An unescaped
- * name (every real producer's) costs a length compare and one memcmp per
- * candidate.  Cannot fail. */
-void json_members(const struct json_doc *doc, uint32_t obj, const struct json_name *names,
-                  size_t count, long *idx);
+#define JSON_MEMBERS_MAX 32 /* names one json_names set holds, at most */
+
+/* The member names a caller looks for, prepared once by json_names_init
+ * (a table by name length, so that a member name is compared with one
+ * candidate as a rule) and then used for any number of objects. */
+struct json_names {
+    const struct json_name *names; /* borrowed: must outlive the set */
+    size_t count;
+    uint8_t first[16];               /* by length % 16: the first name of that length, or 0xff */
+    uint8_t chain[JSON_MEMBERS_MAX]; /* the next name of the same length % 16, or 0xff */
+};
+
+/* Prepares a set of count (at most JSON_MEMBERS_MAX) names; cannot fail. */
+void json_names_init(struct json_names *set, const struct json_name *names, size_t count);
 
 /* Returns 1 when string token `i` decodes to exactly s[0..n) (escapes
  * decoded, case-sensitive), else 0 (also when i is not a string token); no
  * scratch needed, cannot fail.  For callers that walk an object's members
  * once instead of calling json_get per key. */
 int json_streq(const struct json_doc *doc, uint32_t i, const char *s, size_t n);
+
+/* Returns 1 when a[0..n) == b[0..n), else 0; cannot fail.  For member
+ * names (a few to a few dozen bytes): word loads that overlap at the end
+ * instead of a call to memcmp, whose length json_members cannot know. */
+static inline int json_short_eq(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y;
+    uint32_t u, v;
+
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return 0;
+        }
+        memcpy(&x, a + n - 8, 8);
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        if (u != v)
+            return 0;
+        memcpy(&u, a + n - 4, 4);
+        memcpy(&v, b + n - 4, 4);
+        return u == v;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
+/* One pass over the members of the object at token `obj`: idx[k] becomes
+ * the index of the value of the last member named set->names[k] (compared
+ * exactly, after decoding escapes; the last duplicate wins, as with
+ * json_get), or -1 when there is none or obj is not an object.  An unescaped
+ * member name (every real producer's) costs a table lookup by its length and
+ * one comparison; escaped ones (rare) are decoded against every name.
+ * Inline: it runs once for every record and every body.  Cannot fail. */
+static inline void json_members(const struct json_doc *doc, uint32_t obj,
+                                const struct json_names *set, long *idx)
+{
+    const struct json_name *names = set->names;
+
+    for (size_t k = 0; k < set->count; k++)
+        idx[k] = -1;
+    if (obj >= doc->ntok || doc->tok[obj].type != JSON_OBJECT)
+        return;
+    uint32_t key = obj + 1;
+    for (uint32_t m = 0; m < doc->tok[obj].count; m++) {
+        const struct json_tok *t = &doc->tok[key];
+        const char *s = doc->text + t->start;
+        size_t len = t->end - t->start;
+        unsigned k;
+        if (!(t->flags & JSON_ESCAPED)) {
+            for (k = set->first[len & 15]; k != 0xff; k = set->chain[k])
+                if (names[k].n == len && json_short_eq(s, names[k].s, len))
+                    break;
+        } else {
+            for (k = 0; k < set->count && !json_streq(doc, key, names[k].s, names[k].n); k++)
+                ;
+            k = k < set->count ? k : 0xff;
+        }
+        if (k != 0xff)
+            idx[k] = (long)key + 1;
+        key = doc->tok[key + 1].next;
+    }
+}
 
 /* Gives the decoded bytes of the string token `i`: a pointer into the text
  * when it has no escapes, else into `scratch`, which the decoded bytes are

@@ -88,20 +88,6 @@ const char *login_reason_code(enum login_reason r)
     return codes[r];
 }
 
-/* See login.h: allocates nothing until the first body; cannot fail. */
-void login_parser_init(struct login_parser *p)
-{
-    json_init(&p->doc);
-    buf_init(&p->scratch, SIZE_MAX / 4);
-}
-
-/* See login.h: frees the tokens and scratch; the parser can be re-initialised. */
-void login_parser_free(struct login_parser *p)
-{
-    json_free(&p->doc);
-    buf_free(&p->scratch);
-}
-
 /* The body keys the rules look at, in rule order. */
 enum { F_USER_ID, F_DEVICE_TYPE, F_LOCALE, F_IP, F_DEVICE_ID, F_APP_VERSION, F__COUNT };
 
@@ -110,6 +96,21 @@ static const struct json_name field_names[F__COUNT] = {
     [F_LOCALE] = {"locale", 6},       [F_IP] = {"ip", 2},
     [F_DEVICE_ID] = {"device_id", 9}, [F_APP_VERSION] = {"app_version", 11},
 };
+
+/* See login.h: allocates nothing until the first body; cannot fail. */
+void login_parser_init(struct login_parser *p)
+{
+    json_init(&p->doc);
+    buf_init(&p->scratch, SIZE_MAX / 4);
+    json_names_init(&p->members, field_names, F__COUNT);
+}
+
+/* See login.h: frees the tokens and scratch; the parser can be re-initialised. */
+void login_parser_free(struct login_parser *p)
+{
+    json_free(&p->doc);
+    buf_free(&p->scratch);
+}
 
 /* Counts the characters (code points) of n bytes of valid UTF-8, as
  * PostgreSQL counts them for varchar(n): every byte that is not a
@@ -230,8 +231,8 @@ static enum login_reason app_version(struct login_parser *p, long i, struct logi
 /* Writes the dotted-decimal text of an IPv4 address, exactly as inet_ntop
  * prints it (no leading zeros), into out (16 bytes).  glibc's inet_ntop goes
  * through sprintf and costs a third of a record's validation; IPv6 keeps
- * using it.  Cannot fail. */
-static void ipv4_text(const unsigned char a[4], char out[16])
+ * using it.  Returns the text's length; cannot fail. */
+static size_t ipv4_text(const unsigned char a[4], char out[16])
 {
     char *o = out;
     for (int i = 0; i < 4; i++) {
@@ -243,27 +244,35 @@ static void ipv4_text(const unsigned char a[4], char out[16])
         *o++ = (char)('0' + v % 10);
         *o++ = i < 3 ? '.' : '\0';
     }
+    return (size_t)(o - out - 1);
 }
 
-/* See login.h.  The text is copied into a bounded, NUL-terminated local
- * buffer, since inet_pton wants a C string; a NUL inside the text would
- * otherwise cut it short, so such text is no address. */
-int login_ip_canonical(const char *s, size_t n, char out[LOGIN_IP_TEXT_MAX])
+/* The ip rule's canonical form (see login_ip_canonical in login.h).  The text is copied into a
+ * bounded, NUL-terminated local buffer, since inet_pton wants a C string.  A NUL inside the text
+ * would cut it short there, so such text is no address; glibc's inet_pton takes only the canonical
+ * dotted quad, so for IPv4 (most records) an output as long as the input proves there was none
+ * without looking for it. */
+static inline int ip_canonical(const char *s, size_t n, char out[LOGIN_IP_TEXT_MAX])
 {
     char tmp[LOGIN_IP_TEXT_MAX];
     unsigned char addr[16];
 
-    if (n == 0 || n >= sizeof tmp || memchr(s, '\0', n)) /* the longest IPv6 text is 45 bytes */
+    if (n == 0 || n >= sizeof tmp) /* the longest IPv6 text is 45 bytes */
         return 0;
     memcpy(tmp, s, n);
     tmp[n] = '\0';
-    if (inet_pton(AF_INET, tmp, addr) == 1) {
-        ipv4_text(addr, out);
-        return 1;
-    }
-    if (inet_pton(AF_INET6, tmp, addr) != 1)
+    if (inet_pton(AF_INET, tmp, addr) == 1)
+        return ipv4_text(addr, out) == n || !memchr(s, '\0', n);
+    if (memchr(s, '\0', n) || inet_pton(AF_INET6, tmp, addr) != 1)
         return 0;
     return inet_ntop(AF_INET6, addr, out, LOGIN_IP_TEXT_MAX) != NULL; /* 46 bytes hold any */
+}
+
+/* See login.h: ip_canonical, for the callers outside (bootstrap mask); the
+ * ip rule calls ip_canonical itself, inline. */
+int login_ip_canonical(const char *s, size_t n, char out[LOGIN_IP_TEXT_MAX])
+{
+    return ip_canonical(s, n, out);
 }
 
 /* Applies the ip rule to member value `i` (-1: absent), filling row->ip and
@@ -282,7 +291,7 @@ static enum login_reason ip_rule(struct login_parser *p, long i, struct login_ro
     default:
         break;
     }
-    if (!login_ip_canonical(s, n, row->ip))
+    if (!ip_canonical(s, n, row->ip))
         return LOGIN_IP_INVALID;
     row->has_ip = 1;
     return LOGIN_OK;
@@ -329,7 +338,7 @@ static rc_t read_body(struct login_parser *p, const char *body, size_t body_len,
         return RC_OK;
 
     /* One pass over the members; a later duplicate overwrites an earlier one. */
-    json_members(doc, 0, field_names, F__COUNT, idx);
+    json_members(doc, 0, &p->members, idx);
     for (int f = 0; f < F__COUNT; f++)
         if (idx[f] >= 0 && doc->tok[idx[f]].flags & JSON_ESCAPED)
             need += doc->tok[idx[f]].end - doc->tok[idx[f]].start;
@@ -395,20 +404,21 @@ rc_t login_parse(struct login_parser *p, const char *body, size_t body_len, unsi
                  int64_t sent_ms, int sent_bad, int64_t now_ms, struct login_row *row,
                  enum login_reason *why)
 {
+    enum login_reason r = LOGIN_OK; /* a local: *why might alias the row */
     long idx[F__COUNT];
     rc_t rc = RC_OK;
 
     memset(row, 0, sizeof *row);
-    *why = LOGIN_OK;
     if (!body)
-        *why = LOGIN_BODY_MISSING;
+        r = LOGIN_BODY_MISSING;
     else if (body_flags & JSON_HAS_NUL || memchr(body, '\0', body_len))
-        *why = LOGIN_BODY_NUL;
+        r = LOGIN_BODY_NUL;
     else if (body_flags & JSON_BAD_UTF8)
-        *why = LOGIN_BODY_BAD_UTF8;
-    else if ((rc = read_body(p, body, body_len, idx, why)) == RC_OK && *why == LOGIN_OK)
-        *why = apply_rules(p, idx, sent_ms, sent_bad, now_ms, row);
-    if (rc != RC_OK || *why != LOGIN_OK)
+        r = LOGIN_BODY_BAD_UTF8;
+    else if ((rc = read_body(p, body, body_len, idx, &r)) == RC_OK && r == LOGIN_OK)
+        r = apply_rules(p, idx, sent_ms, sent_bad, now_ms, row);
+    if (rc != RC_OK || r != LOGIN_OK)
         memset(row, 0, sizeof *row);
+    *why = r;
     return rc;
 }

@@ -76,8 +76,9 @@ int login_ip_canonical(const char *s, size_t n, char out[LOGIN_IP_TEXT_MAX]);
 
 /* Reusable state for parsing many bodies; holds the token array and scratch. */
 struct login_parser {
-    struct json_doc doc; /* owned: the last body's tokens, reused */
-    struct buf scratch;  /* owned: decoded escaped values of the last body */
+    struct json_doc doc;       /* owned: the last body's tokens, reused */
+    struct buf scratch;        /* owned: decoded escaped values of the last body */
+    struct json_names members; /* the body keys the rules read, prepared once */
 };
 
 /* Initialises a parser; allocates nothing, cannot fail. */

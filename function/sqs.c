@@ -18,6 +18,19 @@
 
 #define SQS_SENT_MAX INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
 
+enum { K_MESSAGE_ID, K_BODY, K_ATTRIBUTES, K_ARN, K__COUNT };
+static const struct json_name record_names[K__COUNT] = {
+    [K_MESSAGE_ID] = {"messageId", 9},
+    [K_BODY] = {"body", 4},
+    [K_ATTRIBUTES] = {"attributes", 10},
+    [K_ARN] = {"eventSourceARN", 14},
+};
+enum { A_SENT, A_COUNT, A__COUNT };
+static const struct json_name attr_names[A__COUNT] = {
+    [A_SENT] = {"SentTimestamp", 13},
+    [A_COUNT] = {"ApproximateReceiveCount", 23},
+};
+
 /* See sqs.h: an empty event; allocates nothing, cannot fail. */
 void sqs_init(struct sqs_event *ev)
 {
@@ -27,6 +40,8 @@ void sqs_init(struct sqs_event *ev)
     ev->fifo = 0;
     json_init(&ev->doc);
     buf_init(&ev->scratch, SIZE_MAX / 4);
+    json_names_init(&ev->record_keys, record_names, K__COUNT);
+    json_names_init(&ev->attr_keys, attr_names, A__COUNT);
 }
 
 /* See sqs.h: frees records, tokens and scratch; ev is reusable after it. */
@@ -64,19 +79,6 @@ static rc_t get_digits(struct sqs_event *ev, long i, int64_t max, int64_t *out)
     return num_parse_i64(s, n, 0, max, out);
 }
 
-enum { K_MESSAGE_ID, K_BODY, K_ATTRIBUTES, K_ARN, K__COUNT };
-static const struct json_name record_names[K__COUNT] = {
-    [K_MESSAGE_ID] = {"messageId", 9},
-    [K_BODY] = {"body", 4},
-    [K_ATTRIBUTES] = {"attributes", 10},
-    [K_ARN] = {"eventSourceARN", 14},
-};
-enum { A_SENT, A_COUNT, A__COUNT };
-static const struct json_name attr_names[A__COUNT] = {
-    [A_SENT] = {"SentTimestamp", 13},
-    [A_COUNT] = {"ApproximateReceiveCount", 23},
-};
-
 /* Fills one record from the object at token `obj`.  Returns RC_OK,
  * RC_INVALID (messageId absent, not a string, empty, with U+0000 or bad
  * UTF-8) with err saying which record, or a scratch error. */
@@ -96,7 +98,7 @@ static rc_t parse_record(struct sqs_event *ev, uint32_t obj, size_t idx, char er
     r->sent_ms = -1;
     r->sent_bad = 0;
     r->receive_count = 0;
-    json_members(doc, obj, record_names, K__COUNT, at);
+    json_members(doc, obj, &ev->record_keys, at);
 
     i = at[K_MESSAGE_ID];
     if (i < 0 || doc->tok[i].type != JSON_STRING) {
@@ -137,7 +139,7 @@ static rc_t parse_record(struct sqs_event *ev, uint32_t obj, size_t idx, char er
     i = at[K_ATTRIBUTES];
     if (i >= 0 && doc->tok[i].type == JSON_OBJECT) {
         int64_t v;
-        json_members(doc, (uint32_t)i, attr_names, A__COUNT, attr);
+        json_members(doc, (uint32_t)i, &ev->attr_keys, attr);
         if (attr[A_SENT] >= 0 && get_digits(ev, attr[A_SENT], SQS_SENT_MAX, &r->sent_ms) != RC_OK)
             r->sent_bad = 1;
         if (attr[A_COUNT] >= 0 && get_digits(ev, attr[A_COUNT], INT32_MAX, &v) == RC_OK)

@@ -34,12 +34,14 @@ struct sqs_record {
 struct sqs_event {
     struct sqs_record *records; /* owned array of n records, in event order */
     size_t n;
-    size_t cap;          /* records allocated; kept across sqs_parse calls */
-    int fifo;            /* 1 when eventSourceARN (of any record) ends in ".fifo" */
-    struct json_doc doc; /* owned tokens, needed only while parsing (records borrow from
-                            the event text and from scratch); kept for the next event
-                            unless over 16 MiB */
-    struct buf scratch;  /* owned: decoded strings */
+    size_t cap;                    /* records allocated; kept across sqs_parse calls */
+    int fifo;                      /* 1 when eventSourceARN (of any record) ends in ".fifo" */
+    struct json_doc doc;           /* owned tokens, needed only while parsing (records borrow
+                                      from the event text and from scratch); kept for the
+                                      next event unless over 16 MiB */
+    struct buf scratch;            /* owned: decoded strings */
+    struct json_names record_keys; /* a record's keys sqs_parse reads, prepared once */
+    struct json_names attr_keys;   /* the same for its "attributes" */
 };
 
 /* Initialises an empty event; allocates nothing. */

@@ -20,7 +20,6 @@
 #define _DEFAULT_SOURCE /* putenv */
 #include "rt.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +44,8 @@
 enum { F_REQUEST_ID, F_DEADLINE, F_ARN, F_TRACE, F_COUNT };
 
 struct rt {
-    struct http_client *http; /* the one connection to the Runtime API */
+    struct rt_transport t;    /* how /next and the answers travel */
+    struct http_client *http; /* owned: the one connection to the Runtime API (rt_new), or NULL */
     struct logger *lg;        /* borrowed */
     struct buf event;         /* the current event; capacity kept across invocations */
     struct buf answer;        /* the handler's answer; capacity kept */
@@ -131,7 +131,7 @@ static rc_t post(struct rt *rt, const char *path, const char *body, size_t len,
                                .timeout_ms = POST_TIMEOUT_MS,
                                .retry_safe = 1};
     struct http_response resp = {.body = &rt->reply};
-    rc_t rc = http_exchange(rt->http, &req, &resp, err);
+    rc_t rc = rt->t.answer(rt->t.ctx, &req, &resp, err);
 
     *status = resp.status;
     if (rc == RC_TOOBIG && resp.status) /* a chatty reply: its status is all we need */
@@ -318,7 +318,7 @@ static rc_t turn(struct rt *rt, rt_handler handler, void *ctx, int *handled, int
         *fatal = 1;
         return RC_OK;
     }
-    rc = http_exchange(rt->http, &req, &resp, err);
+    rc = rt->t.next(rt->t.ctx, &req, &resp, err);
     if (resp.interrupted && sigterm_seen) {
         /* Lambda is shutting the sandbox down (SIGTERM, then SIGKILL 500 ms
          * later): no invocation is in hand, so stop here. */
@@ -397,7 +397,10 @@ rc_t rt_run(struct rt *rt, rt_handler handler, void *ctx, unsigned long max_invo
          * bounded number of failures in a row. */
         if (++failures >= NEXT_FAILURES_MAX)
             break;
-        clock_sleep_ms(backoff_next(&delay));
+        if (rt->t.pause)
+            rt->t.pause(rt->t.ctx, backoff_next(&delay));
+        else
+            clock_sleep_ms(backoff_next(&delay));
     }
     if (rc != RC_OK)
         log_at(rt->lg, LOG_ERROR, "runtime loop stopped", LF_STR("rc", rc_strerror(rc)),
@@ -434,18 +437,47 @@ rc_t rt_init_error(struct rt *rt, const char *type, const char *message)
     return RC_OK;
 }
 
+/* The production transport: both exchanges go over the one HTTP client. */
+static rc_t http_transport(void *ctx, const struct http_request *req, struct http_response *resp,
+                           char err[ERR_LEN])
+{
+    return http_exchange(ctx, req, resp, err);
+}
+
+/* See rt.h: parses the endpoint, creates the HTTP client, then the loop
+ * over it; the client is the loop's from then on. */
 struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN])
 {
     struct rt *rt = NULL;
+    struct http_client *http = NULL;
     struct endpoint ep;
     char why[ERR_LEN];
-    struct sigaction sa;
 
     /* "host:port", "[v6]:port" */
     if (!api || endpoint_parse(api, &ep, why) != RC_OK) {
         snprintf(err, ERR_LEN, "AWS_LAMBDA_RUNTIME_API: %.200s", api ? why : "not set");
-        goto fail;
+        goto out;
     }
+    http = http_new(ep.host, ep.port, lg, err);
+    if (!http)
+        goto out;
+    const struct rt_transport t = {
+        .next = http_transport, .answer = http_transport, .pause = NULL, .ctx = http};
+    rt = rt_new_transport(&t, lg, err);
+    if (rt) {
+        rt->http = http;
+        http = NULL;
+    }
+out:
+    http_free(http);
+    return rt;
+}
+
+/* See rt.h: allocates the buffers an invocation's answer needs up front. */
+struct rt *rt_new_transport(const struct rt_transport *t, struct logger *lg, char err[ERR_LEN])
+{
+    struct rt *rt;
+    struct sigaction sa;
 
     rt = calloc(1, sizeof *rt);
     if (!rt) {
@@ -453,6 +485,7 @@ struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN])
         goto fail;
     }
     rt->lg = lg;
+    rt->t = *t;
     buf_init(&rt->event, BUF_PAYLOAD_MAX);
     buf_init(&rt->answer, BUF_PAYLOAD_MAX);
     buf_init(&rt->reply, REPLY_MAX);
@@ -468,9 +501,6 @@ struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN])
         snprintf(err, ERR_LEN, "out of memory");
         goto fail;
     }
-    rt->http = http_new(ep.host, ep.port, lg, err);
-    if (!rt->http)
-        goto fail;
 
     /* A closed stdout must not kill the runtime; sockets already use
      * MSG_NOSIGNAL. */

@@ -14,6 +14,9 @@
 #include "log.h"
 #include "result.h"
 
+struct http_request;  /* http.h: what the transport is asked to send */
+struct http_response; /* http.h: where it puts the answer */
+
 struct rt_invocation {
     const char *event;        /* the event body, NUL-terminated, owned by the runtime */
     size_t event_len;         /* bytes of event, up to BUF_PAYLOAD_MAX */
@@ -42,6 +45,22 @@ typedef rc_t (*rt_handler)(void *ctx, const struct rt_invocation *inv, struct bu
 
 struct rt; /* opaque: connection and buffers, reused across invocations */
 
+/* How the loop reaches the Runtime API: HTTP in production (rt_new), canned
+ * answers in the unit tests (rt_new_transport), so that the loop's own
+ * behaviour - retries, exits on 5xx, payload limits, init errors - is tested
+ * without a network.  Both exchanges follow http_exchange's contract (resp
+ * as it fills it, the same result codes). */
+typedef rc_t (*rt_exchange)(void *ctx, const struct http_request *req, struct http_response *resp,
+                            char err[ERR_LEN]);
+struct rt_transport {
+    rt_exchange next;   /* GET /runtime/invocation/next: the event into resp->body,
+                           the wanted headers into resp->fields */
+    rt_exchange answer; /* every POST: /response, /error, /init/error */
+    void (*pause)(void *ctx, int64_t ms); /* waits between failed /next calls;
+                                             NULL: clock_sleep_ms */
+    void *ctx;                            /* handed to all three; borrowed */
+};
+
 /* Creates a client for `api` ("host:port" or "[v6]:port", the value of
  * AWS_LAMBDA_RUNTIME_API).  Connects lazily.  `lg` is borrowed, not NULL, and
  * must outlive rt; rt sets lg->request_id during each invocation.  Sets
@@ -56,6 +75,10 @@ void rt_free(struct rt *rt);
  * invocation (Lambda shutting the sandbox down): the caller closes what it
  * holds and exits 0. */
 int rt_terminated(const struct rt *rt);
+
+/* Creates a loop over another transport (copied; t->ctx must outlive rt);
+ * otherwise as rt_new.  Returns NULL with err filled when memory is short. */
+struct rt *rt_new_transport(const struct rt_transport *t, struct logger *lg, char err[ERR_LEN]);
 
 /* Reports a failed initialisation to /runtime/init/error with errorType and
  * errorMessage.  The caller exits non-zero afterwards, as Lambda requires. */

@@ -613,7 +613,7 @@ PROFILE_GROUPS = [
      r"get_size_t_ctx_param|int_ctx)"),
     ("JSON tokenizer (event and bodies)",
      r"^(json_|scan_|read_escape|find$|find_members|get_text|sqs_|skip_|utf8)"),
-    ("login rules", r"^(apply_rules|login_|inet_|__inet_|num_|version_|get_digits)"),
+    ("login rules", r"^(apply_rules|read_body|login_|inet_|__inet_|num_|version_|get_digits)"),
     ("COPY encoding and streaming", r"^(stream_rows|buf_|pg_|put_|PQ|pq|grow)"),
     ("malloc/free", r"^(malloc|free|_int_|cfree|calloc|realloc|tcache|unlink_chunk)"),
     ("memcpy/memcmp/strlen", r"^(__mem|__str|memcpy|memmove|strlen)"),

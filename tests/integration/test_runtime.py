@@ -1,4 +1,4 @@
-"""The Runtime API client (runtime/rt.c, runtime/http.c) driven for real:
+"""The Runtime API client (runtime/rt.c, runtime/http.c, runtime/http_parse.c) driven for real:
 build/asan/rig/rt_echo against tests/rig/runtime_api.py in every variant, plus
 one valgrind session of a plain build.
 

@@ -445,6 +445,70 @@ static void test_get(void)
     CHECK_EQ_INT(json_streq(&doc, 9, "", 0), 0);
 }
 
+static void test_members(void)
+{
+    /* Two names of one length, two whose lengths are equal modulo 16 (2 and
+     * 18), a name over 16 bytes, the empty name, and one never present. */
+    static const struct json_name names[] = {
+        {"ip", 2}, {"device_type", 11}, {"app_version", 11}, {"a_name_of_18_bytes", 18},
+        {"", 0},   {"absent", 6},       {"xy", 2},
+    };
+    enum { N = sizeof names / sizeof names[0] };
+    struct json_names set;
+    long idx[N];
+
+    json_names_init(&set, names, N);
+
+    check_case("json_members finds each name, by length and content");
+    CHECK_EQ_INT(parse(S("{\"app_version\":1,\"ip\":2,\"device_type\":3,\"a_name_of_18_bytes\":4,"
+                         "\"\":5,\"xy\":6,\"ipx\":7,\"device_typf\":8}")),
+                 RC_OK);
+    json_members(&doc, 0, &set, idx);
+    CHECK_EQ_INT(idx[0], 4);  /* ip */
+    CHECK_EQ_INT(idx[1], 6);  /* device_type */
+    CHECK_EQ_INT(idx[2], 2);  /* app_version */
+    CHECK_EQ_INT(idx[3], 8);  /* a_name_of_18_bytes */
+    CHECK_EQ_INT(idx[4], 10); /* "" */
+    CHECK_EQ_INT(idx[5], -1); /* absent */
+    CHECK_EQ_INT(idx[6], 12); /* xy */
+
+    check_case("json_members: the last duplicate wins; escaped names are decoded");
+    CHECK_EQ_INT(parse(S("{\"ip\":1,\"i\\u0070\":2,\"x\":{\"ip\":3},\"\\u0069p\":[4]}")), RC_OK);
+    json_members(&doc, 0, &set, idx);
+    CHECK_EQ_INT(idx[0], 10); /* the escaped "\u0069p", last */
+    CHECK_EQ_INT(doc.tok[idx[0]].type, JSON_ARRAY);
+    CHECK_EQ_INT(idx[5], -1);
+
+    check_case("json_members: nested members are not the object's own");
+    CHECK_EQ_INT(parse(S("{\"x\":{\"ip\":3,\"xy\":[{\"xy\":1}]}}")), RC_OK);
+    json_members(&doc, 0, &set, idx);
+    for (int k = 0; k < N; k++)
+        CHECK_EQ_INT(idx[k], -1);
+    json_members(&doc, 2, &set, idx);
+    CHECK_EQ_INT(idx[0], 4);
+    CHECK_EQ_INT(idx[6], 6);
+
+    check_case("json_members on a token that is not an object or out of range: all -1");
+    CHECK_EQ_INT(parse(S("[\"ip\",1]")), RC_OK);
+    json_members(&doc, 0, &set, idx);
+    CHECK_EQ_INT(idx[0], -1);
+    json_members(&doc, 99, &set, idx);
+    CHECK_EQ_INT(idx[6], -1);
+
+    check_case("json_short_eq at every length up to 40");
+    char a[41], b[41];
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t i = 0; i < n; i++)
+            a[i] = b[i] = (char)('a' + i % 26);
+        CHECK_EQ_INT(json_short_eq(a, b, n), 1);
+        for (size_t i = 0; i < n; i++) {
+            b[i] ^= 1;
+            CHECK_EQ_INT(json_short_eq(a, b, n), 0);
+            b[i] ^= 1;
+        }
+    }
+}
+
 static void test_string(void)
 {
     static const struct {
@@ -530,6 +594,7 @@ int main(void)
     test_tokens();
     test_prefixes();
     test_get();
+    test_members();
     test_string();
     json_free(&doc);
     return check_finish();

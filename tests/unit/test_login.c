@@ -522,8 +522,48 @@ static void test_reuse(void)
     login_parser_free(&p);
 }
 
+static void test_ip_canonical(void)
+{
+    static const struct {
+        const char *in;
+        size_t n;         /* 0: strlen(in) */
+        const char *want; /* NULL: not an address */
+    } ips[] = {
+        {"1.2.3.4", 0, "1.2.3.4"},
+        {"255.255.255.255", 0, "255.255.255.255"},
+        {"2001:DB8::1", 0, "2001:db8::1"},
+        {"2001:0db8:0:0:0:0:0:1", 0, "2001:db8::1"},
+        {"::FFFF:1.2.3.4", 0, "::ffff:1.2.3.4"},
+        {"::ffff:102:304", 0, "::ffff:1.2.3.4"},
+        {"0:0:0:0:0:0:0:0", 0, "::"},
+        {"ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", 0,
+         "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"},
+        {"01.2.3.4", 0, NULL},
+        {"1.2.3", 0, NULL},
+        {" 1.2.3.4", 0, NULL},
+        {"fe80::1%eth0", 0, NULL},
+        {"", 0, NULL},
+        {"1.2.3.4\0", 8, NULL},                                 /* a NUL after an IPv4 address */
+        {"1.2.3.4\0zz", 10, NULL},                              /* ... and more after it */
+        {"::1\0", 4, NULL},                                     /* the same for IPv6 */
+        {"0000:0000:0000:0000:0000:0000:0000:0000:0", 0, NULL}, /* 41 bytes, not an address */
+        {"0000:0000:0000:0000:0000:0000:000.000.000.000", 0, NULL}, /* 46: too long */
+    };
+    for (size_t i = 0; i < sizeof ips / sizeof ips[0]; i++) {
+        size_t n = ips[i].n ? ips[i].n : strlen(ips[i].in);
+        char out[LOGIN_IP_TEXT_MAX];
+        check_case("login_ip_canonical row %zu", i);
+        const char *in = check_guard(ips[i].in, n); /* reads past n crash */
+        int ok = login_ip_canonical(in, n, out);
+        CHECK_EQ_INT(ok, ips[i].want != NULL);
+        if (ok && ips[i].want)
+            CHECK_EQ_STR(out, ips[i].want);
+    }
+}
+
 int main(void)
 {
+    test_ip_canonical();
     test_rows();
     test_codes();
     test_reuse();

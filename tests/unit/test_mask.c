@@ -1112,12 +1112,42 @@ static void test_mask_key_checks(void)
     mask_key_free(NULL);
 }
 
+static void test_key_id_rule(void)
+{
+    check_case("mask_key_id_setting: unset is the default, set is taken as it is");
+    CHECK_EQ_STR(mask_key_id_setting(NULL), MASK_KEY_ID_DEFAULT);
+    CHECK_EQ_STR(mask_key_id_setting(""), "");
+    CHECK_EQ_STR(mask_key_id_setting("Prod2025"), "Prod2025");
+
+    check_case("mask_key_id_valid: 1 to 8 of [A-Za-z0-9]");
+    CHECK(mask_key_id_valid("k1"));
+    CHECK(mask_key_id_valid("Z"));
+    CHECK(mask_key_id_valid("abcdEF09"));
+    CHECK(!mask_key_id_valid(NULL));
+    CHECK(!mask_key_id_valid(""));
+    CHECK(!mask_key_id_valid("abcdefghi"));
+    CHECK(!mask_key_id_valid("k-1"));
+    CHECK(!mask_key_id_valid("k 1"));
+    CHECK(!mask_key_id_valid("k\xc3\xa9"));
+    CHECK(mask_key_id_valid(MASK_KEY_ID_DEFAULT));
+
+    check_case("mask_key_new takes exactly the ids mask_key_id_valid takes");
+    char err[ERR_LEN];
+    static const char *const ids[] = {"k1", "abcdEF09", "", "abcdefghi", "k-1"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        struct mask_key *k = mask_key_new(test_key_hex, 128, ids[i], err);
+        CHECK_EQ_INT(k != NULL, mask_key_id_valid(ids[i]));
+        mask_key_free(k);
+    }
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof test_key; i++) {
         test_key[i] = (unsigned char)i;
         snprintf(test_key_hex + 2 * i, 3, "%02x", test_key[i]);
     }
+    test_key_id_rule();
     test_siv_vectors();
     test_siv_edges();
     test_siv_ecb_empty();

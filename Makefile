@@ -92,7 +92,7 @@ objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/cJSON.o
 .PHONY: all deps install-deps package test unit test-build cross-test-build cross-test-build-here \
         fuzz fuzz-build \
         bench demo demo-stop invoke psql format format-check lint clean distclean \
-        build-LoginEtlFunction sam-artifacts
+        build-LoginEtlFunction sam-artifacts print-sam-arch
 .DELETE_ON_ERROR:
 
 all: $(OUT)/bootstrap
@@ -194,13 +194,17 @@ $(OUT)/function.zip: $(OUT)/bootstrap
 # Architecture=... of samconfig.toml's parameter_overrides (what `sam deploy`
 # deploys with that file), this machine's.  What goes to AWS must verify RDS's
 # certificate, so the CA bundle is required here.
-SAMCONFIG_ARCH = $(shell sed -n 's/^ *parameter_overrides *=.*Architecture=\\\{0,1\}"\{0,1\}\([a-z0-9_]*\).*/\1/p' samconfig.toml 2>/dev/null | head -1)
+SAMCONFIG ?= samconfig.toml
+SAMCONFIG_ARCH = $(shell sed -n 's/^ *parameter_overrides *=.*Architecture=\\\{0,1\}"\{0,1\}\([a-z0-9_]*\).*/\1/p' $(SAMCONFIG) 2>/dev/null | head -1)
 SAM_ARCH = $(if $(filter command line,$(origin ARCH)),$(ARCH),$(call norm_arch,$(or $(LOGIN_ETL_ARCH),$(SAMCONFIG_ARCH),$(HOST_ARCH))))
 
 build-LoginEtlFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (sam build sets it)" >&2; exit 1; }
 	@echo "  SAM      bootstrap for $(SAM_ARCH) into $(ARTIFACTS_DIR)"
 	@$(MAKE) --no-print-directory ARCH=$(SAM_ARCH) sam-artifacts
+
+print-sam-arch:
+	@echo $(SAM_ARCH)
 
 sam-artifacts: $(OUT)/bootstrap $(RDS_CA_BUNDLE)
 	@mkdir -p $(ARTIFACTS_DIR)

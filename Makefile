@@ -208,8 +208,8 @@ print-sam-arch:
 
 sam-artifacts: $(OUT)/bootstrap $(RDS_CA_BUNDLE)
 	@mkdir -p $(ARTIFACTS_DIR)
-	cp $(OUT)/bootstrap $(ARTIFACTS_DIR)/bootstrap
-	cp $(RDS_CA_BUNDLE) $(ARTIFACTS_DIR)/rds-global-bundle.pem
+	$(call step,CP,$(ARTIFACTS_DIR)/bootstrap) cp $(OUT)/bootstrap $(ARTIFACTS_DIR)/bootstrap
+	$(call step,CP,$(ARTIFACTS_DIR)/rds-global-bundle.pem) cp $(RDS_CA_BUNDLE) $(ARTIFACTS_DIR)/rds-global-bundle.pem
 
 # --- tests ---------------------------------------------------------------------------------
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))

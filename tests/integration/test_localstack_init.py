@@ -212,6 +212,8 @@ def test_script_refuses_what_it_cannot_do():
 
 def test_compose_file():
     c = yaml.safe_load(COMPOSE.read_text())
+    # The top-level name: needs Compose v2; the file says so for docker-compose 1.x users.
+    assert "name" in c and "Compose v2" in COMPOSE.read_text() and "1.29" in COMPOSE.read_text()
     assert set(c["services"]) == {"postgres", "localstack"}
     pg, ls = c["services"]["postgres"], c["services"]["localstack"]
     assert pg["image"].split(":")[1].startswith("15")

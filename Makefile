@@ -94,6 +94,9 @@ objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/cJSON.o
         bench demo demo-stop invoke psql format format-check lint clean distclean \
         build-LoginEtlFunction sam-artifacts print-sam-arch
 .DELETE_ON_ERROR:
+# Object files reached only through pattern rules stay (no rebuild of the fuzz
+# build's objects on every run).
+.SECONDARY:
 
 all: $(OUT)/bootstrap
 
@@ -136,15 +139,17 @@ build/%/cJSON.o: $(DEPS_OK)
 	  -I$(DEPS)/include -c $(DEPS)/src/cJSON.c -o $@
 
 # --- the deployable binary -----------------------------------------------------------------
-# glibc's static link warns that getaddrinfo (and getpwuid_r, which libpq calls)
-# want glibc's shared NSS modules at run time.  bootstrap only resolves host
-# names through /etc/hosts and DNS (/etc/resolv.conf), which glibc does without
-# those modules, and names its database user explicitly; Lambda provides both
+# glibc's static link warns that getaddrinfo (and getpwuid_r, which libpq calls
+# only when no database user is named, and gethostbyname, in an OpenSSL BIO
+# function bootstrap never calls) want glibc's shared NSS modules at run time.
+# bootstrap only resolves host names through /etc/hosts and DNS
+# (/etc/resolv.conf), which glibc does without those modules, and always names
+# its database user (config.c refuses to start otherwise); Lambda provides both
 # files, and tests/integration/test_chroot.py runs the binary in a directory
 # holding nothing else.  The warning is therefore expected: it is replaced by a
 # note that says so (V=1 prints the linker's own words too); any other linker
 # message is printed as it is.
-LINK_NOTE := note: the static-link warnings about getaddrinfo/getpwuid_r are expected (glibc resolves through /etc/hosts and DNS without NSS modules; see Makefile)
+LINK_NOTE := note: glibc's static-link warnings (getaddrinfo, getpwuid_r, gethostbyname) are expected: /etc/hosts and DNS work without NSS modules (Makefile, V=1)
 define link_static
 	$(call step,LD,$@) $(XCC) -static -o $@ $(1) $(LIBS) 2>$@.ld || { cat $@.ld >&2; rm -f $@.ld; exit 1; }; \
 	  if [ "$(V)" != 0 ]; then cat $@.ld; else grep -v -e 'statically linked applications requires at runtime' -e ': in function' $@.ld || true; fi; \

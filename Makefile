@@ -39,8 +39,6 @@ endif
 OTHER_ARCH := $(if $(filter arm64,$(HOST_ARCH)),x86_64,arm64)
 CROSS_arm64  := aarch64-linux-gnu
 CROSS_x86_64 := x86_64-linux-gnu
-QEMU_arm64   := qemu-aarch64-static
-QEMU_x86_64  := qemu-x86_64-static
 
 # Where the static libraries live: build/deps for this machine's architecture,
 # build/<arch>/deps for a cross build.  LOGIN_ETL_DEPS_ROOT moves them (the build
@@ -150,14 +148,16 @@ build/%/cJSON.o: $(DEPS_OK)
 # note that says so (V=1 prints the linker's own words too); any other linker
 # message is printed as it is.
 LINK_NOTE := note: glibc's static-link warnings (getaddrinfo, getpwuid_r, gethostbyname) are expected: /etc/hosts and DNS work without NSS modules (Makefile, V=1)
+# $(call link_static,INPUTS[,note]): links $@ statically from INPUTS; with "note", prints
+# LINK_NOTE when the linker gave the warnings it explains.
 define link_static
 	$(call step,LD,$@) $(XCC) -static -o $@ $(1) $(LIBS) 2>$@.ld || { cat $@.ld >&2; rm -f $@.ld; exit 1; }; \
 	  if [ "$(V)" != 0 ]; then cat $@.ld; else grep -v -e 'statically linked applications requires at runtime' -e ': in function' $@.ld || true; fi; \
-	  if grep -q 'statically linked applications requires at runtime' $@.ld; then echo "  $(LINK_NOTE)"; fi; rm -f $@.ld
+	  if [ -n "$(2)" ] && grep -q 'statically linked applications requires at runtime' $@.ld; then echo "  $(LINK_NOTE)"; fi; rm -f $@.ld
 endef
 
 $(REL)/bootstrap: $(call objs,$(REL)) $(REL)/function/main.o
-	$(call link_static,$^)
+	$(call link_static,$^,note)
 
 $(OUT)/bootstrap: $(REL)/bootstrap
 	$(call step,STRIP,$@) $(STRIP) -o $@ $<
@@ -239,9 +239,7 @@ build/fuzz/bin/%: tests/fuzz/%.c $(call objs,build/fuzz)
 ifneq ($(ARCH),$(HOST_ARCH))
 $(OUT)/tests/%: tests/unit/%.c tests/unit/check.h $(call objs,$(REL))
 	@mkdir -p $(dir $@)
-	$(call step,LD,$@) $(XCC) $(RELEASE_CFLAGS) -static -Itests/unit -o $@ $< $(call objs,$(REL)) $(LIBS) \
-	  2>&1 | { grep -v -e 'statically linked applications requires at runtime' -e ': in function' || true; }; \
-	  test -x $@
+	$(call link_static,$(RELEASE_CFLAGS) -Itests/unit $< $(call objs,$(REL)))
 endif
 
 test-build: build/bootstrap build/asan/bootstrap build/plain/bootstrap $(UNIT_BINS) $(RIG_BINS)
@@ -262,7 +260,7 @@ test: install-deps
 	@$(MAKE) --no-print-directory test-build fuzz-build cross-test-build
 	$(PYTHON) tests/run.py
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) cross-test-build
 	$(PYTHON) tests/run.py --only unit
 
 FUZZ_SECONDS ?= 60

@@ -112,3 +112,24 @@ def test_sam_build_target_builds_the_architecture_the_template_deploys():
                                 "print-sam-arch", f"SAMCONFIG={cfg}"], capture_output=True,
                                text=True, env=env, timeout=60)
             assert r.stdout.strip() == want, r.stdout + r.stderr
+
+
+def test_build_output_is_one_line_per_step_and_explains_the_link_warning():
+    obj = "build/release/base/num.o"
+    _make(obj)
+    (paths.ROOT / obj).unlink()
+    r = _make(obj)
+    assert r.stdout.splitlines() == [f"  CC       {obj}"], r.stdout
+    (paths.ROOT / obj).unlink()
+    r = _make(obj, "V=1")
+    assert "-Wall" in r.stdout and "base/num.c" in r.stdout and "  CC " not in r.stdout, r.stdout
+    # Relinking: one LD line, and the note in place of glibc's static-link warnings.
+    (paths.BUILD / "release" / "function" / "main.o").touch()
+    r = _make("build/release/bootstrap")
+    lines = r.stdout.splitlines()
+    assert lines[0] == "  LD       build/release/bootstrap", r.stdout
+    assert any("note:" in l and "getaddrinfo" in l for l in lines[1:]), r.stdout
+    assert "statically linked applications requires" not in r.stdout + r.stderr
+    (paths.BUILD / "release" / "function" / "main.o").touch()
+    r = _make("build/release/bootstrap", "V=1")
+    assert "statically linked applications requires" in r.stdout, "V=1 shows the linker's words"

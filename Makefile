@@ -39,8 +39,6 @@ endif
 OTHER_ARCH := $(if $(filter arm64,$(HOST_ARCH)),x86_64,arm64)
 CROSS_arm64  := aarch64-linux-gnu
 CROSS_x86_64 := x86_64-linux-gnu
-QEMU_arm64   := qemu-aarch64-static
-QEMU_x86_64  := qemu-x86_64-static
 
 # Where the static libraries live: build/deps for this machine's architecture,
 # build/<arch>/deps for a cross build.  LOGIN_ETL_DEPS_ROOT moves them (the build
@@ -92,8 +90,11 @@ objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/cJSON.o
 .PHONY: all deps install-deps package test unit test-build cross-test-build cross-test-build-here \
         fuzz fuzz-build \
         bench demo demo-stop invoke psql format format-check lint clean distclean \
-        build-LoginEtlFunction sam-artifacts
+        build-LoginEtlFunction sam-artifacts print-sam-arch
 .DELETE_ON_ERROR:
+# Object files reached only through pattern rules stay (no rebuild of the fuzz
+# build's objects on every run).
+.SECONDARY:
 
 all: $(OUT)/bootstrap
 
@@ -136,23 +137,27 @@ build/%/cJSON.o: $(DEPS_OK)
 	  -I$(DEPS)/include -c $(DEPS)/src/cJSON.c -o $@
 
 # --- the deployable binary -----------------------------------------------------------------
-# glibc's static link warns that getaddrinfo (and getpwuid_r, which libpq calls)
-# want glibc's shared NSS modules at run time.  bootstrap only resolves host
-# names through /etc/hosts and DNS (/etc/resolv.conf), which glibc does without
-# those modules, and names its database user explicitly; Lambda provides both
+# glibc's static link warns that getaddrinfo (and getpwuid_r, which libpq calls
+# only when no database user is named, and gethostbyname, in an OpenSSL BIO
+# function bootstrap never calls) want glibc's shared NSS modules at run time.
+# bootstrap only resolves host names through /etc/hosts and DNS
+# (/etc/resolv.conf), which glibc does without those modules, and always names
+# its database user (config.c refuses to start otherwise); Lambda provides both
 # files, and tests/integration/test_chroot.py runs the binary in a directory
 # holding nothing else.  The warning is therefore expected: it is replaced by a
 # note that says so (V=1 prints the linker's own words too); any other linker
 # message is printed as it is.
-LINK_NOTE := note: the static-link warnings about getaddrinfo/getpwuid_r are expected (glibc resolves through /etc/hosts and DNS without NSS modules; see Makefile)
+LINK_NOTE := note: glibc's static-link warnings (getaddrinfo, getpwuid_r, gethostbyname) are expected: /etc/hosts and DNS work without NSS modules (Makefile, V=1)
+# $(call link_static,INPUTS[,note]): links $@ statically from INPUTS; with "note", prints
+# LINK_NOTE when the linker gave the warnings it explains.
 define link_static
 	$(call step,LD,$@) $(XCC) -static -o $@ $(1) $(LIBS) 2>$@.ld || { cat $@.ld >&2; rm -f $@.ld; exit 1; }; \
 	  if [ "$(V)" != 0 ]; then cat $@.ld; else grep -v -e 'statically linked applications requires at runtime' -e ': in function' $@.ld || true; fi; \
-	  if grep -q 'statically linked applications requires at runtime' $@.ld; then echo "  $(LINK_NOTE)"; fi; rm -f $@.ld
+	  if [ -n "$(2)" ] && grep -q 'statically linked applications requires at runtime' $@.ld; then echo "  $(LINK_NOTE)"; fi; rm -f $@.ld
 endef
 
 $(REL)/bootstrap: $(call objs,$(REL)) $(REL)/function/main.o
-	$(call link_static,$^)
+	$(call link_static,$^,note)
 
 $(OUT)/bootstrap: $(REL)/bootstrap
 	$(call step,STRIP,$@) $(STRIP) -o $@ $<
@@ -196,7 +201,8 @@ $(OUT)/function.zip: $(OUT)/bootstrap tools/ca-bundle.sh
 # Architecture=... of samconfig.toml's parameter_overrides (what `sam deploy`
 # deploys with that file), this machine's.  What goes to AWS must verify RDS's
 # certificate, so the CA bundle is required here.
-SAMCONFIG_ARCH = $(shell sed -n 's/^ *parameter_overrides *=.*Architecture=\\\{0,1\}"\{0,1\}\([a-z0-9_]*\).*/\1/p' samconfig.toml 2>/dev/null | head -1)
+SAMCONFIG ?= samconfig.toml
+SAMCONFIG_ARCH = $(shell sed -n 's/^ *parameter_overrides *=.*Architecture=\\\{0,1\}"\{0,1\}\([a-z0-9_]*\).*/\1/p' $(SAMCONFIG) 2>/dev/null | head -1)
 SAM_ARCH = $(if $(filter command line,$(origin ARCH)),$(ARCH),$(call norm_arch,$(or $(LOGIN_ETL_ARCH),$(SAMCONFIG_ARCH),$(HOST_ARCH))))
 
 build-LoginEtlFunction:
@@ -204,10 +210,13 @@ build-LoginEtlFunction:
 	@echo "  SAM      bootstrap for $(SAM_ARCH) into $(ARTIFACTS_DIR)"
 	@$(MAKE) --no-print-directory ARCH=$(SAM_ARCH) sam-artifacts
 
+print-sam-arch:
+	@echo $(SAM_ARCH)
+
 sam-artifacts: $(OUT)/bootstrap $(RDS_CA_BUNDLE)
 	@mkdir -p $(ARTIFACTS_DIR)
-	cp $(OUT)/bootstrap $(ARTIFACTS_DIR)/bootstrap
-	tools/ca-bundle.sh $(ARTIFACTS_DIR)/rds-global-bundle.pem $(RDS_CA_BUNDLE)
+	$(call step,CP,$(ARTIFACTS_DIR)/bootstrap) cp $(OUT)/bootstrap $(ARTIFACTS_DIR)/bootstrap
+	$(call step,CA,$(ARTIFACTS_DIR)/rds-global-bundle.pem) tools/ca-bundle.sh $(ARTIFACTS_DIR)/rds-global-bundle.pem $(RDS_CA_BUNDLE)
 
 # --- tests ---------------------------------------------------------------------------------
 UNIT_BINS := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
@@ -232,9 +241,7 @@ build/fuzz/bin/%: tests/fuzz/%.c $(call objs,build/fuzz)
 ifneq ($(ARCH),$(HOST_ARCH))
 $(OUT)/tests/%: tests/unit/%.c tests/unit/check.h $(call objs,$(REL))
 	@mkdir -p $(dir $@)
-	$(call step,LD,$@) $(XCC) $(RELEASE_CFLAGS) -static -Itests/unit -o $@ $< $(call objs,$(REL)) $(LIBS) \
-	  2>&1 | { grep -v -e 'statically linked applications requires at runtime' -e ': in function' || true; }; \
-	  test -x $@
+	$(call link_static,$(RELEASE_CFLAGS) -Itests/unit $< $(call objs,$(REL)))
 endif
 
 test-build: build/bootstrap build/asan/bootstrap build/plain/bootstrap $(UNIT_BINS) $(RIG_BINS)
@@ -255,7 +262,7 @@ test: install-deps
 	@$(MAKE) --no-print-directory test-build fuzz-build cross-test-build
 	$(PYTHON) tests/run.py
 
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) cross-test-build
 	$(PYTHON) tests/run.py --only unit
 
 FUZZ_SECONDS ?= 60

@@ -6,8 +6,8 @@
     python3 events/generate.py --records 10 --fifo --pretty
     python3 events/generate.py --write-samples        # rewrites events/{batch,fifo,empty,replay}.json
 
-An event has exactly the shape Lambda's SQS event source mapping delivers (CONTRACT section
-2), so it works with `sam local invoke -e FILE`. The messages look like the upstream
+An event has exactly the shape Lambda's SQS event source mapping delivers (docs/behaviour.md,
+"Input"), so it works with `sam local invoke -e FILE`. The messages look like the upstream
 producer's: UUID user ids, ddd-dd-dddd device ids, mostly IPv4 with some IPv6, `locale`
 often null, app versions such as "2.3.0", "0.96" and "3.7"; some share an ip and a
 device_id with another user's login (content duplicates); a small share are bad in one of

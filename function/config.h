@@ -1,5 +1,5 @@
 /* config.h - the function's settings, read from the environment once at
- * start (CONTRACT section 6) and checked there, so that a bad setting is an
+ * start (docs/behaviour.md, "Configuration") and checked there, so that a bad setting is an
  * init error rather than a failure on every invocation. */
 #ifndef CONFIG_H
 #define CONFIG_H

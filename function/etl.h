@@ -1,5 +1,5 @@
 /* etl.h - the handler: one SQS event in, rows in Postgres, the list of
- * failed messages out.  It plugs into the runtime
+ * failed messages out (docs/behaviour.md).  It plugs into the runtime
  * loop as an rt_handler; it never sees HTTP. */
 #ifndef ETL_H
 #define ETL_H

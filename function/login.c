@@ -1,4 +1,4 @@
-/* login.c - CONTRACT section 4: one message body to one user_logins row, or
+/* login.c - docs/behaviour.md, "Field rules": one message body to one user_logins row, or
  * the reason it is rejected.
  *
  * The rules are applied in this fixed order; the first that fails gives the
@@ -20,10 +20,10 @@
  *  12. device_id_not_string, device_id_length
  *  13. app_version_type, app_version_format, app_version_range
  *  14. sent_timestamp_invalid
- * (fields in the order of the CONTRACT table; create_date last, as it comes
+ * (fields in the order of the table in docs/behaviour.md; create_date last, as it comes
  * from the SQS record rather than the body).
  *
- * Decisions where the CONTRACT is silent:
+ * Decisions where docs/behaviour.md is silent:
  *   - Keys are compared after decoding escapes ("user\u005fid" is user_id);
  *     with duplicate keys the last one wins, as json_get documents.
  *   - A known key whose value is an object or array is "*_not_string" (or

@@ -1,5 +1,5 @@
 /* login.h - the rules that turn one message body into one user_logins row
- * (CONTRACT section 4), with a stable reason code for every rejection. */
+ * (docs/behaviour.md, "Field rules"), with a stable reason code for every rejection. */
 #ifndef LOGIN_H
 #define LOGIN_H
 

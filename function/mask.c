@@ -1,4 +1,4 @@
-/* mask.c - CONTRACT section 5 on top of siv.c: key parsing, padding,
+/* mask.c - docs/behaviour.md, "Masking" on top of siv.c: key parsing, padding,
  * base64url without padding, and the KEY_ID prefix.  Values are sealed and
  * opened with siv.c's AES-SIV over AES-ECB (siv_ecb_*), checked once per key
  * against OpenSSL's own AES-256-SIV. */

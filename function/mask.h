@@ -1,4 +1,4 @@
-/* mask.h - deterministic, keyed, reversible masking of PII (CONTRACT section 5):
+/* mask.h - deterministic, keyed, reversible masking of PII (docs/behaviour.md, "Masking"):
  *
  *   mask(v) = KEY_ID ":" base64url_nopad( SIV(K, pad(v)) )
  *   pad(v)  = v || 0x80 || 0x00... to the next multiple of 16 (at least one byte added)

@@ -1,5 +1,5 @@
 /* mask_cli.h - the `bootstrap mask` and `bootstrap unmask` commands, for an
- * authorised person who holds the masking key (CONTRACT section 5). */
+ * authorised person who holds the masking key (docs/behaviour.md, "Masking"). */
 #ifndef MASK_CLI_H
 #define MASK_CLI_H
 

@@ -1,5 +1,5 @@
 /* pg.h - the Postgres sink: one connection kept across invocations, the
- * schema, and the exactly-once write of a batch.
+ * schema, and the exactly-once write of a batch (docs/behaviour.md, "Postgres writing rules").
  *
  * A batch is written in one transaction: the batch's messages go to the
  * ledger table login_etl_ledger_v2, keyed by (sent_at, message_id): the

@@ -14,7 +14,7 @@
  * keeps no state from one call to the next (whole blocks only, no padding), so
  * the contexts are used as they are, call after call; everything that depends
  * on the key alone (the CMAC subkeys, S2V's first D) is computed once.  mask.c
- * builds CONTRACT section 5 on it.  The unit tests compare it, value after
+ * builds docs/behaviour.md, "Masking" on it.  The unit tests compare it, value after
  * value, with siv_key, with a freshly keyed OpenSSL context and with the RFC
  * 5297 vectors; the integration tests with Python's AESSIV and an independent
  * RFC 5297 implementation. */

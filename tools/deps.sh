@@ -116,7 +116,12 @@ if [[ -n $cross ]]; then
   dpkg-deb -f "$ssl_dir"/libssl-dev_*.deb Version >"$out/openssl-version"
   echo "deps: OpenSSL $(cat "$out/openssl-version") for $arch" >&2
   rm -rf "$ssl_dir"
-  cross_env=(--host="$cross" CC="$cross-gcc" AR="$cross-ar" RANLIB="$cross-ranlib"
+  # Every tool named for the target, so configure never falls back to the build
+  # machine's: CXX too, though no C++ is compiled (LLVM is off) and Debian's
+  # cross g++ is not needed; and no pkg-config, whose .pc files here describe
+  # the build machine's own libraries.
+  cross_env=(--host="$cross" CC="$cross-gcc" CXX="$cross-gcc" AR="$cross-ar"
+    RANLIB="$cross-ranlib" STRIP="$cross-strip" PKG_CONFIG=false
     CPPFLAGS="-I$out/include" LDFLAGS="-L$out/lib")
 fi
 

@@ -11,9 +11,9 @@ set -euo pipefail
 what=${1:-test}
 
 # The build: compilers, the tools libpq's configure wants, OpenSSL's headers
-# and static libraries, and the cross toolchain for the other architecture
+# and static libraries, curl for the RDS CA bundle, and the cross toolchain for the other architecture
 # (`make ARCH=arm64` on x86_64, `make ARCH=x86_64` on arm64).
-pkgs=(build-essential pkg-config libssl-dev bison flex dpkg-dev file zip ca-certificates)
+pkgs=(build-essential pkg-config libssl-dev bison flex dpkg-dev file zip curl ca-certificates)
 case $(uname -m) in
   x86_64) cross=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross) ;;
   aarch64 | arm64) cross=(gcc-x86-64-linux-gnu libc6-dev-amd64-cross) ;;

@@ -2,10 +2,10 @@
 
 Checks that every sample is an SQS event exactly as Lambda delivers it (shape, types, the
 real MD5 of each body, UUID messageIds unique per file), that each sample holds what
-events/README.md says it holds and that its documented answer follows from the CONTRACT
+events/README.md says it holds and that its documented answer follows from docs/behaviour.md
 rules, and that the generator is deterministic, stays under the 6 MB invocation limit and
 makes the mix it is asked for. Message validity is judged here by an implementation of
-CONTRACT section 4 written independently of the generator.
+docs/behaviour.md, "Field rules" written independently of the generator.
 
 Standalone: python3 tests/integration/test_events.py
 """
@@ -36,14 +36,14 @@ FIFO_ATTRS = STD_ATTRS | {"MessageGroupId", "SequenceNumber", "MessageDeduplicat
 SAMPLES = ["batch.json", "fifo.json", "empty.json", "replay.json"]
 
 
-# --- CONTRACT section 4, independently ------------------------------------------------------
+# --- docs/behaviour.md, "Field rules", independently ---------------------------------------
 def _no_constants(name):
     raise ValueError(f"{name} is not JSON")
 
 
 def contract_reason(body):
-    """None when the body makes a valid row under CONTRACT section 4, else the reason, named
-    like function/login.h's codes (for a message with a single defect they must agree)."""
+    """None when the body makes a valid row under docs/behaviour.md ("Field rules"), else the
+    reason, named like function/login.h's codes (for a message with a single defect they must agree)."""
     try:
         obj = json.loads(body, parse_constant=_no_constants)
     except ValueError:
@@ -105,7 +105,7 @@ def app_version_int(v):
 
 
 def expected_answer(event):
-    """The batchItemFailures CONTRACT section 7 asks for, on a fresh database."""
+    """The batchItemFailures docs/behaviour.md, "Answers" asks for, on a fresh database."""
     recs = event["Records"]
     fifo = any(r["eventSourceARN"].endswith(".fifo") for r in recs)
     out = []
@@ -197,7 +197,7 @@ def test_documented_answers_follow_from_the_contract():
             # After batch.json: valid messageIds are already committed, the bad one fails again.
             assert documented == expected_answer(load("batch.json"))
         else:
-            assert documented == expected_answer(load(name)), f"{name}: answer vs CONTRACT"
+            assert documented == expected_answer(load(name)), f"{name}: answer vs docs/behaviour.md"
 
 
 def test_batch_holds_the_documented_mix():

@@ -1,4 +1,4 @@
-"""Cross-checks the project's masking (function/mask.c, CONTRACT section 5)
+"""Cross-checks the project's masking (function/mask.c, docs/behaviour.md, "Masking")
 against implementations that share none of its code:
 
 * Python's `cryptography` AESSIV (OpenSSL's SIV mode, reached through another
@@ -103,7 +103,7 @@ def reference_siv(key, plaintext, ads=()):
     return v + _xor(plaintext, stream)
 
 
-# --- CONTRACT section 5 in Python ----------------------------------------------------------
+# --- docs/behaviour.md, "Masking", in Python ---------------------------------------------
 
 
 def pad(v):

@@ -1,5 +1,5 @@
 """What the function should make of a message, computed independently of the
-C code: the CONTRACT's rules written again in Python, and the masking done
+C code: the rules of docs/behaviour.md written again in Python, and the masking done
 with `cryptography`'s AESSIV.  Integration tests compare the database with
 this, column by column."""
 import base64

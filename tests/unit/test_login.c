@@ -1,4 +1,4 @@
-/* test_login.c - every rule of CONTRACT section 4: one row per case, each
+/* test_login.c - every rule of docs/behaviour.md, "Field rules": one row per case, each
  * asserting the exact reason code and, for valid bodies, every column.
  * Bodies are parsed from a copy that ends at a guard page. */
 #include "check.h"
@@ -334,7 +334,7 @@ static const struct row {
      .user_id = "a", DATE(-1)},
 
     /* --- whole messages --------------------------------------------------------------------- */
-    {"CONTRACT section 2 example",
+    {"the example of docs/behaviour.md (Input)",
      "{\"user_id\": \"424cdd21-063a-43a7-b91b-7ca1a833afae\", \"app_version\": \"2.3.0\",\n"
      " \"device_type\": \"android\", \"ip\": \"199.172.111.135\", \"locale\": \"RU\", "
      "\"device_id\": \"593-47-5928\"}",

@@ -1,6 +1,6 @@
 /* test_mask.c - AES-SIV (siv.c, both implementations: OpenSSL's SIV mode and
  * S2V/CTR over AES-ECB) against RFC 5297 and each other, and masking (mask.c)
- * against CONTRACT section 5: padding, base64url, key ids, authentication,
+ * against docs/behaviour.md, "Masking": padding, base64url, key ids, authentication,
  * and the fast keyed-once path against a freshly keyed OpenSSL context, value
  * after value. */
 #include "check.h"
@@ -140,7 +140,7 @@ static int all_zero(const unsigned char *p, size_t n)
     return 1;
 }
 
-/* CONTRACT section 5 computed from the pieces: pad, fresh SIV, b64url, prefix. */
+/* docs/behaviour.md, "Masking" computed from the pieces: pad, fresh SIV, b64url, prefix. */
 static void mask_reference_key(const unsigned char key[MASK_KEY_BYTES], const char *id,
                                const void *v, size_t n, char *out)
 {

@@ -106,7 +106,7 @@ static void test_valid(void)
     CHECK_EQ_INT(r->sent_bad, 0);
     CHECK_EQ_INT(r->receive_count, 1);
 
-    check_case("the event from CONTRACT section 2, whitespace and unknown keys");
+    check_case("the event of docs/behaviour.md (Input), whitespace and unknown keys");
     EXPECT("{\"Records\":[{\"messageId\":\"...\",\"receiptHandle\":\"...\",\"body\":\"<the "
            "message, a JSON text>\",\n  \"attributes\":{\"ApproximateReceiveCount\":\"1\","
            "\"SentTimestamp\":\"1700000000000\",\n                \"SenderId\":\"...\","

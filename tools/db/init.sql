@@ -1,4 +1,4 @@
--- The table login-etl writes, exactly as CONTRACT section 3 defines it. In production the
+-- The table login-etl writes, exactly as docs/behaviour.md, "Output table" defines it. In production the
 -- upstream environment creates it; here the postgres container runs this file once, when
 -- it initialises an empty data directory (docker-entrypoint-initdb.d). The function itself
 -- creates the same table (and its own bookkeeping tables) only if they are missing.

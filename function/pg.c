@@ -94,6 +94,7 @@ enum row_state {
 };
 
 #define NO_ROW ((size_t)-1)
+#define TAIL_CHUNK 64 /* rows in the first COPY after a refused row (next_segment) */
 
 static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 static const char copy_trailer[2] = {'\377', '\377'};
@@ -139,6 +140,7 @@ struct pg_sink {
     size_t refused_row;   /* that row, or NO_ROW when the server did not say which */
     size_t seg_from;      /* the rows COPY writes rows [seg_from, seg_to) (clamped to n) */
     size_t seg_to;
+    size_t chunk;        /* rows in the next part after a refusal (next_segment) */
     int rerun;           /* the rows COPY re-sends rows that passed before a refusal */
     int unattributed;    /* the attempt failed on a row's data, row unknown: isolate */
     struct buf scratch;  /* the duplicate query's parameter */
@@ -208,6 +210,7 @@ static void reset_attempt(struct pg_sink *s)
     s->refused_row = NO_ROW;
     s->seg_from = 0;
     s->seg_to = NO_ROW;
+    s->chunk = TAIL_CHUNK;
     s->rerun = 0;
     for (size_t i = 0; i < s->n; i++)
         s->dup[i] &= RS_MASK;
@@ -1012,13 +1015,19 @@ static size_t pending_in(const struct pg_sink *s, size_t from, size_t to)
 }
 
 /* After the rows COPY of [seg_from, seg_to) went in: readies the COPY of
- * the rest of the batch (the rows after a refused one), if any is left.
- * Returns 1 when there is one to run, 0 when all rows are in. */
+ * the next part of the rest of the batch (the rows after a refused one), if
+ * any is left.  The parts start at TAIL_CHUNK rows and double: a server
+ * that refused one row may refuse more (an operator's CHECK), and each
+ * refusal makes the client send its part again; so K refusals cost about
+ * K * TAIL_CHUNK rows sent twice, not K times the rest of the batch, and
+ * one refusal costs a few round trips.  Returns 1 when there is one to run,
+ * 0 when all rows are in. */
 static int next_segment(struct pg_sink *s)
 {
     while (s->seg_to < s->n) {
         s->seg_from = s->seg_to;
-        s->seg_to = s->n;
+        s->seg_to = s->n - s->seg_from > s->chunk ? s->seg_from + s->chunk : s->n;
+        s->chunk *= 2;
         s->rerun = 0;
         if (pending_in(s, s->seg_from, s->seg_to)) {
             s->op = 1;
@@ -1127,6 +1136,7 @@ static rc_t after_refusal(struct pg_sink *s, int *again)
         return rc;
     refuse_row(s, r, 1);
     s->seg_to = r;
+    s->chunk = TAIL_CHUNK;
     if (pending_in(s, s->seg_from, s->seg_to)) {
         s->rerun = 1;
         s->op = 1;

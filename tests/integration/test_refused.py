@@ -234,10 +234,12 @@ def test_notices_and_server_errors_print_only_json_and_no_server_text():
 
 def test_many_refused_rows_with_replayed_ids_in_the_same_batch():
     # Half the batch was committed before (the ledger's unique key finds them); of the
-    # rest every third row is refused by a CHECK constraint, the first and the last too.
-    msgs = [_msg(f"r{i}", f"user-{i}", locale="xx" if i % 3 == 0 or i == 59 else "en_US")
-            for i in range(60)]
-    refused = {f"r{i}" for i in range(60) if i % 3 == 0 or i == 59}
+    # rest a CHECK constraint refuses every third row of the first 60, then two far apart
+    # (the rows after a refusal go in parts of growing size), and the last.
+    def bad(i):
+        return (i < 60 and i % 3 == 0) or i in (150, 240, 299)
+    msgs = [_msg(f"r{i}", f"user-{i}", locale="xx" if bad(i) else "en_US") for i in range(300)]
+    refused = {f"r{i}" for i in range(300) if bad(i)}
     early = [m for i, m in enumerate(msgs) if i % 2 == 1 and m["messageId"] not in refused]
     with Etl() as etl:
         _prepare(etl)

@@ -94,7 +94,8 @@ enum row_state {
 };
 
 #define NO_ROW ((size_t)-1)
-#define TAIL_CHUNK 64 /* rows in the first COPY after a refused row (next_segment) */
+#define TAIL_CHUNK 64   /* rows in the first COPY after a refused row (next_segment) */
+#define ISOLATE_PARTS 8 /* parts a batch is cut into to find a refused row (isolate) */
 
 static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 static const char copy_trailer[2] = {'\377', '\377'};
@@ -1265,16 +1266,25 @@ static rc_t write_range(struct pg_sink *s, size_t a, size_t b)
     return rc;
 }
 
+static size_t count_refused(const struct pg_sink *s, size_t a, size_t b)
+{
+    size_t count = 0;
+    for (size_t i = a; i < b; i++)
+        count += (s->dup[i] & RS_MASK) == RS_REFUSED;
+    return count;
+}
+
 /* Finds the rows refused without a name (the whole of [a, b) failed, or is
- * tried first unless `known_bad`) by bisection: each half is written in a
- * transaction of its own, the first half first (FIFO order); a half that
- * fails is split again, down to single rows, which are the refused ones.
- * When the first half goes in whole, the second is known to fail and is
- * split at once.  For one refused row of n this takes about log2(n)
- * transactions writing n rows in all, each bounded by the give-up time.
- * Sets *stop when no more may be written (a FIFO batch's refused row, or a
- * failure).  Returns RC_OK or the failure that stopped it; *whole says
- * whether [a, b) went in as one transaction. */
+ * tried first unless `known_bad`): [a, b) is cut into ISOLATE_PARTS parts,
+ * each written in a transaction of its own, in order (FIFO order); a part
+ * that fails is cut again, down to single rows, which are the refused ones.
+ * When every part but the last went in whole, the last is known to fail and
+ * is cut at once.  For one refused row of n this writes about 1.15 n rows in
+ * about ISOLATE_PARTS * log(n) / log(ISOLATE_PARTS) transactions (halves
+ * would write about 1.5 n), each bounded by the give-up time.  Sets *stop
+ * when no more may be written (a FIFO batch's refused row, or a failure).
+ * Returns RC_OK or the failure that stopped it; *whole says whether [a, b)
+ * went in without a refusal. */
 static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *stop, int *whole)
 {
     size_t pending = 0, only = NO_ROW;
@@ -1286,12 +1296,18 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
             pending++;
             only = i;
         }
-    if (pending == 0 || *stop)
+    if (*stop)
         return RC_OK;
+    if (pending == 0) {
+        *whole = 1;
+        return RC_OK;
+    }
     if (!known_bad) {
+        size_t refused = count_refused(s, a, b);
         rc = write_range(s, a, b);
         if (rc == RC_OK) {
-            *whole = 1;
+            /* Whole unless the server named refused rows in it on the way. */
+            *whole = count_refused(s, a, b) == refused;
             return RC_OK;
         }
         if (!s->unattributed) {
@@ -1304,12 +1320,17 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
         *stop = s->fifo;
         return RC_OK;
     }
-    size_t m = a + (b - a) / 2;
-    int first_whole = 0, ignored;
-    if ((rc = isolate(s, a, m, 0, stop, &first_whole)) != RC_OK)
-        return rc;
-    /* [a, b) failed and [a, m) did not: the refused row is in [m, b). */
-    return isolate(s, m, b, first_whole, stop, &ignored);
+    size_t parts = b - a < ISOLATE_PARTS ? b - a : ISOLATE_PARTS;
+    int all_whole = 1;
+    for (size_t k = 0; k < parts; k++) {
+        size_t from = a + (b - a) * k / parts, to = a + (b - a) * (k + 1) / parts;
+        int part_whole = 0;
+        /* [a, b) failed and the parts before did not: the refused row is in the last. */
+        if ((rc = isolate(s, from, to, k == parts - 1 && all_whole, stop, &part_whole)) != RC_OK)
+            return rc;
+        all_whole = all_whole && part_whole;
+    }
+    return RC_OK;
 }
 
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])

@@ -58,6 +58,9 @@
  * the ledger COPY before it.  Starting a savepoint is free until it is used. */
 #define SAVEPOINT_SQL "SAVEPOINT login_etl_rows; "
 #define ROLLBACK_ROWS_SQL "ROLLBACK TO SAVEPOINT login_etl_rows"
+/* Makes deferred constraints (and constraint triggers) fire at the end of
+ * each statement, so that a row they refuse fails its own rows COPY. */
+#define IMMEDIATE_SQL "SET CONSTRAINTS ALL IMMEDIATE"
 /* Takes the ids of refused rows back out of the ledger before COMMIT.  Only
  * entries this transaction inserted (xmin) can match, so whatever the
  * ledger's key, nothing committed earlier is ever removed. */
@@ -144,6 +147,7 @@ struct pg_sink {
     size_t chunk;        /* rows in the next part after a refusal (next_segment) */
     int rerun;           /* the rows COPY re-sends rows that passed before a refusal */
     int unattributed;    /* the attempt failed on a row's data, row unknown: isolate */
+    int isolating;       /* the attempt writes the rows by isolate_rows */
     struct buf scratch;  /* the duplicate query's parameter */
     struct idset lookup; /* message id -> row, for the duplicate query's answer */
     struct pg_stats stats;
@@ -691,6 +695,7 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     s->give_up_at = give_up_at_ms;
     s->fifo = 0;
     s->unattributed = 0;
+    s->isolating = 0;
     reset_attempt(s);
     s->why[0] = '\0';
     s->retryable = 0;
@@ -898,6 +903,8 @@ static rc_t pump(struct pg_sink *s, int wait, int final)
         case PH_IDLE:
             if (s->op > 1 || s->n == 0)
                 return RC_OK; /* done, or nothing to write yet */
+            if (s->op == 1 && s->seg_from >= op_end(s))
+                return RC_OK; /* isolation sends the rows itself (isolate_rows) */
             rc = start_op(s);
             break;
         case PH_STARTING:
@@ -1148,6 +1155,94 @@ static rc_t after_refusal(struct pg_sink *s, int *again)
     return RC_OK;
 }
 
+/* Sends the pending rows of [a, b) in a rows COPY of their own behind the
+ * savepoint, rolled back to it when the server refuses one.  *refused is
+ * then 1 and *row the refused row (NO_ROW when the server did not say).
+ * Returns RC_OK or the failure. */
+static rc_t copy_rows(struct pg_sink *s, size_t a, size_t b, int *refused, size_t *row)
+{
+    rc_t rc;
+
+    *refused = 0;
+    *row = NO_ROW;
+    s->op = 1;
+    s->phase = PH_IDLE;
+    s->seg_from = a;
+    s->seg_to = b;
+    if ((rc = pump(s, 1, 1)) != RC_OK || !s->refusal)
+        return rc;
+    *refused = 1;
+    *row = s->refused_row;
+    s->refusal = 0;
+    s->refused_row = NO_ROW;
+    return run(s, ROLLBACK_ROWS_SQL, PGRES_COMMAND_OK, NULL);
+}
+
+/* Writes the pending rows of [a, b) into the open transaction (its ledger
+ * holds their ids), finding the ones the server refuses: a refusal that
+ * names its row takes that row out and goes on either side of it; one that
+ * does not cuts [a, b) into ISOLATE_PARTS parts, each sent on its own,
+ * down to single rows.  Deferred constraints were made immediate, so each
+ * COPY fails for its own rows.  When every part but the last went in, the
+ * last is known to fail (`known_bad`) and is cut at once.  `again`: these
+ * rows went in once before a refused row: a refusal naming a row now means
+ * the names cannot be trusted (a failure when rows are flushed in bulk
+ * names the last one read).  Sets *stop for a FIFO batch's refused row.
+ * Returns RC_OK or the failure; *whole says whether [a, b) went in without
+ * a refusal. */
+static rc_t isolate_rows(struct pg_sink *s, size_t a, size_t b, int known_bad, int again, int *stop,
+                         int *whole)
+{
+    size_t pending = 0, only = NO_ROW, r = NO_ROW;
+    int refused = 1;
+    rc_t rc;
+
+    *whole = 0;
+    for (size_t i = a; i < b; i++)
+        if (s->dup[i] == RS_PENDING) {
+            pending++;
+            only = i;
+        }
+    if (*stop)
+        return RC_OK;
+    if (pending == 0) {
+        *whole = 1;
+        return RC_OK;
+    }
+    if (!known_bad) {
+        if ((rc = copy_rows(s, a, b, &refused, &r)) != RC_OK)
+            return rc;
+        *whole = !refused;
+        if (!refused)
+            return RC_OK;
+        if (r != NO_ROW && !again) {
+            int ignored;
+            refuse_row(s, r, 1);
+            *stop = s->fifo;
+            if ((rc = isolate_rows(s, a, r, 0, 1, stop, &ignored)) != RC_OK)
+                return rc;
+            return isolate_rows(s, r + 1, b, 0, 0, stop, &ignored);
+        }
+    }
+    if (pending == 1) {
+        refuse_row(s, only, 1);
+        *stop = s->fifo;
+        return RC_OK;
+    }
+    size_t parts = b - a < ISOLATE_PARTS ? b - a : ISOLATE_PARTS;
+    int all_whole = 1;
+    for (size_t k = 0; k < parts; k++) {
+        size_t from = a + (b - a) * k / parts, to = a + (b - a) * (k + 1) / parts;
+        int part_whole = 0;
+        /* [a, b) failed and the parts before did not: the refused row is in the last. */
+        if ((rc = isolate_rows(s, from, to, k == parts - 1 && all_whole, 0, stop, &part_whole)) !=
+            RC_OK)
+            return rc;
+        all_whole = all_whole && part_whole;
+    }
+    return RC_OK;
+}
+
 /* One attempt at the whole transaction: the COPYs (already under way while
  * rows were added), then COMMIT.  *again is set when it should be repeated at
  * once (duplicates or a refused ledger entry were found and marked).  Rows
@@ -1159,6 +1254,8 @@ static rc_t attempt(struct pg_sink *s, int *again)
     rc_t rc;
 
     *again = 0;
+    if (s->isolating && s->op == 0 && s->phase == PH_IDLE)
+        s->seg_from = s->seg_to = 0; /* the ledger COPY only: isolate_rows sends the rows */
     for (;;) {
         if ((rc = pump(s, 1, 1)) != RC_OK)
             return rc;
@@ -1183,6 +1280,13 @@ static rc_t attempt(struct pg_sink *s, int *again)
             if ((rc = after_refusal(s, again)) != RC_OK || *again)
                 return rc;
             continue;
+        }
+        if (s->isolating) {
+            int stop = 0, whole;
+            if ((rc = run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK ||
+                (rc = isolate_rows(s, 0, s->n, 1, 0, &stop, &whole)) != RC_OK)
+                return rc;
+            break;
         }
         if (!next_segment(s))
             break;
@@ -1343,6 +1447,14 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
     if (rc == RC_DB && s->unattributed) {
         log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
                LF_STR("reason", s->why), LF_NUM("rows", pending_in(s, 0, s->n)));
+        s->isolating = 1;
+        rc = write_pending(s);
+        s->isolating = 0;
+    }
+    if (rc == RC_DB && s->unattributed) {
+        /* Still refused at COMMIT (a constraint that cannot be made
+         * immediate): one transaction per part. */
+        log_at(s->lg, LOG_WARN, "isolating by transactions", LF_STR("reason", s->why));
         isolated = 1;
         int ignored;
         rc = isolate(s, 0, s->n, 1, &stop, &ignored);

@@ -20,8 +20,8 @@ What it measures (tests/bench/README.md says more):
  5. peak resident memory on 6 MB events and after 1,000 small invocations;
  5b. isolating rows the database refuses: an 8,000-row batch with one row a CHECK
     constraint refuses (found by the error's COPY line) and one a deferred constraint
-    trigger refuses at COMMIT (found by bisection), each against the same batch clean
-    (goal: under 2x);
+    trigger refuses at COMMIT (found by writing parts again), each against the same batch
+    clean (goal: under 2x); and 1% of the rows refused;
  6. process start to the first /next; stripped binary and zip sizes.
 
 The 6 MB limit: a realistic record (a 188-character receipt handle, as SQS's
@@ -770,7 +770,7 @@ def report(f):
             "(metric Duration), median; goal: under 2x the clean batch")
         rows = []
         for key, label in (("line", "CHECK constraint (the error's COPY line names the row)"),
-                           ("bisect", "deferred trigger at COMMIT (bisection)"),
+                           ("bisect", "deferred trigger at COMMIT (isolated by parts)"),
                            ("line_1pct", "CHECK constraint, 1% of the rows refused (for scale)")):
             x = rf.get(key)
             if not x:

@@ -44,6 +44,19 @@ CREATE CONSTRAINT TRIGGER refuse_late AFTER INSERT ON user_logins
 AFTER_TRIGGER = DEFERRED_TRIGGER.replace("CONSTRAINT TRIGGER refuse_late", "TRIGGER refuse_late") \
     .replace("DEFERRABLE INITIALLY DEFERRED ", "")
 
+# An AFTER ROW trigger on the ledger: its error names no line, and SET CONSTRAINTS cannot
+# move it, so the rows are isolated one transaction per part.
+LEDGER_TRIGGER = """
+CREATE OR REPLACE FUNCTION refuse_id() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.message_id LIKE 'bad-%' THEN
+    RAISE EXCEPTION 'refused id %', NEW.message_id;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER refuse_id AFTER INSERT ON login_etl_ledger FOR EACH ROW EXECUTE FUNCTION refuse_id();
+"""
+
 # Says something about every row, quoting its user_id.
 NOTICE_TRIGGER = """
 CREATE OR REPLACE FUNCTION talk() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -176,8 +189,10 @@ def _bisection(trigger):
         assert etl.answer(event_bytes(make_event(msgs))) == {"d5", "d31"}
         good = [m for m in msgs if m["messageId"] not in ("d5", "d31")]
         _assert_written(etl, good)
-        assert any(isinstance(l, dict) and l.get("message", "").startswith(
-            "a row was refused without its line") for l in etl.boot.logs())
+        logged = [l.get("message") for l in etl.boot.logs() if isinstance(l, dict)]
+        assert "a row was refused without its line: isolating it" in logged
+        # Made immediate, the constraint names its rows in one transaction.
+        assert "isolating by transactions" not in logged
         assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {"d5", "d31"}
         _assert_written(etl, good)
         assert "refuse-secret" not in etl.boot.output()
@@ -254,3 +269,20 @@ def test_many_refused_rows_with_replayed_ids_in_the_same_batch():
             (len(good) - len(early), len(early), len(refused))
         assert etl.answer(event_bytes(make_event(msgs, receive_count=3))) == refused
         _assert_written(etl, good)
+
+
+def test_a_ledger_trigger_without_line_is_isolated_one_transaction_per_part():
+    for fifo in (False, True):
+        msgs = [_msg(("bad-" if i in (9, 30) else "") + f"id{i}", f"user-{i}") for i in range(40)]
+        refused = {"bad-id9", "bad-id30"}
+        listed = refused if not fifo else {m["messageId"] for m in msgs[9:]}
+        with Etl() as etl:
+            _prepare(etl)
+            _superuser(etl.db, LEDGER_TRIGGER)
+            assert etl.answer(event_bytes(make_event(msgs, fifo=fifo))) == listed
+            _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])
+            assert _rejected(etl) == (refused if not fifo else {"bad-id9"})
+            assert any(isinstance(l, dict) and l.get("message") == "isolating by transactions"
+                       for l in etl.boot.logs())
+            assert etl.answer(event_bytes(make_event(msgs, fifo=fifo, receive_count=2))) == listed
+            _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])

@@ -1100,7 +1100,7 @@ static rc_t unledger(struct pg_sink *s)
  * COMMIT from a deferred constraint trigger, a COPY error without a line, or
  * a line that proved wrong): the transaction is rolled back, refusals made
  * on the strength of its lines are undone, and s->unattributed tells
- * pg_batch_commit to isolate the row by bisection.  Returns RC_DB, or the
+ * pg_batch_commit to isolate the row (isolate_rows, isolate).  Returns RC_DB, or the
  * failure of the rollback. */
 static rc_t unattributed(struct pg_sink *s, int rolled_back)
 {
@@ -1452,8 +1452,8 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
         s->isolating = 0;
     }
     if (rc == RC_DB && s->unattributed) {
-        /* Still refused at COMMIT (a constraint that cannot be made
-         * immediate): one transaction per part. */
+        /* Still without a row (the ledger COPY failed so, which
+         * isolate_rows does not cut): one transaction per part. */
         log_at(s->lg, LOG_WARN, "isolating by transactions", LF_STR("reason", s->why));
         isolated = 1;
         int ignored;
@@ -1469,9 +1469,10 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
         return rc;
     }
     if (rc) {
-        /* Isolation committed a part of the batch before it had to stop:
-         * the rest is answered as not written, and SQS retries it. */
-        log_at(s->lg, LOG_WARN, "batch written in part", LF_STR("reason", s->why));
+        /* Refused rows were named, or isolation committed a part of the
+         * batch, before the failure: those stand; the rest is answered as
+         * not written, and SQS retries it. */
+        log_at(s->lg, LOG_WARN, "batch not written in full", LF_STR("reason", s->why));
         disconnect(s);
     }
     for (size_t i = 0; i < s->n; i++) {

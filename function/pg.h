@@ -104,7 +104,9 @@ enum pg_outcome {
  * constraint, never the server's text, which can quote row values) when the
  * database failed after bounded retries; RC_NOMEM.  On any failure nothing
  * of the batch is committed and the connection is closed, to be re-opened
- * by the next batch. */
+ * by the next batch; except when refused rows were named, or a part of the
+ * batch committed while isolating them, before the failure: then RC_OK,
+ * with the rows not committed PG_NOT_WRITTEN. */
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN]);
 
 /* Abandons a batch that was begun (rolls back); cannot fail. */

@@ -483,7 +483,7 @@ def refused(tmp, srv, repeats, n=8000):
     run = Runner(tmp, srv, name="refused")
     try:
         run.run([batch("warm", set())])
-        for how, setup, bad_rows in (("line", check, {n // 2}), ("bisect", REFUSE_LATE, {n // 2}),
+        for how, setup, bad_rows in (("line", check, {n // 2}), ("parts", REFUSE_LATE, {n // 2}),
                                      ("line_1pct", check, set(range(50, n, 100)))):
             superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger;\n" + setup)
             clean, bad = [], []
@@ -770,7 +770,7 @@ def report(f):
             "(metric Duration), median; goal: under 2x the clean batch")
         rows = []
         for key, label in (("line", "CHECK constraint (the error's COPY line names the row)"),
-                           ("bisect", "deferred trigger at COMMIT (isolated by parts)"),
+                           ("parts", "deferred trigger at COMMIT (isolated by parts)"),
                            ("line_1pct", "CHECK constraint, 1% of the rows refused (for scale)")):
             x = rf.get(key)
             if not x:

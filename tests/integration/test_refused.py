@@ -176,12 +176,12 @@ def test_a_message_id_over_the_btree_limit_is_refused_alone():
                    and "SQLSTATE 54000" in l["reason"] for l in etl.boot.logs())
 
 
-def test_a_deferred_trigger_failing_at_commit_is_isolated_by_bisection():
+def test_a_deferred_trigger_failing_at_commit_is_isolated_in_parts():
     for trigger in (DEFERRED_TRIGGER, AFTER_TRIGGER):
-        _bisection(trigger)
+        _isolated_in_parts(trigger)
 
 
-def _bisection(trigger):
+def _isolated_in_parts(trigger):
     msgs = _batch(40, {5, 31}, prefix="d")
     with Etl() as etl:
         _prepare(etl)

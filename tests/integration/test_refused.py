@@ -7,6 +7,7 @@ one JSON object."""
 import json
 import random
 import string
+import time
 
 from events.generate import event_bytes, make_event
 from rig import expect, pg
@@ -286,3 +287,25 @@ def test_a_ledger_trigger_without_line_is_isolated_one_transaction_per_part():
                        for l in etl.boot.logs())
             assert etl.answer(event_bytes(make_event(msgs, fifo=fifo, receive_count=2))) == listed
             _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])
+
+
+def test_isolation_stops_at_the_deadline_and_the_redelivery_completes_it():
+    slow = DEFERRED_TRIGGER.replace("BEGIN\n  IF", "BEGIN\n  PERFORM pg_sleep(0.03);\n  IF")
+    assert slow != DEFERRED_TRIGGER
+    msgs = _batch(60, {40}, prefix="t")
+    with Etl() as etl:
+        _prepare(etl)
+        _superuser(etl.db, slow)
+        deadline = int(time.time() * 1000) + 2500
+        rid = etl.emu.enqueue(event_bytes(make_event(msgs)), deadline_ms=deadline)
+        res = etl.emu.wait_result(rid, timeout=10)
+        answered = int(time.time() * 1000)
+        assert answered < deadline, f"answered {answered - deadline} ms after the deadline"
+        assert res.kind == "response", res.body[:300]
+        listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
+        written = {r["message_id"] for r in etl.db.query("SELECT message_id FROM login_etl_ledger")}
+        # Whatever was committed is not listed, and everything else is.
+        assert listed | written == {m["messageId"] for m in msgs} and not listed & written
+        assert "t40" in listed and etl.count() == len(written)
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {"t40"}
+        _assert_written(etl, [m for m in msgs if m["messageId"] != "t40"])

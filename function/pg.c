@@ -148,6 +148,8 @@ struct pg_sink {
     int rerun;           /* the rows COPY re-sends rows that passed before a refusal */
     int unattributed;    /* the attempt failed on a row's data, row unknown: isolate */
     int isolating;       /* the attempt writes the rows by isolate_rows */
+    int known_bad;       /* the pending rows failed as a whole, since the last change to them */
+    int no_delete;       /* the user may not DELETE from the ledger (see attempt) */
     struct buf scratch;  /* the duplicate query's parameter */
     struct idset lookup; /* message id -> row, for the duplicate query's answer */
     struct pg_stats stats;
@@ -1284,15 +1286,33 @@ static rc_t attempt(struct pg_sink *s, int *again)
         if (s->isolating) {
             int stop = 0, whole;
             if ((rc = run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK ||
-                (rc = isolate_rows(s, 0, s->n, 1, 0, &stop, &whole)) != RC_OK)
+                (rc = isolate_rows(s, 0, s->n, s->known_bad, 0, &stop, &whole)) != RC_OK)
                 return rc;
             break;
         }
         if (!next_segment(s))
             break;
     }
-    if ((rc = unledger(s)) != RC_OK)
-        return rc;
+    if (!s->no_delete && (rc = unledger(s)) != RC_OK) {
+        if (rc != RC_DB || strcmp(s->sqlstate, "42501") != 0)
+            return rc;
+        /* A least-privilege user with INSERT and SELECT on the ledger only. */
+        log_at(s->lg, LOG_INFO,
+               "no DELETE on the ledger: refused rows are left out by writing "
+               "the batch again");
+        s->no_delete = 1;
+    }
+    if (s->no_delete) {
+        for (size_t i = 0; i < s->n && !*again; i++)
+            *again = (s->dup[i] & RS_IN_LEDGER) != 0;
+        if (*again) {
+            /* Their ids cannot come out of this transaction's ledger: it is
+             * rolled back and written again without them (all the refused
+             * rows of the batch were found, so once is enough). */
+            reset_attempt(s);
+            return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+        }
+    }
     PGresult *res = NULL;
     if ((rc = run(s, "COMMIT", PGRES_COMMAND_OK, &res)) != RC_OK) {
         /* A deferred constraint (trigger) fires at COMMIT and names no row. */
@@ -1334,8 +1354,12 @@ static rc_t write_pending(struct pg_sink *s)
         rc = attempt(s, &again);
         if (rc == RC_OK && !again)
             return RC_OK;
-        if (rc == RC_OK)
-            continue; /* rows marked (each time one at least): write the rest */
+        if (rc == RC_OK) {
+            /* Rows marked (each time one at least): write the rest, which
+             * may not fail as the whole did. */
+            s->known_bad = 0;
+            continue;
+        }
         log_at(s->lg, LOG_WARN, "database attempt failed", LF_STR("reason", s->why),
                LF_NUM("attempt", tries + 1), LF_NUM("retryable", s->retryable));
         if (rc == RC_NOMEM || rc == RC_TIMEOUT || !s->retryable || ++tries >= MAX_ATTEMPTS)
@@ -1448,6 +1472,7 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
         log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
                LF_STR("reason", s->why), LF_NUM("rows", pending_in(s, 0, s->n)));
         s->isolating = 1;
+        s->known_bad = 1;
         rc = write_pending(s);
         s->isolating = 0;
     }

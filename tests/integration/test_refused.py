@@ -309,3 +309,31 @@ def test_isolation_stops_at_the_deadline_and_the_redelivery_completes_it():
         assert "t40" in listed and etl.count() == len(written)
         assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {"t40"}
         _assert_written(etl, [m for m in msgs if m["messageId"] != "t40"])
+
+
+def test_a_user_without_delete_on_the_ledger_still_gets_exact_answers():
+    # The upstream environment owns the tables; the function's user may insert rows and
+    # insert and read its ledger, not delete from it: the refused rows' ids cannot be
+    # taken out of the ledger, so the batch is written again without them.
+    db = pg.server()
+    db.reset()
+    with Etl(reset_db=False) as etl:
+        _prepare(etl)
+    _superuser(db, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                   "'etl_nodelete') THEN CREATE ROLE etl_nodelete LOGIN PASSWORD 'nd-password'; "
+                   "END IF; END $$")
+    db.psql("GRANT INSERT ON user_logins TO etl_nodelete; "
+            "GRANT SELECT, INSERT ON login_etl_ledger TO etl_nodelete")
+    _superuser(db, "ALTER TABLE user_logins ADD CONSTRAINT modern_app "
+                   "CHECK (app_version >= 2000000)" + ";" + DEFERRED_TRIGGER)
+    bad = {3, 17}  # refused by the CHECK constraint (line) and the trigger (no line)
+    msgs = [_msg(f"p{i}", ("refuse-secret-" if i == 17 else "user-") + str(i),
+                 app_version="1.0.0" if i == 3 else "4.2.0") for i in range(25)]
+    env = {"PGUSER": "etl_nodelete", "PGPASSWORD": "nd-password"}
+    with Etl(reset_db=False, env=env) as etl:
+        for delivery in (1, 2):
+            assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == \
+                {f"p{i}" for i in bad}
+            _assert_written(etl, [m for i, m in enumerate(msgs) if i not in bad])
+        assert any(isinstance(l, dict) and l.get("message", "").startswith("no DELETE")
+                   for l in etl.boot.logs())

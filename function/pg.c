@@ -1220,9 +1220,11 @@ static rc_t isolate_rows(struct pg_sink *s, size_t a, size_t b, int known_bad, i
         if (r != NO_ROW && !again) {
             int ignored;
             refuse_row(s, r, 1);
-            *stop = s->fifo;
+            /* The rows before it first, FIFO or not: they are in the ledger
+             * and must be written before anything stops. */
             if ((rc = isolate_rows(s, a, r, 0, 1, stop, &ignored)) != RC_OK)
                 return rc;
+            *stop = *stop || s->fifo;
             return isolate_rows(s, r + 1, b, 0, 0, stop, &ignored);
         }
     }

@@ -55,12 +55,19 @@
 #define COPY_LEDGER_SQL "COPY login_etl_ledger (message_id) FROM STDIN (FORMAT binary)"
 /* The rows' COPY runs behind a savepoint, so that a row the server refuses
  * (a trigger, a CHECK constraint) costs a rollback of that COPY only, not of
- * the ledger COPY before it.  Starting a savepoint is free until it is used. */
+ * the ledger COPY before it.  Starting a savepoint is free until it is used.
+ * The first rows COPY of a transaction also starts login_etl_batch, the
+ * point to return to when a refusal names no row (all the rows out, the
+ * ledger kept). */
 #define SAVEPOINT_SQL "SAVEPOINT login_etl_rows; "
+#define BATCH_SAVEPOINT_SQL "SAVEPOINT login_etl_batch; "
 #define ROLLBACK_ROWS_SQL "ROLLBACK TO SAVEPOINT login_etl_rows"
+#define ROLLBACK_BATCH_SQL "ROLLBACK TO SAVEPOINT login_etl_batch"
 /* Makes deferred constraints (and constraint triggers) fire at the end of
- * each statement, so that a row they refuse fails its own rows COPY. */
+ * each statement, so that a row they refuse fails its own rows COPY; before
+ * COMMIT, so that they fire while login_etl_batch can still be returned to. */
 #define IMMEDIATE_SQL "SET CONSTRAINTS ALL IMMEDIATE"
+#define COMMIT_SQL IMMEDIATE_SQL "; COMMIT"
 /* Takes the ids of refused rows back out of the ledger before COMMIT.  Only
  * entries this transaction inserted (xmin) can match, so whatever the
  * ledger's key, nothing committed earlier is ever removed. */
@@ -150,6 +157,7 @@ struct pg_sink {
     int isolating;       /* the attempt writes the rows by isolate_rows */
     int known_bad;       /* the pending rows failed as a whole, since the last change to them */
     int no_delete;       /* the user may not DELETE from the ledger (see attempt) */
+    int batch_savepoint; /* login_etl_batch was sent in the open transaction */
     struct buf scratch;  /* the duplicate query's parameter */
     struct idset lookup; /* message id -> row, for the duplicate query's answer */
     struct pg_stats stats;
@@ -219,6 +227,8 @@ static void reset_attempt(struct pg_sink *s)
     s->seg_to = NO_ROW;
     s->chunk = TAIL_CHUNK;
     s->rerun = 0;
+    s->batch_savepoint = 0;
+    s->isolating = 0;
     for (size_t i = 0; i < s->n; i++)
         s->dup[i] &= RS_MASK;
 }
@@ -520,7 +530,9 @@ static rc_t start_op(struct pg_sink *s)
                  (long long)left + 50, copy);
         s->stats.attempts++;
     } else {
-        snprintf(sql, sizeof sql, "%s%s", SAVEPOINT_SQL, copy);
+        snprintf(sql, sizeof sql, "%s%s%s", s->batch_savepoint ? "" : BATCH_SAVEPOINT_SQL,
+                 SAVEPOINT_SQL, copy);
+        s->batch_savepoint = 1;
     }
     if (!PQsendQuery(s->conn, sql)) {
         fail(s, NULL, "begin");
@@ -1120,6 +1132,31 @@ static rc_t unattributed(struct pg_sink *s, int rolled_back)
     return RC_DB;
 }
 
+/* A refusal in the rows phase named no row (a trigger run at the end of
+ * the COPY, a deferred constraint made to fire before COMMIT), or a line
+ * that proved wrong: back to login_etl_batch (every row out, the ledger
+ * kept, refusals made on the strength of lines undone), and the rows are
+ * isolated in this same transaction (s->isolating).  Returns RC_OK, or what
+ * unattributed returns when that savepoint cannot be returned to. */
+static rc_t back_to_batch(struct pg_sink *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->dup[i] & RS_IN_LEDGER)
+            s->dup[i] = RS_PENDING;
+    s->refusal = 0;
+    s->refused_row = NO_ROW;
+    s->phase = PH_IDLE;
+    if (!s->batch_savepoint || run(s, ROLLBACK_BATCH_SQL, PGRES_COMMAND_OK, NULL) != RC_OK)
+        return unattributed(s, 0);
+    log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
+           LF_STR("reason", s->why), LF_NUM("rows", pending_in(s, 0, s->n)));
+    s->isolating = 1;
+    s->known_bad = 1;
+    s->op = 1;
+    s->seg_from = s->seg_to = 0; /* isolate_rows sends the rows */
+    return RC_OK;
+}
+
 /* The COPY of op s->refusal - 1 was refused for a row's data.  A refused
  * ledger COPY voids the transaction: the row is marked and *again is set.
  * A refused rows COPY is rolled back to its savepoint: the row is marked,
@@ -1130,7 +1167,9 @@ static rc_t after_refusal(struct pg_sink *s, int *again)
     size_t r = s->refused_row;
     rc_t rc;
 
-    if (r == NO_ROW || s->rerun)
+    if (s->refusal == 2 && (r == NO_ROW || s->rerun))
+        return back_to_batch(s);
+    if (r == NO_ROW)
         return unattributed(s, 0);
     if (s->refusal == 1) {
         refuse_row(s, r, 0);
@@ -1258,8 +1297,6 @@ static rc_t attempt(struct pg_sink *s, int *again)
     rc_t rc;
 
     *again = 0;
-    if (s->isolating && s->op == 0 && s->phase == PH_IDLE)
-        s->seg_from = s->seg_to = 0; /* the ledger COPY only: isolate_rows sends the rows */
     for (;;) {
         if ((rc = pump(s, 1, 1)) != RC_OK)
             return rc;
@@ -1290,46 +1327,52 @@ static rc_t attempt(struct pg_sink *s, int *again)
             if ((rc = run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK ||
                 (rc = isolate_rows(s, 0, s->n, s->known_bad, 0, &stop, &whole)) != RC_OK)
                 return rc;
-            break;
+        } else if (next_segment(s)) {
+            continue;
         }
-        if (!next_segment(s))
-            break;
-    }
-    if (!s->no_delete && (rc = unledger(s)) != RC_OK) {
-        if (rc != RC_DB || strcmp(s->sqlstate, "42501") != 0)
-            return rc;
-        /* A least-privilege user with INSERT and SELECT on the ledger only. */
-        log_at(s->lg, LOG_INFO,
-               "no DELETE on the ledger: refused rows are left out by writing "
-               "the batch again");
-        s->no_delete = 1;
-    }
-    if (s->no_delete) {
-        for (size_t i = 0; i < s->n && !*again; i++)
-            *again = (s->dup[i] & RS_IN_LEDGER) != 0;
-        if (*again) {
-            /* Their ids cannot come out of this transaction's ledger: it is
-             * rolled back and written again without them (all the refused
-             * rows of the batch were found, so once is enough). */
-            reset_attempt(s);
-            return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+        /* Every row is in (or refused): take the refused ones' ids out of
+         * the ledger, then commit. */
+        if (!s->no_delete && (rc = unledger(s)) != RC_OK) {
+            if (rc != RC_DB || strcmp(s->sqlstate, "42501") != 0)
+                return rc;
+            /* A least-privilege user with INSERT and SELECT on the ledger only. */
+            log_at(s->lg, LOG_INFO,
+                   "no DELETE on the ledger: refused rows are left out by writing "
+                   "the batch again");
+            s->no_delete = 1;
         }
-    }
-    PGresult *res = NULL;
-    if ((rc = run(s, "COMMIT", PGRES_COMMAND_OK, &res)) != RC_OK) {
-        /* A deferred constraint (trigger) fires at COMMIT and names no row. */
-        if (rc == RC_DB && row_data_error(s->sqlstate))
-            return unattributed(s, 1);
+        if (s->no_delete) {
+            for (size_t i = 0; i < s->n && !*again; i++)
+                *again = (s->dup[i] & RS_IN_LEDGER) != 0;
+            if (*again) {
+                /* Their ids cannot come out of this transaction's ledger: it
+                 * is rolled back and written again without them (all the
+                 * refused rows of the batch were found, so once is enough). */
+                reset_attempt(s);
+                return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+            }
+        }
+        PGresult *res = NULL;
+        if ((rc = run(s, COMMIT_SQL, PGRES_COMMAND_OK, &res)) != RC_OK) {
+            if (rc != RC_DB || !row_data_error(s->sqlstate))
+                return rc;
+            /* A deferred constraint (trigger) refused a row, naming none,
+             * when SET CONSTRAINTS fired it: the transaction is still open. */
+            if (s->isolating)
+                return unattributed(s, 0);
+            if ((rc = back_to_batch(s)) != RC_OK)
+                return rc;
+            continue;
+        }
+        /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK. */
+        if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+            fail(s, NULL, "commit: the transaction was rolled back");
+            rc = RC_DB;
+        }
+        PQclear(res);
+        reset_attempt(s);
         return rc;
     }
-    /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK. */
-    if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-        fail(s, NULL, "commit: the transaction was rolled back");
-        rc = RC_DB;
-    }
-    PQclear(res);
-    reset_attempt(s);
-    return rc;
 }
 
 /* Writes the batch's pending rows in one transaction, retrying a lost
@@ -1356,12 +1399,8 @@ static rc_t write_pending(struct pg_sink *s)
         rc = attempt(s, &again);
         if (rc == RC_OK && !again)
             return RC_OK;
-        if (rc == RC_OK) {
-            /* Rows marked (each time one at least): write the rest, which
-             * may not fail as the whole did. */
-            s->known_bad = 0;
-            continue;
-        }
+        if (rc == RC_OK)
+            continue; /* rows marked (each time one at least): write the rest */
         log_at(s->lg, LOG_WARN, "database attempt failed", LF_STR("reason", s->why),
                LF_NUM("attempt", tries + 1), LF_NUM("retryable", s->retryable));
         if (rc == RC_NOMEM || rc == RC_TIMEOUT || !s->retryable || ++tries >= MAX_ATTEMPTS)
@@ -1471,16 +1510,8 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
     err[0] = '\0';
     rc_t rc = write_pending(s);
     if (rc == RC_DB && s->unattributed) {
-        log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
-               LF_STR("reason", s->why), LF_NUM("rows", pending_in(s, 0, s->n)));
-        s->isolating = 1;
-        s->known_bad = 1;
-        rc = write_pending(s);
-        s->isolating = 0;
-    }
-    if (rc == RC_DB && s->unattributed) {
-        /* Still without a row (the ledger COPY failed so, which
-         * isolate_rows does not cut): one transaction per part. */
+        /* A refusal without a row that the savepoints could not contain
+         * (in the ledger COPY, or still at COMMIT): one transaction per part. */
         log_at(s->lg, LOG_WARN, "isolating by transactions", LF_STR("reason", s->why));
         isolated = 1;
         int ignored;

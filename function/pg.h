@@ -16,10 +16,10 @@
  * CHECK constraint, an index entry over the b-tree limit) is taken out and
  * the rest written in the same invocation: the error names the COPY line,
  * the rows COPY (behind a savepoint) is rolled back and sent again without
- * that row; an error that names no row (a deferred constraint at COMMIT) is
- * narrowed down by writing the batch again with constraints made immediate,
- * in parts cut smaller and smaller (one transaction per part as a last
- * resort).
+ * that row; an error that names no row (a deferred constraint, fired just
+ * before COMMIT) takes every row back out to a savepoint before them and
+ * writes them again, constraints made immediate, in parts cut smaller and
+ * smaller (one transaction per part as a last resort).
  *
  * No SQL text is ever built from message values: they travel only as COPY
  * data and as a binary query parameter. */

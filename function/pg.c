@@ -113,9 +113,19 @@
 #define FIND_LEGACY_SQL "SELECT message_id FROM " LEGACY_LEDGER " WHERE message_id = ANY($1)"
 /* The rows' COPY runs behind a savepoint, so that a row the server refuses
  * (a trigger, a CHECK constraint) costs a rollback of that COPY only, not of
- * the ledger COPY before it.  Starting a savepoint is free until it is used. */
+ * the ledger COPY before it.  Starting a savepoint is free until it is used.
+ * The first rows COPY of a transaction also starts login_etl_batch, the
+ * point to return to when a refusal names no row (all the rows out, the
+ * ledger kept). */
 #define SAVEPOINT_SQL "SAVEPOINT login_etl_rows; "
+#define BATCH_SAVEPOINT_SQL "SAVEPOINT login_etl_batch; "
 #define ROLLBACK_ROWS_SQL "ROLLBACK TO SAVEPOINT login_etl_rows"
+#define ROLLBACK_BATCH_SQL "ROLLBACK TO SAVEPOINT login_etl_batch"
+/* Makes deferred constraints (and constraint triggers) fire at the end of
+ * each statement, so that a row they refuse fails its own rows COPY; before
+ * COMMIT, so that they fire while login_etl_batch can still be returned to. */
+#define IMMEDIATE_SQL "SET CONSTRAINTS ALL IMMEDIATE"
+#define COMMIT_SQL IMMEDIATE_SQL "; COMMIT"
 /* Takes the (sent_at, message_id) pairs of refused rows back out of the
  * ledger before COMMIT, through the ledger's key.  Only entries this
  * transaction inserted (xmin) can match, so nothing committed earlier is
@@ -203,6 +213,8 @@ enum row_state {
 };
 
 #define NO_ROW ((size_t)-1)
+#define TAIL_CHUNK 64   /* rows in the first COPY after a refused row (next_segment) */
+#define ISOLATE_PARTS 8 /* parts a batch is cut into to find a refused row (isolate) */
 
 static const char copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
 static const char copy_trailer[2] = {'\377', '\377'};
@@ -258,8 +270,13 @@ struct pg_sink {
     size_t refused_row;   /* that row, or NO_ROW when the server did not say which */
     size_t seg_from;      /* the rows COPY writes rows [seg_from, seg_to) (clamped to n) */
     size_t seg_to;
+    size_t chunk;        /* rows in the next part after a refusal (next_segment) */
     int rerun;           /* the rows COPY re-sends rows that passed before a refusal */
     int unattributed;    /* the attempt failed on a row's data, row unknown: isolate */
+    int isolating;       /* the attempt writes the rows by isolate_rows */
+    int known_bad;       /* the pending rows failed as a whole, since the last change to them */
+    int no_delete;       /* the user may not DELETE from the ledger (see attempt) */
+    int batch_savepoint; /* login_etl_batch was sent in the open transaction */
     struct buf scratch;  /* the duplicate query's parameter */
     struct idset lookup; /* message id -> row, for the duplicate query's answer */
     struct pg_stats stats;
@@ -327,7 +344,10 @@ static void reset_attempt(struct pg_sink *s)
     s->refused_row = NO_ROW;
     s->seg_from = 0;
     s->seg_to = NO_ROW;
+    s->chunk = TAIL_CHUNK;
     s->rerun = 0;
+    s->batch_savepoint = 0;
+    s->isolating = 0;
     for (size_t i = 0; i < s->n; i++)
         s->dup[i] &= RS_MASK;
 }
@@ -716,7 +736,9 @@ static rc_t start_op(struct pg_sink *s)
                  (long long)statement_ms, (long long)idle_ms, copy);
         s->stats.attempts++;
     } else {
-        snprintf(sql, sizeof sql, "%s%s", SAVEPOINT_SQL, copy);
+        snprintf(sql, sizeof sql, "%s%s%s", s->batch_savepoint ? "" : BATCH_SAVEPOINT_SQL,
+                 SAVEPOINT_SQL, copy);
+        s->batch_savepoint = 1;
     }
     if (!PQsendQuery(s->conn, sql)) {
         fail(s, NULL, "begin");
@@ -893,6 +915,7 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     s->give_up_at = give_up_at_ms;
     s->fifo = 0;
     s->unattributed = 0;
+    s->isolating = 0;
     reset_attempt(s);
     s->why[0] = '\0';
     s->retryable = 0;
@@ -1116,6 +1139,8 @@ static rc_t pump(struct pg_sink *s, int wait, int final)
         case PH_IDLE:
             if (s->op > 1 || s->n == 0)
                 return RC_OK; /* done, or nothing to write yet */
+            if (s->op == 1 && s->seg_from >= op_end(s))
+                return RC_OK; /* isolation sends the rows itself (isolate_rows) */
             rc = start_op(s);
             break;
         case PH_STARTING:
@@ -1257,13 +1282,19 @@ static size_t pending_in(const struct pg_sink *s, size_t from, size_t to)
 }
 
 /* After the rows COPY of [seg_from, seg_to) went in: readies the COPY of
- * the rest of the batch (the rows after a refused one), if any is left.
- * Returns 1 when there is one to run, 0 when all rows are in. */
+ * the next part of the rest of the batch (the rows after a refused one), if
+ * any is left.  The parts start at TAIL_CHUNK rows and double: a server
+ * that refused one row may refuse more (an operator's CHECK), and each
+ * refusal makes the client send its part again; so K refusals cost about
+ * K * TAIL_CHUNK rows sent twice, not K times the rest of the batch, and
+ * one refusal costs a few round trips.  Returns 1 when there is one to run,
+ * 0 when all rows are in. */
 static int next_segment(struct pg_sink *s)
 {
     while (s->seg_to < s->n) {
         s->seg_from = s->seg_to;
-        s->seg_to = s->n;
+        s->seg_to = s->n - s->seg_from > s->chunk ? s->seg_from + s->chunk : s->n;
+        s->chunk *= 2;
         s->rerun = 0;
         if (pending_in(s, s->seg_from, s->seg_to)) {
             s->op = 1;
@@ -1392,7 +1423,7 @@ static rc_t collect_prune(struct pg_sink *s)
  * COMMIT from a deferred constraint trigger, a COPY error without a line, or
  * a line that proved wrong): the transaction is rolled back, refusals made
  * on the strength of its lines are undone, and s->unattributed tells
- * pg_batch_commit to isolate the row by bisection.  Returns RC_DB, or the
+ * pg_batch_commit to isolate the row (isolate_rows, isolate).  Returns RC_DB, or the
  * failure of the rollback. */
 static rc_t unattributed(struct pg_sink *s, int rolled_back)
 {
@@ -1410,6 +1441,31 @@ static rc_t unattributed(struct pg_sink *s, int rolled_back)
     return RC_DB;
 }
 
+/* A refusal in the rows phase named no row (a trigger run at the end of
+ * the COPY, a deferred constraint made to fire before COMMIT), or a line
+ * that proved wrong: back to login_etl_batch (every row out, the ledger
+ * kept, refusals made on the strength of lines undone), and the rows are
+ * isolated in this same transaction (s->isolating).  Returns RC_OK, or what
+ * unattributed returns when that savepoint cannot be returned to. */
+static rc_t back_to_batch(struct pg_sink *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->dup[i] & RS_IN_LEDGER)
+            s->dup[i] = RS_PENDING;
+    s->refusal = 0;
+    s->refused_row = NO_ROW;
+    s->phase = PH_IDLE;
+    if (!s->batch_savepoint || run(s, ROLLBACK_BATCH_SQL, PGRES_COMMAND_OK, NULL) != RC_OK)
+        return unattributed(s, 0);
+    log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
+           LF_STR("reason", s->why), LF_NUM("rows", pending_in(s, 0, s->n)));
+    s->isolating = 1;
+    s->known_bad = 1;
+    s->op = 1;
+    s->seg_from = s->seg_to = 0; /* isolate_rows sends the rows */
+    return RC_OK;
+}
+
 /* The COPY of op s->refusal - 1 was refused for a row's data.  A refused
  * ledger COPY voids the transaction: the row is marked and *again is set.
  * A refused rows COPY is rolled back to its savepoint: the row is marked,
@@ -1420,7 +1476,9 @@ static rc_t after_refusal(struct pg_sink *s, int *again)
     size_t r = s->refused_row;
     rc_t rc;
 
-    if (r == NO_ROW || s->rerun)
+    if (s->refusal == 2 && (r == NO_ROW || s->rerun))
+        return back_to_batch(s);
+    if (r == NO_ROW)
         return unattributed(s, 0);
     if (s->refusal == 1) {
         refuse_row(s, r, 0);
@@ -1436,12 +1494,103 @@ static rc_t after_refusal(struct pg_sink *s, int *again)
         return rc;
     refuse_row(s, r, 1);
     s->seg_to = r;
+    s->chunk = TAIL_CHUNK;
     if (pending_in(s, s->seg_from, s->seg_to)) {
         s->rerun = 1;
         s->op = 1;
         s->phase = PH_IDLE;
     } else if (!next_segment(s)) {
         s->op = 2;
+    }
+    return RC_OK;
+}
+
+/* Sends the pending rows of [a, b) in a rows COPY of their own behind the
+ * savepoint, rolled back to it when the server refuses one.  *refused is
+ * then 1 and *row the refused row (NO_ROW when the server did not say).
+ * Returns RC_OK or the failure. */
+static rc_t copy_rows(struct pg_sink *s, size_t a, size_t b, int *refused, size_t *row)
+{
+    rc_t rc;
+
+    *refused = 0;
+    *row = NO_ROW;
+    s->op = 1;
+    s->phase = PH_IDLE;
+    s->seg_from = a;
+    s->seg_to = b;
+    if ((rc = pump(s, 1, 1)) != RC_OK || !s->refusal)
+        return rc;
+    *refused = 1;
+    *row = s->refused_row;
+    s->refusal = 0;
+    s->refused_row = NO_ROW;
+    return run(s, ROLLBACK_ROWS_SQL, PGRES_COMMAND_OK, NULL);
+}
+
+/* Writes the pending rows of [a, b) into the open transaction (its ledger
+ * holds their ids), finding the ones the server refuses: a refusal that
+ * names its row takes that row out and goes on either side of it; one that
+ * does not cuts [a, b) into ISOLATE_PARTS parts, each sent on its own,
+ * down to single rows.  Deferred constraints were made immediate, so each
+ * COPY fails for its own rows.  When every part but the last went in, the
+ * last is known to fail (`known_bad`) and is cut at once.  `again`: these
+ * rows went in once before a refused row: a refusal naming a row now means
+ * the names cannot be trusted (a failure when rows are flushed in bulk
+ * names the last one read).  Sets *stop for a FIFO batch's refused row.
+ * Returns RC_OK or the failure; *whole says whether [a, b) went in without
+ * a refusal. */
+static rc_t isolate_rows(struct pg_sink *s, size_t a, size_t b, int known_bad, int again, int *stop,
+                         int *whole)
+{
+    size_t pending = 0, only = NO_ROW, r = NO_ROW;
+    int refused = 1;
+    rc_t rc;
+
+    *whole = 0;
+    for (size_t i = a; i < b; i++)
+        if (s->dup[i] == RS_PENDING) {
+            pending++;
+            only = i;
+        }
+    if (*stop)
+        return RC_OK;
+    if (pending == 0) {
+        *whole = 1;
+        return RC_OK;
+    }
+    if (!known_bad) {
+        if ((rc = copy_rows(s, a, b, &refused, &r)) != RC_OK)
+            return rc;
+        *whole = !refused;
+        if (!refused)
+            return RC_OK;
+        if (r != NO_ROW && !again) {
+            int ignored;
+            refuse_row(s, r, 1);
+            /* The rows before it first, FIFO or not: they are in the ledger
+             * and must be written before anything stops. */
+            if ((rc = isolate_rows(s, a, r, 0, 1, stop, &ignored)) != RC_OK)
+                return rc;
+            *stop = *stop || s->fifo;
+            return isolate_rows(s, r + 1, b, 0, 0, stop, &ignored);
+        }
+    }
+    if (pending == 1) {
+        refuse_row(s, only, 1);
+        *stop = s->fifo;
+        return RC_OK;
+    }
+    size_t parts = b - a < ISOLATE_PARTS ? b - a : ISOLATE_PARTS;
+    int all_whole = 1;
+    for (size_t k = 0; k < parts; k++) {
+        size_t from = a + (b - a) * k / parts, to = a + (b - a) * (k + 1) / parts;
+        int part_whole = 0;
+        /* [a, b) failed and the parts before did not: the refused row is in the last. */
+        if ((rc = isolate_rows(s, from, to, k == parts - 1 && all_whole, 0, stop, &part_whole)) !=
+            RC_OK)
+            return rc;
+        all_whole = all_whole && part_whole;
     }
     return RC_OK;
 }
@@ -1455,93 +1604,139 @@ static rc_t after_refusal(struct pg_sink *s, int *again)
 static rc_t attempt(struct pg_sink *s, int *again)
 {
     rc_t rc;
-    size_t found = 0;
 
     *again = 0;
     for (;;) {
         if ((rc = pump(s, 1, 1)) != RC_OK)
             return rc;
-        if (s->unique_violation)
-            break;
+        if (s->unique_violation) {
+            size_t found = 0;
+            reset_attempt(s);
+            if ((rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
+                return rc;
+            /* Rolled back: no row's id is in the ledger any more. */
+            for (size_t i = 0; i < s->n; i++)
+                s->dup[i] &= (uint8_t)~RS_IN_LEDGER;
+            if ((rc = mark_duplicates(s, 0, &found)) != RC_OK)
+                return rc;
+            if (found == 0) {
+                /* The unique violation named an id we cannot see: never loop on it. */
+                snprintf(s->why, sizeof s->why,
+                         "ledger: unique violation without a visible duplicate");
+                s->phase = PH_BROKEN;
+                return RC_DB;
+            }
+            *again = 1;
+            return RC_OK;
+        }
         if (s->refusal) {
             if ((rc = after_refusal(s, again)) != RC_OK || *again)
                 return rc;
             continue;
         }
-        if (!next_segment(s))
-            break;
-    }
-    /* The earlier ledger is read inside the transaction, after the ledger
-     * COPY: a message committed there by an earlier version counts as
-     * committed. */
-    if (!s->unique_violation && s->legacy && (rc = mark_duplicates(s, 1, &found)) != RC_OK)
-        return rc;
-    if (s->unique_violation || found) {
-        reset_attempt(s);
-        if ((rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
+        if (s->isolating) {
+            int stop = 0, whole;
+            if ((rc = run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK ||
+                (rc = isolate_rows(s, 0, s->n, s->known_bad, 0, &stop, &whole)) != RC_OK)
+                return rc;
+        } else if (next_segment(s)) {
+            continue;
+        }
+        /* The earlier ledger is read inside the transaction, after the ledger
+         * COPY: a message committed there by an earlier version counts as
+         * committed, and the batch is written again without it. */
+        size_t found = 0;
+        if (s->legacy && (rc = mark_duplicates(s, 1, &found)) != RC_OK)
             return rc;
-        /* Rolled back: no row's id is in the ledger any more. */
+        if (found) {
+            reset_attempt(s);
+            for (size_t i = 0; i < s->n; i++)
+                s->dup[i] &= (uint8_t)~RS_IN_LEDGER;
+            *again = 1;
+            return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+        }
+        /* Every row is in (or refused): take the refused ones' ids out of
+         * the ledger, then commit. */
+        if (!s->no_delete && (rc = unledger(s)) != RC_OK) {
+            if (rc != RC_DB || strcmp(s->sqlstate, "42501") != 0)
+                return rc;
+            /* A least-privilege user with INSERT and SELECT on the ledger only. */
+            log_at(s->lg, LOG_INFO,
+                   "no DELETE on the ledger: refused rows are left out by writing "
+                   "the batch again");
+            s->no_delete = 1;
+        }
+        if (s->no_delete) {
+            for (size_t i = 0; i < s->n && !*again; i++)
+                *again = (s->dup[i] & RS_IN_LEDGER) != 0;
+            if (*again) {
+                /* Their ids cannot come out of this transaction's ledger: it
+                 * is rolled back and written again without them (all the
+                 * refused rows of the batch were found, so once is enough). */
+                reset_attempt(s);
+                return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+            }
+        }
+        /* SET CONSTRAINTS, COMMIT and the ledger's retention go in one round
+         * trip; an error skips the statements after it. */
+        char sql[sizeof COMMIT_SQL + sizeof PRUNE_SQL + 120] = COMMIT_SQL, from[80];
+        size_t written = 0;
         for (size_t i = 0; i < s->n; i++)
-            s->dup[i] &= (uint8_t)~RS_IN_LEDGER;
-        if (!found && (rc = mark_duplicates(s, 0, &found)) != RC_OK)
-            return rc;
-        if (found == 0) {
-            /* The unique violation named an id we cannot see: never loop on it. */
-            snprintf(s->why, sizeof s->why, "ledger: unique violation without a visible duplicate");
-            s->phase = PH_BROKEN;
+            written += !s->dup[i];
+        size_t limit = written * 2 < PRUNE_MIN ? PRUNE_MIN : written * 2;
+        limit = limit > PRUNE_MAX ? PRUNE_MAX : limit;
+        if (s->prune_from == INT64_MIN)
+            snprintf(from, sizeof from, "%s '-infinity'", s->prune_past ? ">" : ">=");
+        else
+            snprintf(from, sizeof from, "%s to_timestamp(0) + %lld * interval '1 us'",
+                     s->prune_past ? ">" : ">=", (long long)s->prune_from);
+        if (!s->prune_off)
+            snprintf(sql, sizeof sql, COMMIT_SQL "; " PRUNE_SQL, from, limit);
+        if (!PQsendQuery(s->conn, sql)) {
+            fail(s, NULL, "commit");
             return RC_DB;
         }
-        *again = 1;
+        PGresult *res = NULL;
+        int step;
+        for (step = 0; step < 2; step++) { /* SET CONSTRAINTS, then COMMIT */
+            rc_t w = next_result(s, &res);
+            if (w) {
+                fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "commit");
+                return w;
+            }
+            /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK. */
+            if (res && PQresultStatus(res) == PGRES_COMMAND_OK &&
+                (step == 0 || strcmp(PQcmdStatus(res), "COMMIT") == 0)) {
+                PQclear(res);
+                continue;
+            }
+            fail(s, res,
+                 res && PQresultStatus(res) != PGRES_COMMAND_OK
+                     ? "commit"
+                     : "commit: the transaction was rolled back");
+            PQclear(res);
+            /* Drain what is left, so that the connection takes a new command. */
+            while (next_result(s, &res) == RC_OK && res)
+                PQclear(res);
+            if (step == 1 || !row_data_error(s->sqlstate))
+                return RC_DB;
+            /* A deferred constraint (trigger) refused a row, naming none,
+             * when SET CONSTRAINTS fired it: the transaction is still open. */
+            if (s->isolating)
+                return unattributed(s, 0);
+            if ((rc = back_to_batch(s)) != RC_OK)
+                return rc;
+            break;
+        }
+        if (step < 2)
+            continue; /* isolating the rows behind login_etl_batch */
+        reset_attempt(s);
+        /* Committed.  A connection that fails from here on is closed, and the
+         * next batch opens another; this one is done. */
+        if (collect_prune(s) != RC_OK)
+            disconnect(s);
         return RC_OK;
     }
-    if ((rc = unledger(s)) != RC_OK)
-        return rc;
-    char sql[sizeof PRUNE_SQL + 120] = "COMMIT", from[80];
-    size_t written = 0;
-    for (size_t i = 0; i < s->n; i++)
-        written += !s->dup[i];
-    size_t limit = written * 2 < PRUNE_MIN ? PRUNE_MIN : written * 2;
-    limit = limit > PRUNE_MAX ? PRUNE_MAX : limit;
-    if (s->prune_from == INT64_MIN)
-        snprintf(from, sizeof from, "%s '-infinity'", s->prune_past ? ">" : ">=");
-    else
-        snprintf(from, sizeof from, "%s to_timestamp(0) + %lld * interval '1 us'",
-                 s->prune_past ? ">" : ">=", (long long)s->prune_from);
-    if (!s->prune_off)
-        snprintf(sql, sizeof sql, "COMMIT; " PRUNE_SQL, from, limit);
-    if (!PQsendQuery(s->conn, sql)) {
-        fail(s, NULL, "commit");
-        return RC_DB;
-    }
-    PGresult *res = NULL;
-    rc_t w = next_result(s, &res);
-    if (w) {
-        fail(s, NULL, w == RC_TIMEOUT ? "timeout" : "commit");
-        return w;
-    }
-    /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK. */
-    if (!res || PQresultStatus(res) != PGRES_COMMAND_OK ||
-        strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-        fail(s, res,
-             res && PQresultStatus(res) != PGRES_COMMAND_OK
-                 ? "commit"
-                 : "commit: the transaction was rolled back");
-        PQclear(res);
-        /* Drain what is left, so that the connection takes a new command. */
-        while (next_result(s, &res) == RC_OK && res)
-            PQclear(res);
-        /* A deferred constraint (trigger) fires at COMMIT and names no row. */
-        if (row_data_error(s->sqlstate))
-            return unattributed(s, 1);
-        return RC_DB;
-    }
-    PQclear(res);
-    reset_attempt(s);
-    /* Committed.  A connection that fails from here on is closed, and the
-     * next batch opens another; this one is done. */
-    if (collect_prune(s) != RC_OK)
-        disconnect(s);
-    return RC_OK;
 }
 
 /* Writes the batch's pending rows in one transaction, retrying a lost
@@ -1609,16 +1804,25 @@ static rc_t write_range(struct pg_sink *s, size_t a, size_t b)
     return rc;
 }
 
+static size_t count_refused(const struct pg_sink *s, size_t a, size_t b)
+{
+    size_t count = 0;
+    for (size_t i = a; i < b; i++)
+        count += (s->dup[i] & RS_MASK) == RS_REFUSED;
+    return count;
+}
+
 /* Finds the rows refused without a name (the whole of [a, b) failed, or is
- * tried first unless `known_bad`) by bisection: each half is written in a
- * transaction of its own, the first half first (FIFO order); a half that
- * fails is split again, down to single rows, which are the refused ones.
- * When the first half goes in whole, the second is known to fail and is
- * split at once.  For one refused row of n this takes about log2(n)
- * transactions writing n rows in all, each bounded by the give-up time.
- * Sets *stop when no more may be written (a FIFO batch's refused row, or a
- * failure).  Returns RC_OK or the failure that stopped it; *whole says
- * whether [a, b) went in as one transaction. */
+ * tried first unless `known_bad`): [a, b) is cut into ISOLATE_PARTS parts,
+ * each written in a transaction of its own, in order (FIFO order); a part
+ * that fails is cut again, down to single rows, which are the refused ones.
+ * When every part but the last went in whole, the last is known to fail and
+ * is cut at once.  For one refused row of n this writes about 1.15 n rows in
+ * about ISOLATE_PARTS * log(n) / log(ISOLATE_PARTS) transactions (halves
+ * would write about 1.5 n), each bounded by the give-up time.  Sets *stop
+ * when no more may be written (a FIFO batch's refused row, or a failure).
+ * Returns RC_OK or the failure that stopped it; *whole says whether [a, b)
+ * went in without a refusal. */
 static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *stop, int *whole)
 {
     size_t pending = 0, only = NO_ROW;
@@ -1630,12 +1834,18 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
             pending++;
             only = i;
         }
-    if (pending == 0 || *stop)
+    if (*stop)
         return RC_OK;
+    if (pending == 0) {
+        *whole = 1;
+        return RC_OK;
+    }
     if (!known_bad) {
+        size_t refused = count_refused(s, a, b);
         rc = write_range(s, a, b);
         if (rc == RC_OK) {
-            *whole = 1;
+            /* Whole unless the server named refused rows in it on the way. */
+            *whole = count_refused(s, a, b) == refused;
             return RC_OK;
         }
         if (!s->unattributed) {
@@ -1648,12 +1858,17 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
         *stop = s->fifo;
         return RC_OK;
     }
-    size_t m = a + (b - a) / 2;
-    int first_whole = 0, ignored;
-    if ((rc = isolate(s, a, m, 0, stop, &first_whole)) != RC_OK)
-        return rc;
-    /* [a, b) failed and [a, m) did not: the refused row is in [m, b). */
-    return isolate(s, m, b, first_whole, stop, &ignored);
+    size_t parts = b - a < ISOLATE_PARTS ? b - a : ISOLATE_PARTS;
+    int all_whole = 1;
+    for (size_t k = 0; k < parts; k++) {
+        size_t from = a + (b - a) * k / parts, to = a + (b - a) * (k + 1) / parts;
+        int part_whole = 0;
+        /* [a, b) failed and the parts before did not: the refused row is in the last. */
+        if ((rc = isolate(s, from, to, k == parts - 1 && all_whole, stop, &part_whole)) != RC_OK)
+            return rc;
+        all_whole = all_whole && part_whole;
+    }
+    return RC_OK;
 }
 
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
@@ -1664,8 +1879,9 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
     err[0] = '\0';
     rc_t rc = write_pending(s);
     if (rc == RC_DB && s->unattributed) {
-        log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
-               LF_STR("reason", s->why), LF_NUM("rows", pending_in(s, 0, s->n)));
+        /* A refusal without a row that the savepoints could not contain
+         * (in the ledger COPY, or still at COMMIT): one transaction per part. */
+        log_at(s->lg, LOG_WARN, "isolating by transactions", LF_STR("reason", s->why));
         isolated = 1;
         int ignored;
         rc = isolate(s, 0, s->n, 1, &stop, &ignored);
@@ -1680,9 +1896,10 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
         return rc;
     }
     if (rc) {
-        /* Isolation committed a part of the batch before it had to stop:
-         * the rest is answered as not written, and SQS retries it. */
-        log_at(s->lg, LOG_WARN, "batch written in part", LF_STR("reason", s->why));
+        /* Refused rows were named, or isolation committed a part of the
+         * batch, before the failure: those stand; the rest is answered as
+         * not written, and SQS retries it. */
+        log_at(s->lg, LOG_WARN, "batch not written in full", LF_STR("reason", s->why));
         disconnect(s);
     }
     for (size_t i = 0; i < s->n; i++) {

@@ -21,8 +21,10 @@
  * CHECK constraint, an index entry over the b-tree limit) is taken out and
  * the rest written in the same invocation: the error names the COPY line,
  * the rows COPY (behind a savepoint) is rolled back and sent again without
- * that row; an error that names no row (a deferred constraint at COMMIT) is
- * narrowed down by bisection, in transactions of their own.
+ * that row; an error that names no row (a deferred constraint, fired just
+ * before COMMIT) takes every row back out to a savepoint before them and
+ * writes them again, constraints made immediate, in parts cut smaller and
+ * smaller (one transaction per part as a last resort).
  *
  * No SQL text is ever built from message values: they travel only as COPY
  * data and as binary query parameters.  Nothing is set for the session, so
@@ -119,7 +121,9 @@ enum pg_outcome {
  * constraint, never the server's text, which can quote row values) when the
  * database failed after bounded retries; RC_NOMEM.  On any failure nothing
  * of the batch is committed and the connection is closed, to be re-opened
- * by the next batch. */
+ * by the next batch; except when refused rows were named, or a part of the
+ * batch committed while isolating them, before the failure: then RC_OK,
+ * with the rows not committed PG_NOT_WRITTEN. */
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN]);
 
 /* 1 when the last connection attempt failed because the server refused the

@@ -55,7 +55,7 @@ BEGIN
   END IF;
   RETURN NULL;
 END $$;
-CREATE TRIGGER refuse_id AFTER INSERT ON login_etl_ledger FOR EACH ROW EXECUTE FUNCTION refuse_id();
+CREATE TRIGGER refuse_id AFTER INSERT ON login_etl_ledger_v2 FOR EACH ROW EXECUTE FUNCTION refuse_id();
 """
 
 # Says something about every row, quoting its user_id.
@@ -303,7 +303,7 @@ def test_isolation_stops_at_the_deadline_and_the_redelivery_completes_it():
         assert answered < deadline, f"answered {answered - deadline} ms after the deadline"
         assert res.kind == "response", res.body[:300]
         listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
-        written = {r["message_id"] for r in etl.db.query("SELECT message_id FROM login_etl_ledger")}
+        written = {r["message_id"] for r in etl.db.query("SELECT message_id FROM login_etl_ledger_v2 WHERE message_id <> ''")}
         # Whatever was committed is not listed, and everything else is.
         assert listed | written == {m["messageId"] for m in msgs} and not listed & written
         assert "t40" in listed and etl.count() == len(written)
@@ -320,16 +320,16 @@ def test_a_user_without_delete_on_the_ledger_still_gets_exact_answers():
     with Etl(reset_db=False) as etl:
         _prepare(etl)
     _superuser(db, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                   "'etl_nodelete') THEN CREATE ROLE etl_nodelete LOGIN PASSWORD 'nd-password'; "
+                   "'etl_nodelete') THEN CREATE ROLE etl_nodelete LOGIN PASSWORD 'nodelete-password'; "
                    "END IF; END $$")
     db.psql("GRANT INSERT ON user_logins TO etl_nodelete; "
-            "GRANT SELECT, INSERT ON login_etl_ledger TO etl_nodelete")
+            "GRANT SELECT, INSERT ON login_etl_ledger_v2 TO etl_nodelete")
     _superuser(db, "ALTER TABLE user_logins ADD CONSTRAINT modern_app "
                    "CHECK (app_version >= 2000000)" + ";" + DEFERRED_TRIGGER)
     bad = {3, 17}  # refused by the CHECK constraint (line) and the trigger (no line)
     msgs = [_msg(f"p{i}", ("refuse-secret-" if i == 17 else "user-") + str(i),
                  app_version="1.0.0" if i == 3 else "4.2.0") for i in range(25)]
-    env = {"PGUSER": "etl_nodelete", "PGPASSWORD": "nd-password"}
+    env = {"PGUSER": "etl_nodelete", "PGPASSWORD": "nodelete-password"}
     with Etl(reset_db=False, env=env) as etl:
         for delivery in (1, 2):
             assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == \

@@ -132,7 +132,9 @@ _BEGIN = re.compile(r"^(BEGIN|START\s+TRANSACTION)\b", re.I)
 _END = re.compile(r"^(COMMIT|END|ROLLBACK|ABORT)\b(?!\s+PREPARED)", re.I)
 # Each rule: (pattern, why).  Checked against one statement, comments removed.
 _RULES = [
-    (re.compile(r"^SET\s+(?!LOCAL\b)(?!TRANSACTION\b)", re.I),
+    # SET CONSTRAINTS, like SET LOCAL and SET TRANSACTION, lasts until the
+    # transaction ends (checked below to be inside one).
+    (re.compile(r"^SET\s+(?!LOCAL\b)(?!TRANSACTION\b)(?!CONSTRAINTS\b)", re.I),
      "a session SET (only SET LOCAL, inside a transaction, ends with it)"),
     (re.compile(r"^RESET\b", re.I), "RESET changes session state"),
     (re.compile(r"^DISCARD\b", re.I), "DISCARD is the pooler's business"),
@@ -181,9 +183,10 @@ def session_state(entries):
                 in_txn[e.session] = True
             elif _END.match(stmt):
                 in_txn[e.session] = False
-            elif re.match(r"^SET\s+LOCAL\b", stmt, re.I) and not in_txn.get(e.session):
-                bad.append((e.session, stmt, "SET LOCAL outside a transaction block does "
-                                             "nothing (and warns)"))
+            elif re.match(r"^SET\s+(LOCAL|CONSTRAINTS)\b", stmt, re.I) and \
+                    not in_txn.get(e.session):
+                bad.append((e.session, stmt, "SET LOCAL or SET CONSTRAINTS outside a "
+                                             "transaction block does nothing (and warns)"))
             for rx, why in _RULES:
                 if rx.search(stmt):
                     bad.append((e.session, stmt, why))

@@ -406,6 +406,19 @@ static int row_data_error(const char *state)
                      strcmp(state, "P0001") == 0 || strcmp(state, "54000") == 0);
 }
 
+/* Is this COPY error a refusal of one row's data?  As row_data_error, except
+ * a check violation that names no constraint: that is a row of a partitioned
+ * user_logins for which no partition exists ("no partition of relation ...
+ * found for row"), a missing partition the operator must add, not a bad
+ * record; the batch fails and comes back until it exists. */
+static int row_refused(const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (state && strcmp(state, "23514") == 0 && !PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME))
+        return 0;
+    return row_data_error(state);
+}
+
 /* Writes "<what>: SQLSTATE x table t constraint c" for a server error into
  * out.  The server's message text, DETAIL and CONTEXT are never used: a
  * trigger's RAISE or a constraint's DETAIL can quote the row's values.
@@ -1088,7 +1101,7 @@ static rc_t collect(struct pg_sink *s, int wait)
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             if (s->op == 0 && state && strcmp(state, "23505") == 0) {
                 s->unique_violation = 1;
-            } else if (row_data_error(state) && !s->refusal) {
+            } else if (row_refused(res) && !s->refusal) {
                 s->refusal = 1 + (int)s->op;
                 s->refused_row = row_at_line(s, context_line(res));
                 describe(s, res, what, s->why, sizeof s->why);

@@ -204,13 +204,13 @@ struct pg_sink {
     int64_t prune_from; /* Unix epoch us: the next sweep starts at this sent_at (INT64_MIN:
                            -infinity, the oldest entry) ... */
     int prune_past;     /* ... or just after it: a whole sweep saw only that sent_at */
-    unsigned prunes;    /* prunes run by this process */
+    unsigned prunes;    /* sweep steps run by this process */
     int64_t give_up_at;
     enum phase phase;
     char why[ERR_LEN]; /* why the current attempt broke */
     int retryable;     /* the failure was of the connection, worth another attempt */
 
-    struct tuples ledger; /* the batch's message ids, for login_etl_ledger */
+    struct tuples ledger; /* the batch's (sent_at, message_id) pairs, for the ledger */
     struct tuples rows;   /* the batch's rows, for user_logins */
     const char **ids;     /* owned array of borrowed message ids */
     int64_t *sent_at;     /* owned: each row's sent_at, us since 2000 (INT64_MIN: none) */
@@ -766,6 +766,7 @@ static void put_u32(struct buf *b, uint32_t v)
     buf_append(b, &be, sizeof be);
 }
 
+/* Big-endian, as binary COPY and binary parameters want (a timestamptz). */
 static void put_u64(struct buf *b, uint64_t v)
 {
     put_u32(b, (uint32_t)(v >> 32));

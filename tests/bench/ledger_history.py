@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The ledger's cost against its history: the same records through the release bootstrap
 on an empty database, then on one whose ledger already holds millions of committed
-messages, a quarter of them expired (so every batch's retention deletes really run and
-are counted).  Reports the function's time net of the Runtime API emulator (the sum of
+messages, plus expired ones that the function's retention deletes during the runs (as
+many as the runs add, by default: the steady state of a ledger that keeps 16 days).  Reports the function's time net of the Runtime API emulator (the sum of
 the metrics lines' Duration) in both, and their ratio (goal <= 1.15).  It reports; it
 never fails on a figure.  Not part of `make test` (the preload takes a minute or two).
 
@@ -65,19 +65,26 @@ def one_run(tmp, srv, runner, events, valid, label):
     return handler, secs, cpu
 
 
-def preload(srv, history):
-    """`history` ledger entries, SentTimestamps spread over the last 20 days in order (the
-    order they would have been written in), each committed a moment after it was sent."""
+def preload(srv, history, expired):
+    """`history` ledger entries whose SentTimestamps are spread over the last 16 days, in
+    order (the order they would have been written in), each committed a moment after it
+    was sent; and `expired` more sent 16 to 17 days ago, which the function's retention
+    deletes during the runs.  With `expired` equal to the records the runs write, the
+    retention deletes as many entries as the runs add: a ledger in its steady state."""
     t = time.monotonic()
     bench.superuser_psql(srv, f"""
 INSERT INTO {LEDGER} (sent_at, message_id, committed_at)
 SELECT s, gen_random_uuid()::text, s + random() * interval '5 seconds'
-  FROM (SELECT now() - interval '20 days' + g * (interval '20 days' / {history}) - interval '1 minute' AS s
+  FROM (SELECT now() - interval '17 days' + g * (interval '1 day' / {max(expired, 1)}) AS s
+          FROM generate_series(1, {expired}) g
+        UNION ALL
+        SELECT now() - interval '16 days' + g * (interval '16 days' / {history}) - interval '1 minute'
           FROM generate_series(1, {history}) g) x;
 VACUUM ANALYZE {LEDGER};
 CHECKPOINT;
 """)
-    bench.note(f"preloaded {history:,} ledger entries in {time.monotonic() - t:.0f} s")
+    bench.note(f"preloaded {history:,} ledger entries and {expired:,} expired ones in "
+               f"{time.monotonic() - t:.0f} s")
 
 
 def main():
@@ -85,6 +92,9 @@ def main():
     ap.add_argument("--history", type=int, default=5_000_000)
     ap.add_argument("--records", type=int, default=80_000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--expired", type=int, default=None,
+                    help="expired entries in the preload (default: the records of all runs, "
+                    "so retention deletes as many as the runs add)")
     args = ap.parse_args()
     if not bench.RELEASE.exists():
         sys.exit("ledger_history: build/bootstrap is missing: run `make`")
@@ -111,7 +121,8 @@ def main():
                 first.close()
             srv.psql(f"TRUNCATE user_logins, {LEDGER}")
             if phase == "history":
-                preload(srv, args.history)
+                preload(srv, args.history, args.records * args.repeats if args.expired is None
+                        else args.expired)
             runner = bench.Runner(tmp, srv, name=f"history-{phase}")
             try:
                 runner.run([event_bytes(warm)])
@@ -123,6 +134,7 @@ def main():
                     runs.append(one_run(tmp, srv, runner, events, valid, f"{phase} run {r + 1}"))
                 entries1 = int(srv.scalar(f"SELECT count(*) FROM {LEDGER}"))
                 expired = int(srv.scalar(f"SELECT count(*) FROM {LEDGER} WHERE "
+                                         "sent_at < now() - interval '16 days' AND "
                                          "committed_at < now() - interval '15 days'"))
             finally:
                 runner.close()

@@ -429,6 +429,7 @@ def history(tmp, preload, records, repeats):
 
         # "history": the ledger's insert cost alone (nothing has expired);
         # "retention": the same history, and the function's retention busy.
+        last_end = time.time()
         for phase in ("empty", "history") + (("retention",) if days else ()):
             if phase != "retention":
                 B.superuser_psql(srv, f"TRUNCATE user_logins, {table}; VACUUM ANALYZE;")
@@ -449,14 +450,19 @@ def history(tmp, preload, records, repeats):
                     B.superuser_psql(srv, f"TRUNCATE {table};")
                 elif phase == "retention":
                     # The steady state of a full window: as many entries have
-                    # just passed the retention as the run writes, for the
-                    # function's own retention to delete (committed after the
-                    # point where its previous prune ended).
-                    time.sleep(0.1)
-                    B.superuser_psql(srv, preload_sql(table, cols, key, records, 10,
+                    # passed the retention since the previous run ended as the
+                    # run writes, for the function's own retention to delete.
+                    # They are spread over that time (not bunched on one
+                    # instant, which real traffic never is), all after where
+                    # the previous run's retention stopped.
+                    while time.time() - last_end < 3:
+                        time.sleep(0.1)
+                    span = int((time.time() - last_end) * 1000) - 50
+                    B.superuser_psql(srv, preload_sql(table, cols, key, records, span,
                                                       days * 86_400_000 + 10))
                 evs = data(5_000 + rep + {"empty": 0, "history": 100, "retention": 200}[phase])
                 x = history_run(srv, runner, table, evs)
+                last_end = time.time()
                 runs.append(x)
                 B.note(f"{phase}, run {rep + 1}: handler {x['handler_s']:.3f} s, wall "
                        f"{x['seconds']:.3f} s, server {x['server_cpu_s']:.2f} CPU-s, "
@@ -496,7 +502,8 @@ def report(f):
             rate = fl["records"] / x["seconds"]
             base.setdefault(x["via"].split(",")[0], rate)
             ratio = rate / base[x["via"].split(",")[0]]
-            rows.append([f"{x['via']}, {x['functions']} function{'s' if x['functions'] > 1 else ''}",
+            plural = "s" if x["functions"] > 1 else ""
+            rows.append([f"{x['via']}, {x['functions']} function{plural}",
                          f"{rate:,.0f}", f"{ratio:.2f}",
                          f"{x['server_cpu_s'] * 100000 / fl['records']:.2f}",
                          f"{x['functions_cpu_s'] * 100000 / fl['records']:.2f}",
@@ -529,7 +536,8 @@ def report(f):
     h = f.get("history")
     if h:
         B.say(f"\n8. History: the next {h['records']:,} records (one function), median of "
-              f"{h['repeats']}; ledger {h.get('ledger_table', '')} ({', '.join(h['ledger_columns'])}), key "
+              f"{h['repeats']}; ledger {h.get('ledger_table', '')} "
+              f"({', '.join(h['ledger_columns'])}), key "
               f"({', '.join(h['ledger_key'])}){', partitioned' if h['ledger_partitioned'] else ''}")
         e = h["empty"]
         rows = [["empty database", f"{e['handler_s']:.3f} s", "1.00",
@@ -549,7 +557,8 @@ def report(f):
                        "runs (handler)"])
         B.say("  goal: at most 1.15x the empty database's cost with the history")
         if h.get("retention"):
-            B.say(f"  retention (after {h['retention_days']} days): before each run of the last row, "
+            B.say(f"  retention (after {h['retention_days']} days): before each run of the last "
+                  "row, "
                   f"{h['records']:,} entries that had just expired were added for the function "
                   "to delete; it deleted "
                   f"{', '.join(f'{p:,}' for p in h['retention']['pruned'])}")

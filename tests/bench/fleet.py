@@ -152,11 +152,16 @@ def _log_size(srv):
 
 def lock_events(srv, since):
     """Lock waits longer than LOCK_WAIT_MS and deadlocks, from the server log
-    written after offset `since`."""
+    written after offset `since`: (waits, deadlocks, {what was waited for: count}),
+    e.g. "transaction" (a row another transaction inserted: a shared message id),
+    "extension of relation" (backends growing the same table at once)."""
     with open(srv.log, "rb") as f:
         f.seek(since)
         text = f.read().decode("utf-8", "replace")
-    return text.count("still waiting for"), text.count("deadlock detected")
+    kinds = collections.Counter(
+        m.group(1) for m in re.finditer(r"still waiting for \w+ on (extension of relation|"
+                                        r"transaction|tuple|relation|advisory lock|\w+)", text))
+    return sum(kinds.values()), text.count("deadlock detected"), dict(kinds)
 
 
 def read_log(path):
@@ -215,7 +220,7 @@ def one_config(tmp, srv, bouncer, n, events, doubled_events, want, valid, label)
         e1 = time.process_time()
         cpu = cpu_srv.stop()
         busy1, _ = B.machine_busy()
-        waits, deadlocks = lock_events(srv, log0)
+        waits, deadlocks, wait_kinds = lock_events(srv, log0)
     finally:
         for r in runners:
             r.close()
@@ -237,6 +242,7 @@ def one_config(tmp, srv, bouncer, n, events, doubled_events, want, valid, label)
            "valid": valid, "server_cpu_s": cpu["server"], "pooler_cpu_s": cpu["extra"],
            "functions_cpu_s": f1 - f0, "emulator_cpu_s": e1 - e0,
            "other_cpu_s": max(0.0, (busy1 - busy0) - own), "lock_waits": waits,
+           "lock_wait_kinds": wait_kinds,
            "deadlocks": deadlocks, "batches": batches, "extra_attempts": extra_attempts,
            "failed_attempts": failed, "doubled_delivery": bool(doubled_events)}
     return out
@@ -289,6 +295,8 @@ def fleet(tmp, records, seed, repeats):
                        all_server_cpu_s=[x["server_cpu_s"] for x in runs],
                        lost=max(x["lost"] for x in runs), doubled=max(x["doubled"] for x in runs),
                        lock_waits=sum(x["lock_waits"] for x in runs),
+                       lock_wait_kinds=dict(sum((collections.Counter(x["lock_wait_kinds"])
+                                                 for x in runs), collections.Counter())),
                        deadlocks=sum(x["deadlocks"] for x in runs),
                        extra_attempts=sum(x["extra_attempts"] for x in runs),
                        failed_attempts=sum(x["failed_attempts"] for x in runs),
@@ -529,6 +537,12 @@ def report(f):
         bad = [x for x in fl["runs"] if x["lost"] or x["doubled"]]
         B.say("  rows lost or doubled: " + ("none in any run" if not bad else
                                             f"IN {len(bad)} CONFIGURATIONS"))
+        kinds = collections.Counter()
+        for x in fl["runs"]:
+            kinds.update(x.get("lock_wait_kinds", {}))
+        if kinds:
+            B.say("  lock waits by what was waited for: " +
+                  ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
         B.say(f"  lock waits: longer than {LOCK_WAIT_MS} ms (log_lock_waits, deadlock_timeout); "
               "retries: attempts beyond a batch's first (a unique violation on an id another "
               "function committed, or a deadlock); failed: 'database attempt failed' lines")

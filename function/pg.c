@@ -130,30 +130,31 @@
 
 /* Retention, sent after COMMIT in the same round trip, in its own implicit
  * transaction.  It sweeps the ledger in key order (the primary key's own
- * index: no other index to maintain on every insert), from where this
- * process's previous sweep stopped (%s: a bound on sent_at), looking at %zu
- * entries at most among those sent more than LEDGER_SWEEP_AFTER ago, and
- * deletes those of them committed more than LEDGER_RETENTION ago.  An entry
- * whose message arrived late (sent long before it was committed, or without
- * a SentTimestamp) is passed over until it is old by committed_at too; the
- * sweep starts from the oldest entry again now and then (PRUNE_RESTART)
- * and deletes it then.  So no entry is deleted before LEDGER_RETENTION has
- * passed since it was committed, and most go LEDGER_SWEEP_AFTER after they
- * were sent.  Its answer: entries deleted, entries looked at, and the
- * highest sent_at looked at (us since the Unix epoch; NULL for none or
- * -infinity), where the next sweep goes on. */
+ * index: no other index to maintain on every insert), one step a batch:
+ * from where this process's previous step stopped (the first %s: a bound on
+ * sent_at) to the sent_at %zu entries further on (an index-only scan) or to
+ * LEDGER_SWEEP_AFTER ago, whichever comes first, it deletes the entries
+ * committed more than LEDGER_RETENTION ago (the same bound again, second
+ * %s).  One range DELETE costs half of looking at the entries first and
+ * deleting them by ctid (measured).  An entry whose message arrived late
+ * (sent long before it was committed, or without a SentTimestamp) is passed
+ * over while it is young; the sweep starts from the oldest entry again now
+ * and then (PRUNE_RESTART) and deletes it then.  So no entry is deleted
+ * before LEDGER_RETENTION has passed since it was committed, and most go
+ * LEDGER_SWEEP_AFTER after they were sent.  Its answer: the entries deleted,
+ * and the bound where the next step starts (us since the Unix epoch; NULL
+ * for -infinity). */
 #define LEDGER_SWEEP_AFTER "16 days"
 #define PRUNE_SQL                                                                                  \
-    "WITH c AS MATERIALIZED (SELECT ctid AS t, sent_at, committed_at, message_id FROM " LEDGER     \
-    " WHERE sent_at %s AND sent_at < now() - interval '" LEDGER_SWEEP_AFTER "' "                   \
-    "ORDER BY sent_at LIMIT %zu), "                                                                \
-    "d AS (DELETE FROM " LEDGER " WHERE ctid = ANY (ARRAY(SELECT t FROM c "                        \
-    "WHERE committed_at < now() - interval '" LEDGER_RETENTION "' AND message_id <> '')) "         \
+    "WITH w AS MATERIALIZED (SELECT least(coalesce((SELECT sent_at FROM " LEDGER                   \
+    " WHERE sent_at %s ORDER BY sent_at OFFSET %zu LIMIT 1), 'infinity'), "                        \
+    "now() - interval '" LEDGER_SWEEP_AFTER "') AS hi), "                                          \
+    "d AS (DELETE FROM " LEDGER " WHERE sent_at %s AND sent_at < (SELECT hi FROM w) "              \
+    "AND committed_at < now() - interval '" LEDGER_RETENTION "' AND message_id <> '' "             \
     "RETURNING 1) "                                                                                \
-    "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM c), (SELECT CASE WHEN "                \
-    "max(sent_at) > '-infinity' THEN (extract(epoch FROM max(sent_at)) * 1000000)::int8 END "      \
-    "FROM c)"
-#define PRUNE_MIN 1000    /* entries a sweep step looks at, at least ... */
+    "SELECT (SELECT count(*) FROM d), (SELECT CASE WHEN hi > '-infinity' "                         \
+    "THEN (extract(epoch FROM hi) * 1000000)::int8 END FROM w)"
+#define PRUNE_MIN 1000    /* entries a sweep step goes over, at least ... */
 #define PRUNE_MAX 20000   /* ... and at most; otherwise twice the rows just written */
 #define PRUNE_RESTART 256 /* every so many steps, the sweep starts from the oldest entry */
 
@@ -203,14 +204,14 @@ struct pg_sink {
     int prune_off;      /* retention was refused (no DELETE privilege): not tried again */
     int64_t prune_from; /* Unix epoch us: the next sweep starts at this sent_at (INT64_MIN:
                            -infinity, the oldest entry) ... */
-    int prune_past;     /* ... or just after it: a whole sweep saw only that sent_at */
-    unsigned prunes;    /* prunes run by this process */
+    int prune_past;     /* ... or just after it: a step could not leave that sent_at */
+    unsigned prunes;    /* sweep steps run by this process */
     int64_t give_up_at;
     enum phase phase;
     char why[ERR_LEN]; /* why the current attempt broke */
     int retryable;     /* the failure was of the connection, worth another attempt */
 
-    struct tuples ledger; /* the batch's message ids, for login_etl_ledger */
+    struct tuples ledger; /* the batch's (sent_at, message_id) pairs, for the ledger */
     struct tuples rows;   /* the batch's rows, for user_logins */
     const char **ids;     /* owned array of borrowed message ids */
     int64_t *sent_at;     /* owned: each row's sent_at, us since 2000 (INT64_MIN: none) */
@@ -766,6 +767,7 @@ static void put_u32(struct buf *b, uint32_t v)
     buf_append(b, &be, sizeof be);
 }
 
+/* Big-endian, as binary COPY and binary parameters want (a timestamptz). */
 static void put_u64(struct buf *b, uint64_t v)
 {
     put_u32(b, (uint32_t)(v >> 32));
@@ -1041,10 +1043,10 @@ static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
     return rc;
 }
 
-/* Moves the retention sweep on after one step that deleted `deleted` of the
- * `seen` entries it looked at, the highest sent_at among them being `last`
- * (INT64_MIN: none, or -infinity).  Cannot fail. */
-static void advance_sweep(struct pg_sink *s, int64_t deleted, int64_t seen, int64_t last)
+/* Moves the retention sweep on after one step that deleted `deleted`
+ * entries and stopped at sent_at `next` (INT64_MIN: -infinity).  Cannot
+ * fail. */
+static void advance_sweep(struct pg_sink *s, int64_t deleted, int64_t next)
 {
     s->stats.pruned = deleted;
     if (++s->prunes % PRUNE_RESTART == 0) {
@@ -1053,11 +1055,11 @@ static void advance_sweep(struct pg_sink *s, int64_t deleted, int64_t seen, int6
          * server clock set back), are old enough by now. */
         s->prune_from = INT64_MIN;
         s->prune_past = 0;
-    } else if (seen > 0) {
-        /* A step that saw only entries of the sent_at it started at (more
-         * than a step's worth passed over) goes on just after it. */
-        s->prune_past = last == s->prune_from;
-        s->prune_from = last;
+    } else {
+        /* A step that could not leave the sent_at it started at (more than
+         * a step's worth of entries share it) goes on just after it. */
+        s->prune_past = next == s->prune_from;
+        s->prune_from = next;
     }
 }
 
@@ -1078,15 +1080,13 @@ static rc_t collect_prune(struct pg_sink *s)
         if (!res)
             break;
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            int64_t deleted = 0, seen = 0, last = INT64_MIN;
+            int64_t deleted = 0, next = INT64_MIN;
             if (num_parse_i64(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), 0, INT64_MAX,
                               &deleted) == RC_OK &&
-                num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), 0, INT64_MAX,
-                              &seen) == RC_OK &&
-                (PQgetisnull(res, 0, 2) ||
-                 num_parse_i64(PQgetvalue(res, 0, 2), (size_t)PQgetlength(res, 0, 2), INT64_MIN,
-                               INT64_MAX, &last) == RC_OK))
-                advance_sweep(s, deleted, seen, last);
+                (PQgetisnull(res, 0, 1) ||
+                 num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), INT64_MIN,
+                               INT64_MAX, &next) == RC_OK))
+                advance_sweep(s, deleted, next);
         } else {
             const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
             int refused = state && strcmp(state, "42501") == 0;
@@ -1135,7 +1135,7 @@ static rc_t attempt(struct pg_sink *s, int *again)
         *again = 1;
         return RC_OK;
     }
-    char sql[sizeof PRUNE_SQL + 120] = "COMMIT", from[80];
+    char sql[sizeof PRUNE_SQL + 200] = "COMMIT", from[80];
     size_t written = 0;
     for (size_t i = 0; i < s->n; i++)
         written += !s->dup[i];
@@ -1147,7 +1147,7 @@ static rc_t attempt(struct pg_sink *s, int *again)
         snprintf(from, sizeof from, "%s to_timestamp(0) + %lld * interval '1 us'",
                  s->prune_past ? ">" : ">=", (long long)s->prune_from);
     if (!s->prune_off)
-        snprintf(sql, sizeof sql, "COMMIT; " PRUNE_SQL, from, limit);
+        snprintf(sql, sizeof sql, "COMMIT; " PRUNE_SQL, from, limit, from);
     if (!PQsendQuery(s->conn, sql)) {
         fail(s, NULL, "commit");
         return RC_DB;

@@ -12,10 +12,10 @@
  * batch is written again without them (the encoded tuples are kept, so
  * nothing is parsed twice).  Because the key starts with a time, a batch's
  * index inserts land on the few pages that hold recent times, and its cost
- * does not grow with the ledger's history; entries committed more than
- * LEDGER_RETENTION ago are deleted a few thousand at a time after each
- * commit.  A ledger of the earlier layout (login_etl_ledger, keyed by the id
- * alone) is consulted too, for as long as its entries can matter.
+ * does not grow with the ledger's history; after each commit, a bounded
+ * step of a sweep in key order deletes entries sent over 16 days ago and
+ * committed over 15 days ago (pg.c, PRUNE_SQL).  A ledger of the earlier layout (login_etl_ledger,
+ * keyed by the id alone) is consulted too, for as long as its entries can matter.
  *
  * No SQL text is ever built from message values: they travel only as COPY
  * data and as binary query parameters.  Nothing is set for the session, so

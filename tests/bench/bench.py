@@ -329,20 +329,28 @@ def floors(srv, files, repeats):
     if icu.strip() == "1":
         res["rows_ledger_icu"] = []
         variants.append(("rows_ledger_icu", "binary", files["rows.bin"], True))
+    cpu = {k: [] for k in res}
+    # The backend's own CPU time (ns), read by itself before and after the timed
+    # statements: a figure that the load of a shared machine moves less than times.
+    schedstat = "SELECT 'cpu:' || split_part(pg_read_file('/proc/self/schedstat'), ' ', 1);\n"
     for _ in range(repeats):
         for key, fmt, path, ledger in variants:
             script = FLOOR_DDL
             if key == "rows_ledger_icu":
                 script += ("ALTER TABLE floor_ledger ALTER COLUMN message_id "
                            "TYPE text COLLATE \"en-US-x-icu\";\nCHECKPOINT;\n")
-            script += "\\timing on\nBEGIN;\n" + \
+            script += schedstat + "\\timing on\nBEGIN;\n" + \
                 f"COPY floor_rows FROM '{path}' (FORMAT {fmt});\n"
             if ledger:
                 script += f"COPY floor_ledger (message_id) FROM '{files['ids.bin']}' (FORMAT binary);\n"
-            script += "COMMIT;\n"
-            res[key].append(sum(timings(superuser_psql(srv, script))))
+            script += "COMMIT;\n\\timing off\n" + schedstat
+            out = superuser_psql(srv, script)
+            res[key].append(sum(timings(out)))
+            ns = [int(x) for x in re.findall(r"^cpu:(\d+)$", out, re.M)]
+            cpu[key].append((ns[-1] - ns[0]) / 1e9 if len(ns) == 2 else float("nan"))
     superuser_psql(srv, "DROP TABLE IF EXISTS floor_rows, floor_ledger;")
-    return {k: {"seconds": statistics.median(v), "all_seconds": v} for k, v in res.items()}
+    return {k: {"seconds": statistics.median(v), "all_seconds": v,
+                "backend_cpu_s": statistics.median(cpu[k])} for k, v in res.items()}
 
 
 def naive_inserts(srv, tmp, limit):
@@ -666,6 +674,12 @@ def report(f):
         r3 = e["handler_s"] / fl["rows_ledger"]["seconds"]
         say(f"  goal net ratio <= 1.0: the function's time net of the emulator (handler) against "
             f"rows + text-keyed ledger ids {r3:.2f} ({'met' if r3 <= 1.0 else 'not met'}); fsync=off")
+        fc = fl["rows_ledger"].get("backend_cpu_s")
+        if fc:
+            say(f"  in server CPU-s (less moved by other load): the function's server "
+                f"{e['postgres_cpu_s']:.2f} (all postgres processes) against the floor's backend "
+                f"{fc:.2f}: {e['postgres_cpu_s'] / fc:.2f}; with the bootstrap's own CPU "
+                f"{(e['postgres_cpu_s'] + e['bootstrap_cpu_s']) / fc:.2f}")
         for line in disturbed:
             say(f"  WARNING, disturbed run: {line}; run again on a quiet machine")
 

@@ -2,8 +2,9 @@
 """`make bench`: throughput and resource figures of the real bootstrap, next to
 what the database itself can do.  It reports; it never fails on a figure.
 
-    tests/bench/bench.py                 the full run (about 1 minute)
+    tests/bench/bench.py                 the full run (about 10 minutes)
     tests/bench/bench.py --quick         fewer repeats, 20,000 records, no fsync=on pass
+    tests/bench/bench.py --fleet         only the fleet figures (7); --history: only 8
     tests/bench/bench.py --profile       also a perf profile of one end-to-end pass
     tests/bench/bench.py --json FILE     also write every figure as JSON
 

@@ -152,11 +152,16 @@ def _log_size(srv):
 
 def lock_events(srv, since):
     """Lock waits longer than LOCK_WAIT_MS and deadlocks, from the server log
-    written after offset `since`."""
+    written after offset `since`: (waits, deadlocks, {what was waited for: count}),
+    e.g. "transaction" (a row another transaction inserted: a shared message id),
+    "extension of relation" (backends growing the same table at once)."""
     with open(srv.log, "rb") as f:
         f.seek(since)
         text = f.read().decode("utf-8", "replace")
-    return text.count("still waiting for"), text.count("deadlock detected")
+    kinds = collections.Counter(
+        m.group(1) for m in re.finditer(r"still waiting for \w+ on (extension of relation|"
+                                        r"transaction|tuple|relation|advisory lock|\w+)", text))
+    return sum(kinds.values()), text.count("deadlock detected"), dict(kinds)
 
 
 def read_log(path):
@@ -215,7 +220,7 @@ def one_config(tmp, srv, bouncer, n, events, doubled_events, want, valid, label)
         e1 = time.process_time()
         cpu = cpu_srv.stop()
         busy1, _ = B.machine_busy()
-        waits, deadlocks = lock_events(srv, log0)
+        waits, deadlocks, wait_kinds = lock_events(srv, log0)
     finally:
         for r in runners:
             r.close()
@@ -237,6 +242,7 @@ def one_config(tmp, srv, bouncer, n, events, doubled_events, want, valid, label)
            "valid": valid, "server_cpu_s": cpu["server"], "pooler_cpu_s": cpu["extra"],
            "functions_cpu_s": f1 - f0, "emulator_cpu_s": e1 - e0,
            "other_cpu_s": max(0.0, (busy1 - busy0) - own), "lock_waits": waits,
+           "lock_wait_kinds": wait_kinds,
            "deadlocks": deadlocks, "batches": batches, "extra_attempts": extra_attempts,
            "failed_attempts": failed, "doubled_delivery": bool(doubled_events)}
     return out
@@ -289,6 +295,8 @@ def fleet(tmp, records, seed, repeats):
                        all_server_cpu_s=[x["server_cpu_s"] for x in runs],
                        lost=max(x["lost"] for x in runs), doubled=max(x["doubled"] for x in runs),
                        lock_waits=sum(x["lock_waits"] for x in runs),
+                       lock_wait_kinds=dict(sum((collections.Counter(x["lock_wait_kinds"])
+                                                 for x in runs), collections.Counter())),
                        deadlocks=sum(x["deadlocks"] for x in runs),
                        extra_attempts=sum(x["extra_attempts"] for x in runs),
                        failed_attempts=sum(x["failed_attempts"] for x in runs),
@@ -429,6 +437,7 @@ def history(tmp, preload, records, repeats):
 
         # "history": the ledger's insert cost alone (nothing has expired);
         # "retention": the same history, and the function's retention busy.
+        last_end = time.time()
         for phase in ("empty", "history") + (("retention",) if days else ()):
             if phase != "retention":
                 B.superuser_psql(srv, f"TRUNCATE user_logins, {table}; VACUUM ANALYZE;")
@@ -449,14 +458,19 @@ def history(tmp, preload, records, repeats):
                     B.superuser_psql(srv, f"TRUNCATE {table};")
                 elif phase == "retention":
                     # The steady state of a full window: as many entries have
-                    # just passed the retention as the run writes, for the
-                    # function's own retention to delete (committed after the
-                    # point where its previous prune ended).
-                    time.sleep(0.1)
-                    B.superuser_psql(srv, preload_sql(table, cols, key, records, 10,
+                    # passed the retention since the previous run ended as the
+                    # run writes, for the function's own retention to delete.
+                    # They are spread over that time (not bunched on one
+                    # instant, which real traffic never is), all after where
+                    # the previous run's retention stopped.
+                    while time.time() - last_end < 3:
+                        time.sleep(0.1)
+                    span = int((time.time() - last_end) * 1000) - 50
+                    B.superuser_psql(srv, preload_sql(table, cols, key, records, span,
                                                       days * 86_400_000 + 10))
                 evs = data(5_000 + rep + {"empty": 0, "history": 100, "retention": 200}[phase])
                 x = history_run(srv, runner, table, evs)
+                last_end = time.time()
                 runs.append(x)
                 B.note(f"{phase}, run {rep + 1}: handler {x['handler_s']:.3f} s, wall "
                        f"{x['seconds']:.3f} s, server {x['server_cpu_s']:.2f} CPU-s, "
@@ -496,7 +510,8 @@ def report(f):
             rate = fl["records"] / x["seconds"]
             base.setdefault(x["via"].split(",")[0], rate)
             ratio = rate / base[x["via"].split(",")[0]]
-            rows.append([f"{x['via']}, {x['functions']} function{'s' if x['functions'] > 1 else ''}",
+            plural = "s" if x["functions"] > 1 else ""
+            rows.append([f"{x['via']}, {x['functions']} function{plural}",
                          f"{rate:,.0f}", f"{ratio:.2f}",
                          f"{x['server_cpu_s'] * 100000 / fl['records']:.2f}",
                          f"{x['functions_cpu_s'] * 100000 / fl['records']:.2f}",
@@ -522,6 +537,12 @@ def report(f):
         bad = [x for x in fl["runs"] if x["lost"] or x["doubled"]]
         B.say("  rows lost or doubled: " + ("none in any run" if not bad else
                                             f"IN {len(bad)} CONFIGURATIONS"))
+        kinds = collections.Counter()
+        for x in fl["runs"]:
+            kinds.update(x.get("lock_wait_kinds", {}))
+        if kinds:
+            B.say("  lock waits by what was waited for: " +
+                  ", ".join(f"{k} {v}" for k, v in kinds.most_common()))
         B.say(f"  lock waits: longer than {LOCK_WAIT_MS} ms (log_lock_waits, deadlock_timeout); "
               "retries: attempts beyond a batch's first (a unique violation on an id another "
               "function committed, or a deadlock); failed: 'database attempt failed' lines")
@@ -529,7 +550,8 @@ def report(f):
     h = f.get("history")
     if h:
         B.say(f"\n8. History: the next {h['records']:,} records (one function), median of "
-              f"{h['repeats']}; ledger {h.get('ledger_table', '')} ({', '.join(h['ledger_columns'])}), key "
+              f"{h['repeats']}; ledger {h.get('ledger_table', '')} "
+              f"({', '.join(h['ledger_columns'])}), key "
               f"({', '.join(h['ledger_key'])}){', partitioned' if h['ledger_partitioned'] else ''}")
         e = h["empty"]
         rows = [["empty database", f"{e['handler_s']:.3f} s", "1.00",
@@ -549,7 +571,8 @@ def report(f):
                        "runs (handler)"])
         B.say("  goal: at most 1.15x the empty database's cost with the history")
         if h.get("retention"):
-            B.say(f"  retention (after {h['retention_days']} days): before each run of the last row, "
+            B.say(f"  retention (after {h['retention_days']} days): before each run of the last "
+                  "row, "
                   f"{h['records']:,} entries that had just expired were added for the function "
                   "to delete; it deleted "
                   f"{', '.join(f'{p:,}' for p in h['retention']['pruned'])}")

@@ -8,8 +8,8 @@ connections pass from one function to another between transactions.  That is
 only safe, and RDS Proxy only multiplexes, when the function keeps nothing in
 the session: the server's own statement log is read back and every statement
 of the function's backends is checked (tests/rig/statement_log.py)."""
+import atexit
 import subprocess
-import threading
 
 from events.generate import event_bytes, make_event, make_messages
 from rig import exactly_once, pg, pgbouncer, proc, runtime_api, statement_log
@@ -28,7 +28,6 @@ def _server():
     global _srv
     if _srv is None:
         _srv = pg.Server(conf=statement_log.SERVER_CONF + ["deadlock_timeout = '100ms'"])
-        import atexit
         atexit.register(_srv.destroy)
     return _srv
 
@@ -75,7 +74,8 @@ def _run_fleet(db_env, messages):
                 must = exactly_once.listed_for(msgs)
                 if res.kind == "response":
                     listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
-                    assert must <= listed, f"function {b} did not list {len(must - listed)} bad ones"
+                    assert must <= listed, (f"function {b} did not list "
+                                            f"{len(must - listed)} bad ones")
                 else:
                     errors += 1
                     listed = {m["messageId"] for m in msgs}

@@ -285,8 +285,10 @@ psql:
 
 # One event through the real bootstrap against the demo's database (started if
 # needed), printed like `sam local invoke`: the answer JSON, then a REPORT line.
+# The build's own lines go to stderr: stdout is the answer alone, as with sam.
 EVENT ?= events/batch.json
-invoke: build/bootstrap
+invoke:
+	@$(MAKE) --no-print-directory build/bootstrap >&2
 	@$(PYTHON) tools/invoke.py $(EVENT)
 
 # --- hygiene -------------------------------------------------------------------------------

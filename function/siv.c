@@ -33,6 +33,24 @@ static void siv_openssl_err(char err[ERR_LEN], const char *what)
     ERR_clear_error();
 }
 
+/* Fetches the cipher `name`.  OpenSSL 3.0 sets its default library context
+ * up on first use; when that runs out of memory it goes on with a half-made
+ * context and crashes on its NULL lock, so the context is asked for first
+ * and the failure reported instead (tests/integration/test_faults.py fails
+ * each allocation in turn).  Returns the cipher (the caller frees it with
+ * EVP_CIPHER_free), or NULL with err filled (`missing` when OpenSSL lacks
+ * the cipher). */
+static EVP_CIPHER *siv_fetch(const char *name, const char *missing, char err[ERR_LEN])
+{
+    EVP_CIPHER *cipher = NULL;
+
+    if (!OSSL_LIB_CTX_get0_global_default())
+        snprintf(err, ERR_LEN, "out of memory: OpenSSL cannot initialise");
+    else if (!(cipher = EVP_CIPHER_fetch(NULL, name, NULL)))
+        siv_openssl_err(err, missing);
+    return cipher;
+}
+
 /* Creates one context keyed for `enc` (1: encrypt, 0: decrypt).  Returns NULL
  * with err filled on failure; the caller frees the context. */
 static EVP_CIPHER_CTX *siv_keyed_ctx(const EVP_CIPHER *cipher, const unsigned char *key, int enc,
@@ -60,22 +78,10 @@ struct siv_key *siv_key_new(const char *cipher_name, const unsigned char *key, s
                             char err[ERR_LEN])
 {
     struct siv_key *k = NULL;
-    EVP_CIPHER *cipher = NULL;
+    EVP_CIPHER *cipher = siv_fetch(cipher_name, "OpenSSL does not provide the SIV cipher", err);
 
-    /* OpenSSL 3.0 sets its default library context up on first use; when
-     * that runs out of memory it goes on with a half-made context and
-     * crashes on its NULL lock.  Asking for the context first reports the
-     * failure instead (tests/integration/test_faults.py fails each
-     * allocation in turn). */
-    if (!OSSL_LIB_CTX_get0_global_default()) {
-        snprintf(err, ERR_LEN, "out of memory: OpenSSL cannot initialise");
+    if (!cipher)
         goto out;
-    }
-    cipher = EVP_CIPHER_fetch(NULL, cipher_name, NULL);
-    if (!cipher) {
-        siv_openssl_err(err, "OpenSSL does not provide the SIV cipher");
-        goto out;
-    }
     if ((size_t)EVP_CIPHER_get_key_length(cipher) != key_len) {
         snprintf(err, ERR_LEN, "%s needs a %d-byte key, got %zu bytes", cipher_name,
                  EVP_CIPHER_get_key_length(cipher), key_len);
@@ -433,16 +439,9 @@ struct siv_ecb_key *siv_ecb_key_new(const unsigned char *key, size_t key_len, ch
         snprintf(err, ERR_LEN, "AES-SIV needs a key of 32, 48 or 64 bytes, got %zu bytes", key_len);
         goto out;
     }
-    /* As in siv_key_new: report OpenSSL's failure to initialise itself. */
-    if (!OSSL_LIB_CTX_get0_global_default()) {
-        snprintf(err, ERR_LEN, "out of memory: OpenSSL cannot initialise");
+    cipher = siv_fetch(name, "OpenSSL does not provide AES-ECB", err);
+    if (!cipher)
         goto out;
-    }
-    cipher = EVP_CIPHER_fetch(NULL, name, NULL);
-    if (!cipher) {
-        siv_openssl_err(err, "OpenSSL does not provide AES-ECB");
-        goto out;
-    }
     k = calloc(1, sizeof *k);
     if (!k) {
         snprintf(err, ERR_LEN, "out of memory");

@@ -13,6 +13,8 @@
 #include "log.h"
 #include "result.h"
 
+#define HTTP_FIELDS_MAX 16 /* wanted headers per exchange */
+
 /* An extra request header. */
 struct http_header {
     const char *name;  /* a token, e.g. "Lambda-Runtime-Function-Error-Type" */

@@ -15,7 +15,6 @@
 
 #define HTTP_HEAD_MAX (64 * 1024) /* status line + headers + blank line; also trailers */
 #define HTTP_LINE_MAX 4096        /* a chunk-size line with its extensions */
-#define HTTP_FIELDS_MAX 16        /* wanted headers per exchange */
 
 /* What an incremental parser made of the bytes it was given. */
 typedef enum {

@@ -8,6 +8,7 @@ py=$(tools/python.sh)
 "$py" -c 'import cryptography.hazmat.primitives.ciphers.aead as a; a.AESSIV' 2>/dev/null ||
   pkgs+=(python3-cryptography)
 "$py" -c 'import yaml' 2>/dev/null || pkgs+=(python3-yaml)
+"$py" -c 'import boto3' 2>/dev/null || pkgs+=(python3-boto3)  # IAM tokens, LocalStack init
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

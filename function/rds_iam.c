@@ -177,7 +177,7 @@ rc_t rds_iam_sign(const char *host, unsigned port, const char *user, const char 
     if (port != 443)
         buf_printf(&cr, ":%u", port);
     buf_appends(&cr, "\n\nhost\n" EMPTY_SHA256);
-    if (cr.err)
+    if ((rc = cr.err) != RC_OK)
         goto out;
 
     rc = RC_CRYPTO;

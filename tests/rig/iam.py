@@ -40,7 +40,18 @@ def botocore_token(host, port, user, region, epoch, access_key, secret_key, sess
                                     aws_session_token=session_token, region_name=region)
     client = session.client("rds")
     at = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).replace(tzinfo=None)
-    with mock.patch("botocore.auth.get_current_datetime", lambda *a, **k: at):
+    if hasattr(botocore.auth, "get_current_datetime"):
+        patch = mock.patch("botocore.auth.get_current_datetime", lambda *a, **k: at)
+    else:
+        # Older botocore (Debian's python3-botocore) reads datetime.datetime.utcnow().
+        class FrozenDatetime(datetime.datetime):
+            @classmethod
+            def utcnow(cls):
+                return at
+
+        patch = mock.patch("botocore.auth.datetime",
+                           mock.Mock(datetime=FrozenDatetime, wraps=datetime))
+    with patch:
         return client.generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user,
                                              Region=region)
 

@@ -120,6 +120,14 @@ static void test_sign_shape(void)
     CHECK_EQ_INT(rds_iam_sign("h", 0, "u", "r", &plain, 0, &t, err), RC_CONFIG);
     CHECK_EQ_INT(rds_iam_sign("h", 5432, "", "r", &plain, 0, &t, err), RC_CONFIG);
     CHECK(strstr(err, "secret") == NULL);
+
+    check_case("sign: a token over the buffer's limit is refused, not cut");
+    static char huge[30000];
+    memset(huge, '/', sizeof huge - 1);
+    struct rds_iam_creds big = {"AKID", "secret", huge};
+    CHECK_EQ_INT(rds_iam_sign("h", 5432, "u", "r", &big, 0, &t, err), RC_TOOBIG);
+    CHECK_EQ_INT((int)t.len, 0);
+    CHECK(strstr(err, "IAM token") != NULL);
     buf_wipe(&t);
 }
 

@@ -78,7 +78,7 @@ def test_sigterm_mid_batch_answers_only_what_was_committed():
             later = etl.emu.enqueue(event_bytes(make_event(make_messages(5, seed=65))))
             assert wait_for(lambda: db.scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE 'COPY user_logins%'") == "1", timeout=10)
+                "AND query LIKE '%COPY user_logins%'") == "1", timeout=10)
             etl.boot.proc.send_signal(signal.SIGTERM)
             time.sleep(0.3)
             assert etl.boot.alive(), "SIGTERM ended the process in the middle of a batch"

@@ -449,7 +449,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         return rc;
     }
 
-    pg_batch_begin(e->sink, give_up_at);
+    pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
     if (e->ev.fifo)
         pg_batch_fifo(e->sink);
     rc = transform(e, start, clock_mono_deadline(give_up_at - margin), &t, &rows);

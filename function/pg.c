@@ -20,6 +20,7 @@
 #include <openssl/rand.h>
 
 #include "buf.h"
+#include "clock.h"
 #include "idset.h"
 #include "num.h"
 
@@ -284,18 +285,6 @@ struct pg_sink {
     int64_t first_send_us;
 };
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t now_ms(void)
-{
-    return now_us() / 1000;
-}
-
 struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
 {
     unsigned char probe;
@@ -490,7 +479,7 @@ static void on_notice(void *arg, const PGresult *res)
  * a slice over, or interrupted: the caller re-checks) or RC_TIMEOUT. */
 static rc_t wait_socket(struct pg_sink *s, short events, int slice)
 {
-    int64_t left = s->give_up_at - now_ms();
+    int64_t left = s->give_up_at - clock_mono_ms();
     if (left <= 0)
         return RC_TIMEOUT;
     int ms = left > INT_MAX ? INT_MAX : (int)left;
@@ -499,7 +488,7 @@ static rc_t wait_socket(struct pg_sink *s, short events, int slice)
     struct pollfd p = {.fd = PQsocket(s->conn), .events = events};
     int r = poll(&p, 1, ms);
     if (r == 0)
-        return slice && now_ms() < s->give_up_at ? RC_OK : RC_TIMEOUT;
+        return slice && clock_mono_ms() < s->give_up_at ? RC_OK : RC_TIMEOUT;
     return RC_OK; /* r < 0 is EINTR or a closed socket: libpq reports the latter */
 }
 
@@ -737,7 +726,7 @@ static rc_t start_op(struct pg_sink *s)
          * the server connection to another client.  The values are clamped:
          * a deadline further away than Lambda allows (or none) must not
          * overflow the server's int milliseconds. */
-        int64_t left = s->give_up_at - now_ms();
+        int64_t left = s->give_up_at - clock_mono_ms();
         if (left <= 0) {
             fail(s, NULL, "timeout");
             return RC_TIMEOUT;
@@ -787,7 +776,7 @@ static rc_t await_copy(struct pg_sink *s, int wait)
         ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
         if (st == PGRES_COPY_IN) {
             s->phase = PH_COPYING;
-            s->first_send_us = s->first_send_us ? s->first_send_us : now_us();
+            s->first_send_us = s->first_send_us ? s->first_send_us : clock_mono_us();
         } else if (st != PGRES_COMMAND_OK) {
             fail(s, res, "begin");
             PQclear(res);
@@ -1040,9 +1029,8 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     if (b->err || l->err) {
         rc = b->err ? b->err : l->err;
         /* The rows added so far stay valid. */
-        b->err = l->err = RC_OK;
-        b->len = mark;
-        l->len = lmark;
+        buf_truncate(b, mark);
+        buf_truncate(l, lmark);
         return rc;
     }
     s->rows.end[s->n] = b->len;
@@ -1759,10 +1747,12 @@ static rc_t attempt(struct pg_sink *s, int *again)
 static rc_t write_pending(struct pg_sink *s)
 {
     rc_t rc = RC_DB;
-    int64_t backoff_ms = 100;
+    struct backoff backoff; /* 100 ms, doubling */
     unsigned tries = 0;
 
     s->unattributed = 0;
+
+    backoff_init(&backoff, 100, 60000);
     for (;;) {
         int again = 0;
         if (pending_in(s, 0, s->n) == 0) {
@@ -1784,13 +1774,12 @@ static rc_t write_pending(struct pg_sink *s)
             break;
         /* The connection went away (a restart, a failover): wait a little
          * and try again while the deadline allows. */
-        if (now_ms() + backoff_ms >= s->give_up_at) {
+        int64_t wait = backoff_next(&backoff);
+        if (clock_mono_ms() + wait >= s->give_up_at) {
             rc = RC_TIMEOUT;
             break;
         }
-        struct timespec ts = {.tv_sec = backoff_ms / 1000, .tv_nsec = backoff_ms % 1000 * 1000000};
-        nanosleep(&ts, NULL);
-        backoff_ms *= 2;
+        clock_sleep_ms(wait);
     }
     return rc;
 }
@@ -1923,7 +1912,7 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
                                                                                : PG_NOT_WRITTEN;
     }
     if (!rc)
-        s->stats.write_us = s->first_send_us ? now_us() - s->first_send_us : 0;
+        s->stats.write_us = s->first_send_us ? clock_mono_us() - s->first_send_us : 0;
     return RC_OK;
 }
 

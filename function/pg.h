@@ -86,8 +86,8 @@ void pg_sink_free(struct pg_sink *s);
  * the connection and starts the transaction without waiting for the server,
  * so that rows stream while the caller works; a failure there is retried,
  * within the time limit, by pg_batch_commit.  A batch without rows never
- * touches the database.  `give_up_at_ms` (Unix epoch ms) is the moment after
- * which no database work may go on. */
+ * touches the database.  `give_up_at_ms` (clock_mono_ms, base/clock.h) is
+ * the moment after which no database work may go on. */
 void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms);
 
 /* Adds a row with its SQS message id (borrowed until the batch ends; ids are

@@ -35,6 +35,7 @@
 
 #include <libpq-fe.h>
 
+#include "clock.h"
 #include "etl.h"
 #include "idset.h"
 #include "log.h"
@@ -287,7 +288,7 @@ int main(int argc, char **argv)
     if (!nowhere)
         die("pg_sink_new", "out of memory");
     for (int r = 0; r < repeats; r++) {
-        pg_batch_begin(nowhere, (int64_t)time(NULL) * 1000 + 60000);
+        pg_batch_begin(nowhere, clock_mono_ms() + 60000);
         double t = now_s();
         for (size_t i = 0; i < valid; i++)
             if (pg_batch_add(nowhere, kept[i].message_id, kept[i].message_id_len, kept[i].sent_ms,
@@ -314,7 +315,7 @@ int main(int argc, char **argv)
         if (r > 0)
             admin(side, "TRUNCATE user_logins, login_etl_ledger_v2");
         double sv = pid > 0 ? proc_cpu_s(pid) : 0, cl = cpu_s();
-        pg_batch_begin(sink, (int64_t)time(NULL) * 1000 + 120000);
+        pg_batch_begin(sink, clock_mono_ms() + 120000);
         double t = now_s();
         for (size_t i = 0; i < valid; i++)
             if (pg_batch_add(sink, kept[i].message_id, kept[i].message_id_len, kept[i].sent_ms,

@@ -778,7 +778,7 @@ def report(f):
             goal = "" if key == "line_1pct" else "met" if x["ratio"] < 2 else "NOT met"
             rows.append([label, f"{x['clean_ms']:.0f}", f"{x['refused_ms']:.0f}",
                          f"{x['ratio']:.2f}", goal])
-        table(rows, ["how the row is found", "clean ms", "1 refused ms", "ratio", "goal < 2"])
+        table(rows, ["how the rows are found", "clean ms", "refused ms", "ratio", "goal < 2"])
 
     st = f.get("startup")
     z = f.get("sizes")

@@ -826,8 +826,8 @@ def report(f):
 
     rf = f.get("refused")
     if rf:
-        say(f"\n5c. One refused row in the middle of a {rf['rows']:,}-row batch: handler time "
-            "(metric Duration), median; goal: under 2x the clean batch")
+        say(f"\n5c. Refused rows in a {rf['rows']:,}-row batch (one in the middle, or 1%): "
+            "handler time (metric Duration), median; goal for one: under 2x the clean batch")
         rows = []
         for key, label in (("line", "CHECK constraint (the error's COPY line names the row)"),
                            ("parts", "deferred trigger at COMMIT (isolated by parts)"),
@@ -835,9 +835,10 @@ def report(f):
             x = rf.get(key)
             if not x:
                 continue
+            goal = "" if key == "line_1pct" else "met" if x["ratio"] < 2 else "NOT met"
             rows.append([label, f"{x['clean_ms']:.0f}", f"{x['refused_ms']:.0f}",
-                         f"{x['ratio']:.2f}", "met" if x["ratio"] < 2 else "NOT met"])
-        table(rows, ["how the row is found", "clean ms", "1 refused ms", "ratio", "goal < 2"])
+                         f"{x['ratio']:.2f}", goal])
+        table(rows, ["how the rows are found", "clean ms", "refused ms", "ratio", "goal < 2"])
 
     i = f.get("idset")
     if i:

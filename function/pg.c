@@ -202,6 +202,7 @@ struct pg_sink {
     int schema_ready;   /* the tables were checked on this process's behalf */
     int legacy;         /* the earlier ledger layout is consulted (LEGACY_LEDGER) */
     int prune_off;      /* retention was refused (no DELETE privilege): not tried again */
+    int prune_pending;  /* a retention step was sent; its answer is not read yet */
     int64_t prune_from; /* Unix epoch us: the next sweep starts at this sent_at (INT64_MIN:
                            -infinity, the oldest entry) ... */
     int prune_past;     /* ... or just after it: a step could not leave that sent_at */
@@ -290,6 +291,7 @@ static void disconnect(struct pg_sink *s)
     if (s->conn)
         PQfinish(s->conn);
     s->conn = NULL;
+    s->prune_pending = 0;
     reset_attempt(s);
 }
 
@@ -902,6 +904,76 @@ static rc_t collect(struct pg_sink *s, int wait)
     return rc;
 }
 
+/* Moves the retention sweep on after one step that deleted `deleted`
+ * entries and stopped at sent_at `next` (INT64_MIN: -infinity).  Cannot
+ * fail. */
+static void advance_sweep(struct pg_sink *s, int64_t deleted, int64_t next)
+{
+    s->stats.pruned = deleted;
+    if (++s->prunes % PRUNE_RESTART == 0) {
+        /* From the oldest entry again: entries passed over because they
+         * arrived late, or appeared behind the sweep (loaded by hand, a
+         * server clock set back), are old enough by now. */
+        s->prune_from = INT64_MIN;
+        s->prune_past = 0;
+    } else {
+        /* A step that could not leave the sent_at it started at (more than
+         * a step's worth of entries share it) goes on just after it. */
+        s->prune_past = next == s->prune_from;
+        s->prune_from = next;
+    }
+}
+
+/* Reads the answer to the retention step sent after the previous batch's
+ * COMMIT (s->prune_pending), which the server worked on while this process
+ * answered and took the next event.  That batch is committed whatever
+ * happens here: a failure is logged (by SQLSTATE) and, when it is a refusal
+ * (no DELETE privilege on the ledger), retention is not tried again by this
+ * process.  Without `wait`, returns at once while the answer is not all in
+ * (s->prune_pending stays set).  Returns RC_OK, or RC_TIMEOUT/RC_DB when the
+ * connection can no longer be trusted. */
+static rc_t collect_prune(struct pg_sink *s, int wait)
+{
+    PGresult *res = NULL;
+    rc_t rc = RC_OK;
+
+    for (;;) {
+        if (!wait) {
+            if (PQconsumeInput(s->conn) == 0)
+                return RC_DB;
+            if (PQisBusy(s->conn))
+                return RC_OK;
+            res = PQgetResult(s->conn);
+        } else {
+            rc_t w = next_result(s, &res);
+            if (w)
+                return w;
+        }
+        if (!res)
+            break;
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            int64_t deleted = 0, next = INT64_MIN;
+            if (num_parse_i64(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), 0, INT64_MAX,
+                              &deleted) == RC_OK &&
+                (PQgetisnull(res, 0, 1) ||
+                 num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), INT64_MIN,
+                               INT64_MAX, &next) == RC_OK))
+                advance_sweep(s, deleted, next);
+        } else {
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            int refused = state && strcmp(state, "42501") == 0;
+            log_at(s->lg, LOG_WARN,
+                   refused ? "ledger retention refused (no DELETE privilege): not tried again"
+                           : "ledger retention failed; the batch is committed",
+                   LF_STR("sqlstate", state ? state : ""), LF_STR("table", LEDGER));
+            s->prune_off |= refused;
+        }
+        PQclear(res);
+    }
+    s->prune_pending = 0;
+    return rc;
+}
+
 /* Drives the transaction's two COPYs as far as it can: the ledger's, which
  * streams while the caller adds rows, then, once no more rows are coming
  * (`final`), the rows'.  Without `wait` it never blocks: it does what the
@@ -927,6 +999,15 @@ static rc_t pump(struct pg_sink *s, int wait, int final)
         case PH_IDLE:
             if (s->op > 1 || s->n == 0)
                 return RC_OK; /* done, or nothing to write yet */
+            if (s->prune_pending) {
+                /* The previous batch's retention step answers first. */
+                if ((rc = collect_prune(s, wait)) != RC_OK) {
+                    fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : "retention");
+                    return rc;
+                }
+                if (s->prune_pending)
+                    return RC_OK;
+            }
             rc = start_op(s);
             break;
         case PH_STARTING:
@@ -1043,67 +1124,10 @@ static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
     return rc;
 }
 
-/* Moves the retention sweep on after one step that deleted `deleted`
- * entries and stopped at sent_at `next` (INT64_MIN: -infinity).  Cannot
- * fail. */
-static void advance_sweep(struct pg_sink *s, int64_t deleted, int64_t next)
-{
-    s->stats.pruned = deleted;
-    if (++s->prunes % PRUNE_RESTART == 0) {
-        /* From the oldest entry again: entries passed over because they
-         * arrived late, or appeared behind the sweep (loaded by hand, a
-         * server clock set back), are old enough by now. */
-        s->prune_from = INT64_MIN;
-        s->prune_past = 0;
-    } else {
-        /* A step that could not leave the sent_at it started at (more than
-         * a step's worth of entries share it) goes on just after it. */
-        s->prune_past = next == s->prune_from;
-        s->prune_from = next;
-    }
-}
-
-/* Reads the answer to the retention statement sent after COMMIT.  The batch
- * is committed whatever happens here: a failure is logged (by SQLSTATE) and,
- * when it is a refusal (no DELETE privilege on the ledger), retention is not
- * tried again by this process.  Returns RC_OK, or RC_TIMEOUT/RC_DB when the
- * connection can no longer be trusted (the caller closes it). */
-static rc_t collect_prune(struct pg_sink *s)
-{
-    PGresult *res = NULL;
-    rc_t rc = RC_OK;
-
-    for (;;) {
-        rc_t w = next_result(s, &res);
-        if (w)
-            return w;
-        if (!res)
-            break;
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            int64_t deleted = 0, next = INT64_MIN;
-            if (num_parse_i64(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), 0, INT64_MAX,
-                              &deleted) == RC_OK &&
-                (PQgetisnull(res, 0, 1) ||
-                 num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), INT64_MIN,
-                               INT64_MAX, &next) == RC_OK))
-                advance_sweep(s, deleted, next);
-        } else {
-            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            int refused = state && strcmp(state, "42501") == 0;
-            log_at(s->lg, LOG_WARN,
-                   refused ? "ledger retention refused (no DELETE privilege): not tried again"
-                           : "ledger retention failed; the batch is committed",
-                   LF_STR("sqlstate", state ? state : ""), LF_STR("table", LEDGER));
-            s->prune_off |= refused;
-        }
-        PQclear(res);
-    }
-    return rc;
-}
-
 /* One attempt at the whole transaction: the COPYs (already under way while
  * rows were added), the earlier ledger's check while it is consulted, then
- * COMMIT, with the ledger's retention in the same round trip.  *again is set
+ * COMMIT, with a step of the ledger's retention sent in the same round trip
+ * (its answer is read by the next batch: collect_prune).  *again is set
  * when it should be repeated at once (duplicates were found and marked).
  * Returns RC_OK when committed; otherwise the failure, with the attempt
  * marked broken. */
@@ -1173,10 +1197,12 @@ static rc_t attempt(struct pg_sink *s, int *again)
     }
     PQclear(res);
     reset_attempt(s);
-    /* Committed.  A connection that fails from here on is closed, and the
-     * next batch opens another; this one is done. */
-    if (collect_prune(s) != RC_OK)
-        disconnect(s);
+    /* Committed.  The retention step's answer is read by the next batch,
+     * before its BEGIN (pump): the server deletes while this process answers
+     * and takes the next event, so the step adds nothing to this batch's
+     * time.  It is an implicit transaction of its own, which ends on the
+     * server whether or not this process is frozen meanwhile. */
+    s->prune_pending = !s->prune_off;
     return RC_OK;
 }
 

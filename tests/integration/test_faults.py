@@ -101,7 +101,8 @@ def test_postgres_killed_while_rows_stream_and_restarted():
         warm = make_messages(3, seed=901)
         assert etl.answer(event_bytes(make_event(warm))) == exactly_once.listed_for(warm)
         book.add(warm)
-        for attempt in range(4):
+        # A faster write leaves a shorter window for the kill: try a few more batches.
+        for attempt in range(8):
             msgs = make_messages(9300, seed=910 + attempt, invalid_rate=0.02)
             event, n = fit_event(msgs)
             msgs = msgs[:n]

@@ -10,7 +10,7 @@ import time
 
 from events.generate import event_bytes, make_event, make_messages
 from rig import exactly_once, expect, pg
-from rig.harness import Etl, row_key
+from rig.harness import Etl, row_key, wait_for
 
 LEDGER = "login_etl_ledger_v2"
 LEGACY_DDL = ("CREATE TABLE login_etl_ledger (message_id text COLLATE \"C\" PRIMARY KEY, "
@@ -83,15 +83,19 @@ def test_retention_deletes_expired_entries_a_bounded_number_per_batch():
             f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) "
             "SELECT now() - interval '30 days' + g * interval '1 s', 'late-' || g, "
             "now() - interval '1 day' FROM generate_series(1, 1500) g")
+    def count(kind):
+        return int(db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id LIKE '{kind}-%'"))
+
     with Etl(reset_db=False) as etl:
+        # Each batch's sweep step goes over max(1,000, twice the rows written) entries in
+        # key order: the late arrivals first (kept), then the expired ones (deleted).  The
+        # step runs on the server after the batch's COMMIT, while the answer goes out.
         counts = []
-        for i in range(5):
+        for i, want in enumerate((2500, 2000, 1000, 0, 0)):
             batch = make_messages(10, seed=840 + i, invalid_rate=0, start_ms=now_ms + i * 10**6)
             assert etl.answer(event_bytes(make_event(batch))) == set()
-            counts.append(int(db.scalar(f"SELECT count(*) FROM {LEDGER} "
-                                        "WHERE message_id LIKE 'old-%'")))
-        # Each batch's sweep step goes over max(1,000, twice the rows written) entries in
-        # key order: the late arrivals first (kept), then the expired ones (deleted).
+            wait_for(lambda: count("old") == want, timeout=5)
+            counts.append(count("old"))
         assert counts == [2500, 2000, 1000, 0, 0], counts
         for kind, n in (("young", 300), ("late", 1500)):
             assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id LIKE '{kind}-%'") \
@@ -104,11 +108,11 @@ def test_retention_deletes_expired_entries_a_bounded_number_per_batch():
             "WHERE message_id LIKE 'late-%'")
     with Etl(reset_db=False) as etl:
         late = []
-        for i in range(2):
+        for i, want in enumerate((500, 0)):
             batch = make_messages(10, seed=850 + i, invalid_rate=0, start_ms=now_ms + 10**8)
             assert etl.answer(event_bytes(make_event(batch))) == set()
-            late.append(int(db.scalar(f"SELECT count(*) FROM {LEDGER} "
-                                      "WHERE message_id LIKE 'late-%'")))
+            wait_for(lambda: count("late") == want, timeout=5)
+            late.append(count("late"))
         assert late == [500, 0], late
 
 

@@ -94,6 +94,8 @@ def main():
     ap.add_argument("--history", type=int, default=5_000_000)
     ap.add_argument("--records", type=int, default=80_000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--fsync-off", action="store_true",
+                    help="a server with fsync and full_page_writes off (the main bench's)")
     ap.add_argument("--expired", type=int, default=None,
                     help="expired entries in the preload (default: the records of all runs, "
                     "so retention deletes as many as the runs add)")
@@ -102,20 +104,25 @@ def main():
         sys.exit("ledger_history: build/bootstrap is missing: run `make`")
     load0 = os.getloadavg()
     tmp = tempfile.mkdtemp(prefix="login-etl-history-")
-    srv = pg.Server(fsync=True)
+    # Two servers alike, one empty and one with the history, and their runs taken in
+    # turn: the load of a shared machine drifts over minutes, and alternating puts the
+    # same drift on both.
+    servers = {}
+    runners = {}
+    out = {}
     try:
         now_ms = int(time.time() * 1000)
         sets = [events_of(args.records, 500 + r, now_ms + r * 10_000_000)
                 for r in range(args.repeats)]
         bench.note(f"{len(sets)} sets of {args.records:,} records "
                    f"({len(sets[0][0])} events each)")
-        out = {}
+        warm = fit_event(make_messages(1, seed=10**6, start_ms=now_ms))[0]
         for phase in ("empty", "history"):
-            srv.reset()
+            srv = servers[phase] = pg.Server(fsync=not args.fsync_off,
+                                             async_commit=args.fsync_off)
             # A first process creates the tables; the history goes in; the measured
             # process starts after it (as a Lambda environment would) and is warm:
             # connected, one message written.
-            warm = fit_event(make_messages(1, seed=10**6, start_ms=now_ms))[0]
             first = bench.Runner(tmp, srv, name=f"history-{phase}-first")
             try:
                 first.run([event_bytes(warm)])
@@ -125,33 +132,37 @@ def main():
             if phase == "history":
                 preload(srv, args.history, args.records * args.repeats if args.expired is None
                         else args.expired)
-            runner = bench.Runner(tmp, srv, name=f"history-{phase}")
-            try:
-                runner.run([event_bytes(warm)])
-                entries0 = int(srv.scalar(f"SELECT count(*) FROM {LEDGER}"))
-                runs = []
-                for r, (events, valid) in enumerate(sets):
-                    if phase == "empty" and r:
-                        srv.psql(f"TRUNCATE user_logins, {LEDGER}")
-                    runs.append(one_run(tmp, srv, runner, events, valid, f"{phase} run {r + 1}"))
-                entries1 = int(srv.scalar(f"SELECT count(*) FROM {LEDGER}"))
-                expired = int(srv.scalar(f"SELECT count(*) FROM {LEDGER} WHERE "
-                                         "sent_at < now() - interval '16 days' AND "
-                                         "committed_at < now() - interval '15 days'"))
-            finally:
-                runner.close()
-            out[phase] = {"handler": [r[0] for r in runs], "e2e": [r[1] for r in runs],
-                          "cpu": [r[2] for r in runs], "deleted": [r[3] for r in runs],
-                          "entries_before": entries0, "entries_after": entries1,
-                          "expired_left": expired}
+            runners[phase] = bench.Runner(tmp, srv, name=f"history-{phase}")
+            runners[phase].run([event_bytes(warm)])
+            out[phase] = {"handler": [], "e2e": [], "cpu": [], "deleted": [],
+                          "entries_before": int(srv.scalar(f"SELECT count(*) FROM {LEDGER}"))}
+        for r, (events, valid) in enumerate(sets):
+            for phase in ("empty", "history"):
+                srv = servers[phase]
+                if phase == "empty" and r:
+                    srv.psql(f"TRUNCATE user_logins, {LEDGER}")
+                h, e2e, cpu, deleted = one_run(tmp, srv, runners[phase], events, valid,
+                                               f"{phase} run {r + 1}")
+                for k, v in (("handler", h), ("e2e", e2e), ("cpu", cpu), ("deleted", deleted)):
+                    out[phase][k].append(v)
+        srv = servers["history"]
+        out["history"]["entries_after"] = int(srv.scalar(f"SELECT count(*) FROM {LEDGER}"))
+        out["history"]["expired_left"] = int(srv.scalar(
+            f"SELECT count(*) FROM {LEDGER} WHERE sent_at < now() - interval '16 days' "
+            "AND committed_at < now() - interval '15 days'"))
     finally:
-        srv.destroy()
+        for run in runners.values():
+            run.close()
+        for srv in servers.values():
+            srv.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
     e, h = out["empty"], out["history"]
     me, mh = statistics.median(e["handler"]), statistics.median(h["handler"])
     added = sum(v for _, v in sets)  # the valid records of every run: one entry each
     deleted = h["entries_before"] + added - h["entries_after"]
-    print("\nledger cost against history (release bootstrap, fsync=on, full_page_writes=on)")
+    print("\nledger cost against history (release bootstrap, "
+          + ("fsync=off, full_page_writes=off)" if args.fsync_off
+             else "fsync=on, full_page_writes=on)"))
     print(f"  {args.records:,} records a run, median of {args.repeats}; time net of the "
           "emulator (sum of handler Duration)")
     print(f"  empty database:            {me:.3f} s  (runs {', '.join(f'{x:.3f}' for x in e['handler'])})")

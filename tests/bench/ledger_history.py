@@ -179,7 +179,9 @@ def main():
     ue, uh = sum(e["cpu"]), sum(h["cpu"])
     print(f"  all runs together (retention deleting as many as they add): time {th / te:.2f}x, "
           f"server CPU {uh / ue:.2f}x; the runs that deleted nothing: server CPU "
-          + ", ".join(f"{c:.3f}" for c, d in zip(h["cpu"], h["deleted"]) if d == 0))
+          + (", ".join(f"{c:.3f} (empty {ec:.3f})" for c, d, ec
+                       in zip(h["cpu"], h["deleted"], e["cpu"]) if d < args.records // 100)
+             or "none"))
     print(f"  retention during the history runs: the ledger went from {h['entries_before']:,} "
           f"to {h['entries_after']:,} entries with {added:,} added: {deleted:,} expired ones "
           f"deleted by the function; {h['expired_left']:,} expired left")

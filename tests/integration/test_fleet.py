@@ -130,6 +130,13 @@ def test_fleet_behind_transaction_pooler_exactly_once_without_session_state():
     bad = statement_log.session_state(log)
     assert not bad, ("the function changed session state behind a transaction-mode pooler:\n"
                      + statement_log.describe(bad))
+    # The functions' own account agrees: each valid message written once, and
+    # its other delivery found to be a duplicate (more when a batch came back).
+    done = [l for bt in boots for l in bt.logs()
+            if isinstance(l, dict) and l.get("message") == "batch done"]
+    valid = len(book.valid())
+    assert sum(l["written"] for l in done) == valid, done[:3]
+    assert sum(l["duplicate"] for l in done) >= valid, done[:3]
     retries = sum(1 for bt in boots for l in bt.logs()
                   if isinstance(l, dict) and l.get("message") == "database attempt failed")
     print(f"     fleet: {len(sessions)} server backends for {FUNCTIONS} functions, "

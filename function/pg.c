@@ -1357,12 +1357,22 @@ static void refuse_row(struct pg_sink *s, size_t r, int in_ledger)
     log_at(s->lg, LOG_WARN, "database refused a row", LF_NUM("row", r), LF_STR("reason", s->why));
 }
 
+/* How many rows of [from, to) are still to be written; cannot fail. */
 static size_t pending_in(const struct pg_sink *s, size_t from, size_t to)
 {
     size_t count = 0;
     for (size_t i = from; i < to && i < s->n; i++)
         count += s->dup[i] == RS_PENDING;
     return count;
+}
+
+/* The first row of [from, to) still to be written, or NO_ROW; cannot fail. */
+static size_t first_pending(const struct pg_sink *s, size_t from, size_t to)
+{
+    for (size_t i = from; i < to && i < s->n; i++)
+        if (s->dup[i] == RS_PENDING)
+            return i;
+    return NO_ROW;
 }
 
 /* After the rows COPY of [seg_from, seg_to) went in: readies the COPY of
@@ -1567,16 +1577,11 @@ static rc_t copy_rows(struct pg_sink *s, size_t a, size_t b, int *refused, size_
 static rc_t isolate_rows(struct pg_sink *s, size_t a, size_t b, int known_bad, int again, int *stop,
                          int *whole)
 {
-    size_t pending = 0, only = NO_ROW, r = NO_ROW;
+    size_t pending = pending_in(s, a, b), r = NO_ROW;
     int refused = 1;
     rc_t rc;
 
     *whole = 0;
-    for (size_t i = a; i < b; i++)
-        if (s->dup[i] == RS_PENDING) {
-            pending++;
-            only = i;
-        }
     if (*stop)
         return RC_OK;
     if (pending == 0) {
@@ -1601,7 +1606,7 @@ static rc_t isolate_rows(struct pg_sink *s, size_t a, size_t b, int known_bad, i
         }
     }
     if (pending == 1) {
-        refuse_row(s, only, 1);
+        refuse_row(s, first_pending(s, a, b), 1);
         *stop = s->fifo;
         return RC_OK;
     }
@@ -1853,15 +1858,10 @@ static size_t count_refused(const struct pg_sink *s, size_t a, size_t b)
  * went in without a refusal. */
 static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *stop, int *whole)
 {
-    size_t pending = 0, only = NO_ROW;
+    size_t pending = pending_in(s, a, b);
     rc_t rc;
 
     *whole = 0;
-    for (size_t i = a; i < b; i++)
-        if (s->dup[i] == RS_PENDING) {
-            pending++;
-            only = i;
-        }
     if (*stop)
         return RC_OK;
     if (pending == 0) {
@@ -1882,7 +1882,7 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
         }
     }
     if (pending == 1) {
-        refuse_row(s, only, 0);
+        refuse_row(s, first_pending(s, a, b), 0);
         *stop = s->fifo;
         return RC_OK;
     }

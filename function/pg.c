@@ -202,7 +202,7 @@ struct pg_sink {
     int schema_ready;   /* the tables were checked on this process's behalf */
     int legacy;         /* the earlier ledger layout is consulted (LEGACY_LEDGER) */
     int prune_off;      /* retention was refused (no DELETE privilege): not tried again */
-    int prune_pending;  /* a retention step was sent; its answer is not read yet */
+    int prune_pending;  /* a COMMIT was answered; the rest (a retention step) is unread */
     int64_t prune_from; /* Unix epoch us: the next sweep starts at this sent_at (INT64_MIN:
                            -infinity, the oldest entry) ... */
     int prune_past;     /* ... or just after it: a step could not leave that sent_at */
@@ -1197,12 +1197,13 @@ static rc_t attempt(struct pg_sink *s, int *again)
     }
     PQclear(res);
     reset_attempt(s);
-    /* Committed.  The retention step's answer is read by the next batch,
-     * before its BEGIN (pump): the server deletes while this process answers
-     * and takes the next event, so the step adds nothing to this batch's
-     * time.  It is an implicit transaction of its own, which ends on the
-     * server whether or not this process is frozen meanwhile. */
-    s->prune_pending = !s->prune_off;
+    /* Committed.  The retention step's answer (or, without one, the end of
+     * the COMMIT's) is read by the next batch, before its BEGIN (pump): the
+     * server deletes while this process answers and takes the next event,
+     * so the step adds nothing to this batch's time.  It is an implicit
+     * transaction of its own, which ends on the server whether or not this
+     * process is frozen meanwhile. */
+    s->prune_pending = 1;
     return RC_OK;
 }
 

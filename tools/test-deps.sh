@@ -3,7 +3,8 @@
 # and a fresh Debian/Ubuntu machine lacks.  Does nothing when all are there.
 set -euo pipefail
 pkgs=(build-essential libssl-dev bison flex dpkg-dev file zip unzip ca-certificates
-  postgresql postgresql-client clang libclang-rt-dev valgrind clang-format python3)
+  postgresql postgresql-client clang libclang-rt-dev valgrind clang-format python3
+  iproute2)
 py=$(tools/python.sh)
 "$py" -c 'import cryptography.hazmat.primitives.ciphers.aead as a; a.AESSIV' 2>/dev/null ||
   pkgs+=(python3-cryptography)

@@ -245,7 +245,7 @@ struct pg_sink {
     int schema_ready;   /* the tables were checked on this process's behalf */
     int legacy;         /* the earlier ledger layout is consulted (LEGACY_LEDGER) */
     int prune_off;      /* retention was refused (no DELETE privilege): not tried again */
-    int prune_pending;  /* a retention step was sent; its answer is not read yet */
+    int prune_pending;  /* a COMMIT was answered; the rest (a retention step) is unread */
     int64_t prune_from; /* Unix epoch us: the next sweep starts at this sent_at (INT64_MIN:
                            -infinity, the oldest entry) ... */
     int prune_past;     /* ... or just after it: a step could not leave that sent_at */

@@ -24,7 +24,7 @@ if [[ $what == test ]]; then
   # The tests: a PostgreSQL server, the fuzzers' clang, valgrind, qemu-user
   # for the other architecture's binary, and Python with an independent AES-SIV.
   pkgs+=(unzip postgresql postgresql-client clang libclang-rt-dev valgrind clang-format
-    python3 qemu-user-static pgbouncer)
+    python3 qemu-user-static pgbouncer iproute2)
   py=$(tools/python.sh)
   "$py" -c 'import cryptography.hazmat.primitives.ciphers.aead as a; a.AESSIV' 2>/dev/null ||
     pkgs+=(python3-cryptography)

@@ -152,23 +152,27 @@
     "SELECT committed_at > now() - interval '" LEDGER_RETENTION "' FROM " LEDGER                   \
     " WHERE sent_at = '-infinity' AND message_id = ''"
 
-/* Retention, sent after COMMIT in the same round trip, in its own implicit
- * transaction.  It sweeps the ledger in key order (the primary key's own
- * index: no other index to maintain on every insert), one step a batch:
- * from where this process's previous step stopped (the first %s: a bound on
- * sent_at) to the sent_at %zu entries further on (an index-only scan) or to
- * LEDGER_SWEEP_AFTER ago, whichever comes first, it deletes the entries
- * committed more than LEDGER_RETENTION ago (the same bound again, second
- * %s).  One range DELETE costs half of looking at the entries first and
- * deleting them by ctid (measured).  An entry whose message arrived late
- * (sent long before it was committed, or without a SentTimestamp) is passed
- * over while it is young; the sweep starts from the oldest entry again now
+/* Retention, sent once the COMMIT's answer is in (the server sends a query
+ * string's answers only when the whole string is done, so a retention step
+ * in the COMMIT's string would hold the COMMIT's answer back), in a
+ * transaction of its own whose lock and statement timeouts (PRUNE_BEGIN_SQL)
+ * keep an operator's lock on an old entry from holding up anything; its
+ * answer is read by the next batch, before its BEGIN.  It sweeps the ledger in key order (the
+ * primary key's own index: no other index to maintain on every insert), one step a batch: from
+ * where this process's previous step stopped (the first %s: a bound on sent_at) to the sent_at %zu
+ * entries further on (an index-only scan) or to LEDGER_SWEEP_AFTER ago, whichever comes first, it
+ * deletes the entries committed more than LEDGER_RETENTION ago (the same bound again, second %s).
+ * One range DELETE costs half of looking at the entries first and deleting them by ctid (measured).
+ * An entry whose message arrived late (sent long before it was committed, or without a
+ * SentTimestamp) is passed over while it is young; the sweep starts from the oldest entry again now
  * and then (PRUNE_RESTART) and deletes it then.  So no entry is deleted
  * before LEDGER_RETENTION has passed since it was committed, and most go
  * LEDGER_SWEEP_AFTER after they were sent.  Its answer: the entries deleted,
  * and the bound where the next step starts (us since the Unix epoch; NULL
  * for -infinity). */
 #define LEDGER_SWEEP_AFTER "16 days"
+#define PRUNE_BEGIN_SQL                                                                            \
+    "BEGIN; SET LOCAL lock_timeout = 1000; SET LOCAL statement_timeout = 10000; "
 #define PRUNE_SQL                                                                                  \
     "WITH w AS MATERIALIZED (SELECT least(coalesce((SELECT sent_at FROM " LEDGER                   \
     " WHERE sent_at %s ORDER BY sent_at OFFSET %zu LIMIT 1), 'infinity'), "                        \
@@ -1166,7 +1170,9 @@ static rc_t collect_prune(struct pg_sink *s, int wait)
         }
         if (!res)
             break;
-        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+            /* the SET LOCALs */
+        } else if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
             int64_t deleted = 0, next = INT64_MIN;
             if (num_parse_i64(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), 0, INT64_MAX,
                               &deleted) == RC_OK &&
@@ -1186,6 +1192,9 @@ static rc_t collect_prune(struct pg_sink *s, int wait)
         PQclear(res);
     }
     s->prune_pending = 0;
+    /* An error skipped the COMMIT: the block is left aborted. */
+    if (PQtransactionStatus(s->conn) == PQTRANS_INERROR)
+        rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
     return rc;
 }
 
@@ -1665,8 +1674,9 @@ static rc_t attempt(struct pg_sink *s, int *again)
         }
         if (s->isolating) {
             int stop = 0, whole;
-            if ((rc = run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK ||
-                (rc = isolate_rows(s, 0, s->n, s->known_bad, 0, &stop, &whole)) != RC_OK)
+            if ((rc = run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK)
+                return rc == RC_DB && row_data_error(s->sqlstate) ? unattributed(s, 0) : rc;
+            if ((rc = isolate_rows(s, 0, s->n, s->known_bad, 0, &stop, &whole)) != RC_OK)
                 return rc;
         } else if (next_segment(s)) {
             continue;
@@ -1675,8 +1685,16 @@ static rc_t attempt(struct pg_sink *s, int *again)
          * COPY: a message committed there by an earlier version counts as
          * committed, and the batch is written again without it. */
         size_t found = 0;
-        if (s->legacy && (rc = mark_duplicates(s, 1, &found)) != RC_OK)
-            return rc;
+        if (s->legacy && (rc = mark_duplicates(s, 1, &found)) != RC_OK) {
+            if (rc != RC_DB || strcmp(s->sqlstate, "42P01") != 0)
+                return rc;
+            log_at(s->lg, LOG_INFO, "the earlier ledger was dropped: no longer consulted",
+                   LF_STR("table", LEGACY_LEDGER));
+            s->legacy = 0;
+            reset_attempt(s);
+            *again = 1;
+            return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+        }
         if (found) {
             reset_attempt(s);
             for (size_t i = 0; i < s->n; i++)
@@ -1706,9 +1724,9 @@ static rc_t attempt(struct pg_sink *s, int *again)
                 return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
             }
         }
-        /* SET CONSTRAINTS, COMMIT and the ledger's retention go in one round
-         * trip; an error skips the statements after it. */
-        char sql[sizeof COMMIT_SQL + sizeof PRUNE_SQL + 200] = COMMIT_SQL, from[80];
+        /* SET CONSTRAINTS and COMMIT go in one round trip; an error at the
+         * first skips the second. */
+        char from[80];
         size_t written = 0;
         for (size_t i = 0; i < s->n; i++)
             written += !s->dup[i];
@@ -1719,9 +1737,9 @@ static rc_t attempt(struct pg_sink *s, int *again)
         else
             snprintf(from, sizeof from, "%s to_timestamp(0) + %lld * interval '1 us'",
                      s->prune_past ? ">" : ">=", (long long)s->prune_from);
-        if (!s->prune_off)
-            snprintf(sql, sizeof sql, COMMIT_SQL "; " PRUNE_SQL, from, limit, from);
-        if (!PQsendQuery(s->conn, sql)) {
+        char prune[sizeof PRUNE_SQL + 300];
+        snprintf(prune, sizeof prune, PRUNE_BEGIN_SQL PRUNE_SQL "; COMMIT", from, limit, from);
+        if (!PQsendQuery(s->conn, COMMIT_SQL)) {
             fail(s, NULL, "commit");
             return RC_DB;
         }
@@ -1759,13 +1777,22 @@ static rc_t attempt(struct pg_sink *s, int *again)
         }
         if (step < 2)
             continue; /* isolating the rows behind login_etl_batch */
+        /* The COMMIT's answer is all in; only now is retention sent (the
+         * server flushes a query string's answers at its end only). */
+        while (next_result(s, &res) == RC_OK && res)
+            PQclear(res);
         reset_attempt(s);
-        /* Committed.  The retention step's answer (or, without one, the end
-         * of the COMMIT's) is read by the next batch, before its BEGIN
-         * (pump): the server deletes while this process answers and takes
-         * the next event, so the step adds nothing to this batch's time.  It
-         * is an implicit transaction of its own, which ends on the server
-         * whether or not this process is frozen meanwhile. */
+        if (s->prune_off)
+            return RC_OK;
+        if (!PQsendQuery(s->conn, prune) || PQflush(s->conn) < 0) {
+            disconnect(s);
+            return RC_OK;
+        }
+        /* Committed.  The retention step's answer is read by the next batch,
+         * before its BEGIN (pump): the server deletes while this process
+         * answers and takes the next event.  Sent as one string, its
+         * transaction ends on the server whether or not this process is
+         * frozen meanwhile, and its timeouts bound it. */
         s->prune_pending = 1;
         return RC_OK;
     }

@@ -4,6 +4,7 @@ what expired; an earlier ledger layout keeps exactly-once through an upgrade; a 
 that lacks what exactly-once needs is refused; nothing the function sends changes
 session state; a deadline far away does not overflow the server's timeouts."""
 import json
+import os
 import re
 import subprocess
 import time
@@ -265,6 +266,10 @@ def test_nothing_changes_session_state_and_timeouts_go_with_each_transaction():
     begins = [s for s in statements if s.startswith("BEGIN")]
     assert len(begins) >= 3, begins
     for s in begins:
+        # A batch's transaction, or a retention step's (bounded by its own timeouts).
+        if re.match(r"BEGIN; SET LOCAL lock_timeout = 1000; SET LOCAL statement_timeout = 10000; "
+                    r"WITH .*DELETE FROM login_etl_ledger_v2 .*; COMMIT$", s, re.S):
+            continue
         m = re.match(r"BEGIN; SET LOCAL statement_timeout = (\d+); "
                      r"SET LOCAL idle_in_transaction_session_timeout = (\d+); COPY ", s)
         assert m, s
@@ -290,3 +295,59 @@ def test_a_deadline_weeks_away_does_not_overflow_the_server_timeouts():
             assert res.kind == "response", res.body[:300]
             assert res.json() == {"batchItemFailures": []}
         assert etl.count() == 60
+
+
+def test_a_lock_on_an_expired_entry_holds_up_no_batch():
+    # An operator's open transaction locks an expired ledger entry (deleting old entries by
+    # hand, say). The retention step that meets it gives up after its own lock_timeout in a
+    # transaction of its own; the batches that come meanwhile commit and answer at once.
+    db = pg.server()
+    db.reset()
+    now_ms = int(time.time() * 1000)
+    with Etl(reset_db=False) as etl:
+        assert etl.answer(event_bytes(make_event(make_messages(
+            2, seed=1, invalid_rate=0, start_ms=now_ms)))) == set()
+    db.psql(f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) VALUES "
+            "(now() - interval '20 days', 'old-1', now() - interval '20 days')")
+    locker = subprocess.Popen(
+        ["psql", "-X", "-q", "-c", f"BEGIN; SELECT 1 FROM {LEDGER} WHERE message_id = 'old-1' "
+         "FOR UPDATE; SELECT pg_sleep(60); COMMIT;"],
+        env=dict(os.environ, **db.env(), PGAPPNAME="locker"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locker' "
+            "AND query LIKE '%pg_sleep%'", user=pg.SUPERUSER, password=pg.SUPERPASS) == "1",
+            timeout=10)
+        with Etl(reset_db=False) as etl:
+            for i in range(4):
+                msgs = make_messages(3, seed=100 + i, invalid_rate=0, start_ms=now_ms)
+                t0 = time.monotonic()
+                res = etl.invoke(event_bytes(make_event(msgs)),
+                                 deadline_ms=int(time.time() * 1000) + 3000)
+                took = time.monotonic() - t0
+                assert res.kind == "response" and res.json()["batchItemFailures"] == [], res
+                assert took < 2.0, f"batch {i} took {took:.2f}s behind the locked entry"
+            assert etl.count() == 2 + 12
+    finally:
+        locker.kill()
+        db.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'locker'", user=pg.SUPERUSER, password=pg.SUPERPASS)
+
+
+def test_dropping_the_earlier_ledger_under_a_warm_process_fails_no_batch():
+    # The function logs that the earlier ledger "may be dropped" once its entries expired; a
+    # process that still consults it must go on when an operator drops it.
+    db = pg.server()
+    db.reset()
+    db.psql(USER_LOGINS_DDL + "; " + LEGACY_DDL)
+    db.psql("INSERT INTO login_etl_ledger (message_id) VALUES ('old-1')")
+    with Etl(reset_db=False) as etl:
+        assert etl.answer(event_bytes(make_event(make_messages(3, seed=1, invalid_rate=0)))) \
+            == set()
+        db.psql("DROP TABLE login_etl_ledger", user=pg.SUPERUSER, password=pg.SUPERPASS)
+        for k in range(2):
+            msgs = make_messages(3, seed=10 + k, invalid_rate=0)
+            assert etl.answer(event_bytes(make_event(msgs))) == set()
+        assert etl.count() == 9
+        assert _logged(etl, "the earlier ledger was dropped: no longer consulted")

@@ -355,3 +355,30 @@ def test_rows_refused_with_and_without_a_line_in_one_batch():
             assert _rejected(etl) == ({"x2", "x30"} if not fifo else {"x2"})
             assert etl.answer(event_bytes(make_event(msgs, fifo=fifo, receive_count=2))) == listed
             _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])
+
+
+DEFERRED_LEDGER_TRIGGER = """
+CREATE OR REPLACE FUNCTION refuse_id_late() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.message_id LIKE 'bad-%' THEN RAISE EXCEPTION 'refused id %', NEW.message_id; END IF;
+  RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER refuse_id_late AFTER INSERT ON login_etl_ledger_v2
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_id_late();
+"""
+
+
+def test_a_deferred_trigger_on_the_ledger_refuses_its_record_alone():
+    # Its events were queued by the ledger COPY, before the rows' savepoint, so returning to
+    # that savepoint cannot drop them: the row is found by transactions of their own.
+    msgs = [_msg(("bad-" if i == 9 else "g") + str(i), f"user-{i}") for i in range(20)]
+    with Etl() as etl:
+        _prepare(etl)
+        _superuser(etl.db, DEFERRED_LEDGER_TRIGGER)
+        try:
+            for delivery in (1, 2):
+                assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == \
+                    {"bad-9"}
+                _assert_written(etl, [m for m in msgs if m["messageId"] != "bad-9"])
+        finally:
+            _superuser(etl.db, "DROP TRIGGER refuse_id_late ON login_etl_ledger_v2")

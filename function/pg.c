@@ -1275,37 +1275,28 @@ static void put_array_header(struct buf *b, uint32_t oid, size_t count)
     put_u32(b, 1); /* lower bound */
 }
 
-/* Finds which of the batch's messages not yet marked are committed already
- * and marks them: in the ledger by (sent_at, message_id) or, with `legacy`,
- * in the earlier ledger by message_id.  The values travel as binary array
- * parameters, never as SQL text.  Returns RC_OK (*found = how many new
- * ones), RC_TIMEOUT, RC_DB or RC_NOMEM. */
-static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
+/* Sends `sql` with the ledger keys of the rows whose state, masked by
+ * `mask`, equals `want`: $1 their sent_at as a binary timestamptz[] and $2
+ * their message ids as a binary text[] (with `ids_only`, the ids alone, as
+ * $1), built in s->scratch; never SQL text.  Returns RC_OK (the query is
+ * sent), RC_NOMEM, or RC_DB with the attempt marked broken (`what`). */
+static rc_t send_keys(struct pg_sink *s, const char *sql, uint8_t mask, uint8_t want, int ids_only,
+                      const char *what)
 {
     struct buf *b = &s->scratch;
     size_t count = 0;
-    PGresult *res = NULL;
-    rc_t rc;
 
-    *found = 0;
     for (size_t i = 0; i < s->n; i++)
-        count += !s->dup[i];
-    if ((rc = idset_reset(&s->lookup, s->n)) != RC_OK)
-        return rc;
+        count += (s->dup[i] & mask) == want;
     buf_reset(b);
     put_array_header(b, TEXT_OID, count);
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->dup[i])
-            continue;
-        put_text(b, s->ids[i], s->id_len[i]);
-        idset_put(&s->lookup, s->ids[i], s->id_len[i], i);
-    }
+    for (size_t i = 0; i < s->n; i++)
+        if ((s->dup[i] & mask) == want)
+            put_text(b, s->ids[i], s->id_len[i]);
     size_t ids_len = b->len;
-    if (!legacy) {
-        put_array_header(b, TIMESTAMPTZ_OID, count);
-        for (size_t i = 0; i < s->n; i++) {
-            if (s->dup[i])
-                continue;
+    put_array_header(b, TIMESTAMPTZ_OID, count);
+    for (size_t i = 0; i < s->n; i++) {
+        if ((s->dup[i] & mask) == want) {
             put_u32(b, 8);
             put_u64(b, (uint64_t)s->sent_at[i]);
         }
@@ -1316,14 +1307,35 @@ static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
     const char *values[2] = {b->data + ids_len, b->data};
     const int lengths[2] = {(int)(b->len - ids_len), (int)ids_len};
     const int formats[2] = {1, 1};
-    int sent_query = legacy ? PQsendQueryParams(s->conn, FIND_LEGACY_SQL, 1, types + 1, values + 1,
-                                                lengths + 1, formats + 1, 0)
-                            : PQsendQueryParams(s->conn, FIND_DUPLICATES_SQL, 2, types, values,
-                                                lengths, formats, 0);
-    if (!sent_query) {
-        fail(s, NULL, "duplicates");
+    int sent = ids_only ? PQsendQueryParams(s->conn, sql, 1, types + 1, values + 1, lengths + 1,
+                                            formats + 1, 0)
+                        : PQsendQueryParams(s->conn, sql, 2, types, values, lengths, formats, 0);
+    if (!sent) {
+        fail(s, NULL, what);
         return RC_DB;
     }
+    return RC_OK;
+}
+
+/* Finds which of the batch's messages not yet marked are committed already
+ * and marks them: in the ledger by (sent_at, message_id) or, with `legacy`,
+ * in the earlier ledger by message_id.  The values travel as binary array
+ * parameters, never as SQL text.  Returns RC_OK (*found = how many new
+ * ones), RC_TIMEOUT, RC_DB or RC_NOMEM. */
+static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
+{
+    PGresult *res = NULL;
+    rc_t rc;
+
+    *found = 0;
+    if ((rc = idset_reset(&s->lookup, s->n)) != RC_OK)
+        return rc;
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->dup[i])
+            idset_put(&s->lookup, s->ids[i], s->id_len[i], i);
+    if ((rc = send_keys(s, legacy ? FIND_LEGACY_SQL : FIND_DUPLICATES_SQL, 0xff, RS_PENDING, legacy,
+                        "duplicates")) != RC_OK)
+        return rc;
     for (;;) {
         rc_t w = next_result(s, &res);
         if (w) {
@@ -1340,7 +1352,7 @@ static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
                 size_t i =
                     idset_get(&s->lookup, PQgetvalue(res, r, 0), (size_t)PQgetlength(res, r, 0));
                 if (i != (size_t)-1 && !s->dup[i]) {
-                    s->dup[i] = 1;
+                    s->dup[i] = RS_DUP;
                     (*found)++;
                 }
             }
@@ -1408,12 +1420,11 @@ static int next_segment(struct pg_sink *s)
     return 0;
 }
 
-/* Takes the ids of the rows refused in the open transaction back out of its
- * ledger (UNLEDGER_SQL: one binary text[] parameter, never SQL text).
+/* Takes the rows refused in the open transaction back out of its ledger
+ * (UNLEDGER_SQL, through the ledger's key: send_keys).
  * Returns RC_OK, RC_TIMEOUT, RC_DB or RC_NOMEM. */
 static rc_t unledger(struct pg_sink *s)
 {
-    struct buf *b = &s->scratch;
     size_t count = 0;
     rc_t rc = RC_OK;
 
@@ -1421,29 +1432,8 @@ static rc_t unledger(struct pg_sink *s)
         count += (s->dup[i] & RS_IN_LEDGER) != 0;
     if (count == 0)
         return RC_OK;
-    buf_reset(b);
-    put_array_header(b, TEXT_OID, count);
-    for (size_t i = 0; i < s->n; i++)
-        if (s->dup[i] & RS_IN_LEDGER)
-            put_text(b, s->ids[i], s->id_len[i]);
-    size_t ids_len = b->len;
-    put_array_header(b, TIMESTAMPTZ_OID, count);
-    for (size_t i = 0; i < s->n; i++) {
-        if (s->dup[i] & RS_IN_LEDGER) {
-            put_u32(b, 8);
-            put_u64(b, (uint64_t)s->sent_at[i]);
-        }
-    }
-    if (b->err)
-        return b->err;
-    const Oid types[2] = {TIMESTAMPTZ_ARRAY_OID, TEXT_ARRAY_OID};
-    const char *values[2] = {b->data + ids_len, b->data};
-    const int lengths[2] = {(int)(b->len - ids_len), (int)ids_len};
-    const int formats[2] = {1, 1};
-    if (!PQsendQueryParams(s->conn, UNLEDGER_SQL, 2, types, values, lengths, formats, 0)) {
-        fail(s, NULL, "unledger");
-        return RC_DB;
-    }
+    if ((rc = send_keys(s, UNLEDGER_SQL, RS_IN_LEDGER, RS_IN_LEDGER, 0, "unledger")) != RC_OK)
+        return rc;
     for (;;) {
         PGresult *res = NULL;
         rc_t w = next_result(s, &res);

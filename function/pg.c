@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include <libpq-fe.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "buf.h"
@@ -30,19 +31,30 @@
  * needs CREATE on the schema, which a least-privilege user may not have when
  * the upstream environment created the tables.
  *
- * The ledger is keyed by (sent_at, message_id): SentTimestamp first, so that
- * the index inserts of a batch land on the few pages holding recent times
- * (they stay in memory) instead of on random pages of an index that grows
- * with 14 days of history; SQS gives every receive of a message the same
- * SentTimestamp, so a redelivery still meets its entry.  message_id is
- * compared bytewise (COLLATE "C"): RDS databases default to en_US, whose
- * comparisons cost more.  committed_at serves retention: no entry is
- * deleted before LEDGER_RETENTION has passed since it was committed,
- * whatever its SentTimestamp says (PRUNE_SQL; README, "Correct under
- * at-least-once"). */
-#define LEDGER "login_etl_ledger_v2"
-#define LEGACY_LEDGER "login_etl_ledger" /* the layout before: message_id alone */
-#define LEDGER_RETENTION "15 days"       /* SQS keeps a message 14 days at most */
+ * The ledger is keyed by (slot, sent_at, message_id) and partitioned BY LIST
+ * (slot) into LEDGER_SLOTS + 1 partitions made once, with the table:
+ *  - slot: the UTC day of the message's SentTimestamp modulo LEDGER_SLOTS,
+ *    computed by the function from SentTimestamp alone, so that every receive
+ *    of a message (SQS never changes SentTimestamp) meets its entry; slot
+ *    SLOT_NONE holds the messages without a SentTimestamp (sent_at
+ *    -infinity) and the upgrade markers (EARLIER).  A day's slot is written
+ *    for that day (and the day after, by messages sent just before
+ *    midnight); on day d, slot (d + 2) mod LEDGER_SLOTS holds the entries of
+ *    day d - 16, which SQS can no longer deliver (it keeps a message 14 days
+ *    at most), so retention clears it whole with TRUNCATE (RET_*_SQL)
+ *    instead of deleting entry by entry: no dead index entries, no vacuum.
+ *  - sent_at: SentTimestamp, so that a batch's index inserts land on the few
+ *    pages holding recent times (they stay in memory), not on random pages
+ *    of an index that grows with 14 days of history.
+ *  - message_id: a uuid, 16 bytes compared as such (ledger_key): SQS ids are
+ *    lowercase canonical UUIDs; any other id is mapped to a UUID by SHA-256.
+ * committed_at serves retention: no entry is removed before LEDGER_RETENTION
+ * has passed since it was committed and since it was sent (README, "Correct
+ * under at-least-once"). */
+#define LEDGER "login_etl_ledger_v3"
+#define LEDGER_SLOTS 18 /* day slots; the 19th (SLOT_NONE) has no day */
+#define SLOT_NONE 18
+#define LEDGER_RETENTION "15 days" /* SQS keeps a message 14 days at most */
 #define SCHEMA_SQL                                                                                 \
     "DO $$ BEGIN\n"                                                                                \
     "IF to_regclass('user_logins') IS NULL THEN\n"                                                 \
@@ -58,27 +70,37 @@
     "END IF;\n"                                                                                    \
     "IF to_regclass('" LEDGER "') IS NULL THEN\n"                                                  \
     "CREATE TABLE IF NOT EXISTS " LEDGER "(\n"                                                     \
+    "    slot                smallint NOT NULL,\n"                                                 \
     "    sent_at             timestamptz NOT NULL,\n"                                              \
-    "    message_id          text COLLATE \"C\" NOT NULL,\n"                                       \
+    "    message_id          uuid NOT NULL,\n"                                                     \
     "    committed_at        timestamptz NOT NULL DEFAULT now(),\n"                                \
-    "    PRIMARY KEY (sent_at, message_id)\n"                                                      \
-    ");\n"                                                                                         \
+    "    PRIMARY KEY (slot, sent_at, message_id)\n"                                                \
+    ") PARTITION BY LIST (slot);\n"                                                                \
+    "FOR i IN 0..18 LOOP\n"                                                                        \
+    "EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF " LEDGER                           \
+    " FOR VALUES IN (%s)', '" LEDGER "_s' || lpad(i::text, 2, '0'), i);\n"                         \
+    "END LOOP;\n"                                                                                  \
     "END IF;\n"                                                                                    \
     "END $$"
 
 /* What the function relies on, read from the catalogs (which every user may
  * read, so this works for a least-privilege user too): the columns it writes
- * with their types (binary COPY needs exactly int4 and date; any string type
- * takes text), the ledger's unique key, without which exactly-once silently
- * becomes at-least-once, and the index retention deletes by.  One row per
- * problem, naming the table and what is missing; no rows when all is well. */
+ * with their types (binary COPY needs exactly int2, int4, uuid and date; any
+ * string type takes text), the ledger's partitions, which retention
+ * truncates by name (their bounds are not read: pg_get_expr would lock each
+ * partition, and a slot being truncated would hold a cold start up; a
+ * partition made for another slot than its name says costs no entry, as
+ * TRUNCATE re-checks the partition it clears), and its unique key, without
+ * which exactly-once silently becomes at-least-once.  One row per problem, naming the table and
+ * what is missing; no rows when all is well. */
 #define VERIFY_SQL                                                                                 \
     "WITH need(tbl, col, typ) AS (VALUES "                                                         \
     "('user_logins', 'user_id', 'string'), ('user_logins', 'device_type', 'string'), "             \
     "('user_logins', 'masked_ip', 'string'), ('user_logins', 'masked_device_id', 'string'), "      \
     "('user_logins', 'locale', 'string'), ('user_logins', 'app_version', 'integer'), "             \
-    "('user_logins', 'create_date', 'date'), ('" LEDGER "', 'sent_at', "                           \
-    "'timestamp with time zone'), ('" LEDGER "', 'message_id', 'string'), "                        \
+    "('user_logins', 'create_date', 'date'), ('" LEDGER "', 'slot', 'smallint'), "                 \
+    "('" LEDGER "', 'sent_at', 'timestamp with time zone'), ('" LEDGER                             \
+    "', 'message_id', 'uuid'), "                                                                   \
     "('" LEDGER "', 'committed_at', 'timestamp with time zone')), "                                \
     "col AS (SELECT n.tbl, n.col, n.typ, a.attnum, "                                               \
     "  format_type(coalesce(nullif(t.typbasetype, 0), t.oid), NULL) AS base, "                     \
@@ -86,32 +108,49 @@
     "  FROM need n LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(n.tbl) "                   \
     "   AND a.attname = n.col AND a.attnum > 0 AND NOT a.attisdropped "                            \
     "  LEFT JOIN pg_type t ON t.oid = a.atttypid "                                                 \
-    "  LEFT JOIN pg_type bt ON bt.oid = coalesce(nullif(t.typbasetype, 0), t.oid)) "               \
+    "  LEFT JOIN pg_type bt ON bt.oid = coalesce(nullif(t.typbasetype, 0), t.oid)), "              \
+    "part AS (SELECT p.partstrat = 'l' AND p.partnatts = 1 AND a.attname = 'slot' AS ok "          \
+    "  FROM pg_partitioned_table p LEFT JOIN pg_attribute a ON a.attrelid = p.partrelid "          \
+    "   AND a.attnum = p.partattrs[0] WHERE p.partrelid = to_regclass('" LEDGER "')) "             \
     "SELECT tbl || ': column ' || col || ' is missing' FROM col "                                  \
     " WHERE attnum IS NULL AND to_regclass(tbl) IS NOT NULL "                                      \
     "UNION ALL SELECT tbl || ': column ' || col || ' is ' || base || ', not ' || typ FROM col "    \
     " WHERE attnum IS NOT NULL AND CASE typ WHEN 'string' THEN cat <> 'S' ELSE base <> typ END "   \
     "UNION ALL SELECT DISTINCT 'table ' || tbl || ' is missing' FROM col "                         \
     " WHERE to_regclass(tbl) IS NULL "                                                             \
-    "UNION ALL SELECT '" LEDGER ": no unique index or primary key on (sent_at, message_id)' "      \
+    "UNION ALL SELECT '" LEDGER ": not partitioned BY LIST (slot)' "                               \
+    " WHERE to_regclass('" LEDGER "') IS NOT NULL AND NOT coalesce((SELECT ok FROM part), false) " \
+    "UNION ALL SELECT '" LEDGER ": partitions missing for slot ' || string_agg(g::text, ', ') "    \
+    " || ' (" LEDGER "_sNN FOR VALUES IN (N), N = 0 to 18)' FROM generate_series(0, 18) g "        \
+    " WHERE coalesce((SELECT ok FROM part), false) AND NOT EXISTS (SELECT 1 FROM pg_inherits h "   \
+    "  JOIN pg_class c ON c.oid = h.inhrelid WHERE h.inhparent = to_regclass('" LEDGER "') "       \
+    "  AND c.relname = '" LEDGER "_s' || lpad(g::text, 2, '0')) "                                  \
+    " HAVING count(*) > 0 "                                                                        \
+    "UNION ALL SELECT '" LEDGER                                                                    \
+    ": no unique index or primary key on (slot, sent_at, message_id)' "                            \
     " WHERE to_regclass('" LEDGER "') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_index i "       \
     "  WHERE i.indrelid = to_regclass('" LEDGER "') AND i.indisunique AND i.indisvalid "           \
-    "  AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 2 "                        \
+    "  AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 3 "                        \
     "  AND (SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_attribute a "             \
-    "       WHERE a.attrelid = i.indrelid AND a.attnum IN (i.indkey[0], i.indkey[1])) "            \
-    "      = ARRAY['message_id', 'sent_at'])"
+    "       WHERE a.attrelid = i.indrelid AND a.attnum IN (i.indkey[0], i.indkey[1], "             \
+    "i.indkey[2])) "                                                                               \
+    "      = ARRAY['message_id', 'sent_at', 'slot'])"
 
 #define COPY_ROWS_SQL                                                                              \
     "COPY user_logins (user_id, device_type, masked_ip, masked_device_id, locale, "                \
     "app_version, create_date) FROM STDIN (FORMAT binary)"
-#define COPY_LEDGER_SQL "COPY " LEDGER " (sent_at, message_id) FROM STDIN (FORMAT binary)"
-/* The batch's (sent_at, message_id) pairs that the ledger holds already.
- * COLLATE "C" makes the comparison the index's own. */
+#define COPY_LEDGER_SQL "COPY " LEDGER " (slot, sent_at, message_id) FROM STDIN (FORMAT binary)"
+/* The batch's (slot, sent_at, message_id) keys that the ledger holds
+ * already: $1 the batch's distinct slots, then one array per key column.
+ * "slot = ANY($1)" lets the planner prune the other partitions (the
+ * parameters of an unnamed statement are planned as constants), so the
+ * lookup neither reads nor locks them: a slot being truncated is not
+ * waited for (see RET_TRUNCATE_SQL). */
 #define FIND_DUPLICATES_SQL                                                                        \
-    "SELECT l.message_id FROM " LEDGER " l JOIN unnest($1::timestamptz[], $2::text[]) "            \
-    "AS b(sent_at, message_id) ON l.sent_at = b.sent_at "                                          \
-    "AND l.message_id = b.message_id COLLATE \"C\""
-#define FIND_LEGACY_SQL "SELECT message_id FROM " LEGACY_LEDGER " WHERE message_id = ANY($1)"
+    "SELECT l.message_id FROM " LEDGER " l "                                                       \
+    "JOIN unnest($2::int2[], $3::timestamptz[], $4::uuid[]) AS b(slot, sent_at, message_id) "      \
+    "ON l.slot = b.slot AND l.sent_at = b.sent_at AND l.message_id = b.message_id "                \
+    "WHERE l.slot = ANY($1::int2[])"
 /* The rows' COPY runs behind a savepoint, so that a row the server refuses
  * (a trigger, a CHECK constraint) costs a rollback of that COPY only, not of
  * the ledger COPY before it.  Starting a savepoint is free until it is used.
@@ -127,64 +166,141 @@
  * COMMIT, so that they fire while login_etl_batch can still be returned to. */
 #define IMMEDIATE_SQL "SET CONSTRAINTS ALL IMMEDIATE"
 #define COMMIT_SQL IMMEDIATE_SQL "; COMMIT"
-/* Takes the (sent_at, message_id) pairs of refused rows back out of the
- * ledger before COMMIT, through the ledger's key.  Only entries this
- * transaction inserted (xmin) can match, so nothing committed earlier is
- * ever removed. */
+/* Takes the keys of refused rows back out of the ledger before COMMIT,
+ * through the ledger's key (parameters as FIND_DUPLICATES_SQL).  Only
+ * entries this transaction inserted (xmin) can match, so nothing committed
+ * earlier is ever removed. */
 #define UNLEDGER_SQL                                                                               \
-    "DELETE FROM " LEDGER " l USING unnest($1::timestamptz[], $2::text[]) "                        \
-    "AS b(sent_at, message_id) WHERE l.sent_at = b.sent_at "                                       \
-    "AND l.message_id = b.message_id COLLATE \"C\" AND l.xmin = pg_current_xact_id()::xid"
+    "DELETE FROM " LEDGER " l "                                                                    \
+    "USING unnest($2::int2[], $3::timestamptz[], $4::uuid[]) AS b(slot, sent_at, message_id) "     \
+    "WHERE l.slot = ANY($1::int2[]) AND l.slot = b.slot AND l.sent_at = b.sent_at "                \
+    "AND l.message_id = b.message_id AND l.xmin = pg_current_xact_id()::xid"
 
-/* Upgrading from the earlier ledger layout.  Its entries cannot be moved
- * (they lack SentTimestamp) and its table cannot be changed by a
- * least-privilege user, so it is consulted, read only, for as long as one
- * of its entries could still meet a redelivery: LEDGER_RETENTION from the
- * first time this layout found it holding entries.  That moment is kept in
- * the new ledger itself, as the committed_at of a marker entry that no
- * message can have (an empty message_id: SQS ids are never empty), which
- * retention never deletes. */
-#define LEGACY_EXISTS_SQL "SELECT to_regclass('" LEGACY_LEDGER "') IS NOT NULL"
-#define LEGACY_MARK_SQL                                                                            \
-    "INSERT INTO " LEDGER " (sent_at, message_id) SELECT '-infinity', '' "                         \
-    "WHERE EXISTS (SELECT 1 FROM " LEGACY_LEDGER ") ON CONFLICT DO NOTHING"
-#define LEGACY_ACTIVE_SQL                                                                          \
+/* Upgrading from the earlier ledger layouts (EARLIER, below).  Their entries
+ * cannot be moved (a least-privilege user cannot change their tables, and
+ * moving millions of entries is no job for a batch), so each is consulted,
+ * read only, inside each batch's transaction after the ledger COPY, for as
+ * long as one of its entries could still meet a redelivery: LEDGER_RETENTION
+ * from the first time this layout found it holding entries.  That moment is
+ * kept in the ledger itself, as the committed_at of a marker entry in slot
+ * SLOT_NONE whose message_id is a reserved version-0 UUID that no message
+ * can have (ledger_key never yields version 0), which retention never
+ * deletes.  A dropped earlier table (42P01) stops being consulted. */
+#define MARKER_V1 "00000000-0000-0000-0000-000000000000"
+#define MARKER_V2 "00000000-0000-0000-0000-000000000001"
+#define MARKERS "('" MARKER_V1 "', '" MARKER_V2 "')"
+#define EARLIER_V1 "login_etl_ledger"    /* message_id alone */
+#define EARLIER_V2 "login_etl_ledger_v2" /* (sent_at, message_id text) */
+#define EARLIER_MARK_SQL(table, holding, marker)                                                   \
+    "INSERT INTO " LEDGER " (slot, sent_at, message_id) SELECT 18, '-infinity', '" marker "' "     \
+    "WHERE EXISTS (SELECT 1 FROM " table holding ") ON CONFLICT DO NOTHING"
+#define EARLIER_ACTIVE_SQL(marker)                                                                 \
     "SELECT committed_at > now() - interval '" LEDGER_RETENTION "' FROM " LEDGER                   \
-    " WHERE sent_at = '-infinity' AND message_id = ''"
+    " WHERE slot = 18 AND sent_at = '-infinity' AND message_id = '" marker "'"
 
-/* Retention, sent once the COMMIT's answer is in (the server sends a query
- * string's answers only when the whole string is done, so a retention step
- * in the COMMIT's string would hold the COMMIT's answer back), in a
- * transaction of its own whose lock and statement timeouts (PRUNE_BEGIN_SQL)
- * keep an operator's lock on an old entry from holding up anything; its
- * answer is read by the next batch, before its BEGIN.  It sweeps the ledger in key order (the
- * primary key's own index: no other index to maintain on every insert), one step a batch: from
- * where this process's previous step stopped (the first %s: a bound on sent_at) to the sent_at %zu
- * entries further on (an index-only scan) or to LEDGER_SWEEP_AFTER ago, whichever comes first, it
- * deletes the entries committed more than LEDGER_RETENTION ago (the same bound again, second %s).
- * One range DELETE costs half of looking at the entries first and deleting them by ctid (measured).
- * An entry whose message arrived late (sent long before it was committed, or without a
- * SentTimestamp) is passed over while it is young; the sweep starts from the oldest entry again now
- * and then (PRUNE_RESTART) and deletes it then.  So no entry is deleted
- * before LEDGER_RETENTION has passed since it was committed, and most go
- * LEDGER_SWEEP_AFTER after they were sent.  Its answer: the entries deleted,
- * and the bound where the next step starts (us since the Unix epoch; NULL
- * for -infinity). */
-#define LEDGER_SWEEP_AFTER "16 days"
-#define PRUNE_BEGIN_SQL                                                                            \
-    "BEGIN; SET LOCAL lock_timeout = 1000; SET LOCAL statement_timeout = 10000; "
-#define PRUNE_SQL                                                                                  \
-    "WITH w AS MATERIALIZED (SELECT least(coalesce((SELECT sent_at FROM " LEDGER                   \
-    " WHERE sent_at %s ORDER BY sent_at OFFSET %zu LIMIT 1), 'infinity'), "                        \
-    "now() - interval '" LEDGER_SWEEP_AFTER "') AS hi), "                                          \
-    "d AS (DELETE FROM " LEDGER " WHERE sent_at %s AND sent_at < (SELECT hi FROM w) "              \
-    "AND committed_at < now() - interval '" LEDGER_RETENTION "' AND message_id <> '' "             \
-    "RETURNING 1) "                                                                                \
-    "SELECT (SELECT count(*) FROM d), (SELECT CASE WHEN hi > '-infinity' "                         \
-    "THEN (extract(epoch FROM hi) * 1000000)::int8 END FROM w)"
-#define PRUNE_MIN 1000    /* entries a sweep step goes over, at least ... */
-#define PRUNE_MAX 20000   /* ... and at most; otherwise twice the rows just written */
-#define PRUNE_RESTART 256 /* every so many steps, the sweep starts from the oldest entry */
+/* Which keys a lookup sends (send_keys). */
+enum keys {
+    KEYS_LEDGER, /* $1 distinct slots, $2 slots, $3 sent_at, $4 uuid keys; binary answer */
+    KEYS_V2,     /* $1 sent_at, $2 message ids as text; text answer */
+    KEYS_V1      /* $1 message ids as text; text answer */
+};
+
+static const struct earlier {
+    const char *table;
+    enum keys keys;
+    const char *find_sql;   /* the batch's ids it holds, by message_id */
+    const char *mark_sql;   /* records the first time it was found holding entries */
+    const char *active_sql; /* one row: whether it must still be consulted */
+} EARLIER[] = {
+    {EARLIER_V2, KEYS_V2,
+     "SELECT l.message_id FROM " EARLIER_V2 " l JOIN unnest($1::timestamptz[], $2::text[]) "
+     "AS b(sent_at, message_id) ON l.sent_at = b.sent_at "
+     "AND l.message_id = b.message_id COLLATE \"C\"",
+     EARLIER_MARK_SQL(EARLIER_V2, " WHERE message_id <> ''", MARKER_V2),
+     EARLIER_ACTIVE_SQL(MARKER_V2)},
+    {EARLIER_V1, KEYS_V1, "SELECT message_id FROM " EARLIER_V1 " WHERE message_id = ANY($1)",
+     EARLIER_MARK_SQL(EARLIER_V1, "", MARKER_V1), EARLIER_ACTIVE_SQL(MARKER_V1)},
+};
+#define N_EARLIER (sizeof EARLIER / sizeof EARLIER[0])
+
+/* Retention, once per UTC day per process (and at its first batch), sent
+ * once a COMMIT's answer is in (the server sends a query string's answers
+ * only when the whole string is done, so retention in the COMMIT's string
+ * would hold the COMMIT's answer back), in a transaction of its own with
+ * lock and statement timeouts, so that an operator's lock holds up nothing;
+ * its answer is read by the next batch, before its BEGIN.  Each answer row
+ * starts with a tag saying what it answers (collect_prune).  On day d:
+ *
+ * 1. RET_CHECK_SQL: is slot (d + 2) mod LEDGER_SLOTS empty?  max(sent_at)
+ *    through the slot's index, under an ACCESS SHARE lock only, so that a
+ *    fleet of processes finding it empty (all but the first) never queue
+ *    for the lock TRUNCATE takes.  The same step deletes the expired entries
+ *    of slot SLOT_NONE (few: SQS always sends SentTimestamp), markers kept.
+ * 2. RET_TRUNCATE_SQL, when it was not empty: in one round trip (a process
+ *    frozen by Lambda between two round trips would hold the lock), LOCK
+ *    the slot's partition, re-check under the lock that every entry was
+ *    sent and committed over LEDGER_RETENTION ago (else SQLSTATE 55000: a
+ *    clock far off, or a message committed long after it was sent), and
+ *    TRUNCATE it.
+ * 3. RET_SWEEP_SQL, when TRUNCATE is refused (42501: a least-privilege user
+ *    without TRUNCATE on the partition) or the slot holds young entries: the
+ *    slot is swept by range DELETEs in key order, one bounded step a batch,
+ *    of the entries sent and committed over LEDGER_RETENTION ago.
+ *
+ * Locks (PostgreSQL 15, checked in pg_locks): a batch's ledger COPY into the
+ * parent locks the parent and only the partitions its rows are routed to
+ * (ROW EXCLUSIVE); the duplicate lookup and UNLEDGER_SQL lock only the
+ * slots of the batch (ACCESS SHARE / ROW EXCLUSIVE: pruned at planning); a
+ * slot's TRUNCATE takes ACCESS EXCLUSIVE on that partition and its index
+ * only, not on the parent.  A batch writes today's slot, yesterday's and
+ * SLOT_NONE, never slot d + 2 (its messages would have to be 16 days old or
+ * two days ahead), so a batch and a TRUNCATE do not meet; if they ever do
+ * (a clock far off), lock_timeout ends the TRUNCATE's wait after
+ * 200 ms, and a batch queued behind its lock request waits no longer
+ * than that, while the TRUNCATE itself holds its lock for milliseconds. */
+#define RET_BEGIN_SQL "BEGIN; SET LOCAL lock_timeout = 200; SET LOCAL statement_timeout = 10000; "
+#define RET_CHECK_SQL "SELECT 'slot', max(sent_at) IS NOT NULL FROM " LEDGER " WHERE slot = %d; "
+#define RET_NONE_SQL                                                                               \
+    "WITH d AS (DELETE FROM " LEDGER                                                               \
+    " WHERE slot = 18 AND ctid = ANY(ARRAY(SELECT ctid FROM " LEDGER                               \
+    " WHERE slot = 18 AND committed_at < now() - interval '" LEDGER_RETENTION "' "                 \
+    "AND message_id NOT IN " MARKERS " LIMIT 20000)) RETURNING 1) "                                \
+    "SELECT 'deleted', count(*) FROM d; "
+#define RET_TRUNCATE_SQL                                                                           \
+    "LOCK TABLE " LEDGER "_s%02d IN ACCESS EXCLUSIVE MODE; "                                       \
+    "DO $$ BEGIN IF EXISTS (SELECT 1 FROM " LEDGER                                                 \
+    "_s%02d WHERE sent_at >= now() - interval '" LEDGER_RETENTION                                  \
+    "' OR committed_at >= now() - interval '" LEDGER_RETENTION "') THEN "                          \
+    "RAISE SQLSTATE '55000'; END IF; END $$; TRUNCATE " LEDGER "_s%02d; SELECT 'truncated'; "
+/* A sweep step goes from where the previous step stopped (the first %s: a
+ * bound on sent_at) to the sent_at %zu entries further on (an index-only
+ * scan) or to LEDGER_RETENTION ago, whichever comes first, and deletes the
+ * entries there committed over LEDGER_RETENTION ago (the same bound again,
+ * second %s).  One range DELETE costs half of looking at the entries first
+ * and deleting them by ctid (measured).  Its answer: the entries deleted,
+ * the bound where the next step starts (us since the Unix epoch; NULL for
+ * -infinity) and whether the sweep reached its end. */
+#define RET_SWEEP_SQL                                                                              \
+    "WITH w AS MATERIALIZED (SELECT coalesce((SELECT sent_at FROM " LEDGER                         \
+    " WHERE slot = %d AND sent_at %s ORDER BY sent_at OFFSET %zu LIMIT 1), 'infinity') AS probe, " \
+    "now() - interval '" LEDGER_RETENTION "' AS cap), "                                            \
+    "h AS MATERIALIZED (SELECT least(probe, cap) AS hi, probe >= cap AS last FROM w), "            \
+    "d AS (DELETE FROM " LEDGER                                                                    \
+    " WHERE slot = %d AND sent_at %s AND sent_at < (SELECT hi FROM h) "                            \
+    "AND committed_at < now() - interval '" LEDGER_RETENTION "' RETURNING 1) "                     \
+    "SELECT 'swept', (SELECT count(*) FROM d), (SELECT CASE WHEN hi > '-infinity' "                \
+    "THEN (extract(epoch FROM hi) * 1000000)::int8 END FROM h), (SELECT last FROM h); "
+#define PRUNE_MIN 1000           /* entries a sweep step goes over, at least ... */
+#define PRUNE_MAX 20000          /* ... and at most; otherwise twice the rows just written */
+#define RET_RETRY_MS 60000       /* a retention step that failed is tried again after this */
+#define DAY_MS INT64_C(86400000) /* a UTC day */
+
+/* Where a process's retention is for the day (s->ret_stage). */
+enum ret_stage {
+    RET_IDLE,     /* the day's slot was seen to (s->ret_day), or is to be checked */
+    RET_TRUNCATE, /* the slot holds entries: to be truncated */
+    RET_SWEEP     /* the slot is swept by DELETE */
+};
 
 /* Nothing is set for the session: a transaction-pooling proxy (RDS Proxy,
  * pgbouncer) hands each transaction to whichever server connection is free,
@@ -203,6 +319,10 @@
 #define POSTGRES_EPOCH_MS (POSTGRES_EPOCH_DAYS * INT64_C(86400000))
 #define TIMESTAMPTZ_ARRAY_OID 1185
 #define TIMESTAMPTZ_OID 1184
+#define INT2_OID 21
+#define INT2_ARRAY_OID 1005
+#define UUID_OID 2950
+#define UUID_ARRAY_OID 2951
 #define WAIT_SLICE_MS 100 /* longest wait before asking libpq again (wait_socket) */
 
 /* What became of each row of the batch (s->dup).  Any value but RS_PENDING
@@ -245,15 +365,20 @@ struct pg_sink {
     char *conninfo;             /* owned, wiped when freed: may hold a password */
     pg_password_fn password_fn; /* NULL, or asked for the password at each connect */
     void *password_ctx;
-    PGconn *conn;       /* NULL when closed */
-    int schema_ready;   /* the tables were checked on this process's behalf */
-    int legacy;         /* the earlier ledger layout is consulted (LEGACY_LEDGER) */
-    int prune_off;      /* retention was refused (no DELETE privilege): not tried again */
-    int prune_pending;  /* a COMMIT was answered; the rest (a retention step) is unread */
-    int64_t prune_from; /* Unix epoch us: the next sweep starts at this sent_at (INT64_MIN:
-                           -infinity, the oldest entry) ... */
-    int prune_past;     /* ... or just after it: a step could not leave that sent_at */
-    unsigned prunes;    /* sweep steps run by this process */
+    PGconn *conn;      /* NULL when closed */
+    int schema_ready;  /* the tables were checked on this process's behalf */
+    unsigned earlier;  /* bit k: EARLIER[k] is consulted */
+    int prune_off;     /* DELETE on the ledger was refused: no sweep is tried again */
+    int truncate_off;  /* TRUNCATE of a slot was refused: slots are swept instead */
+    int prune_pending; /* a COMMIT was answered; the rest (a retention step) is unread */
+    enum ret_stage ret_stage;
+    int64_t ret_day;      /* the UTC day (since the epoch) whose slot was seen to; -1: none */
+    int64_t ret_for;      /* the UTC day of the step in flight or in progress */
+    int ret_slot;         /* the slot retention works on for ret_for */
+    int64_t ret_retry_at; /* clock_mono_ms: no retention step before this */
+    int64_t prune_from;   /* Unix epoch us: the sweep goes on at this sent_at (INT64_MIN:
+                             -infinity, the slot's oldest entry) ... */
+    int prune_past;       /* ... or just after it: a step could not leave that sent_at */
     int64_t give_up_at;
     enum phase phase;
     char why[ERR_LEN]; /* why the current attempt broke */
@@ -262,10 +387,12 @@ struct pg_sink {
     int auth_refused;  /* the last connect failed with SQLSTATE 28P01 or 28000 */
     int fifo;          /* a refused row stops the batch there (FIFO order) */
 
-    struct tuples ledger; /* the batch's (sent_at, message_id) pairs, for the ledger */
+    struct tuples ledger; /* the batch's (slot, sent_at, message_id) keys, for the ledger */
     struct tuples rows;   /* the batch's rows, for user_logins */
     const char **ids;     /* owned array of borrowed message ids */
     int64_t *sent_at;     /* owned: each row's sent_at, us since 2000 (INT64_MIN: none) */
+    uint8_t *slot;        /* owned: each row's ledger slot */
+    uint8_t (*key)[16];   /* owned: each row's message_id in the ledger (ledger_key) */
     size_t *id_len;       /* owned */
     uint8_t *dup;         /* owned: per row, enum row_state (RS_DUP: committed already) */
     size_t n, cap;        /* rows added; rows allocated */
@@ -285,7 +412,7 @@ struct pg_sink {
     int no_delete;       /* the user may not DELETE from the ledger (see attempt) */
     int batch_savepoint; /* login_etl_batch was sent in the open transaction */
     struct buf scratch;  /* the duplicate query's parameter */
-    struct idset lookup; /* message id -> row, for the duplicate query's answer */
+    struct idset lookup; /* message id or key -> row, for the duplicate query's answer */
     struct pg_stats stats;
     int64_t first_send_us;
 };
@@ -306,6 +433,7 @@ struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
     if (!s)
         return NULL;
     s->lg = lg;
+    s->ret_day = -1;
     buf_init(&s->rows.data, BUF_PAYLOAD_MAX * 2);
     buf_init(&s->ledger.data, BUF_PAYLOAD_MAX * 2);
     buf_init(&s->scratch, BUF_PAYLOAD_MAX * 2);
@@ -387,6 +515,8 @@ void pg_sink_free(struct pg_sink *s)
     free(s->ledger.end);
     free(s->ids);
     free(s->sent_at);
+    free(s->slot);
+    free(s->key);
     free(s->id_len);
     free(s->dup);
     free(s);
@@ -581,8 +711,8 @@ static rc_t run(struct pg_sink *s, const char *sql, ExecStatusType expect, PGres
 }
 
 /* Creates the tables that are missing, then checks that what the function
- * relies on is there (VERIFY_SQL), and finds whether the earlier ledger
- * layout must be consulted (LEGACY_*_SQL).  Done once per process, on its
+ * relies on is there (VERIFY_SQL), and finds which earlier ledger layouts
+ * must be consulted (EARLIER).  Done once per process, on its
  * first connection.  Returns RC_OK, RC_TIMEOUT or RC_DB; a schema that lacks
  * something is RC_DB with s->why naming the table and what is missing (not
  * retryable: writing anyway could break exactly-once). */
@@ -606,21 +736,26 @@ static rc_t check_schema(struct pg_sink *s)
         return RC_DB;
     }
     PQclear(res);
-    if ((rc = run(s, LEGACY_EXISTS_SQL, PGRES_TUPLES_OK, &res)) != RC_OK)
-        return rc;
-    int legacy = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    PQclear(res);
-    s->legacy = 0;
-    if (legacy) {
-        if ((rc = run(s, LEGACY_MARK_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK ||
-            (rc = run(s, LEGACY_ACTIVE_SQL, PGRES_TUPLES_OK, &res)) != RC_OK)
+    s->earlier = 0;
+    for (size_t k = 0; k < N_EARLIER; k++) {
+        char sql[120];
+        snprintf(sql, sizeof sql, "SELECT to_regclass('%s') IS NOT NULL", EARLIER[k].table);
+        if ((rc = run(s, sql, PGRES_TUPLES_OK, &res)) != RC_OK)
             return rc;
-        s->legacy = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        int exists = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         PQclear(res);
+        if (!exists)
+            continue;
+        if ((rc = run(s, EARLIER[k].mark_sql, PGRES_COMMAND_OK, NULL)) != RC_OK ||
+            (rc = run(s, EARLIER[k].active_sql, PGRES_TUPLES_OK, &res)) != RC_OK)
+            return rc;
+        int active = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        s->earlier |= active ? 1u << k : 0;
         log_at(s->lg, LOG_INFO,
-               s->legacy ? "the earlier ledger is consulted until its entries expire"
-                         : "the earlier ledger no longer matters and may be dropped",
-               LF_STR("table", LEGACY_LEDGER));
+               active ? "the earlier ledger is consulted until its entries expire"
+                      : "the earlier ledger no longer matters and may be dropped",
+               LF_STR("table", EARLIER[k].table));
     }
     s->schema_ready = 1;
     return RC_OK;
@@ -664,8 +799,6 @@ static rc_t connect_db(struct pg_sink *s)
      * message carries it ("FATAL:  28P01") and nothing of the server's text. */
     PQsetErrorVerbosity(s->conn, PQERRORS_SQLSTATE);
     PQsetNoticeReceiver(s->conn, on_notice, s);
-    s->prune_from = INT64_MIN; /* a new connection's first sweep starts from the oldest entry */
-    s->prune_past = 0;
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK) {
         if (PQstatus(s->conn) == CONNECTION_BAD || st == PGRES_POLLING_FAILED) {
@@ -964,7 +1097,13 @@ static rc_t grow(struct pg_sink *s)
     uint8_t *dup = realloc(s->dup, cap);
     if (dup)
         s->dup = dup;
-    if (!row_end || !id_end || !ids || !id_len || !sent_at || !dup)
+    uint8_t *slot = realloc(s->slot, cap);
+    if (slot)
+        s->slot = slot;
+    uint8_t(*key)[16] = realloc(s->key, cap * sizeof *key);
+    if (key)
+        s->key = key;
+    if (!row_end || !id_end || !ids || !id_len || !sent_at || !dup || !slot || !key)
         return RC_NOMEM;
     s->cap = cap;
     return RC_OK;
@@ -1002,6 +1141,59 @@ static void put_text(struct buf *b, const char *p, size_t n)
 
 static rc_t pump(struct pg_sink *s, int wait, int final);
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The ledger's message_id for an SQS message id, into key.  An id that is a
+ * lowercase canonical UUID (SQS's form: 36 characters, hyphens at 8, 13,
+ * 18, 23) is that UUID, unless its version nibble is 0, which the ledger
+ * reserves for its markers (MARKER_V1, MARKER_V2).  Any other id (upper
+ * case, not a UUID at all) becomes the first 16 bytes of its SHA-256 with
+ * the version nibble set to 8 and the RFC 4122 variant bits: deterministic,
+ * so its redeliveries meet its entry, and never parsed case-insensitively,
+ * so ids that differ in case stay different ids.  Two different ids meet
+ * only if 122 hash bits collide (or a hashed id equals a real version-8
+ * UUID): at a billion entries the odds are about 2^-69.  Returns RC_OK or
+ * RC_NOMEM (the digest could not be computed). */
+static rc_t ledger_key(const char *id, size_t len, uint8_t key[16])
+{
+    static const char dashes[36] = {[8] = 1, [13] = 1, [18] = 1, [23] = 1};
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    size_t at = 0;
+    int ok = len == 36 && id[14] != '0';
+
+    for (size_t i = 0; ok && i < 36; i++) {
+        if (dashes[i]) {
+            ok = id[i] == '-';
+            continue;
+        }
+        int hi = hex_digit(id[i]), lo = hex_digit(id[i + 1]);
+        ok = hi >= 0 && lo >= 0 && !dashes[i + 1];
+        if (ok)
+            key[at++] = (uint8_t)(hi << 4 | lo);
+        i++;
+    }
+    if (ok && at == 16)
+        return RC_OK;
+    if (EVP_Digest(id, len, digest, NULL, EVP_sha256(), NULL) != 1)
+        return RC_NOMEM;
+    memcpy(key, digest, 16);
+    key[6] = (uint8_t)((key[6] & 0x0f) | 0x80);
+    key[8] = (uint8_t)((key[8] & 0x3f) | 0x80);
+    return RC_OK;
+}
+
+/* The ledger slot of a message sent at sent_ms (ms since the Unix epoch; -1
+ * when it has none): its UTC day modulo LEDGER_SLOTS, or SLOT_NONE. */
+static int ledger_slot(int64_t sent_ms)
+{
+    if (sent_ms < 0)
+        return SLOT_NONE;
+    return (int)((sent_ms / DAY_MS) % LEDGER_SLOTS);
+}
+
 /* See pg.h.  SentTimestamp becomes the ledger's sent_at: binary timestamptz
  * is microseconds since 2000-01-01; a message without one gets -infinity, a
  * value no SentTimestamp has, so its receives still meet each other. */
@@ -1028,12 +1220,17 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     put_u32(b, 4);
     put_u32(b, (uint32_t)(row->create_date - POSTGRES_EPOCH_DAYS));
     int64_t sent = sent_ms < 0 ? INT64_MIN : (sent_ms - POSTGRES_EPOCH_MS) * 1000;
-    put_u16(l, 2);
+    int slot = ledger_slot(sent_ms);
+    rc = ledger_key(message_id, message_id_len, s->key[s->n]);
+    put_u16(l, 3);
+    put_u32(l, 2);
+    put_u16(l, (uint16_t)slot);
     put_u32(l, 8);
     put_u64(l, (uint64_t)sent);
-    put_text(l, message_id, message_id_len);
-    if (b->err || l->err) {
-        rc = b->err ? b->err : l->err;
+    put_u32(l, 16);
+    buf_append(l, s->key[s->n], 16);
+    if (rc || b->err || l->err) {
+        rc = rc ? rc : b->err ? b->err : l->err;
         /* The rows added so far stay valid. */
         buf_truncate(b, mark);
         buf_truncate(l, lmark);
@@ -1044,6 +1241,7 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     s->ids[s->n] = message_id;
     s->id_len[s->n] = message_id_len;
     s->sent_at[s->n] = sent;
+    s->slot[s->n] = (uint8_t)slot;
     s->dup[s->n] = 0;
     s->n++;
     /* The transaction starts with the first row, so a batch without valid
@@ -1123,34 +1321,105 @@ static rc_t collect(struct pg_sink *s, int wait)
     return rc;
 }
 
-/* Moves the retention sweep on after one step that deleted `deleted`
- * entries and stopped at sent_at `next` (INT64_MIN: -infinity).  Cannot
- * fail. */
-static void advance_sweep(struct pg_sink *s, int64_t deleted, int64_t next)
+/* The day's retention is over: its slot was found empty, truncated or swept
+ * to its end (or cannot be, for lack of privileges).  Cannot fail. */
+static void ret_done(struct pg_sink *s)
 {
-    s->stats.pruned = deleted;
-    if (++s->prunes % PRUNE_RESTART == 0) {
-        /* From the oldest entry again: entries passed over because they
-         * arrived late, or appeared behind the sweep (loaded by hand, a
-         * server clock set back), are old enough by now. */
+    s->ret_day = s->ret_for;
+    s->ret_stage = RET_IDLE;
+}
+
+/* Moves the slot's sweep on after one step that deleted `deleted` entries
+ * and stopped at sent_at `next` (INT64_MIN: -infinity); `last`: it reached
+ * the end.  Cannot fail. */
+static void advance_sweep(struct pg_sink *s, int64_t deleted, int64_t next, int last)
+{
+    s->stats.pruned += deleted;
+    if (last) {
+        ret_done(s);
+        return;
+    }
+    /* A step that could not leave the sent_at it started at (more than a
+     * step's worth of entries share it) goes on just after it. */
+    s->prune_past = next == s->prune_from;
+    s->prune_from = next;
+}
+
+/* Reads one tagged answer row of a retention step (RET_*_SQL).  Cannot
+ * fail: an answer it cannot read is ignored (the step is sent again). */
+static void retention_row(struct pg_sink *s, const PGresult *res)
+{
+    const char *tag = PQgetvalue(res, 0, 0);
+    int64_t n = 0, next = INT64_MIN;
+
+    if (strcmp(tag, "slot") == 0 && PQnfields(res) == 2) {
+        if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+            ret_done(s); /* empty: nothing to clear today */
+        } else if (s->truncate_off) {
+            s->ret_stage = RET_SWEEP;
+            s->prune_from = INT64_MIN;
+            s->prune_past = 0;
+        } else {
+            s->ret_stage = RET_TRUNCATE;
+        }
+    } else if (strcmp(tag, "deleted") == 0 && PQnfields(res) == 2) {
+        if (num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), 0, INT64_MAX,
+                          &n) == RC_OK)
+            s->stats.pruned += n;
+    } else if (strcmp(tag, "truncated") == 0) {
+        log_at(s->lg, LOG_INFO, "ledger slot cleared", LF_NUM("slot", s->ret_slot));
+        ret_done(s);
+    } else if (strcmp(tag, "swept") == 0 && PQnfields(res) == 4 && s->ret_stage == RET_SWEEP &&
+               num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), 0, INT64_MAX,
+                             &n) == RC_OK &&
+               (PQgetisnull(res, 0, 2) ||
+                num_parse_i64(PQgetvalue(res, 0, 2), (size_t)PQgetlength(res, 0, 2), INT64_MIN,
+                              INT64_MAX, &next) == RC_OK)) {
+        advance_sweep(s, n, next, strcmp(PQgetvalue(res, 0, 3), "t") == 0);
+    }
+}
+
+/* A retention step failed with SQLSTATE `state` (the batch before it is
+ * committed whatever happens here).  Refused TRUNCATE (42501 in that step)
+ * or young entries in the slot (55000) turn to the DELETE sweep; a refused
+ * DELETE stops the sweeps for good (logged once); anything else (a lock
+ * held past lock_timeout, say) is tried again after RET_RETRY_MS.  Cannot
+ * fail. */
+static void retention_failed(struct pg_sink *s, const char *state)
+{
+    int refused = strcmp(state, "42501") == 0;
+
+    if (s->ret_stage == RET_TRUNCATE && (refused || strcmp(state, "55000") == 0)) {
+        s->truncate_off |= refused;
+        log_at(s->lg, LOG_INFO,
+               refused ? "no TRUNCATE on the ledger's slots: they are swept by DELETE"
+                       : "the ledger slot holds young entries: swept by DELETE",
+               LF_NUM("slot", s->ret_slot), LF_STR("sqlstate", state));
+        s->ret_stage = RET_SWEEP;
         s->prune_from = INT64_MIN;
         s->prune_past = 0;
-    } else {
-        /* A step that could not leave the sent_at it started at (more than
-         * a step's worth of entries share it) goes on just after it. */
-        s->prune_past = next == s->prune_from;
-        s->prune_from = next;
+        return;
     }
+    if (refused) {
+        log_at(s->lg, LOG_WARN, "ledger retention refused (no DELETE privilege): not tried again",
+               LF_STR("sqlstate", state), LF_STR("table", LEDGER));
+        s->prune_off = 1;
+        if (s->ret_stage == RET_SWEEP)
+            ret_done(s);
+        return;
+    }
+    log_at(s->lg, LOG_WARN, "ledger retention failed; the batch is committed",
+           LF_STR("sqlstate", state), LF_STR("table", LEDGER));
+    s->ret_retry_at = clock_mono_ms() + RET_RETRY_MS;
 }
 
 /* Reads the answer to the retention step sent after the previous batch's
  * COMMIT (s->prune_pending), which the server worked on while this process
  * answered and took the next event.  That batch is committed whatever
- * happens here: a failure is logged (by SQLSTATE) and, when it is a refusal
- * (no DELETE privilege on the ledger), retention is not tried again by this
- * process.  Without `wait`, returns at once while the answer is not all in
- * (s->prune_pending stays set).  Returns RC_OK, or RC_TIMEOUT/RC_DB when the
- * connection can no longer be trusted. */
+ * happens here: a failure is logged (by SQLSTATE) and handled by
+ * retention_failed.  Without `wait`, returns at once while the answer is not
+ * all in (s->prune_pending stays set).  Returns RC_OK, or RC_TIMEOUT/RC_DB
+ * when the connection can no longer be trusted. */
 static rc_t collect_prune(struct pg_sink *s, int wait)
 {
     PGresult *res = NULL;
@@ -1171,23 +1440,12 @@ static rc_t collect_prune(struct pg_sink *s, int wait)
         if (!res)
             break;
         if (PQresultStatus(res) == PGRES_COMMAND_OK) {
-            /* the SET LOCALs */
+            /* BEGIN, the SET LOCALs, LOCK, DO, TRUNCATE, COMMIT */
         } else if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            int64_t deleted = 0, next = INT64_MIN;
-            if (num_parse_i64(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), 0, INT64_MAX,
-                              &deleted) == RC_OK &&
-                (PQgetisnull(res, 0, 1) ||
-                 num_parse_i64(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1), INT64_MIN,
-                               INT64_MAX, &next) == RC_OK))
-                advance_sweep(s, deleted, next);
+            retention_row(s, res);
         } else {
             const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-            int refused = state && strcmp(state, "42501") == 0;
-            log_at(s->lg, LOG_WARN,
-                   refused ? "ledger retention refused (no DELETE privilege): not tried again"
-                           : "ledger retention failed; the batch is committed",
-                   LF_STR("sqlstate", state ? state : ""), LF_STR("table", LEDGER));
-            s->prune_off |= refused;
+            retention_failed(s, state ? state : "");
         }
         PQclear(res);
     }
@@ -1198,6 +1456,50 @@ static rc_t collect_prune(struct pg_sink *s, int wait)
     return rc;
 }
 
+/* Builds into sql (cap bytes) the retention step to send after a COMMIT
+ * that wrote `written` rows, if one is due (see RET_CHECK_SQL): the day's
+ * check when this process has not seen to today's slot, then its TRUNCATE
+ * or a step of its sweep.  Returns 1 when there is one to send. */
+static int retention_step(struct pg_sink *s, size_t written, char *sql, size_t cap)
+{
+    int64_t today = clock_epoch_ms() / DAY_MS;
+    size_t at = 0;
+
+    if (clock_mono_ms() < s->ret_retry_at)
+        return 0;
+    if (s->ret_stage == RET_IDLE) {
+        if (today == s->ret_day)
+            return 0;
+        s->ret_for = today;
+        s->ret_slot = (int)((today + 2) % LEDGER_SLOTS);
+    }
+    if (s->ret_stage == RET_SWEEP && s->prune_off) {
+        ret_done(s);
+        return 0;
+    }
+    at = (size_t)snprintf(sql, cap, "%s", RET_BEGIN_SQL);
+    if (s->ret_stage == RET_IDLE) {
+        at += (size_t)snprintf(sql + at, cap - at, RET_CHECK_SQL "%s", s->ret_slot,
+                               s->prune_off ? "" : RET_NONE_SQL);
+    } else if (s->ret_stage == RET_TRUNCATE) {
+        at += (size_t)snprintf(sql + at, cap - at, RET_TRUNCATE_SQL, s->ret_slot, s->ret_slot,
+                               s->ret_slot);
+    } else {
+        char from[80];
+        size_t limit = written * 2 < PRUNE_MIN ? PRUNE_MIN : written * 2;
+        limit = limit > PRUNE_MAX ? PRUNE_MAX : limit;
+        if (s->prune_from == INT64_MIN)
+            snprintf(from, sizeof from, "%s '-infinity'", s->prune_past ? ">" : ">=");
+        else
+            snprintf(from, sizeof from, "%s to_timestamp(0) + %lld * interval '1 us'",
+                     s->prune_past ? ">" : ">=", (long long)s->prune_from);
+        at += (size_t)snprintf(sql + at, cap - at, RET_SWEEP_SQL, s->ret_slot, from, limit,
+                               s->ret_slot, from);
+    }
+    if (at < cap)
+        at += (size_t)snprintf(sql + at, cap - at, "COMMIT");
+    return at < cap;
+}
 /* Drives the transaction's two COPYs as far as it can: the ledger's, which
  * streams while the caller adds rows, then, once no more rows are coming
  * (`final`), the rows'.  Without `wait` it never blocks: it does what the
@@ -1275,42 +1577,87 @@ static void put_array_header(struct buf *b, uint32_t oid, size_t count)
     put_u32(b, 1); /* lower bound */
 }
 
-/* Sends `sql` with the ledger keys of the rows whose state, masked by
- * `mask`, equals `want`: $1 their sent_at as a binary timestamptz[] and $2
- * their message ids as a binary text[] (with `ids_only`, the ids alone, as
- * $1), built in s->scratch; never SQL text.  Returns RC_OK (the query is
- * sent), RC_NOMEM, or RC_DB with the attempt marked broken (`what`). */
-static rc_t send_keys(struct pg_sink *s, const char *sql, uint8_t mask, uint8_t want, int ids_only,
-                      const char *what)
+/* Sends `sql` with the keys of the rows whose state, masked by `mask`,
+ * equals `want`, as binary array parameters built in s->scratch, never SQL
+ * text: for KEYS_LEDGER $1 the distinct slots among them, $2 their slots
+ * (int2[]), $3 their sent_at (timestamptz[]), $4 their ledger keys
+ * (uuid[]), answered in binary; for KEYS_V2 $1 their sent_at and $2 their
+ * message ids (text[]); for KEYS_V1 the ids alone.  Returns RC_OK (the
+ * query is sent), RC_NOMEM, or RC_DB with the attempt marked broken
+ * (`what`). */
+static rc_t send_keys(struct pg_sink *s, const char *sql, uint8_t mask, uint8_t want,
+                      enum keys keys, const char *what)
 {
     struct buf *b = &s->scratch;
-    size_t count = 0;
+    size_t count = 0, at[5] = {0};
+    uint32_t slots = 0; /* bit k: slot k is among the rows */
+    int nslots = 0, np = 0;
 
-    for (size_t i = 0; i < s->n; i++)
-        count += (s->dup[i] & mask) == want;
-    buf_reset(b);
-    put_array_header(b, TEXT_OID, count);
-    for (size_t i = 0; i < s->n; i++)
-        if ((s->dup[i] & mask) == want)
-            put_text(b, s->ids[i], s->id_len[i]);
-    size_t ids_len = b->len;
-    put_array_header(b, TIMESTAMPTZ_OID, count);
     for (size_t i = 0; i < s->n; i++) {
         if ((s->dup[i] & mask) == want) {
-            put_u32(b, 8);
-            put_u64(b, (uint64_t)s->sent_at[i]);
+            count++;
+            slots |= UINT32_C(1) << s->slot[i];
         }
     }
+    buf_reset(b);
+    if (keys == KEYS_LEDGER) {
+        for (int k = 0; k <= SLOT_NONE; k++)
+            nslots += (slots >> k) & 1;
+        put_array_header(b, INT2_OID, (size_t)nslots);
+        for (int k = 0; k <= SLOT_NONE; k++) {
+            if ((slots >> k) & 1) {
+                put_u32(b, 2);
+                put_u16(b, (uint16_t)k);
+            }
+        }
+        at[++np] = b->len;
+        put_array_header(b, INT2_OID, count);
+        for (size_t i = 0; i < s->n; i++) {
+            if ((s->dup[i] & mask) == want) {
+                put_u32(b, 2);
+                put_u16(b, s->slot[i]);
+            }
+        }
+        at[++np] = b->len;
+    }
+    if (keys != KEYS_V1) {
+        put_array_header(b, TIMESTAMPTZ_OID, count);
+        for (size_t i = 0; i < s->n; i++) {
+            if ((s->dup[i] & mask) == want) {
+                put_u32(b, 8);
+                put_u64(b, (uint64_t)s->sent_at[i]);
+            }
+        }
+        at[++np] = b->len;
+    }
+    put_array_header(b, keys == KEYS_LEDGER ? UUID_OID : TEXT_OID, count);
+    for (size_t i = 0; i < s->n; i++) {
+        if ((s->dup[i] & mask) != want)
+            continue;
+        if (keys == KEYS_LEDGER) {
+            put_u32(b, 16);
+            buf_append(b, s->key[i], 16);
+        } else {
+            put_text(b, s->ids[i], s->id_len[i]);
+        }
+    }
+    at[++np] = b->len;
     if (b->err)
         return b->err;
-    const Oid types[2] = {TIMESTAMPTZ_ARRAY_OID, TEXT_ARRAY_OID};
-    const char *values[2] = {b->data + ids_len, b->data};
-    const int lengths[2] = {(int)(b->len - ids_len), (int)ids_len};
-    const int formats[2] = {1, 1};
-    int sent = ids_only ? PQsendQueryParams(s->conn, sql, 1, types + 1, values + 1, lengths + 1,
-                                            formats + 1, 0)
-                        : PQsendQueryParams(s->conn, sql, 2, types, values, lengths, formats, 0);
-    if (!sent) {
+    static const Oid ledger_types[4] = {INT2_ARRAY_OID, INT2_ARRAY_OID, TIMESTAMPTZ_ARRAY_OID,
+                                        UUID_ARRAY_OID};
+    static const Oid v2_types[2] = {TIMESTAMPTZ_ARRAY_OID, TEXT_ARRAY_OID};
+    static const Oid v1_types[1] = {TEXT_ARRAY_OID};
+    const char *values[4];
+    int lengths[4], formats[4];
+    for (int k = 0; k < np; k++) {
+        values[k] = b->data + at[k];
+        lengths[k] = (int)(at[k + 1] - at[k]);
+        formats[k] = 1;
+    }
+    const Oid *types = keys == KEYS_LEDGER ? ledger_types : keys == KEYS_V2 ? v2_types : v1_types;
+    if (!PQsendQueryParams(s->conn, sql, np, types, values, lengths, formats,
+                           keys == KEYS_LEDGER)) {
         fail(s, NULL, what);
         return RC_DB;
     }
@@ -1318,11 +1665,12 @@ static rc_t send_keys(struct pg_sink *s, const char *sql, uint8_t mask, uint8_t 
 }
 
 /* Finds which of the batch's messages not yet marked are committed already
- * and marks them: in the ledger by (sent_at, message_id) or, with `legacy`,
- * in the earlier ledger by message_id.  The values travel as binary array
- * parameters, never as SQL text.  Returns RC_OK (*found = how many new
- * ones), RC_TIMEOUT, RC_DB or RC_NOMEM. */
-static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
+ * and marks them: in the ledger by its key (earlier < 0) or in the earlier
+ * layout EARLIER[earlier] by its own.  The values travel as binary array
+ * parameters, never as SQL text; the answer maps back to rows by the
+ * 16-byte key (or, from an earlier layout, by the message id).  Returns
+ * RC_OK (*found = how many new ones), RC_TIMEOUT, RC_DB or RC_NOMEM. */
+static rc_t mark_duplicates(struct pg_sink *s, int earlier, size_t *found)
 {
     PGresult *res = NULL;
     rc_t rc;
@@ -1330,10 +1678,16 @@ static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
     *found = 0;
     if ((rc = idset_reset(&s->lookup, s->n)) != RC_OK)
         return rc;
-    for (size_t i = 0; i < s->n; i++)
-        if (!s->dup[i])
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->dup[i])
+            continue;
+        if (earlier < 0)
+            idset_put(&s->lookup, (const char *)s->key[i], 16, i);
+        else
             idset_put(&s->lookup, s->ids[i], s->id_len[i], i);
-    if ((rc = send_keys(s, legacy ? FIND_LEGACY_SQL : FIND_DUPLICATES_SQL, 0xff, RS_PENDING, legacy,
+    }
+    if ((rc = send_keys(s, earlier < 0 ? FIND_DUPLICATES_SQL : EARLIER[earlier].find_sql, 0xff,
+                        RS_PENDING, earlier < 0 ? KEYS_LEDGER : EARLIER[earlier].keys,
                         "duplicates")) != RC_OK)
         return rc;
     for (;;) {
@@ -1361,7 +1715,6 @@ static rc_t mark_duplicates(struct pg_sink *s, int legacy, size_t *found)
     }
     return rc;
 }
-
 /* Marks row r refused and logs why (SQLSTATE, table, constraint: never the
  * server's text).  In a FIFO batch every row after it that was still to be
  * written is cut (not written, to keep the order).  `in_ledger`: the open
@@ -1432,7 +1785,8 @@ static rc_t unledger(struct pg_sink *s)
         count += (s->dup[i] & RS_IN_LEDGER) != 0;
     if (count == 0)
         return RC_OK;
-    if ((rc = send_keys(s, UNLEDGER_SQL, RS_IN_LEDGER, RS_IN_LEDGER, 0, "unledger")) != RC_OK)
+    if ((rc = send_keys(s, UNLEDGER_SQL, RS_IN_LEDGER, RS_IN_LEDGER, KEYS_LEDGER, "unledger")) !=
+        RC_OK)
         return rc;
     for (;;) {
         PGresult *res = NULL;
@@ -1645,7 +1999,7 @@ static rc_t attempt(struct pg_sink *s, int *again)
             /* Rolled back: no row's id is in the ledger any more. */
             for (size_t i = 0; i < s->n; i++)
                 s->dup[i] &= (uint8_t)~RS_IN_LEDGER;
-            if ((rc = mark_duplicates(s, 0, &found)) != RC_OK)
+            if ((rc = mark_duplicates(s, -1, &found)) != RC_OK)
                 return rc;
             if (found == 0) {
                 /* The unique violation named an id we cannot see: never loop on it. */
@@ -1671,19 +2025,25 @@ static rc_t attempt(struct pg_sink *s, int *again)
         } else if (next_segment(s)) {
             continue;
         }
-        /* The earlier ledger is read inside the transaction, after the ledger
-         * COPY: a message committed there by an earlier version counts as
-         * committed, and the batch is written again without it. */
+        /* The earlier ledgers are read inside the transaction, after the
+         * ledger COPY: a message committed there by an earlier version counts
+         * as committed, and the batch is written again without it. */
         size_t found = 0;
-        if (s->legacy && (rc = mark_duplicates(s, 1, &found)) != RC_OK) {
-            if (rc != RC_DB || strcmp(s->sqlstate, "42P01") != 0)
-                return rc;
-            log_at(s->lg, LOG_INFO, "the earlier ledger was dropped: no longer consulted",
-                   LF_STR("table", LEGACY_LEDGER));
-            s->legacy = 0;
-            reset_attempt(s);
-            *again = 1;
-            return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+        for (size_t k = 0; k < N_EARLIER; k++) {
+            size_t more = 0;
+            if (!(s->earlier & (1u << k)))
+                continue;
+            if ((rc = mark_duplicates(s, (int)k, &more)) != RC_OK) {
+                if (rc != RC_DB || strcmp(s->sqlstate, "42P01") != 0)
+                    return rc;
+                log_at(s->lg, LOG_INFO, "the earlier ledger was dropped: no longer consulted",
+                       LF_STR("table", EARLIER[k].table));
+                s->earlier &= ~(1u << k);
+                reset_attempt(s);
+                *again = 1;
+                return run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL);
+            }
+            found += more;
         }
         if (found) {
             reset_attempt(s);
@@ -1716,19 +2076,9 @@ static rc_t attempt(struct pg_sink *s, int *again)
         }
         /* SET CONSTRAINTS and COMMIT go in one round trip; an error at the
          * first skips the second. */
-        char from[80];
         size_t written = 0;
         for (size_t i = 0; i < s->n; i++)
             written += !s->dup[i];
-        size_t limit = written * 2 < PRUNE_MIN ? PRUNE_MIN : written * 2;
-        limit = limit > PRUNE_MAX ? PRUNE_MAX : limit;
-        if (s->prune_from == INT64_MIN)
-            snprintf(from, sizeof from, "%s '-infinity'", s->prune_past ? ">" : ">=");
-        else
-            snprintf(from, sizeof from, "%s to_timestamp(0) + %lld * interval '1 us'",
-                     s->prune_past ? ">" : ">=", (long long)s->prune_from);
-        char prune[sizeof PRUNE_SQL + 300];
-        snprintf(prune, sizeof prune, PRUNE_BEGIN_SQL PRUNE_SQL "; COMMIT", from, limit, from);
         if (!PQsendQuery(s->conn, COMMIT_SQL)) {
             fail(s, NULL, "commit");
             return RC_DB;
@@ -1772,7 +2122,8 @@ static rc_t attempt(struct pg_sink *s, int *again)
         while (next_result(s, &res) == RC_OK && res)
             PQclear(res);
         reset_attempt(s);
-        if (s->prune_off)
+        char prune[sizeof RET_SWEEP_SQL + sizeof RET_BEGIN_SQL + 300];
+        if (!retention_step(s, written, prune, sizeof prune))
             return RC_OK;
         if (!PQsendQuery(s->conn, prune) || PQflush(s->conn) < 0) {
             disconnect(s);

@@ -2,20 +2,24 @@
  * schema, and the exactly-once write of a batch (docs/behaviour.md, "Postgres writing rules").
  *
  * A batch is written in one transaction: the batch's messages go to the
- * ledger table login_etl_ledger_v2, keyed by (sent_at, message_id): the
- * message's SentTimestamp, which SQS never changes between receives, then
- * its id.  They go by COPY ... (FORMAT binary), streamed to the server while
- * the caller is still parsing and masking the rest of the batch; then the
- * rows go to user_logins by COPY; then COMMIT.  A message committed before
- * makes the ledger COPY fail with a unique violation: the transaction is
- * rolled back, the messages already in the ledger are looked up, and the
- * batch is written again without them (the encoded tuples are kept, so
- * nothing is parsed twice).  Because the key starts with a time, a batch's
+ * ledger table login_etl_ledger_v3, keyed by (slot, sent_at, message_id):
+ * the UTC day of the message's SentTimestamp (which SQS never changes
+ * between receives) modulo 18, the SentTimestamp, then the id as a uuid
+ * (SQS ids are UUIDs; any other id is mapped to one by SHA-256).  They go by
+ * COPY ... (FORMAT binary), streamed to the server while the caller is still
+ * parsing and masking the rest of the batch; then the rows go to
+ * user_logins by COPY; then COMMIT.  A message committed before makes the
+ * ledger COPY fail with a unique violation: the transaction is rolled back,
+ * the messages already in the ledger are looked up, and the batch is
+ * written again without them (the encoded tuples are kept, so nothing is
+ * parsed twice).  Because the key starts with a day and a time, a batch's
  * index inserts land on the few pages that hold recent times, and its cost
- * does not grow with the ledger's history; after each commit, a bounded
- * step of a sweep in key order deletes entries sent over 16 days ago and
- * committed over 15 days ago (pg.c, PRUNE_SQL).  A ledger of the earlier layout (login_etl_ledger,
- * keyed by the id alone) is consulted too, for as long as its entries can matter.
+ * does not grow with the ledger's history.  The ledger is partitioned by
+ * slot; once a day each process sees to the slot of 16 days ago, which no
+ * redelivery can need any more, and clears it with one TRUNCATE (pg.c,
+ * RET_CHECK_SQL), or with bounded DELETE steps where TRUNCATE is refused.
+ * Ledgers of the earlier layouts (login_etl_ledger_v2, login_etl_ledger)
+ * are consulted too, for as long as their entries can matter.
  *
  * A row the server refuses for its data (a trigger's RAISE EXCEPTION, a
  * CHECK constraint, an index entry over the b-tree limit) is taken out and
@@ -140,7 +144,7 @@ void pg_batch_abort(struct pg_sink *s);
 struct pg_stats {
     unsigned attempts;   /* transactions tried (2 or more after a replay or a lost connection) */
     unsigned reconnects; /* connections opened during the batch */
-    int64_t pruned;      /* expired ledger entries deleted after the commit */
+    int64_t pruned;      /* expired ledger entries deleted after the previous commit */
     int64_t write_us;    /* time from the first row sent to COMMIT acknowledged */
 };
 void pg_batch_stats(const struct pg_sink *s, struct pg_stats *out);

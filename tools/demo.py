@@ -130,7 +130,8 @@ def main():
     db = demo_db()
     if args.psql:
         psql(db)
-    db.psql("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2")
+    db.psql("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2, "
+              "login_etl_ledger_v3")
     print(f"   {db.url().replace(pg.PASSWORD, '***')} (previous demo data cleared)")
 
     messages = make_messages(args.messages, seed=args.seed, invalid_rate=0.03, duplicate_rate=0.08)

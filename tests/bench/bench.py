@@ -264,7 +264,7 @@ def end_to_end(tmp, srv, events, data, repeats, label):
             # open and the tables exist (one record written, then removed).
             warm = fit_event(make_messages(1, seed=10**6 + r, invalid_rate=0))[0]
             run.run([event_bytes(warm)])
-            srv.psql("TRUNCATE user_logins, login_etl_ledger_v2")
+            srv.psql("TRUNCATE user_logins, login_etl_ledger_v3")
             skip = len(run.durations_ms())
             busy0, tot0 = machine_busy()
             b0, s0, p0 = cpu_of(run.proc.pid), server_cpu(srv), time.process_time()
@@ -304,7 +304,7 @@ def dump_rows(srv, tmp):
     f = {k: os.path.join(d, k) for k in ("rows.bin", "rows.txt", "ids.bin")}
     superuser_psql(srv, f"COPY user_logins TO '{f['rows.bin']}' (FORMAT binary);\n"
                         f"COPY user_logins TO '{f['rows.txt']}';\n"
-                        f"COPY (SELECT message_id FROM login_etl_ledger_v2 WHERE message_id <> '') "
+                        f"COPY (SELECT message_id::text FROM login_etl_ledger_v3 WHERE slot < 18) "
                         f"TO '{f['ids.bin']}' (FORMAT binary);\n")
     return f
 
@@ -520,7 +520,7 @@ def refused(tmp, srv, repeats, n=8000):
         run.run([batch("warm", set())])
         for how, setup, bad_rows in (("line", check, {n // 2}), ("parts", REFUSE_LATE, {n // 2}),
                                      ("line_1pct", check, set(range(50, n, 100)))):
-            superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger_v2;\n" + setup)
+            superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger_v3;\n" + setup)
             clean, bad = [], []
             for r in range(repeats):
                 for rows, into in ((set(), clean), (bad_rows, bad)):

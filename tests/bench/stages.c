@@ -7,7 +7,7 @@
  * Linked against the release objects (gcc -O2, as shipped); tests/bench/bench.py
  * builds and runs it.  Settings come from the environment as in Lambda:
  * MASKING_KEY, MASKING_KEY_ID and libpq's PG* variables (a test server whose
- * user_logins and login_etl_ledger_v2 tables it empties between repeats).
+ * user_logins and login_etl_ledger_v3 tables it empties between repeats).
  *
  * Prints one JSON object a line, for bench.py:
  *   {"stage": NAME, "ms": median wall time, "min_ms": ..., "records": N, ...}
@@ -313,7 +313,7 @@ int main(int argc, char **argv)
     /* repeat 0 connects and creates the tables; it is not counted */
     for (int r = 0; r <= repeats; r++) {
         if (r > 0)
-            admin(side, "TRUNCATE user_logins, login_etl_ledger_v2");
+            admin(side, "TRUNCATE user_logins, login_etl_ledger_v3");
         double sv = pid > 0 ? proc_cpu_s(pid) : 0, cl = cpu_s();
         pg_batch_begin(sink, clock_mono_ms() + 120000);
         double t = now_s();
@@ -357,7 +357,7 @@ int main(int argc, char **argv)
     struct rt_error rerr;
     pid = -1;
     for (int r = 0; r <= repeats; r++) {
-        admin(side, "TRUNCATE user_logins, login_etl_ledger_v2");
+        admin(side, "TRUNCATE user_logins, login_etl_ledger_v3");
         buf_reset(&answer);
         inv.deadline_ms = (int64_t)time(NULL) * 1000 + 120000;
         double sv = pid > 0 ? proc_cpu_s(pid) : 0, cl = cpu_s();

@@ -144,7 +144,7 @@ def test_replayed_batches_add_no_rows_and_repeats_in_a_batch_give_one_row():
         mixed = etl.answer(event_bytes(make_event(messages[100:400] + messages[300:400])))
         assert mixed == {m["messageId"] for m in messages[100:400]} & want_rejected
         assert etl.count() == len(messages) - len(want_rejected)
-        ledger = int(etl.db.scalar("SELECT count(*) FROM login_etl_ledger_v2"))
+        ledger = int(etl.db.scalar("SELECT count(*) FROM login_etl_ledger_v3"))
         assert ledger == etl.count()
         m = etl.boot.metrics()
         assert m[1]["RecordsDuplicate"] == 250 - len(first) and m[1]["RecordsWritten"] == 0
@@ -273,7 +273,7 @@ def test_least_privilege_user_with_tables_made_upstream():
             "CREATE ROLE etl_min LOGIN PASSWORD 'min-password'; END IF; END $$",
             user=pg.SUPERUSER, password=pg.SUPERPASS)
     db.psql("GRANT INSERT ON user_logins TO etl_min; "
-            "GRANT SELECT, INSERT, DELETE ON login_etl_ledger_v2 TO etl_min")
+            "GRANT SELECT, INSERT, DELETE ON login_etl_ledger_v3 TO etl_min")
     assert db.scalar("SELECT has_schema_privilege('etl_min', 'public', 'CREATE')") == "f"
     with Etl(reset_db=False, env={"PGUSER": "etl_min", "PGPASSWORD": "min-password"}) as etl:
         msgs = make_messages(50, seed=51, invalid_rate=0)
@@ -305,7 +305,7 @@ def test_two_invocations_racing_on_the_same_messages_write_each_once():
         for p in (pa, pb):
             assert p.sanitizer_report() is None
     assert int(db.scalar("SELECT count(*) FROM user_logins")) == 3000
-    assert int(db.scalar("SELECT count(*) FROM login_etl_ledger_v2")) == 3000
+    assert int(db.scalar("SELECT count(*) FROM login_etl_ledger_v3")) == 3000
     written = sum(m["RecordsWritten"] for p in (pa, pb) for m in p.metrics())
     duplicate = sum(m["RecordsDuplicate"] for p in (pa, pb) for m in p.metrics())
     assert (written, duplicate) == (3000, 3000), (written, duplicate)

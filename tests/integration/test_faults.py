@@ -200,7 +200,7 @@ def test_postgres_killed_between_the_ledger_and_the_rows():
             assert _failures(res) >= exactly_once.listed_for(msgs)
         # Either the batch died with the server (nothing of it in the ledger), or a retry
         # after the restart committed it whole: then the answer was exact.
-        in_ledger = int(db.scalar("SELECT count(*) FROM login_etl_ledger_v2"))
+        in_ledger = int(db.scalar("SELECT count(*) FROM login_etl_ledger_v3"))
         warm_valid = sum(exactly_once.is_valid(m) for m in warm)
         if res.kind == "response" and _failures(res) == exactly_once.listed_for(msgs):
             assert in_ledger == warm_valid + sum(exactly_once.is_valid(m) for m in msgs)

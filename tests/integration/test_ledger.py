@@ -1,8 +1,11 @@
 """The ledger and the connection, end to end with the real bootstrap and the test
-Postgres: the (SentTimestamp, messageId) key catches redeliveries; retention deletes
-what expired; an earlier ledger layout keeps exactly-once through an upgrade; a schema
-that lacks what exactly-once needs is refused; nothing the function sends changes
-session state; a deadline far away does not overflow the server's timeouts."""
+Postgres: the (slot, SentTimestamp, messageId) key catches redeliveries, ids that are not
+SQS's lowercase UUIDs stay distinct; retention truncates the expired day slot (or sweeps
+it by DELETE) and is held up by no lock; the earlier ledger layouts keep exactly-once
+through an upgrade; a schema that lacks what exactly-once needs is refused; nothing the
+function sends changes session state; a deadline far away does not overflow the server's
+timeouts."""
+import datetime
 import json
 import os
 import re
@@ -10,10 +13,14 @@ import subprocess
 import time
 
 from events.generate import event_bytes, make_event, make_messages
-from rig import exactly_once, expect, pg
+from rig import exactly_once, expect, ledger, pg
 from rig.harness import Etl, row_key, wait_for
 
-LEDGER = "login_etl_ledger_v2"
+LEDGER = ledger.LEDGER
+DAY_MS = 86400000
+V2_DDL = ("CREATE TABLE login_etl_ledger_v2 (sent_at timestamptz NOT NULL, "
+          "message_id text COLLATE \"C\" NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), "
+          "PRIMARY KEY (sent_at, message_id))")
 LEGACY_DDL = ("CREATE TABLE login_etl_ledger (message_id text COLLATE \"C\" PRIMARY KEY, "
               "committed_at timestamptz NOT NULL DEFAULT now())")
 USER_LOGINS_DDL = ("CREATE TABLE user_logins (user_id varchar(128), device_type varchar(32), "
@@ -45,9 +52,11 @@ def test_ledger_is_keyed_by_sent_timestamp_and_message_id_and_catches_redeliveri
         assert etl.answer(event_bytes(make_event(messages[100:300], receive_count=2))) == set()
         book.add(messages[100:300])
         exactly_once.assert_database(etl.db, book)
-        got = {r["message_id"]: r["ms"] for r in etl.db.query(
-            f"SELECT message_id, (extract(epoch FROM sent_at) * 1000)::int8 AS ms FROM {LEDGER}")}
-        assert got == {m["messageId"]: m["sentTimestamp"] for m in messages}
+        got = {r["message_id"]: (r["slot"], r["ms"]) for r in etl.db.query(
+            f"SELECT message_id, slot, (extract(epoch FROM sent_at) * 1000)::int8 AS ms "
+            f"FROM {LEDGER}")}
+        assert got == {m["messageId"]: (ledger.slot(m["sentTimestamp"]), m["sentTimestamp"])
+                       for m in messages}
         m = etl.boot.metrics()[-1]
         assert (m["RecordsWritten"], m["RecordsDuplicate"]) == (100, 100), m
 
@@ -59,62 +68,145 @@ def test_messages_without_sent_timestamp_are_written_once():
         assert etl.answer(event) == set()
         assert etl.answer(event) == set()
         assert etl.count() == 40
-        assert etl.db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE sent_at = '-infinity'") == "40"
+        assert etl.db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE sent_at = '-infinity' "
+                             "AND slot = 18") == "40"
         # Without SentTimestamp, create_date is the date of processing.
         today = etl.db.scalar("SELECT (now() AT TIME ZONE 'UTC')::date")
         assert {r["create_date"] for r in etl.rows()} <= {today, str(
             etl.db.scalar("SELECT (now() AT TIME ZONE 'UTC')::date - 1"))}
 
 
-def test_retention_deletes_expired_entries_a_bounded_number_per_batch():
-    db = pg.server()
-    now_ms = int(time.time() * 1000)
-    with Etl() as etl:  # creates the tables
-        first = make_messages(5, seed=83, invalid_rate=0, start_ms=now_ms)
-        assert etl.answer(event_bytes(make_event(first))) == set()
-    # History: 2,500 entries sent 17 days ago and committed 16 days ago (expired);
-    # 300 sent 15 days ago (still needed); 1,500 sent 30 days ago but committed only
-    # yesterday (late arrivals: needed for 14 more days), below them in key order.
-    db.psql(f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) "
-            "SELECT now() - interval '17 days' + g * interval '1 ms', 'old-' || g, "
-            "now() - interval '16 days' FROM generate_series(1, 2500) g; "
-            f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) "
-            "SELECT now() - interval '15 days', 'young-' || g, now() - interval '14 days' "
-            "FROM generate_series(1, 300) g; "
-            f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) "
-            "SELECT now() - interval '30 days' + g * interval '1 s', 'late-' || g, "
-            "now() - interval '1 day' FROM generate_series(1, 1500) g")
-    def count(kind):
-        return int(db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id LIKE '{kind}-%'"))
+def test_ids_that_are_not_lowercase_uuids_stay_distinct_and_meet_their_redeliveries():
+    # SQS's ids are stored as the uuid they are; any other id (upper case, hand-made) is
+    # mapped to a uuid by SHA-256, so ids that differ only in case are two messages.
+    base = make_messages(6, seed=80, invalid_rate=0)
+    lower = base[0]["messageId"]
+    ids = [lower, lower.upper(), "abc", "ABC", "00000000-0000-0000-0000-000000000000",
+           "00000000-0000-0000-0000-000000000001"]
+    messages = [dict(m, messageId=i) for m, i in zip(base, ids)]
+    with Etl() as etl:
+        assert etl.answer(event_bytes(make_event(messages))) == set()
+        assert etl.answer(event_bytes(make_event(messages, receive_count=2))) == set()
+        assert etl.count() == 6
+        got = ledger.ids(etl.db)
+        assert sorted(got) == sorted(ledger.key(i) for i in ids), got
+        assert len(set(got)) == 6 and lower in got
+        # The version-0 uuids are the ledger's markers: those ids were hashed.
+        assert not set(got) & set(ledger.MARKERS)
+        m = etl.boot.metrics()[-1]
+        assert (m["RecordsWritten"], m["RecordsDuplicate"]) == (0, 6), m
 
+
+def _slot_of_day(day):
+    return day % ledger.SLOTS
+
+
+def _fill_old_slot(db, n, committed="sent_at + interval '1 hour'", prefix="old"):
+    """n entries in the slot retention clears today, (today + 2) mod 18: entries of the
+    day 16 days ago, by the server's clock.  Returns that slot."""
+    today = int(db.scalar("SELECT floor(extract(epoch FROM now()) * 1000 / 86400000)::int8"))
+    slot = _slot_of_day(today + 2)
+    db.psql(f"INSERT INTO {LEDGER} (slot, sent_at, message_id, committed_at) "
+            f"SELECT {slot}, to_timestamp({(today - 16) * 86400}) + g * interval '1 s', "
+            f"md5('{prefix}' || g)::uuid, to_timestamp({(today - 16) * 86400}) + g * interval '1 s'"
+            f" FROM generate_series(1, {n}) g; "
+            f"UPDATE {LEDGER} SET committed_at = {committed} WHERE slot = {slot}")
+    return slot
+
+
+def _slot_count(db, slot):
+    return int(db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE slot = {slot}"))
+
+
+def _run_batches(etl, count, seed, done=lambda: False):
+    """Batches of fresh messages, each answered at once; retention's steps go after
+    their COMMITs.  Stops early once done()."""
+    for i in range(count):
+        assert etl.answer(event_bytes(make_event(make_messages(
+            4, seed=seed + i, invalid_rate=0)))) == set()
+        if done():
+            return
+
+
+def test_retention_truncates_the_expired_day_slot_and_sweeps_slot_18():
+    db = pg.server()
+    db.reset()
+    with Etl(reset_db=False) as etl:  # creates the tables
+        assert etl.answer(event_bytes(make_event(make_messages(2, seed=300)))) == set()
+    slot = _fill_old_slot(db, 3000)
+    young = (slot + 1) % ledger.SLOTS  # 15 days ago: still needed
+    db.psql(f"INSERT INTO {LEDGER} (slot, sent_at, message_id, committed_at) "
+            f"SELECT {young}, now() - interval '15 days', md5('young' || g)::uuid, "
+            "now() - interval '15 days' FROM generate_series(1, 100) g; "
+            # Slot 18 (no SentTimestamp): 50 expired entries, 20 young, and an upgrade marker.
+            f"INSERT INTO {LEDGER} (slot, sent_at, message_id, committed_at) "
+            "SELECT 18, '-infinity', md5('none' || g)::uuid, "
+            "now() - CASE WHEN g <= 50 THEN interval '16 days' ELSE interval '1 day' END "
+            "FROM generate_series(1, 70) g; "
+            f"INSERT INTO {LEDGER} (slot, sent_at, message_id, committed_at) "
+            f"VALUES (18, '-infinity', '{ledger.MARKER_V1}', now() - interval '30 days')")
     with Etl(reset_db=False) as etl:
-        # Each batch's sweep step goes over max(1,000, twice the rows written) entries in
-        # key order: the late arrivals first (kept), then the expired ones (deleted).  The
-        # step runs on the server after the batch's COMMIT, while the answer goes out.
-        counts = []
-        for i, want in enumerate((2500, 2000, 1000, 0, 0)):
-            batch = make_messages(10, seed=840 + i, invalid_rate=0, start_ms=now_ms + i * 10**6)
-            assert etl.answer(event_bytes(make_event(batch))) == set()
-            wait_for(lambda: count("old") == want, timeout=5)
-            counts.append(count("old"))
-        assert counts == [2500, 2000, 1000, 0, 0], counts
-        for kind, n in (("young", 300), ("late", 1500)):
-            assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id LIKE '{kind}-%'") \
-                == str(n), kind
-        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id !~ "
-                         "'^(old|young|late)-'") == "55"  # the messages of the two processes
-    # Fifteen days later the late arrivals have expired too: a sweep from the oldest
-    # entry (a new connection's first, or every 256th) deletes them.
-    db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '16 days' "
-            "WHERE message_id LIKE 'late-%'")
+        # The first batch's retention step finds the slot full (and sweeps slot 18); the
+        # second's truncates it; the third reads that answer.
+        _run_batches(etl, 5, 310, done=lambda: _slot_count(db, slot) == 0)
+        assert _slot_count(db, slot) == 0
+        _run_batches(etl, 1, 319)  # reads the TRUNCATE's answer
+        assert _slot_count(db, young) == 100
+        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE slot = 18") == "21"
+        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id = "
+                         f"'{ledger.MARKER_V1}'") == "1"
+        wait_for(lambda: _logged(etl, "ledger slot cleared"), timeout=5)
+        assert _logged(etl, "ledger slot cleared")[0]["slot"] == slot
+        # Once a day: later batches do not look at the slot again.
+        _fill_old_slot(db, 10, prefix="again")
+        _run_batches(etl, 3, 320)
+        assert _slot_count(db, slot) == 10
+        assert len(_logged(etl, "ledger slot cleared")) == 1
+
+
+def test_a_slot_with_a_young_entry_is_not_truncated_but_swept():
+    # A message committed long after it was sent (the function was down for days) leaves
+    # a young entry in the old slot: TRUNCATE is refused under its lock, and the slot is
+    # swept by DELETE of what is old, in bounded steps.
+    db = pg.server()
+    db.reset()
     with Etl(reset_db=False) as etl:
-        late = []
-        for i, want in enumerate((500, 0)):
-            batch = make_messages(10, seed=850 + i, invalid_rate=0, start_ms=now_ms + 10**8)
-            assert etl.answer(event_bytes(make_event(batch))) == set()
-            wait_for(lambda: count("late") == want, timeout=5)
-            late.append(count("late"))
-        assert late == [500, 0], late
+        assert etl.answer(event_bytes(make_event(make_messages(2, seed=330)))) == set()
+    slot = _fill_old_slot(db, 2500)
+    db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '1 day' "
+            f"WHERE slot = {slot} AND message_id = md5('old1')::uuid")
+    with Etl(reset_db=False) as etl:
+        _run_batches(etl, 8, 340, done=lambda: _slot_count(db, slot) == 1)
+        assert _slot_count(db, slot) == 1
+        assert db.scalar(f"SELECT message_id = md5('old1')::uuid FROM {LEDGER} "
+                         f"WHERE slot = {slot}") == "t"
+        young = _logged(etl, "the ledger slot holds young entries: swept by DELETE")
+        assert len(young) == 1 and young[0]["sqlstate"] == "55000", young
+        assert not _logged(etl, "ledger slot cleared")
+
+
+def _role(db, name, password, grants):
+    db.psql(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') "
+            f"THEN CREATE ROLE {name} LOGIN PASSWORD '{password}'; END IF; END $$",
+            user=pg.SUPERUSER, password=pg.SUPERPASS)
+    db.psql(grants)
+    return {"PGUSER": name, "PGPASSWORD": password}
+
+
+def test_without_truncate_privilege_the_slot_is_swept_by_delete():
+    db = pg.server()
+    db.reset()
+    with Etl(reset_db=False) as etl:  # creates the tables as their owner
+        assert etl.answer(event_bytes(make_event(make_messages(1, seed=350)))) == set()
+    slot = _fill_old_slot(db, 1500)
+    env = _role(db, "etl_notrunc", "notrunc-password",
+                f"GRANT INSERT ON user_logins TO etl_notrunc; "
+                f"GRANT SELECT, INSERT, DELETE ON {LEDGER} TO etl_notrunc")
+    with Etl(reset_db=False, env=env) as etl:
+        _run_batches(etl, 6, 360, done=lambda: _slot_count(db, slot) == 0)
+        assert _slot_count(db, slot) == 0
+        refused = _logged(etl, "no TRUNCATE on the ledger's slots: they are swept by DELETE")
+        assert len(refused) == 1 and refused[0]["sqlstate"] == "42501", refused
 
 
 def test_retention_without_delete_privilege_is_skipped_and_writing_goes_on():
@@ -122,12 +214,9 @@ def test_retention_without_delete_privilege_is_skipped_and_writing_goes_on():
     db.reset()
     with Etl() as etl:  # creates the tables as their owner
         assert etl.answer(event_bytes(make_event(make_messages(1, seed=85)))) == set()
-    db.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_nodelete') "
-            "THEN CREATE ROLE etl_nodelete LOGIN PASSWORD 'nodelete-password'; END IF; END $$",
-            user=pg.SUPERUSER, password=pg.SUPERPASS)
-    db.psql(f"GRANT INSERT ON user_logins TO etl_nodelete; "
-            f"GRANT SELECT, INSERT ON {LEDGER} TO etl_nodelete")
-    env = {"PGUSER": "etl_nodelete", "PGPASSWORD": "nodelete-password"}
+    env = _role(db, "etl_nodelete", "nodelete-password",
+                f"GRANT INSERT ON user_logins TO etl_nodelete; "
+                f"GRANT SELECT, INSERT ON {LEDGER} TO etl_nodelete")
     with Etl(reset_db=False, env=env) as etl:
         for seed in (86, 87):
             msgs = make_messages(20, seed=seed, invalid_rate=0)
@@ -138,14 +227,52 @@ def test_retention_without_delete_privilege_is_skipped_and_writing_goes_on():
         assert len(refused) == 1 and refused[0]["sqlstate"] == "42501", refused
 
 
-def test_upgrade_from_the_earlier_ledger_layout_keeps_exactly_once():
+def test_a_lock_held_on_the_old_slot_holds_up_no_batch():
+    # An operator holds the slot retention wants to clear (ACCESS EXCLUSIVE: a TRUNCATE of
+    # their own in a transaction left open). Retention's steps give up after their
+    # lock_timeout in a transaction of their own; the batches that come meanwhile, a
+    # replay's duplicate lookup among them, commit and answer at once.
     db = pg.server()
     db.reset()
-    # A database as the earlier version left it: its ledger keyed by message_id
-    # alone, holding the ids of the rows it committed.
-    old = make_messages(120, seed=88, invalid_rate=0)
-    new = make_messages(80, seed=89, invalid_rate=0)
-    db.psql(USER_LOGINS_DDL + "; " + LEGACY_DDL)
+    now_ms = int(time.time() * 1000)
+    with Etl(reset_db=False) as etl:
+        assert etl.answer(event_bytes(make_event(make_messages(
+            2, seed=1, invalid_rate=0, start_ms=now_ms)))) == set()
+    slot = _fill_old_slot(db, 100)
+    locker = subprocess.Popen(
+        ["psql", "-X", "-q", "-c", f"BEGIN; LOCK TABLE {LEDGER}_s{slot:02d} IN ACCESS "
+         "EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;"],
+        env=dict(os.environ, **db.env(), PGAPPNAME="locker"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locker' "
+            "AND query LIKE '%pg_sleep%'", user=pg.SUPERUSER, password=pg.SUPERPASS) == "1",
+            timeout=10)
+        with Etl(reset_db=False) as etl:
+            for i in range(4):
+                msgs = make_messages(3, seed=100 + i % 2, invalid_rate=0, start_ms=now_ms)
+                t0 = time.monotonic()
+                res = etl.invoke(event_bytes(make_event(msgs)),
+                                 deadline_ms=int(time.time() * 1000) + 3000)
+                took = time.monotonic() - t0
+                assert res.kind == "response" and res.json()["batchItemFailures"] == [], \
+                    (res, etl.boot.logs()[-5:])
+                assert took < 1.5, f"batch {i} took {took:.2f}s behind the locked slot"
+            assert etl.count() == 2 + 6
+            failed = _logged(etl, "ledger retention failed; the batch is committed")
+            assert failed and failed[0]["sqlstate"] == "55P03", failed
+            assert _slot_count(db, slot) == 100
+    finally:
+        locker.kill()
+        db.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'locker'", user=pg.SUPERUSER, password=pg.SUPERPASS)
+
+
+def _earlier_database(db, old, ddl, ledger_copy):
+    """A database as an earlier version left it: user_logins with the rows of `old`, and
+    its ledger (ddl) holding their ids (ledger_copy: COPY target and one line per message)."""
+    db.psql(USER_LOGINS_DDL + "; " + ddl)
     cols = ("user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version",
             "create_date")
     lines = []
@@ -153,8 +280,16 @@ def test_upgrade_from_the_earlier_ledger_layout_keeps_exactly_once():
         r = expect.row(m["body"], m["sentTimestamp"])
         lines.append("\t".join("\\N" if r[c] is None else str(r[c]) for c in cols))
     db.psql(f"COPY user_logins ({', '.join(cols)}) FROM STDIN", input="\n".join(lines) + "\n")
-    db.psql("COPY login_etl_ledger (message_id) FROM STDIN",
-            input="".join(m["messageId"] + "\n" for m in old))
+    target, line = ledger_copy
+    db.psql(f"COPY {target} FROM STDIN", input="".join(line(m) + "\n" for m in old))
+
+
+def _upgrade_keeps_exactly_once(table, ddl, ledger_copy, marker, seed):
+    db = pg.server()
+    db.reset()
+    old = make_messages(120, seed=seed, invalid_rate=0)
+    new = make_messages(80, seed=seed + 1, invalid_rate=0)
+    _earlier_database(db, old, ddl, ledger_copy)
     book = exactly_once.Sent()
     book.add(old)
     with Etl(reset_db=False) as etl:
@@ -169,20 +304,66 @@ def test_upgrade_from_the_earlier_ledger_layout_keeps_exactly_once():
         m = etl.boot.metrics()
         assert (m[0]["RecordsWritten"], m[0]["RecordsDuplicate"]) == (80, 120), m[0]
         assert (m[1]["RecordsWritten"], m[1]["RecordsDuplicate"]) == (0, 200), m[1]
-        assert _logged(etl, "the earlier ledger is consulted until its entries expire")
+        consulted = _logged(etl, "the earlier ledger is consulted until its entries expire")
+        assert [l["table"] for l in consulted] == [table], consulted
         # The new ledger holds the new messages and the moment of the upgrade.
-        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id <> ''") == "80"
-        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id = '' "
-                         "AND committed_at > now() - interval '1 hour'") == "1"
+        assert sorted(ledger.ids(db)) == sorted(ledger.keys(new))
+        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE slot = 18 AND message_id = "
+                         f"'{marker}' AND committed_at > now() - interval '1 hour'") == "1"
     # Fifteen days after the upgrade the earlier ledger cannot matter any more.
     db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '15 days 1 minute' "
-            "WHERE message_id = ''")
+            f"WHERE message_id = '{marker}'")
     with Etl(reset_db=False) as etl:
-        assert etl.answer(event_bytes(make_event(make_messages(3, seed=90)))) == set()
-        assert _logged(etl, "the earlier ledger no longer matters and may be dropped")
+        assert etl.answer(event_bytes(make_event(make_messages(3, seed=seed + 2)))) == set()
+        done = _logged(etl, "the earlier ledger no longer matters and may be dropped")
+        assert [l["table"] for l in done] == [table], done
         # The marker is kept (retention never deletes it), so this stays decided.
-        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id = ''") == "1"
+        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE message_id = '{marker}'") == "1"
 
+
+def _v2_line(m):
+    """A v2 ledger entry as COPY text: SentTimestamp as a timestamptz, the id as text."""
+    sent = datetime.datetime.fromtimestamp(m["sentTimestamp"] / 1000, datetime.timezone.utc)
+    return f"{sent.isoformat()}\t{m['messageId']}"
+
+
+def test_upgrade_from_the_first_ledger_layout_keeps_exactly_once():
+    _upgrade_keeps_exactly_once(
+        "login_etl_ledger", LEGACY_DDL,
+        ("login_etl_ledger (message_id)", lambda m: m["messageId"]), ledger.MARKER_V1, 88)
+
+
+def test_upgrade_from_the_v2_ledger_layout_keeps_exactly_once():
+    # The v2 layout as the previous version created and wrote it: (SentTimestamp, text id),
+    # with its own upgrade marker (an empty message_id) that is no message.
+    _upgrade_keeps_exactly_once(
+        "login_etl_ledger_v2",
+        V2_DDL + "; INSERT INTO login_etl_ledger_v2 (sent_at, message_id) VALUES "
+        "('-infinity', '')",
+        ("login_etl_ledger_v2 (sent_at, message_id)", _v2_line),
+        ledger.MARKER_V2, 188)
+
+
+def test_a_database_with_both_earlier_layouts_consults_both():
+    db = pg.server()
+    db.reset()
+    a = make_messages(30, seed=190, invalid_rate=0)
+    b = make_messages(30, seed=191, invalid_rate=0)
+    _earlier_database(db, a, LEGACY_DDL, ("login_etl_ledger (message_id)",
+                                          lambda m: m["messageId"]))
+    c = make_messages(10, seed=192, invalid_rate=0)
+    db.psql(V2_DDL)
+    db.psql("COPY login_etl_ledger_v2 (sent_at, message_id) FROM STDIN",
+            input="".join(_v2_line(m) + "\n" for m in b))
+    with Etl(reset_db=False) as etl:
+        # The first layout's messages, the second's and new ones, twice.
+        for _ in range(2):
+            assert etl.answer(event_bytes(make_event(a + b + c, receive_count=2))) == set()
+        m = etl.boot.metrics()
+        assert (m[0]["RecordsWritten"], m[0]["RecordsDuplicate"]) == (10, 60), m[0]
+        assert (m[1]["RecordsWritten"], m[1]["RecordsDuplicate"]) == (0, 70), m[1]
+        assert sorted(ledger.ids(db)) == sorted(ledger.keys(c))
+        assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE slot = 18") == "2"
 
 def _refusal(res):
     assert res.kind == "error", res
@@ -194,27 +375,53 @@ def _refusal(res):
 def test_a_ledger_without_its_unique_key_is_refused_before_anything_is_written():
     db = pg.server()
     db.reset()
-    db.psql(f"CREATE TABLE {LEDGER} (sent_at timestamptz, message_id text, "
-            "committed_at timestamptz NOT NULL DEFAULT now()); "
-            f"CREATE INDEX ON {LEDGER} (committed_at)")
+    db.psql(f"CREATE TABLE {LEDGER} (slot smallint NOT NULL, sent_at timestamptz NOT NULL, "
+            "message_id uuid NOT NULL, committed_at timestamptz NOT NULL DEFAULT now()) "
+            "PARTITION BY LIST (slot); "
+            "DO $$ BEGIN FOR i IN 0..18 LOOP EXECUTE format('CREATE TABLE %I PARTITION OF "
+            f"{LEDGER} FOR VALUES IN (%s)', '{LEDGER}_s' || lpad(i::text, 2, '0'), i); "
+            "END LOOP; END $$")
     messages = make_messages(20, seed=91, invalid_rate=0)
+    key_missing = f"{LEDGER}: no unique index or primary key on (slot, sent_at, message_id)"
     with Etl(reset_db=False) as etl:
         for _ in range(2):
             msg = _refusal(etl.invoke(event_bytes(make_event(messages))))
-            assert f"{LEDGER}: no unique index or primary key on (sent_at, message_id)" in msg, msg
+            assert key_missing in msg, msg
         assert etl.count() == 0
         assert db.scalar(f"SELECT count(*) FROM {LEDGER}") == "0"
     # A unique key on other columns is no better.
-    db.psql(f"CREATE UNIQUE INDEX ON {LEDGER} (message_id, committed_at)")
+    db.psql(f"CREATE UNIQUE INDEX ON {LEDGER} (slot, message_id, committed_at)")
     with Etl(reset_db=False) as etl:
         msg = _refusal(etl.invoke(event_bytes(make_event(messages))))
-        assert "no unique index or primary key on (sent_at, message_id)" in msg, msg
+        assert key_missing in msg, msg
     # With the key, the same batch twice writes 20 rows.
-    db.psql(f"ALTER TABLE {LEDGER} ADD PRIMARY KEY (message_id, sent_at)")
+    db.psql(f"ALTER TABLE {LEDGER} ADD PRIMARY KEY (message_id, sent_at, slot)")
     with Etl(reset_db=False) as etl:
         assert etl.answer(event_bytes(make_event(messages))) == set()
         assert etl.answer(event_bytes(make_event(messages))) == set()
         assert etl.count() == 20
+
+
+def test_a_ledger_without_its_slot_partitions_is_refused_naming_them():
+    db = pg.server()
+    db.reset()
+    ddl = (f"CREATE TABLE {LEDGER} (slot smallint NOT NULL, sent_at timestamptz NOT NULL, "
+           "message_id uuid NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), "
+           "PRIMARY KEY (slot, sent_at, message_id))")
+    db.psql(ddl)  # not partitioned
+    messages = make_messages(5, seed=96, invalid_rate=0)
+    with Etl(reset_db=False) as etl:
+        msg = _refusal(etl.invoke(event_bytes(make_event(messages))))
+        assert f"{LEDGER}: not partitioned BY LIST (slot)" in msg, msg
+    db.psql(f"DROP TABLE {LEDGER}; {ddl} PARTITION BY LIST (slot); "
+            "DO $$ BEGIN FOR i IN 0..18 LOOP IF i NOT IN (4, 17) THEN EXECUTE format("
+            f"'CREATE TABLE %I PARTITION OF {LEDGER} FOR VALUES IN (%s)', "
+            f"'{LEDGER}_s' || lpad(i::text, 2, '0'), i); END IF; END LOOP; END $$")
+    with Etl(reset_db=False) as etl:
+        msg = _refusal(etl.invoke(event_bytes(make_event(messages))))
+        assert f"{LEDGER}: partitions missing for slot 4, 17 ({LEDGER}_sNN FOR VALUES IN (N)" \
+            in msg, msg
+        assert etl.count() == 0
 
 
 def test_user_logins_without_the_columns_it_must_have_is_refused():
@@ -262,13 +469,13 @@ def test_nothing_changes_session_state_and_timeouts_go_with_each_transaction():
         db.psql(f"ALTER ROLE {pg.USER} RESET log_statement", user=pg.SUPERUSER,
                 password=pg.SUPERPASS)
     statements = re.findall(r"LOG:  (?:statement|execute [^:]*): (.*)", log)
-    assert any("COPY login_etl_ledger_v2" in s for s in statements), log[-2000:]
+    assert any("COPY login_etl_ledger_v3" in s for s in statements), log[-2000:]
     begins = [s for s in statements if s.startswith("BEGIN")]
     assert len(begins) >= 3, begins
     for s in begins:
         # A batch's transaction, or a retention step's (bounded by its own timeouts).
-        if re.match(r"BEGIN; SET LOCAL lock_timeout = 1000; SET LOCAL statement_timeout = 10000; "
-                    r"WITH .*DELETE FROM login_etl_ledger_v2 .*; COMMIT$", s, re.S):
+        if re.match(r"BEGIN; SET LOCAL lock_timeout = 200; SET LOCAL statement_timeout = 10000; "
+                    r"SELECT 'slot', .*; COMMIT$", s, re.S):
             continue
         m = re.match(r"BEGIN; SET LOCAL statement_timeout = (\d+); "
                      r"SET LOCAL idle_in_transaction_session_timeout = (\d+); COPY ", s)
@@ -295,44 +502,6 @@ def test_a_deadline_weeks_away_does_not_overflow_the_server_timeouts():
             assert res.kind == "response", res.body[:300]
             assert res.json() == {"batchItemFailures": []}
         assert etl.count() == 60
-
-
-def test_a_lock_on_an_expired_entry_holds_up_no_batch():
-    # An operator's open transaction locks an expired ledger entry (deleting old entries by
-    # hand, say). The retention step that meets it gives up after its own lock_timeout in a
-    # transaction of its own; the batches that come meanwhile commit and answer at once.
-    db = pg.server()
-    db.reset()
-    now_ms = int(time.time() * 1000)
-    with Etl(reset_db=False) as etl:
-        assert etl.answer(event_bytes(make_event(make_messages(
-            2, seed=1, invalid_rate=0, start_ms=now_ms)))) == set()
-    db.psql(f"INSERT INTO {LEDGER} (sent_at, message_id, committed_at) VALUES "
-            "(now() - interval '20 days', 'old-1', now() - interval '20 days')")
-    locker = subprocess.Popen(
-        ["psql", "-X", "-q", "-c", f"BEGIN; SELECT 1 FROM {LEDGER} WHERE message_id = 'old-1' "
-         "FOR UPDATE; SELECT pg_sleep(60); COMMIT;"],
-        env=dict(os.environ, **db.env(), PGAPPNAME="locker"), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    try:
-        assert wait_for(lambda: db.scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'locker' "
-            "AND query LIKE '%pg_sleep%'", user=pg.SUPERUSER, password=pg.SUPERPASS) == "1",
-            timeout=10)
-        with Etl(reset_db=False) as etl:
-            for i in range(4):
-                msgs = make_messages(3, seed=100 + i, invalid_rate=0, start_ms=now_ms)
-                t0 = time.monotonic()
-                res = etl.invoke(event_bytes(make_event(msgs)),
-                                 deadline_ms=int(time.time() * 1000) + 3000)
-                took = time.monotonic() - t0
-                assert res.kind == "response" and res.json()["batchItemFailures"] == [], res
-                assert took < 2.0, f"batch {i} took {took:.2f}s behind the locked entry"
-            assert etl.count() == 2 + 12
-    finally:
-        locker.kill()
-        db.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'locker'", user=pg.SUPERUSER, password=pg.SUPERPASS)
 
 
 def test_dropping_the_earlier_ledger_under_a_warm_process_fails_no_batch():

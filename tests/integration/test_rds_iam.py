@@ -137,7 +137,8 @@ def _batch(seed, n=20):
 
 def test_end_to_end_login_with_a_signed_token_and_renewal():
     srv = _server()
-    srv.superuser("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2")
+    srv.superuser("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2, "
+                  "login_etl_ledger_v3")
     n = len(srv.binds)
     # Default renewal age (600 s): one token serves every connection.
     s = _Session(srv)

@@ -1,5 +1,5 @@
 """Rows the database refuses: a trigger's RAISE EXCEPTION, a CHECK constraint an operator
-added, a messageId over the b-tree limit, a deferred constraint trigger that fails at COMMIT.
+added, a trigger on the ledger, a deferred constraint trigger that fails at COMMIT.
 Each time exactly the refused records are listed (reason database_rejected), the rest of the
 batch is committed in the same invocation, a redelivery writes nothing more, and the
 server's error text (which can quote a user_id) reaches no output; every line printed is
@@ -10,7 +10,7 @@ import string
 import time
 
 from events.generate import event_bytes, make_event
-from rig import expect, pg
+from rig import expect, ledger, pg
 from rig.harness import Etl, row_key
 
 START_MS = 1_718_006_400_000
@@ -45,18 +45,26 @@ CREATE CONSTRAINT TRIGGER refuse_late AFTER INSERT ON user_logins
 AFTER_TRIGGER = DEFERRED_TRIGGER.replace("CONSTRAINT TRIGGER refuse_late", "TRIGGER refuse_late") \
     .replace("DEFERRABLE INITIALLY DEFERRED ", "")
 
+# The ledger keys of the messageIds the ledger triggers below refuse (ids starting "bad-").
+BAD_IDS = ("bad-id9", "bad-id30", "bad-9", "bad-4")
+BAD_KEYS = "ARRAY[" + ", ".join(f"'{ledger.key(i)}'" for i in BAD_IDS) + "]::uuid[]"
+
 # An AFTER ROW trigger on the ledger: its error names no line, and SET CONSTRAINTS cannot
 # move it, so the rows are isolated one transaction per part.
 LEDGER_TRIGGER = """
 CREATE OR REPLACE FUNCTION refuse_id() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF NEW.message_id LIKE 'bad-%' THEN
+  IF NEW.message_id = ANY(""" + BAD_KEYS + """) THEN
     RAISE EXCEPTION 'refused id %', NEW.message_id;
   END IF;
   RETURN NULL;
 END $$;
-CREATE TRIGGER refuse_id AFTER INSERT ON login_etl_ledger_v2 FOR EACH ROW EXECUTE FUNCTION refuse_id();
+CREATE TRIGGER refuse_id AFTER INSERT ON login_etl_ledger_v3 FOR EACH ROW EXECUTE FUNCTION refuse_id();
 """
+
+# The same as a BEFORE ROW trigger: its error names the ledger COPY's line.
+LEDGER_BEFORE_TRIGGER = LEDGER_TRIGGER.replace("RETURN NULL", "RETURN NEW").replace(
+    "AFTER INSERT", "BEFORE INSERT")
 
 # Says something about every row, quoting its user_id.
 NOTICE_TRIGGER = """
@@ -90,15 +98,14 @@ def _superuser(db, sql):
 def _prepare(etl):
     """Creates the tables (one write) and empties them."""
     assert etl.answer(event_bytes(make_event([_msg("warm-up", "user-warm")]))) == set()
-    etl.db.psql("DELETE FROM user_logins; DELETE FROM login_etl_ledger_v2")
+    etl.db.psql("DELETE FROM user_logins; DELETE FROM login_etl_ledger_v3")
 
 
 def _assert_written(etl, messages):
     """user_logins and the ledger hold exactly these messages, once each."""
     want = sorted((expect.row(m["body"], m["sentTimestamp"]) for m in messages), key=row_key)
     assert sorted(etl.rows(), key=row_key) == want
-    ids = [r["message_id"] for r in etl.db.query("SELECT message_id FROM login_etl_ledger_v2 WHERE message_id <> ''")]
-    assert sorted(ids) == sorted(m["messageId"] for m in messages)
+    assert sorted(ledger.ids(etl.db)) == sorted(ledger.key(m["messageId"]) for m in messages)
 
 
 def _json_lines(etl):
@@ -161,20 +168,38 @@ def test_a_check_constraint_added_by_an_operator_refuses_only_its_rows():
         _assert_written(etl, [m for i, m in enumerate(msgs) if i not in bad])
 
 
-def test_a_message_id_over_the_btree_limit_is_refused_alone():
+def test_a_message_id_over_the_btree_limit_is_written_once():
+    # The ledger keeps a 16-byte key for any id, so a long id (over the b-tree entry limit
+    # as text) is an ordinary message.
     rnd = random.Random(5)
     long_id = "".join(rnd.choice(string.ascii_letters + string.digits) for _ in range(3000))
     msgs = [_msg(f"b{i}", f"user-{i}") for i in range(10)]
     msgs[4] = _msg(long_id, "user-long")
     with Etl() as etl:
         _prepare(etl)
-        assert etl.answer(event_bytes(make_event(msgs))) == {long_id}
-        good = [m for m in msgs if m["messageId"] != long_id]
-        _assert_written(etl, good)
-        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {long_id}
-        _assert_written(etl, good)
-        assert any(isinstance(l, dict) and l.get("message") == "database refused a row"
-                   and "SQLSTATE 54000" in l["reason"] for l in etl.boot.logs())
+        for delivery in (1, 2):
+            assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == set()
+            _assert_written(etl, msgs)
+
+
+def test_a_ledger_entry_refused_by_its_line_is_refused_alone():
+    # A BEFORE trigger on the ledger names the ledger COPY's line: the transaction is
+    # void, the row is marked and the batch written again without it.
+    msgs = [_msg(("bad-" if i == 4 else "b") + str(i), f"user-{i}") for i in range(10)]
+    with Etl() as etl:
+        _prepare(etl)
+        _superuser(etl.db, LEDGER_BEFORE_TRIGGER)
+        try:
+            for delivery in (1, 2):
+                assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == \
+                    {"bad-4"}
+                _assert_written(etl, [m for m in msgs if m["messageId"] != "bad-4"])
+            assert any(isinstance(l, dict) and l.get("message") == "database refused a row"
+                       and "SQLSTATE P0001" in l["reason"] for l in etl.boot.logs())
+            assert not any(isinstance(l, dict) and l.get("message") == "isolating by transactions"
+                           for l in etl.boot.logs())
+        finally:
+            _superuser(etl.db, "DROP TRIGGER refuse_id ON login_etl_ledger_v3")
 
 
 def test_a_deferred_trigger_failing_at_commit_is_isolated_in_parts():
@@ -303,9 +328,10 @@ def test_isolation_stops_at_the_deadline_and_the_redelivery_completes_it():
         assert answered < deadline, f"answered {answered - deadline} ms after the deadline"
         assert res.kind == "response", res.body[:300]
         listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
-        written = {r["message_id"] for r in etl.db.query("SELECT message_id FROM login_etl_ledger_v2 WHERE message_id <> ''")}
+        written = set(ledger.ids(etl.db))
         # Whatever was committed is not listed, and everything else is.
-        assert listed | written == {m["messageId"] for m in msgs} and not listed & written
+        assert {ledger.key(i) for i in listed} | written == ledger.keys(msgs)
+        assert not {ledger.key(i) for i in listed} & written
         assert "t40" in listed and etl.count() == len(written)
         assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {"t40"}
         _assert_written(etl, [m for m in msgs if m["messageId"] != "t40"])
@@ -323,7 +349,7 @@ def test_a_user_without_delete_on_the_ledger_still_gets_exact_answers():
                    "'etl_nodelete') THEN CREATE ROLE etl_nodelete LOGIN PASSWORD 'nodelete-password'; "
                    "END IF; END $$")
     db.psql("GRANT INSERT ON user_logins TO etl_nodelete; "
-            "GRANT SELECT, INSERT ON login_etl_ledger_v2 TO etl_nodelete")
+            "GRANT SELECT, INSERT ON login_etl_ledger_v3 TO etl_nodelete")
     _superuser(db, "ALTER TABLE user_logins ADD CONSTRAINT modern_app "
                    "CHECK (app_version >= 2000000)" + ";" + DEFERRED_TRIGGER)
     bad = {3, 17}  # refused by the CHECK constraint (line) and the trigger (no line)
@@ -360,10 +386,12 @@ def test_rows_refused_with_and_without_a_line_in_one_batch():
 DEFERRED_LEDGER_TRIGGER = """
 CREATE OR REPLACE FUNCTION refuse_id_late() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF NEW.message_id LIKE 'bad-%' THEN RAISE EXCEPTION 'refused id %', NEW.message_id; END IF;
+  IF NEW.message_id = ANY(""" + BAD_KEYS + """) THEN
+    RAISE EXCEPTION 'refused id %', NEW.message_id;
+  END IF;
   RETURN NULL;
 END $$;
-CREATE CONSTRAINT TRIGGER refuse_id_late AFTER INSERT ON login_etl_ledger_v2
+CREATE CONSTRAINT TRIGGER refuse_id_late AFTER INSERT ON login_etl_ledger_v3
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_id_late();
 """
 
@@ -381,4 +409,4 @@ def test_a_deferred_trigger_on_the_ledger_refuses_its_record_alone():
                     {"bad-9"}
                 _assert_written(etl, [m for m in msgs if m["messageId"] != "bad-9"])
         finally:
-            _superuser(etl.db, "DROP TRIGGER refuse_id_late ON login_etl_ledger_v2")
+            _superuser(etl.db, "DROP TRIGGER refuse_id_late ON login_etl_ledger_v3")

@@ -12,7 +12,7 @@ it was answered as done, user_logins must hold exactly one row for each valid me
 """
 from collections import Counter
 
-from . import expect
+from . import expect, ledger
 from .harness import ROW_COLUMNS, row_key
 
 
@@ -52,7 +52,7 @@ class Sent:
 
 
 def assert_database(db, book, where=""):
-    """user_logins and login_etl_ledger_v2 hold exactly one row for each valid message of
+    """user_logins and the ledger (login_etl_ledger_v3) hold exactly one row for each valid message of
     the book, and nothing else."""
     cols = ", ".join(ROW_COLUMNS).replace("create_date", "create_date::text AS create_date")
     got = sorted(db.query(f"SELECT {cols} FROM user_logins"), key=row_key)
@@ -70,9 +70,8 @@ def assert_database(db, book, where=""):
             f"(of which {twice} are copies of an expected row); "
             f"first missing {[by_key[k] for k in list(missing)[:2]]}, "
             f"first unexpected {[by_key[k] for k in list(extra)[:2]]}")
-    ids = [r["message_id"] for r in db.query("SELECT message_id FROM login_etl_ledger_v2 "
-                                               "WHERE message_id <> ''")]
-    want_ids = {m["messageId"] for m in book.valid()}
+    ids = ledger.ids(db)
+    want_ids = ledger.keys(book.valid())
     assert len(ids) == len(set(ids)), f"{prefix}an id is in the ledger twice"
     assert set(ids) == want_ids, (
         f"{prefix}ledger: {len(set(ids) - want_ids)} unexpected ids, "

@@ -193,7 +193,8 @@ class Server:
 
     def reset(self):
         """Drops the function's tables so a test starts from an empty database."""
-        self.psql("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2")
+        self.psql("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2, "
+                  "login_etl_ledger_v3")
 
     def destroy(self):
         try:

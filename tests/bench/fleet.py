@@ -19,6 +19,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import statistics
 import threading
 import time
@@ -315,12 +316,15 @@ HISTORY_CONF = ["full_page_writes = on"]  # as on RDS: the first change of a pag
 # checkpoint writes the whole page to WAL, which is what makes random index inserts dear
 
 
+DAY_MS = 86_400_000
+
+
 def retention_days():
     """How old, in days, a ledger entry must be for the function's retention to
     delete it: the largest of the ages function/pg.c defines for it
-    (LEDGER_RETENTION since commit, LEDGER_SWEEP_AFTER since sending), or None
-    when the function keeps no retention.  Read from the source so that the
-    bench follows the function."""
+    (LEDGER_RETENTION since commit, LEDGER_SWEEP_AFTER since sending, where
+    defined), or None when the function keeps no retention.  Read from the
+    source so that the bench follows the function."""
     src = (B.ROOT / "function" / "pg.c").read_text()
     days = [int(d) for d in re.findall(
         r'#define\s+LEDGER_(?:RETENTION|SWEEP_AFTER)\s+"(\d+) days"', src)]
@@ -359,7 +363,11 @@ def preload_sql(table, cols, key, count, span_ms, end_ms_ago=0):
     exprs, names = [], []
     for name, typ, default in cols:
         low = name.lower()
-        if typ == "uuid":
+        if typ == "smallint" and low == "slot":
+            # The day slot: the UTC day of the send time modulo the slots
+            # (function/pg.c, ledger_slot).
+            e = f"(({t_ms}) / {DAY_MS} % {slots()})::smallint"
+        elif typ == "uuid":
             e = "gen_random_uuid()"
         elif typ == "text" or typ.startswith("character varying"):
             if "id" not in low:
@@ -381,6 +389,94 @@ def preload_sql(table, cols, key, count, span_ms, end_ms_ago=0):
     order = ", ".join(k for k in key if k in names) or "1"
     return (f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM ("
             f"SELECT {', '.join(exprs)} FROM generate_series(1, {count}) g) t ORDER BY {order}")
+
+
+def slots():
+    """The ledger's day slots (LEDGER_SLOTS in function/pg.c)."""
+    m = re.search(r"#define\s+LEDGER_SLOTS\s+(\d+)", (B.ROOT / "function" / "pg.c").read_text())
+    return int(m.group(1)) if m else 18
+
+
+def expired_slot(srv, table, cols, key, entries):
+    """Fills the slot the function's retention clears today, (today + 2) mod
+    slots: `entries` entries sent (and committed) over the day 16 days ago,
+    vacuumed (entries that old were vacuumed long ago).  Returns (slot,
+    seconds the fill took)."""
+    today = int(time.time() * 1000) // DAY_MS
+    end_ago = int(time.time() * 1000) - (today - 15) * DAY_MS
+    t = time.monotonic()
+    B.superuser_psql(srv, preload_sql(table, cols, key, entries, DAY_MS - 1000, end_ago + 500)
+                     + f";\nVACUUM ANALYZE {table};")
+    return (today + 2) % slots(), time.monotonic() - t
+
+
+def truncate_alone(srv, table, slot, repeats, fill):
+    """The TRUNCATE step the function sends (LOCK, a re-check under the lock,
+    TRUNCATE, one transaction: RET_TRUNCATE_SQL in function/pg.c), measured alone on a full slot: wall time and the
+    server's CPU, `repeats` times, the slot filled again (fill()) before each."""
+    out = []
+    part = f"{table}_s{slot:02d}"
+    for _ in range(repeats):
+        fill()
+        B.superuser_psql(srv, "CHECKPOINT;")
+        n = int(B.superuser_psql(srv, f"SELECT count(*) FROM {part}").strip())
+        cpu = CpuSampler(srv)
+        cpu.start()
+        # psql's \\timing: the statements' round trips on an open connection,
+        # without psql's start and connect.
+        got = B.superuser_psql(srv, "\\timing on\nBEGIN;\nSET LOCAL lock_timeout = 200;\n"
+                                    f"LOCK TABLE {part} IN ACCESS EXCLUSIVE MODE;\n"
+                                    f"DO $$ BEGIN IF (SELECT max(sent_at) FROM {part} "
+                                    f"WHERE slot = {slot}) >= now() - interval '15 days' OR "
+                                    f"(SELECT max(committed_at) FROM {part}) >= now() - "
+                                    f"interval '15 days' OR EXISTS (SELECT 1 FROM {part} WHERE "
+                                    f"slot < {slot} OR slot > {slot}) THEN RAISE SQLSTATE "
+                                    "'55000'; END IF; END $$;\n"
+                                    f"TRUNCATE {part};\nCOMMIT;\n")
+        secs = sum(B.timings(got))
+        c = cpu.stop()
+        out.append({"entries": n, "seconds": secs, "server_cpu_s": c["server"]})
+    return out
+
+
+def ledger_copy(srv, table, repeats):
+    """The server's cost of the ledger COPY alone: the ids the function wrote
+    (dumped from its ledger), by server-side binary COPY into (a) the function's
+    ledger, emptied, and (b) the naive floor's ledger keyed by the id as text
+    in the C collation (bench.py, FLOOR_DDL), in one transaction each; psql's
+    \\timing and the backend's own CPU time (schedstat).  Returns
+    {kind: {"seconds", "backend_cpu_s", "ids"}}."""
+    d = os.path.join(srv.dir, "bench")
+    os.makedirs(d, exist_ok=True)
+    if srv.as_user:
+        shutil.chown(d, srv.as_user, srv.as_user)
+    own, text = os.path.join(d, "ledger.bin"), os.path.join(d, "ids-text.bin")
+    cols = "slot, sent_at, message_id" if table.endswith("_v3") else "sent_at, message_id"
+    where = "WHERE slot < 18" if table.endswith("_v3") else "WHERE message_id::text <> ''"
+    B.superuser_psql(srv, f"COPY (SELECT {cols} FROM {table} {where}) TO '{own}' (FORMAT binary);\n"
+                          f"COPY (SELECT message_id::text FROM {table} {where}) TO '{text}' "
+                          "(FORMAT binary);")
+    ids = int(B.superuser_psql(srv, f"SELECT count(*) FROM {table} {where}").strip())
+    schedstat = "SELECT 'cpu:' || split_part(pg_read_file('/proc/self/schedstat'), ' ', 1);\n"
+    res = {"function": [], "text_floor": []}
+    for _ in range(repeats):
+        for kind in res:
+            if kind == "function":
+                setup = f"TRUNCATE {table};\nCHECKPOINT;\n"
+                copy = f"COPY {table} ({cols}) FROM '{own}' (FORMAT binary);\n"
+            else:
+                setup = ("DROP TABLE IF EXISTS floor_ledger;\nCREATE TABLE floor_ledger "
+                         "(message_id text COLLATE \"C\" PRIMARY KEY, committed_at timestamptz "
+                         "NOT NULL DEFAULT now());\nCHECKPOINT;\n")
+                copy = f"COPY floor_ledger (message_id) FROM '{text}' (FORMAT binary);\n"
+            out = B.superuser_psql(srv, setup + schedstat + "\\timing on\nBEGIN;\n" + copy +
+                                   "COMMIT;\n\\timing off\n" + schedstat)
+            ns = [int(x) for x in re.findall(r"^cpu:(\d+)$", out, re.M)]
+            res[kind].append((sum(B.timings(out)), (ns[-1] - ns[0]) / 1e9))
+    B.superuser_psql(srv, "DROP TABLE IF EXISTS floor_ledger;")
+    return {k: {"seconds": statistics.median(x[0] for x in v),
+                "backend_cpu_s": statistics.median(x[1] for x in v),
+                "all_seconds": [x[0] for x in v], "ids": ids} for k, v in res.items()}
 
 
 # Table, indexes and TOAST of a table and of any partitions it has.
@@ -437,13 +533,19 @@ def history(tmp, preload, records, repeats):
 
         # "history": the ledger's insert cost alone (nothing has expired);
         # "retention": the same history, and the function's retention busy.
+        # The history's entries are spread over the days the ledger keeps: from
+        # the start of the UTC day 15 days ago to now (with day slots, the days
+        # whose slots are live; the slot retention clears today stays empty).
+        now_ms = int(time.time() * 1000)
+        span = now_ms - (now_ms // DAY_MS - 15) * DAY_MS
+        day_entries = round(preload * DAY_MS / span)
         last_end = time.time()
         for phase in ("empty", "history") + (("retention",) if days else ()):
             if phase != "retention":
                 B.superuser_psql(srv, f"TRUNCATE user_logins, {table}; VACUUM ANALYZE;")
             if phase == "history":
                 t = time.monotonic()
-                B.superuser_psql(srv, preload_sql(table, cols, key, preload, 14 * 86_400_000)
+                B.superuser_psql(srv, preload_sql(table, cols, key, preload, span)
                                  + ";\nVACUUM ANALYZE;")
                 out["preload_s"] = time.monotonic() - t
                 out["ledger_bytes"] = int(B.superuser_psql(srv, table_bytes_sql(table)).strip())
@@ -456,6 +558,19 @@ def history(tmp, preload, records, repeats):
             for rep in range(repeats):
                 if phase == "empty":
                     B.superuser_psql(srv, f"TRUNCATE {table};")
+                elif phase == "retention" and partitioned:
+                    # The steady state with day slots: inserts, and once a day
+                    # a TRUNCATE of the slot of 16 days ago, full (a day's
+                    # entries).  Each run is a fresh process (retention is
+                    # once a day per process), warmed by one event whose
+                    # retention step finds the slot full; the run's first
+                    # batch sends the TRUNCATE: the whole day's clearing
+                    # falls in this one run.
+                    slot, fill_s = expired_slot(srv, table, cols, key, day_entries)
+                    runner.close()
+                    runner = B.Runner(tmp, srv, name=f"history-{rep}")
+                    runner.run([event_bytes(fit_event(make_messages(
+                        1, seed=4_000_001 + rep, invalid_rate=0, start_ms=_now_ms()))[0])])
                 elif phase == "retention":
                     # The steady state of a full window: as many entries have
                     # passed the retention since the previous run ended as the
@@ -486,6 +601,22 @@ def history(tmp, preload, records, repeats):
                     srv, table_bytes_sql(table)).strip())
                 out["function_ledger_rows"] = int(B.superuser_psql(
                     srv, f"SELECT count(*) FROM {table}").strip())
+                # The ledger COPY of those ids alone against the text-keyed floor's.
+                out["ledger_copy"] = ledger_copy(srv, table, repeats)
+                lc = out["ledger_copy"]
+                B.note(f"ledger COPY of {lc['function']['ids']:,} ids: the function's "
+                       f"{lc['function']['seconds']:.3f} s ({lc['function']['backend_cpu_s']:.3f} "
+                       f"CPU-s), text-keyed floor {lc['text_floor']['seconds']:.3f} s "
+                       f"({lc['text_floor']['backend_cpu_s']:.3f} CPU-s)")
+            if phase == "retention" and partitioned:
+                slot = (int(time.time() * 1000) // DAY_MS + 2) % slots()
+                out["day_entries"] = day_entries
+                out["truncate"] = truncate_alone(
+                    srv, table, slot, repeats,
+                    lambda: expired_slot(srv, table, cols, key, day_entries))
+                for t in out["truncate"]:
+                    B.note(f"TRUNCATE of a full slot ({t['entries']:,} entries) alone: "
+                           f"{t['seconds'] * 1000:.1f} ms, server {t['server_cpu_s']:.3f} CPU-s")
             out[phase] = {k: statistics.median(r[k] for r in runs)
                           for k in ("seconds", "handler_s", "server_cpu_s")}
             out[phase]["all_handler_s"] = [r["handler_s"] for r in runs]
@@ -564,6 +695,9 @@ def report(f):
                  ", ".join(f"{v:.3f}" for v in e["all_handler_s"])]]
         labels = {"history": f"after {h['ledger_rows']:,} committed messages",
                   "retention": "the same, retention deleting as many as written"}
+        if h.get("truncate"):
+            labels["retention"] = (f"the same, a fresh process truncating a full expired slot "
+                                   f"({h['day_entries']:,} entries) in the run")
         for phase in ("history", "retention"):
             x = h.get(phase)
             if not x:
@@ -575,7 +709,28 @@ def report(f):
         B.table(rows, ["ledger", "handler time", "ratio", "server CPU-s", "ratio", "wall",
                        "runs (handler)"])
         B.say("  goal: at most 1.15x the empty database's cost with the history")
-        if h.get("retention"):
+        if h.get("truncate"):
+            t = h["truncate"]
+            w = statistics.median(h["retention"]["pruned"]) if h["retention"]["pruned"] else 0
+            tc = statistics.median(x["server_cpu_s"] for x in t)
+            ts = statistics.median(x["seconds"] for x in t)
+            per_run = tc * h["records"] / h["day_entries"]
+            runs = ", ".join(f"{x['seconds'] * 1000:.0f} ms/{x['server_cpu_s']:.3f}" for x in t)
+            hx = h["history"]
+            steady = (hx["server_cpu_s"] + per_run) / e["server_cpu_s"]
+            B.say(f"  retention: one TRUNCATE of the slot of 16 days ago per day; in each run of "
+                  f"the last row the function cleared {', '.join(f'{p:,}' for p in h['retention']['pruned'])} "
+                  f"entries (a whole day's, all in that run; median {w:,.0f})")
+            B.say(f"  the TRUNCATE step alone on a full slot ({t[0]['entries']:,} entries): "
+                  f"{ts * 1000:.1f} ms, {tc:.3f} server CPU-s (runs "
+                  f"{runs}); "
+                  f"amortized over a day's {h['day_entries']:,} entries: "
+                  f"{tc / h['day_entries'] * 1e9:.0f} ns CPU per entry, {per_run:.4f} CPU-s per "
+                  f"{h['records']:,} records")
+            B.say(f"  steady state (history run + amortized TRUNCATE), server CPU: "
+                  f"{hx['server_cpu_s'] + per_run:.3f} CPU-s, {steady:.2f}x the empty database "
+                  f"(goal 1.15: {'met' if steady <= 1.15 else 'NOT met'})")
+        elif h.get("retention"):
             B.say(f"  retention (after {h['retention_days']} days): before each run of the last "
                   "row, "
                   f"{h['records']:,} entries that had just expired were added for the function "
@@ -591,6 +746,14 @@ def report(f):
                   f"{h['function_ledger_bytes'] / 1e6:.1f} MB "
                   f"({h['function_ledger_bytes'] / h['function_ledger_rows']:.0f} bytes per "
                   "message)")
+        lc = h.get("ledger_copy")
+        if lc:
+            fn, fl_ = lc["function"], lc["text_floor"]
+            B.say(f"  the ledger COPY alone, {fn['ids']:,} ids (server-side binary COPY, one "
+                  f"transaction, median of {h['repeats']}): the function's ledger "
+                  f"{fn['seconds']:.3f} s, {fn['backend_cpu_s']:.3f} CPU-s; the text-keyed "
+                  f"floor's (id text COLLATE \"C\" PRIMARY KEY) {fl_['seconds']:.3f} s, "
+                  f"{fl_['backend_cpu_s']:.3f} CPU-s ({fn['seconds'] / fl_['seconds']:.2f}x)")
         B.say(f"  load average {h['load_start']} at start, {h['load_end']} at end")
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The ledger's cost against its history: the same records through the release bootstrap
 on an empty database, then on one whose ledger already holds millions of committed
-messages, plus expired ones that the function's retention deletes during the runs (as
-many as the runs add, by default: the steady state of a ledger that keeps 16 days).  Reports the function's time net of the Runtime API emulator (the sum of
+messages, plus expired ones in the day slot that the function's retention truncates
+during the runs (once per process and day).  Reports the function's time net of the Runtime API emulator (the sum of
 the metrics lines' Duration) in both, and their ratio (goal <= 1.15).  It reports; it
 never fails on a figure.  Not part of `make test` (the preload takes a minute or two).
 
@@ -32,7 +32,7 @@ from events.generate import event_bytes, fit_event, make_messages  # noqa: E402
 from rig import pg  # noqa: E402
 import bench  # noqa: E402
 
-LEDGER = "login_etl_ledger_v2"
+LEDGER = "login_etl_ledger_v3"
 
 
 def events_of(records, seed, start_ms):
@@ -68,20 +68,24 @@ def one_run(tmp, srv, runner, events, valid, label):
 
 
 def preload(srv, history, expired):
-    """`history` ledger entries whose SentTimestamps are spread over the last 16 days, in
-    order (the order they would have been written in), each committed a moment after it
-    was sent; and `expired` more sent 16 to 17 days ago, which the function's retention
-    deletes during the runs.  With `expired` equal to the records the runs write, the
-    retention deletes as many entries as the runs add: a ledger in its steady state."""
+    """`history` ledger entries whose SentTimestamps are spread over the UTC days the
+    ledger keeps (from the start of the day 15 days ago to now), in order (the order they
+    would have been written in), each committed a moment after it was sent; and `expired`
+    more sent on the day 16 days ago, whose day slot the function's retention truncates
+    during the runs (once per process and day).  The slot is the UTC day modulo 18
+    (function/pg.c, ledger_slot)."""
     t = time.monotonic()
+    day0 = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
     bench.superuser_psql(srv, f"""
-INSERT INTO {LEDGER} (sent_at, message_id, committed_at)
-SELECT s, gen_random_uuid()::text, s + random() * interval '5 seconds'
-  FROM (SELECT now() - interval '17 days' + g * (interval '1 day' / {max(expired, 1)}) AS s
+INSERT INTO {LEDGER} (slot, sent_at, message_id, committed_at)
+SELECT (floor(extract(epoch FROM s) / 86400)::int8 % 18)::smallint, s, gen_random_uuid(),
+       s + random() * interval '5 seconds'
+  FROM (SELECT {day0} - interval '16 days' + g * (interval '1 day' / {max(expired, 1) + 1}) AS s
           FROM generate_series(1, {expired}) g
         UNION ALL
-        SELECT now() - interval '16 days' + g * (interval '16 days' / {history}) - interval '1 minute'
-          FROM generate_series(1, {history}) g) x;
+        SELECT {day0} - interval '15 days' + g * ((now() - interval '1 minute' - ({day0}
+               - interval '15 days')) / {history})
+          FROM generate_series(1, {history}) g) x ORDER BY 1, 2;
 VACUUM ANALYZE {LEDGER};
 CHECKPOINT;
 """)
@@ -148,8 +152,8 @@ def main():
         srv = servers["history"]
         out["history"]["entries_after"] = int(srv.scalar(f"SELECT count(*) FROM {LEDGER}"))
         out["history"]["expired_left"] = int(srv.scalar(
-            f"SELECT count(*) FROM {LEDGER} WHERE sent_at < now() - interval '16 days' "
-            "AND committed_at < now() - interval '15 days'"))
+            f"SELECT count(*) FROM {LEDGER} WHERE slot = "
+            "(floor(extract(epoch FROM now()) / 86400)::int8 + 2) % 18"))
     finally:
         for run in runners.values():
             run.close()

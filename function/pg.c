@@ -379,13 +379,14 @@ struct pg_sink {
     int truncate_off;  /* TRUNCATE of a slot was refused: slots are swept instead */
     int prune_pending; /* a COMMIT was answered; the rest (a retention step) is unread */
     enum ret_stage ret_stage;
-    int64_t ret_day;      /* the UTC day (since the epoch) whose slot was seen to; -1: none */
-    int64_t ret_for;      /* the UTC day of the step in flight or in progress */
-    int ret_slot;         /* the slot retention works on for ret_for */
-    int64_t ret_retry_at; /* clock_mono_ms: no retention step before this */
-    int64_t prune_from;   /* Unix epoch us: the sweep goes on at this sent_at (INT64_MIN:
-                             -infinity, the slot's oldest entry) ... */
-    int prune_past;       /* ... or just after it: a step could not leave that sent_at */
+    enum ret_stage ret_sent; /* the kind of the step in flight (RET_IDLE: the day's check) */
+    int64_t ret_day;         /* the UTC day (since the epoch) whose slot was seen to; -1: none */
+    int64_t ret_for;         /* the UTC day of the step in flight or in progress */
+    int ret_slot;            /* the slot retention works on for ret_for */
+    int64_t ret_retry_at;    /* clock_mono_ms: no retention step before this */
+    int64_t prune_from;      /* Unix epoch us: the sweep goes on at this sent_at (INT64_MIN:
+                                -infinity, the slot's oldest entry) ... */
+    int prune_past;          /* ... or just after it: a step could not leave that sent_at */
     int64_t give_up_at;
     enum phase phase;
     char why[ERR_LEN]; /* why the current attempt broke */
@@ -1389,14 +1390,15 @@ static void retention_row(struct pg_sink *s, const PGresult *res)
 /* A retention step failed with SQLSTATE `state` (the batch before it is
  * committed whatever happens here).  Refused TRUNCATE (42501 in that step)
  * or young entries in the slot (55000) turn to the DELETE sweep; a refused
- * DELETE stops the sweeps for good (logged once); anything else (a lock
- * held past lock_timeout, say) is tried again after RET_RETRY_MS.  Cannot
- * fail. */
+ * DELETE (in the day's check, which deletes slot SLOT_NONE's expired
+ * entries, or in a sweep) stops the deletes for good (logged once);
+ * anything else (a lock held past lock_timeout, say) is tried again after
+ * RET_RETRY_MS.  Cannot fail. */
 static void retention_failed(struct pg_sink *s, const char *state)
 {
     int refused = strcmp(state, "42501") == 0;
 
-    if (s->ret_stage == RET_TRUNCATE && (refused || strcmp(state, "55000") == 0)) {
+    if (s->ret_sent == RET_TRUNCATE && (refused || strcmp(state, "55000") == 0)) {
         s->truncate_off |= refused;
         log_at(s->lg, LOG_INFO,
                refused ? "no TRUNCATE on the ledger's slots: they are swept by DELETE"
@@ -1411,7 +1413,7 @@ static void retention_failed(struct pg_sink *s, const char *state)
         log_at(s->lg, LOG_WARN, "ledger retention refused (no DELETE privilege): not tried again",
                LF_STR("sqlstate", state), LF_STR("table", LEDGER));
         s->prune_off = 1;
-        if (s->ret_stage == RET_SWEEP)
+        if (s->ret_sent == RET_SWEEP)
             ret_done(s);
         return;
     }
@@ -1484,6 +1486,7 @@ static int retention_step(struct pg_sink *s, size_t written, char *sql, size_t c
         ret_done(s);
         return 0;
     }
+    s->ret_sent = s->ret_stage;
     at = (size_t)snprintf(sql, cap, "%s", RET_BEGIN_SQL);
     if (s->ret_stage == RET_IDLE) {
         at += (size_t)snprintf(sql + at, cap - at, RET_CHECK_SQL "%s", s->ret_slot,

@@ -420,11 +420,12 @@ def truncate_alone(srv, table, slot, repeats, fill):
         fill()
         B.superuser_psql(srv, "CHECKPOINT;")
         n = int(B.superuser_psql(srv, f"SELECT count(*) FROM {part}").strip())
-        cpu = CpuSampler(srv)
-        cpu.start()
         # psql's \\timing: the statements' round trips on an open connection,
-        # without psql's start and connect.
-        got = B.superuser_psql(srv, "\\timing on\nBEGIN;\nSET LOCAL lock_timeout = 200;\n"
+        # without psql's start and connect; the backend's own CPU (schedstat):
+        # a session this short can start and end between two samples of
+        # CpuSampler.
+        schedstat = "SELECT 'cpu:' || split_part(pg_read_file('/proc/self/schedstat'), ' ', 1);\n"
+        got = B.superuser_psql(srv, schedstat + "\\timing on\nBEGIN;\nSET LOCAL lock_timeout = 200;\n"
                                     f"LOCK TABLE {part} IN ACCESS EXCLUSIVE MODE;\n"
                                     f"DO $$ BEGIN IF (SELECT max(sent_at) FROM {part} "
                                     f"WHERE slot = {slot}) >= now() - interval '15 days' OR "
@@ -432,10 +433,10 @@ def truncate_alone(srv, table, slot, repeats, fill):
                                     f"interval '15 days' OR EXISTS (SELECT 1 FROM {part} WHERE "
                                     f"slot < {slot} OR slot > {slot}) THEN RAISE SQLSTATE "
                                     "'55000'; END IF; END $$;\n"
-                                    f"TRUNCATE {part};\nCOMMIT;\n")
+                                    f"TRUNCATE {part};\nCOMMIT;\n\\timing off\n" + schedstat)
         secs = sum(B.timings(got))
-        c = cpu.stop()
-        out.append({"entries": n, "seconds": secs, "server_cpu_s": c["server"]})
+        ns = [int(x) for x in re.findall(r"^cpu:(\d+)$", got, re.M)]
+        out.append({"entries": n, "seconds": secs, "server_cpu_s": (ns[-1] - ns[0]) / 1e9})
     return out
 
 
@@ -488,9 +489,15 @@ def table_bytes_sql(table):
 def history_run(srv, runner, table, events):
     """One measured pass of `events` through the running function: handler
     time (sum of metric Duration, i.e. net of the Runtime API and the
-    emulator), wall time, server CPU, and ledger entries before and after."""
-    B.superuser_psql(srv, "TRUNCATE user_logins; CHECKPOINT;")
+    emulator), wall time, server CPU, and ledger entries before and after;
+    autovacuum runs that started during it."""
+    # VACUUM first: autovacuum of the entries earlier runs inserted (or loaded)
+    # would otherwise start at any moment, inside one run and not another;
+    # it is the same work for every layout and left out of every run.
+    B.superuser_psql(srv, f"TRUNCATE user_logins; VACUUM {table}; CHECKPOINT;")
     before = int(B.superuser_psql(srv, f"SELECT count(*) FROM {table}").strip())
+    autovac = ("SELECT sum(autovacuum_count + autoanalyze_count) FROM pg_stat_all_tables")
+    av0 = int(B.superuser_psql(srv, autovac).strip() or 0)
     skip = len(runner.durations_ms())
     cpu = CpuSampler(srv)
     cpu.start()
@@ -501,7 +508,8 @@ def history_run(srv, runner, table, events):
     written = int(B.superuser_psql(srv, "SELECT count(*) FROM user_logins").strip())
     return {"seconds": secs, "handler_s": sum(dur) / 1000, "server_cpu_s": c["server"],
             "invocation_errors": sum(1 for r in results if r.kind != "response"),
-            "written": written, "pruned": before + written - after}
+            "written": written, "pruned": before + written - after,
+            "autovacuums": int(B.superuser_psql(srv, autovac).strip() or 0) - av0}
 
 
 def history(tmp, preload, records, repeats):
@@ -594,7 +602,8 @@ def history(tmp, preload, records, repeats):
                 runs.append(x)
                 B.note(f"{phase}, run {rep + 1}: handler {x['handler_s']:.3f} s, wall "
                        f"{x['seconds']:.3f} s, server {x['server_cpu_s']:.2f} CPU-s, "
-                       f"{x['written']:,} written, {x['pruned']:,} expired entries deleted")
+                       f"{x['written']:,} written, {x['pruned']:,} expired entries deleted, "
+                       f"{x['autovacuums']} autovacuum/analyze runs meanwhile")
             if phase == "empty":
                 # The ledger as the function itself wrote it (the last run's).
                 out["function_ledger_bytes"] = int(B.superuser_psql(

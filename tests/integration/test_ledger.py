@@ -207,6 +207,37 @@ def test_without_truncate_privilege_the_slot_is_swept_by_delete():
         assert _slot_count(db, slot) == 0
         refused = _logged(etl, "no TRUNCATE on the ledger's slots: they are swept by DELETE")
         assert len(refused) == 1 and refused[0]["sqlstate"] == "42501", refused
+    # With the README's grants (SELECT, TRUNCATE on each slot's partition) the same user
+    # clears the slot with one TRUNCATE.
+    slot = _fill_old_slot(db, 500, prefix="granted")
+    db.psql("DO $$ BEGIN FOR i IN 0..18 LOOP EXECUTE format('GRANT SELECT, TRUNCATE ON %I "
+            f"TO etl_notrunc', '{LEDGER}_s' || lpad(i::text, 2, '0')); END LOOP; END $$")
+    with Etl(reset_db=False, env=env) as etl:
+        _run_batches(etl, 6, 370, done=lambda: _slot_count(db, slot) == 0)
+        assert _slot_count(db, slot) == 0
+        _run_batches(etl, 1, 379)
+        assert _logged(etl, "ledger slot cleared")
+        assert not _logged(etl, "no TRUNCATE on the ledger's slots: they are swept by DELETE")
+
+
+def test_without_delete_or_truncate_a_full_slot_is_left_and_writing_goes_on():
+    db = pg.server()
+    db.reset()
+    with Etl(reset_db=False) as etl:
+        assert etl.answer(event_bytes(make_event(make_messages(1, seed=380)))) == set()
+    slot = _fill_old_slot(db, 300)
+    env = _role(db, "etl_nodelete", "nodelete-password",
+                f"GRANT INSERT ON user_logins TO etl_nodelete; "
+                f"GRANT SELECT, INSERT ON {LEDGER} TO etl_nodelete")
+    with Etl(reset_db=False, env=env) as etl:
+        _run_batches(etl, 5, 381)
+        assert etl.count() == 1 + 5 * 4
+        assert _slot_count(db, slot) == 300
+        refused = _logged(etl, "ledger retention refused (no DELETE privilege): not tried again")
+        assert len(refused) == 1 and refused[0]["sqlstate"] == "42501", refused
+        no_trunc = _logged(etl, "no TRUNCATE on the ledger's slots: they are swept by DELETE")
+        assert len(no_trunc) == 1, no_trunc
+        assert not _logged(etl, "ledger retention failed; the batch is committed")
 
 
 def test_retention_without_delete_privilege_is_skipped_and_writing_goes_on():

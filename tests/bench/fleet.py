@@ -111,6 +111,7 @@ class CpuSampler:
     def __init__(self, srv, extra_pids=()):
         self.srv, self.extra = srv, list(extra_pids)
         self.first, self.last = {}, {}
+        self.kind = {}  # pid -> the server process's kind, from its title
         self._stop = threading.Event()
         self._thread = None
 
@@ -122,6 +123,7 @@ class CpuSampler:
                 if key not in self.first:
                     # A process born during the run counts from zero.
                     self.first[key] = c if initial else 0.0
+                    self.kind[p] = _process_kind(p)
                 if c >= self.last.get(key, 0.0):
                     self.last[key] = c
 
@@ -138,10 +140,28 @@ class CpuSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
-        out = {"server": 0.0, "extra": 0.0}
+        out = {"server": 0.0, "extra": 0.0, "by_kind": collections.Counter()}
         for key, c in self.last.items():
             out[key[0]] += c - self.first[key]
+            if key[0] == "server":
+                out["by_kind"][self.kind.get(key[1], "?")] += c - self.first[key]
         return out
+
+
+def _process_kind(pid):
+    """A server process's kind from its title ("postgres: walwriter" ->
+    "walwriter"; a client backend -> "backend"), or "?"."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            title = f.read().split(b"\0")[0].decode("utf-8", "replace")
+    except OSError:
+        return "?"
+    if not title.startswith("postgres: "):
+        return "postmaster"
+    rest = title[len("postgres: "):]
+    known = ("checkpointer", "background writer", "walwriter", "autovacuum", "logical",
+             "stats", "archiver")
+    return next((k for k in known if rest.startswith(k)), "backend")
 
 
 def _log_size(srv):
@@ -507,6 +527,7 @@ def history_run(srv, runner, table, events):
     after = int(B.superuser_psql(srv, f"SELECT count(*) FROM {table}").strip())
     written = int(B.superuser_psql(srv, "SELECT count(*) FROM user_logins").strip())
     return {"seconds": secs, "handler_s": sum(dur) / 1000, "server_cpu_s": c["server"],
+            "server_by_kind": {k: round(v, 3) for k, v in c["by_kind"].items() if v >= 0.001},
             "invocation_errors": sum(1 for r in results if r.kind != "response"),
             "written": written, "pruned": before + written - after,
             "autovacuums": int(B.superuser_psql(srv, autovac).strip() or 0) - av0}
@@ -603,7 +624,8 @@ def history(tmp, preload, records, repeats):
                 B.note(f"{phase}, run {rep + 1}: handler {x['handler_s']:.3f} s, wall "
                        f"{x['seconds']:.3f} s, server {x['server_cpu_s']:.2f} CPU-s, "
                        f"{x['written']:,} written, {x['pruned']:,} expired entries deleted, "
-                       f"{x['autovacuums']} autovacuum/analyze runs meanwhile")
+                       f"{x['autovacuums']} autovacuum/analyze runs meanwhile; server CPU by "
+                       f"process {x['server_by_kind']}")
             if phase == "empty":
                 # The ledger as the function itself wrote it (the last run's).
                 out["function_ledger_bytes"] = int(B.superuser_psql(

@@ -1488,6 +1488,8 @@ static int retention_step(struct pg_sink *s, size_t written, char *sql, size_t c
     }
     s->ret_sent = s->ret_stage;
     at = (size_t)snprintf(sql, cap, "%s", RET_BEGIN_SQL);
+    if (at >= cap)
+        return 0; /* cannot happen with the caller's buffer; never write past it */
     if (s->ret_stage == RET_IDLE) {
         at += (size_t)snprintf(sql + at, cap - at, RET_CHECK_SQL "%s", s->ret_slot,
                                s->prune_off ? "" : RET_NONE_SQL);
@@ -1510,6 +1512,7 @@ static int retention_step(struct pg_sink *s, size_t written, char *sql, size_t c
         at += (size_t)snprintf(sql + at, cap - at, "COMMIT");
     return at < cap;
 }
+
 /* Drives the transaction's two COPYs as far as it can: the ledger's, which
  * streams while the caller adds rows, then, once no more rows are coming
  * (`final`), the rows'.  Without `wait` it never blocks: it does what the

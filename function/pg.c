@@ -8,6 +8,7 @@
 #include "pg.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -214,6 +215,8 @@ enum row_state {
     RS_CUT,         /* FIFO: after a refused row, so not written to keep the order */
     RS_DONE,        /* committed by an earlier transaction of this batch (isolation) */
     RS_OUT,         /* outside the part of the batch the current transaction writes */
+    RS_NO_ROW,      /* a key without a row (pg_batch_no_row): not to be written, and its id
+                     * taken back out of the ledger when it went in (RS_IN_LEDGER) */
     RS_MASK = 0x0f,
     RS_IN_LEDGER = 0x10 /* flag: its id went to the ledger in the open transaction */
 };
@@ -263,12 +266,15 @@ struct pg_sink {
     int fifo;          /* a refused row stops the batch there (FIFO order) */
 
     struct tuples ledger; /* the batch's (sent_at, message_id) pairs, for the ledger */
-    struct tuples rows;   /* the batch's rows, for user_logins */
+    struct tuples rows;   /* the batch's rows, for user_logins: [0, decided) are known
+                             (an empty tuple for a key without a row) */
     const char **ids;     /* owned array of borrowed message ids */
     int64_t *sent_at;     /* owned: each row's sent_at, us since 2000 (INT64_MIN: none) */
     size_t *id_len;       /* owned */
     uint8_t *dup;         /* owned: per row, enum row_state (RS_DUP: committed already) */
-    size_t n, cap;        /* rows added; rows allocated */
+    size_t n, cap;        /* keys (rows) added; allocated */
+    size_t decided;       /* keys whose row (or no row) is known: the first `decided` */
+    int keys_done;        /* no more keys are coming: the ledger COPY may end */
     size_t op;            /* the COPY in progress: 0 the ledger's, 1 the rows', 2 both done */
     size_t sent;          /* op's tuples before this one were handed to libpq */
     int header_sent;      /* op's COPY header went out */
@@ -825,7 +831,16 @@ static size_t tuple_start(const struct tuples *t, size_t i)
  * part of them (rows [seg_from, seg_to)) after a row was refused. */
 static size_t op_end(const struct pg_sink *s)
 {
-    return s->op == 1 && s->seg_to < s->n ? s->seg_to : s->n;
+    if (s->op != 1)
+        return s->n;
+    return s->seg_to < s->decided ? s->seg_to : s->decided;
+}
+
+/* Are op's tuples all known, so that its COPY may end once they are sent:
+ * every key for the ledger, every row for the rows? */
+static int op_complete(const struct pg_sink *s)
+{
+    return s->keys_done && (s->op == 0 || s->decided == s->n);
 }
 
 /* The row of op's COPY data line `line` (1-based; in a binary COPY, one line
@@ -917,11 +932,15 @@ static rc_t stream_tuples(struct pg_sink *s, const struct tuples *t, int all, in
     return RC_OK;
 }
 
+static void abandon(struct pg_sink *s);
+
 void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
 {
     if (s->conn && PQstatus(s->conn) == CONNECTION_BAD)
         disconnect(s);
     s->give_up_at = give_up_at_ms;
+    if (s->conn && (s->phase != PH_IDLE || s->op))
+        abandon(s); /* a batch neither committed nor aborted (cannot happen) */
     s->fifo = 0;
     s->unattributed = 0;
     s->isolating = 0;
@@ -929,6 +948,8 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     s->why[0] = '\0';
     s->retryable = 0;
     s->n = 0;
+    s->decided = 0;
+    s->keys_done = 0;
     s->first_send_us = 0;
     memset(&s->stats, 0, sizeof s->stats);
     buf_reset(&s->rows.data);
@@ -1005,14 +1026,50 @@ static rc_t pump(struct pg_sink *s, int wait, int final);
 /* See pg.h.  SentTimestamp becomes the ledger's sent_at: binary timestamptz
  * is microseconds since 2000-01-01; a message without one gets -infinity, a
  * value no SentTimestamp has, so its receives still meet each other. */
-rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len, int64_t sent_ms,
-                  const struct pg_row *row)
+rc_t pg_batch_key(struct pg_sink *s, const char *message_id, size_t message_id_len, int64_t sent_ms)
 {
     rc_t rc = grow(s);
     if (rc)
         return rc;
-    struct buf *b = &s->rows.data, *l = &s->ledger.data;
-    size_t mark = b->len, lmark = l->len;
+    struct buf *l = &s->ledger.data;
+    size_t lmark = l->len;
+    int64_t sent = sent_ms < 0 ? INT64_MIN : (sent_ms - POSTGRES_EPOCH_MS) * 1000;
+    put_u16(l, 2);
+    put_u32(l, 8);
+    put_u64(l, (uint64_t)sent);
+    put_text(l, message_id, message_id_len);
+    if (l->err) {
+        rc = l->err;
+        /* The keys added so far stay valid. */
+        buf_truncate(l, lmark);
+        return rc;
+    }
+    s->ledger.end[s->n] = l->len;
+    s->ids[s->n] = message_id;
+    s->id_len[s->n] = message_id_len;
+    s->sent_at[s->n] = sent;
+    s->dup[s->n] = 0;
+    s->n++;
+    /* The transaction starts with the first key.  Then the server inserts
+     * the ledger entries while we parse the rest; asking for its answers
+     * is a system call, so every 32 keys is often enough.  A failure here
+     * is retried by commit. */
+    if (s->n == 1 || (s->n & 31) == 0) {
+        if (pump(s, 0, 0) != RC_OK && s->n == 1)
+            log_at(s->lg, LOG_WARN, "database not ready; rows are buffered for a retry",
+                   LF_STR("reason", s->why));
+    }
+    return RC_OK;
+}
+
+/* See pg.h: the row of key `decided`, encoded as a binary COPY tuple. */
+rc_t pg_batch_row(struct pg_sink *s, const struct pg_row *row)
+{
+    struct buf *b = &s->rows.data;
+    size_t mark = b->len;
+    rc_t rc;
+
+    assert(s->decided < s->n);
     put_u16(b, 7);
     put_text(b, row->user_id, row->user_id_len);
     put_text(b, row->device_type, row->device_type_len);
@@ -1027,36 +1084,60 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     }
     put_u32(b, 4);
     put_u32(b, (uint32_t)(row->create_date - POSTGRES_EPOCH_DAYS));
-    int64_t sent = sent_ms < 0 ? INT64_MIN : (sent_ms - POSTGRES_EPOCH_MS) * 1000;
-    put_u16(l, 2);
-    put_u32(l, 8);
-    put_u64(l, (uint64_t)sent);
-    put_text(l, message_id, message_id_len);
-    if (b->err || l->err) {
-        rc = b->err ? b->err : l->err;
+    if (b->err) {
+        rc = b->err;
         /* The rows added so far stay valid. */
         buf_truncate(b, mark);
-        buf_truncate(l, lmark);
         return rc;
     }
-    s->rows.end[s->n] = b->len;
-    s->ledger.end[s->n] = l->len;
-    s->ids[s->n] = message_id;
-    s->id_len[s->n] = message_id_len;
-    s->sent_at[s->n] = sent;
-    s->dup[s->n] = 0;
-    s->n++;
-    /* The transaction starts with the first row, so a batch without valid
-     * rows never touches the database.  Then the server works on earlier
-     * rows while we parse; asking for its answers is a system call, so
-     * every 32 rows is often enough.  A failure here is retried by
-     * commit. */
-    if (s->n == 1 || (s->n & 31) == 0) {
-        if (pump(s, 0, 0) != RC_OK && s->n == 1)
-            log_at(s->lg, LOG_WARN, "database not ready; rows are buffered for a retry",
-                   LF_STR("reason", s->why));
-    }
+    s->rows.end[s->decided++] = b->len;
+    /* The rows COPY streams them while the caller makes the next ones. */
+    if ((s->decided & 31) == 0)
+        pump(s, 0, 0);
     return RC_OK;
+}
+
+/* Has key i gone to the open transaction's ledger (handed to libpq in its
+ * COPY, which the server then stores unless the transaction fails)? */
+static int key_sent(const struct pg_sink *s, size_t i)
+{
+    if (!s->conn || s->phase == PH_BROKEN)
+        return 0;
+    if (s->op == 0)
+        return s->phase == PH_ENDING || (s->phase == PH_COPYING && i < s->sent);
+    return 1;
+}
+
+/* See pg.h: key `decided` gets an empty tuple and no row; its ledger entry,
+ * if it went out, is taken back out before COMMIT (unledger). */
+void pg_batch_no_row(struct pg_sink *s)
+{
+    size_t i = s->decided;
+
+    assert(i < s->n);
+    s->rows.end[i] = s->rows.data.len;
+    s->dup[i] = (uint8_t)(RS_NO_ROW | (key_sent(s, i) ? RS_IN_LEDGER : 0));
+    s->decided++;
+    if ((s->decided & 31) == 0)
+        pump(s, 0, 0);
+}
+
+/* See pg.h: the ledger COPY ends as soon as its tuples are out. */
+void pg_batch_keys_done(struct pg_sink *s)
+{
+    s->keys_done = 1;
+    if (s->n)
+        pump(s, 0, 0);
+}
+
+/* See pg.h: a key and its row at once. */
+rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len, int64_t sent_ms,
+                  const struct pg_row *row)
+{
+    rc_t rc = pg_batch_key(s, message_id, message_id_len, sent_ms);
+    if (rc == RC_OK && (rc = pg_batch_row(s, row)) != RC_OK)
+        pg_batch_no_row(s);
+    return rc;
 }
 
 /* Reads the answer to op's ended COPY: the count of rows stored, which must
@@ -1072,12 +1153,15 @@ static rc_t collect(struct pg_sink *s, int wait)
     size_t expected = 0;
     rc_t rc = RC_OK;
 
+    /* The ledger's tuples include keys found to have no row after they
+     * went out (RS_IN_LEDGER: the only flag an open ledger COPY sees). */
     for (size_t i = s->op ? s->seg_from : 0; i < op_end(s); i++)
-        expected += !s->dup[i];
+        expected += !s->dup[i] || (s->op == 0 && (s->dup[i] & RS_IN_LEDGER));
     for (;;) {
         PGresult *res;
         if (!wait) {
-            if (PQconsumeInput(s->conn) == 0) {
+            /* The end of the COPY may still be in libpq's buffer. */
+            if (PQflush(s->conn) < 0 || PQconsumeInput(s->conn) == 0) {
                 fail(s, NULL, what);
                 return RC_DB;
             }
@@ -1241,9 +1325,10 @@ static rc_t pump(struct pg_sink *s, int wait, int final)
             if (!rc && s->phase == PH_STARTING)
                 return RC_OK;
             break;
-        case PH_COPYING:
-            rc = stream_tuples(s, t, final, wait);
-            if (rc || !final || s->sent < op_end(s))
+        case PH_COPYING: {
+            int all = final || op_complete(s);
+            rc = stream_tuples(s, t, all, wait);
+            if (rc || !all || s->sent < op_end(s))
                 return rc;
             rc = put_copy(s, copy_trailer, sizeof copy_trailer, 1);
             if (!rc && PQputCopyEnd(s->conn, NULL) != 1) {
@@ -1253,6 +1338,7 @@ static rc_t pump(struct pg_sink *s, int wait, int final)
             if (!rc)
                 s->phase = PH_ENDING;
             break;
+        }
         case PH_ENDING:
             rc = collect(s, wait);
             if (!rc && s->phase == PH_ENDING)
@@ -1463,7 +1549,7 @@ static rc_t unattributed(struct pg_sink *s, int rolled_back)
     rc_t rc;
 
     for (size_t i = 0; i < s->n; i++)
-        if (s->dup[i] & RS_IN_LEDGER)
+        if ((s->dup[i] & RS_IN_LEDGER) && (s->dup[i] & RS_MASK) != RS_NO_ROW)
             s->dup[i] = RS_PENDING;
     reset_attempt(s);
     if (!rolled_back && (rc = run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK)
@@ -1482,8 +1568,10 @@ static rc_t unattributed(struct pg_sink *s, int rolled_back)
  * unattributed returns when that savepoint cannot be returned to. */
 static rc_t back_to_batch(struct pg_sink *s)
 {
+    /* The ledger COPY stays: keys without a row keep their entries (and
+     * RS_IN_LEDGER), to be taken out before COMMIT. */
     for (size_t i = 0; i < s->n; i++)
-        if (s->dup[i] & RS_IN_LEDGER)
+        if ((s->dup[i] & RS_IN_LEDGER) && (s->dup[i] & RS_MASK) != RS_NO_ROW)
             s->dup[i] = RS_PENDING;
     s->refusal = 0;
     s->refused_row = NO_ROW;
@@ -1788,6 +1876,40 @@ static rc_t attempt(struct pg_sink *s, int *again)
     }
 }
 
+/* Ends the open transaction, if any, without committing it: a COPY in
+ * progress is failed on purpose, the answers drained and ROLLBACK run, all
+ * by the give-up time, so that the connection serves the next batch.  When
+ * anything goes wrong on the way the connection is closed instead (the
+ * server rolls back when it notices).  Cannot fail. */
+static void abandon(struct pg_sink *s)
+{
+    PGresult *res = NULL;
+
+    if (!s->conn || (s->phase == PH_IDLE && s->op == 0)) {
+        reset_attempt(s);
+        return;
+    }
+    if (s->phase == PH_BROKEN)
+        goto drop;
+    if (s->phase == PH_STARTING && await_copy(s, 1) != RC_OK)
+        goto drop;
+    if (s->phase == PH_COPYING && PQputCopyEnd(s->conn, "batch abandoned") != 1)
+        goto drop;
+    for (;;) {
+        if (next_result(s, &res) != RC_OK)
+            goto drop;
+        if (!res)
+            break;
+        PQclear(res);
+    }
+    if (run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL) != RC_OK)
+        goto drop;
+    reset_attempt(s);
+    return;
+drop:
+    disconnect(s);
+}
+
 /* Writes the batch's pending rows in one transaction, retrying a lost
  * connection while time is left.  Returns RC_OK when they are committed (or
  * none was left), else the failure (s->unattributed: a row's data, row
@@ -1804,9 +1926,9 @@ static rc_t write_pending(struct pg_sink *s)
     for (;;) {
         int again = 0;
         if (pending_in(s, 0, s->n) == 0) {
-            /* Every row was committed before (a replay) or refused: nothing to write. */
-            if (s->phase != PH_IDLE || s->op)
-                disconnect(s);
+            /* Every row was committed before (a replay), refused, or has none:
+             * nothing to write; the keys already sent are rolled back. */
+            abandon(s);
             return RC_OK;
         }
         if (s->phase == PH_BROKEN)
@@ -1922,6 +2044,10 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
     size_t settled = 0;
 
     err[0] = '\0';
+    /* A key whose row never came has none. */
+    s->keys_done = 1;
+    while (s->decided < s->n)
+        pg_batch_no_row(s);
     rc_t rc = write_pending(s);
     if (rc == RC_DB && s->unattributed) {
         /* A refusal without a row that the savepoints could not contain
@@ -1961,11 +2087,9 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
 
 void pg_batch_abort(struct pg_sink *s)
 {
-    /* Closing is the only rollback that cannot hang: the server rolls back
-     * when it notices the connection is gone. */
-    if (s->phase != PH_IDLE || s->op)
-        disconnect(s);
+    abandon(s);
     s->n = 0;
+    s->decided = 0;
 }
 
 void pg_batch_stats(const struct pg_sink *s, struct pg_stats *out)

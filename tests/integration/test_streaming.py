@@ -1,0 +1,170 @@
+"""The batch streamed while the event is parsed: each record's ledger key goes
+to the server as soon as its object closes, before the rest of the event is
+read, and the rows follow while they are validated and masked.  So the keys
+of records that get no row (rejected, cut by a FIFO failure or by the
+deadline) and of events found invalid late have reached the ledger COPY of
+the open transaction: these tests read the tables directly to check that
+none of them is committed, and that the connection survives the rollback."""
+import json
+import time
+
+from events.generate import event_bytes, make_event, make_messages
+from rig import pg
+from rig.harness import Etl
+
+START_MS = 1_718_006_400_000
+
+
+def _msg(mid, body, sent=START_MS):
+    if not isinstance(body, str):
+        body = json.dumps(body)
+    return {"messageId": mid, "body": body, "sentTimestamp": sent}
+
+
+def _ledger(db):
+    return {r["message_id"] for r in db.query(
+        "SELECT message_id FROM login_etl_ledger_v2 WHERE message_id <> ''")}
+
+
+def _backend(db):
+    """The function's server process (its connection), or None."""
+    rows = db.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'login-etl'")
+    assert len(rows) <= 1, rows
+    return rows[0]["pid"] if rows else None
+
+
+def test_an_event_found_invalid_after_many_good_records_writes_nothing():
+    good = make_messages(3000, seed=81, invalid_rate=0)
+    text = event_bytes(make_event(good))
+    assert text.endswith(b"]}")
+    tails = {
+        # a record without a messageId after 3000 good ones
+        "record": text[:-2] + b',{"body":"{}"}]}',
+        # the text breaks off
+        "truncated": text[:-40],
+        # trailing garbage after the root object
+        "trailing": text + b" x",
+    }
+    with Etl() as etl:
+        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        pid = _backend(etl.db)
+        assert pid is not None
+        for name, event in tails.items():
+            res = etl.invoke(event)
+            assert res.kind == "error", (name, res.body[:300])
+            assert res.json()["errorType"] == "InvalidEvent", (name, res.body[:300])
+            assert etl.count() == 1, name
+            assert _ledger(etl.db) == {"warm"}, name
+            # The keys that went out were rolled back on the same connection.
+            assert _backend(etl.db) == pid, name
+            assert etl.db.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                 "= 'login-etl' AND state <> 'idle'") == "0", name
+        # The good records, delivered again as a valid event, land once.
+        assert etl.answer(text) == set()
+        assert etl.count() == 3001
+        assert _ledger(etl.db) == {"warm"} | {m["messageId"] for m in good}
+        assert _backend(etl.db) == pid
+
+
+def test_a_later_records_member_wins_over_the_keys_already_sent():
+    # With duplicate keys the last one wins (as json_get): the first array's
+    # records went to the sink while it was parsed, and must leave nothing.
+    first = make_messages(2000, seed=82, invalid_rate=0)
+    second = [_msg(f"second-{i}", {"user_id": f"s{i}"}) for i in range(5)]
+    a = json.dumps(make_event(first)["Records"], separators=(",", ":"))
+    b = json.dumps(make_event(second)["Records"], separators=(",", ":"))
+    event = ('{"Records":' + a + ',"Records":' + b + "}").encode()
+    with Etl() as etl:
+        assert etl.answer(event) == set()
+        assert _ledger(etl.db) == {m["messageId"] for m in second}
+        assert sorted(r["user_id"] for r in etl.rows()) == [f"s{i}" for i in range(5)]
+
+
+def test_rejected_records_leave_no_ledger_entry():
+    msgs = make_messages(2000, seed=83, invalid_rate=0.1)
+    valid = {m["messageId"] for m in msgs if m["kind"] == "valid"}
+    rejected = {m["messageId"] for m in msgs} - valid
+    assert len(rejected) > 100
+    with Etl() as etl:
+        assert etl.answer(event_bytes(make_event(msgs))) == rejected
+        assert _ledger(etl.db) == valid
+        assert etl.count() == len(valid)
+        m = etl.boot.metrics()[-1]
+        assert (m["RecordsWritten"], m["RecordsRejected"]) == (len(valid), len(rejected)), m
+        # Redelivered, the rejected ones are rejected again (not taken for
+        # duplicates) and nothing is written twice.
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == rejected
+        assert _ledger(etl.db) == valid and etl.count() == len(valid)
+        m = etl.boot.metrics()[-1]
+        assert (m["RecordsDuplicate"], m["RecordsRejected"]) == (len(valid), len(rejected)), m
+
+
+def test_a_batch_whose_records_are_all_rejected_leaves_nothing_and_keeps_the_connection():
+    bad = [_msg(f"bad-{i}", {"user_id": i}) for i in range(300)]
+    with Etl() as etl:
+        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        pid = _backend(etl.db)
+        assert etl.answer(event_bytes(make_event(bad))) == {m["messageId"] for m in bad}
+        assert _ledger(etl.db) == {"warm"} and etl.count() == 1
+        assert _backend(etl.db) == pid
+
+
+def test_fifo_cut_records_leave_no_ledger_entry():
+    msgs = [_msg(f"f{i}", {"user_id": f"u{i}"}) for i in range(400)]
+    msgs[150] = _msg("f150", {"user_id": 7})
+    with Etl() as etl:
+        listed = etl.answer(event_bytes(make_event(msgs, fifo=True)))
+        assert listed == {f"f{i}" for i in range(150, 400)}
+        assert _ledger(etl.db) == {f"f{i}" for i in range(150)}
+        assert etl.count() == 150
+        # Redelivered with the bad one fixed, the rest lands, once.
+        msgs[150] = _msg("f150", {"user_id": "u150"})
+        assert etl.answer(event_bytes(make_event(msgs[150:], fifo=True))) == set()
+        assert _ledger(etl.db) == {f"f{i}" for i in range(400)}
+        assert etl.count() == 400
+
+
+def test_records_cut_by_the_deadline_leave_no_ledger_entry():
+    # The margin puts the moment to stop transforming before the invocation
+    # starts, while the database may still be written to: every key went out
+    # during parsing, no row follows, and the batch comes back whole.
+    msgs = make_messages(500, seed=84, invalid_rate=0)
+    env = {"LOGIN_ETL_DEADLINE_MARGIN_MS": "1500"}
+    with Etl(env=env) as etl:
+        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        deadline = int(time.time() * 1000) + 2500
+        res = etl.invoke(event_bytes(make_event(msgs)), deadline_ms=deadline)
+        assert res.kind == "response", res.body[:300]
+        listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
+        assert listed == {m["messageId"] for m in msgs}
+        assert _ledger(etl.db) == {"warm"} and etl.count() == 1
+        assert any(isinstance(l, dict) and l.get("message", "").startswith("deadline near")
+                   for l in etl.boot.logs())
+        # Retried in time, all of it lands.
+        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == set()
+        assert etl.count() == 501
+
+
+def test_a_user_without_delete_on_the_ledger_leaves_no_entry_for_rejected_records():
+    # The keys of rejected records cannot be deleted: the batch is written again
+    # without them.
+    db = pg.server()
+    db.reset()
+    with Etl(reset_db=False) as etl:  # creates both tables as their owner
+        etl.answer(event_bytes(make_event([_msg("seed", {"user_id": "u0"})])))
+    db.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_nodelete') "
+            "THEN CREATE ROLE etl_nodelete LOGIN PASSWORD 'nodelete-password'; END IF; END $$",
+            user=pg.SUPERUSER, password=pg.SUPERPASS)
+    db.psql("GRANT INSERT ON user_logins TO etl_nodelete; "
+            "GRANT SELECT, INSERT ON login_etl_ledger_v2 TO etl_nodelete")
+    msgs = make_messages(600, seed=85, invalid_rate=0.1)
+    valid = {m["messageId"] for m in msgs if m["kind"] == "valid"}
+    env = {"PGUSER": "etl_nodelete", "PGPASSWORD": "nodelete-password"}
+    with Etl(reset_db=False, env=env) as etl:
+        for delivery in (1, 2):
+            listed = etl.answer(event_bytes(make_event(msgs, receive_count=delivery)))
+            assert listed == {m["messageId"] for m in msgs} - valid
+            assert _ledger(etl.db) == valid | {"seed"}
+            assert etl.count() == len(valid) + 1
+        assert any(isinstance(l, dict) and l.get("message", "").startswith("no DELETE")
+                   for l in etl.boot.logs())

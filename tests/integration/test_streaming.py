@@ -110,25 +110,28 @@ def test_a_batch_whose_records_are_all_rejected_leaves_nothing_and_keeps_the_con
 
 
 def test_fifo_cut_records_leave_no_ledger_entry():
-    msgs = [_msg(f"f{i}", {"user_id": f"u{i}"}) for i in range(400)]
+    # Enough records that most keys after the failure went out while the
+    # event was parsed, before the failure was found.
+    n = 6000
+    msgs = [_msg(f"f{i}", {"user_id": f"u{i}"}) for i in range(n)]
     msgs[150] = _msg("f150", {"user_id": 7})
     with Etl() as etl:
         listed = etl.answer(event_bytes(make_event(msgs, fifo=True)))
-        assert listed == {f"f{i}" for i in range(150, 400)}
+        assert listed == {f"f{i}" for i in range(150, n)}
         assert _ledger(etl.db) == {f"f{i}" for i in range(150)}
         assert etl.count() == 150
         # Redelivered with the bad one fixed, the rest lands, once.
         msgs[150] = _msg("f150", {"user_id": "u150"})
         assert etl.answer(event_bytes(make_event(msgs[150:], fifo=True))) == set()
-        assert _ledger(etl.db) == {f"f{i}" for i in range(400)}
-        assert etl.count() == 400
+        assert _ledger(etl.db) == {f"f{i}" for i in range(n)}
+        assert etl.count() == n
 
 
 def test_records_cut_by_the_deadline_leave_no_ledger_entry():
     # The margin puts the moment to stop transforming before the invocation
-    # starts, while the database may still be written to: every key went out
+    # starts, while the database may still be written to: the keys went out
     # during parsing, no row follows, and the batch comes back whole.
-    msgs = make_messages(500, seed=84, invalid_rate=0)
+    msgs = make_messages(6000, seed=84, invalid_rate=0)
     env = {"LOGIN_ETL_DEADLINE_MARGIN_MS": "1500"}
     with Etl(env=env) as etl:
         assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
@@ -142,7 +145,7 @@ def test_records_cut_by_the_deadline_leave_no_ledger_entry():
                    for l in etl.boot.logs())
         # Retried in time, all of it lands.
         assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == set()
-        assert etl.count() == 501
+        assert etl.count() == len(msgs) + 1
 
 
 def test_a_user_without_delete_on_the_ledger_leaves_no_entry_for_rejected_records():

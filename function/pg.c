@@ -858,7 +858,8 @@ static size_t row_at_line(const struct pg_sink *s, unsigned long long line)
 {
     size_t from = s->op == 1 ? s->seg_from : 0, end = op_end(s);
     for (size_t i = from; i < end && line > 0; i++) {
-        if (s->dup[i] & RS_MASK)
+        /* A key found to have no row after it went out was a ledger line. */
+        if ((s->dup[i] & RS_MASK) && !(s->op == 0 && (s->dup[i] & RS_IN_LEDGER)))
             continue;
         if (--line == 0)
             return i;

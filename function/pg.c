@@ -930,7 +930,26 @@ static rc_t stream_tuples(struct pg_sink *s, const struct tuples *t, int all, in
         if (!all && to - from < STREAM_CHUNK && last == end)
             return RC_OK; /* not worth a send yet: more rows are coming */
         if (to > from) {
-            rc_t rc = put_copy(s, t->data.data + from, to - from, wait);
+            /* A piece goes to libpq only when the one before it has left
+             * for the socket: libpq would take any amount without blocking
+             * (its buffer grows), and moves what is left to the front of
+             * that buffer after each partial send, so a backlog of a
+             * megabyte costs a megabyte of copying per piece.  A server
+             * that is behind keeps the rest here, where a key found to
+             * have no row before it goes out is simply skipped. */
+            int f = PQflush(s->conn);
+            if (f < 0) {
+                fail(s, NULL, "copy");
+                return RC_DB;
+            }
+            if (f == 1 && !wait)
+                return RC_OK;
+            rc_t rc = f == 1 ? flush_all(s) : RC_OK;
+            if (rc) {
+                fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : "copy");
+                return rc;
+            }
+            rc = put_copy(s, t->data.data + from, to - from, wait);
             if (rc == RC_TIMEOUT && !wait)
                 return RC_OK;
             if (rc)
@@ -1159,13 +1178,8 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
 static rc_t collect(struct pg_sink *s, int wait)
 {
     const char *what = s->op ? "copy rows" : "ledger";
-    size_t expected = 0;
     rc_t rc = RC_OK;
 
-    /* The ledger's tuples include keys found to have no row after they
-     * went out (RS_IN_LEDGER: the only flag an open ledger COPY sees). */
-    for (size_t i = s->op ? s->seg_from : 0; i < op_end(s); i++)
-        expected += !s->dup[i] || (s->op == 0 && (s->dup[i] & RS_IN_LEDGER));
     for (;;) {
         PGresult *res;
         if (!wait) {
@@ -1200,6 +1214,13 @@ static rc_t collect(struct pg_sink *s, int wait)
                 rc = RC_DB;
             }
         } else {
+            /* Counted once the answer is in (called without `wait`, this
+             * runs every few rows until then).  The ledger's tuples include
+             * keys found to have no row after they went out (RS_IN_LEDGER:
+             * the only flag an open ledger COPY sees). */
+            size_t expected = 0;
+            for (size_t i = s->op ? s->seg_from : 0; i < op_end(s); i++)
+                expected += !s->dup[i] || (s->op == 0 && (s->dup[i] & RS_IN_LEDGER));
             char want[32];
             snprintf(want, sizeof want, "%zu", expected);
             if (strcmp(PQcmdTuples(res), want) != 0) {

@@ -296,7 +296,8 @@ struct pg_sink {
     int unattributed;    /* the attempt failed on a row's data, row unknown: isolate */
     int isolating;       /* the attempt writes the rows by isolate_rows */
     int known_bad;       /* the pending rows failed as a whole, since the last change to them */
-    int no_delete;       /* the user may not DELETE from the ledger (see attempt) */
+    int no_delete;       /* the user may not DELETE from the ledger (see attempt): keys go
+                            out only once their row is known (op_end) */
     int batch_savepoint; /* login_etl_batch was sent in the open transaction */
     struct buf scratch;  /* the duplicate query's parameter */
     struct idset lookup; /* message id -> row, for the duplicate query's answer */
@@ -839,8 +840,11 @@ static size_t tuple_start(const struct tuples *t, size_t i)
  * part of them (rows [seg_from, seg_to)) after a row was refused. */
 static size_t op_end(const struct pg_sink *s)
 {
-    if (s->op != 1)
-        return s->n;
+    /* Without DELETE on the ledger a key that goes out before its row is
+     * known could only be taken back by writing the batch again: keys then
+     * wait for their rows (they stream while the rows are made). */
+    if (s->op == 0)
+        return s->no_delete ? s->decided : s->n;
     return s->seg_to < s->decided ? s->seg_to : s->decided;
 }
 
@@ -848,7 +852,7 @@ static size_t op_end(const struct pg_sink *s)
  * every key for the ledger, every row for the rows? */
 static int op_complete(const struct pg_sink *s)
 {
-    return s->keys_done && (s->op == 0 || s->decided == s->n);
+    return s->keys_done && ((s->op == 0 && !s->no_delete) || s->decided == s->n);
 }
 
 /* The row of op's COPY data line `line` (1-based; in a binary COPY, one line

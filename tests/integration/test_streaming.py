@@ -160,7 +160,8 @@ def test_a_user_without_delete_on_the_ledger_leaves_no_entry_for_rejected_record
             user=pg.SUPERUSER, password=pg.SUPERPASS)
     db.psql("GRANT INSERT ON user_logins TO etl_nodelete; "
             "GRANT SELECT, INSERT ON login_etl_ledger_v2 TO etl_nodelete")
-    msgs = make_messages(600, seed=85, invalid_rate=0.1)
+    # Big enough that keys of rejected records went out while it was parsed.
+    msgs = make_messages(5000, seed=85, invalid_rate=0.1)
     valid = {m["messageId"] for m in msgs if m["kind"] == "valid"}
     env = {"PGUSER": "etl_nodelete", "PGPASSWORD": "nodelete-password"}
     with Etl(reset_db=False, env=env) as etl:
@@ -171,6 +172,16 @@ def test_a_user_without_delete_on_the_ledger_leaves_no_entry_for_rejected_record
             assert etl.count() == len(valid) + 1
         assert any(isinstance(l, dict) and l.get("message", "").startswith("no DELETE")
                    for l in etl.boot.logs())
+        # Known to lack DELETE, the function holds each key back until its row is
+        # known: a fresh batch with rejected records is written in one attempt.
+        more = make_messages(5000, seed=87, invalid_rate=0.1)
+        more_valid = {m["messageId"] for m in more if m["kind"] == "valid"}
+        assert etl.answer(event_bytes(make_event(more))) == \
+            {m["messageId"] for m in more} - more_valid
+        assert _ledger(etl.db) == valid | more_valid | {"seed"}
+        done = [l for l in etl.boot.logs() if isinstance(l, dict)
+                and l.get("message") == "batch done"]
+        assert done[-1]["attempts"] == 1, done[-1]
 
 
 def test_a_ledger_line_refused_after_keys_without_rows_names_the_right_record():

@@ -170,10 +170,10 @@ def test_a_user_without_delete_on_the_ledger_leaves_no_entry_for_rejected_record
             assert listed == {m["messageId"] for m in msgs} - valid
             assert _ledger(etl.db) == valid | {"seed"}
             assert etl.count() == len(valid) + 1
-        assert any(isinstance(l, dict) and l.get("message", "").startswith("no DELETE")
-                   for l in etl.boot.logs())
-        # Known to lack DELETE, the function holds each key back until its row is
-        # known: a fresh batch with rejected records is written in one attempt.
+        # Known to lack DELETE (found when the ids of rejected records had gone out
+        # before their bodies were validated, as they do in a batch this big unless
+        # the machine is very busy), the function holds each key back until its row
+        # is known: a fresh batch with rejected records is written in one attempt.
         more = make_messages(5000, seed=87, invalid_rate=0.1)
         more_valid = {m["messageId"] for m in more if m["kind"] == "valid"}
         assert etl.answer(event_bytes(make_event(more))) == \

@@ -133,17 +133,19 @@
  * key.  Only entries this transaction inserted (xmin) can match, so nothing
  * committed earlier is ever removed.  Each pair is looked up on its own in
  * the key's index (LATERAL ... LIMIT 1 keeps the planner from joining) and
- * the entries found are deleted by their ctid, which no other transaction
- * can change under them: a join of the pairs with the ledger is planned
- * as a hash join over a scan of the whole ledger as soon as the planner
- * knows the pairs' count, three times slower for a batch's ~170 pairs
- * in an empty ledger (measured), and growing with the ledger. */
+ * the entry found is deleted by its address, table and row (a ledger an
+ * operator partitioned has one row address space per partition), which no
+ * other transaction can change under it.  A plain join of the pairs with
+ * the ledger is planned as a hash join over a scan of the whole ledger as
+ * soon as the planner knows the pairs' count: 1.5 ms against 0.8 ms for a
+ * batch's ~170 pairs in a 7,660-entry ledger (measured), and growing with
+ * the ledger. */
 #define UNLEDGER_SQL                                                                               \
-    "DELETE FROM " LEDGER " WHERE ctid = ANY (ARRAY(SELECT x.ctid "                                \
+    "DELETE FROM " LEDGER " l USING (SELECT x.tableoid AS t, x.ctid AS c "                         \
     "FROM unnest($1::timestamptz[], $2::text[]) AS b(sent_at, message_id), "                       \
-    "LATERAL (SELECT l.ctid FROM " LEDGER " l WHERE l.sent_at = b.sent_at "                        \
-    "AND l.message_id = b.message_id COLLATE \"C\" AND l.xmin = pg_current_xact_id()::xid "        \
-    "LIMIT 1) AS x))"
+    "LATERAL (SELECT k.tableoid, k.ctid FROM " LEDGER " k WHERE k.sent_at = b.sent_at "            \
+    "AND k.message_id = b.message_id COLLATE \"C\" AND k.xmin = pg_current_xact_id()::xid "        \
+    "LIMIT 1) AS x) AS d WHERE l.ctid = d.c AND l.tableoid = d.t"
 
 /* Upgrading from the earlier ledger layout.  Its entries cannot be moved
  * (they lack SentTimestamp) and its table cannot be changed by a

@@ -50,11 +50,12 @@ struct etl {
     struct login_parser lp;
     struct idset seen; /* messageIds of this batch */
     uint8_t *status;   /* per record: enum status */
-    uint32_t *link;    /* per record: its row in the sink, or the record it repeats
+    uint32_t *link;    /* per record: its key (and row) in the sink, or the record it repeats
                           (32 bits: an event holds far fewer records; 4 bytes a record
                           count when 170,000 tiny ones fill 6 MB) */
-    uint8_t *outcome;  /* per row: enum pg_outcome, answer of pg_batch_commit */
+    uint8_t *outcome;  /* per key: enum pg_outcome, answer of pg_batch_commit */
     size_t cap;        /* records the arrays hold */
+    size_t keys;       /* keys handed to the sink in this invocation */
 };
 
 /* Counters of one invocation, for the log and the metrics line. */
@@ -338,10 +339,52 @@ static int64_t margin_ms(const struct etl *e, int64_t start, int64_t deadline)
     return m < 200 ? 200 : m > 1000 ? 1000 : m;
 }
 
-/* Validates, masks and hands to the sink every record, in order, stopping
- * at stop_at (monotonic clock; `start` is the invocation's start in epoch
- * milliseconds, the date of rows without SentTimestamp).  Returns
- * RC_OK, or RC_NOMEM / RC_CRYPTO / RC_TOOBIG (the batch fails). */
+/* Makes room in the id set for one more messageId.  Returns RC_OK or
+ * RC_NOMEM. */
+static rc_t seen_room(struct etl *e)
+{
+    size_t n = e->seen.count + 1;
+    if (n + n / 3 + 1 <= e->seen.cap)
+        return RC_OK;
+    return idset_reserve(&e->seen, 2 * n);
+}
+
+/* sqs_record_fn, called as soon as record idx is parsed: a messageId seen
+ * earlier in the batch makes the record a repeat, sharing that record's
+ * fate; any other gets its ledger key in the sink at once, so that the
+ * server inserts it while the rest of the event is parsed.  Its row comes
+ * later (transform).  Returns RC_OK, or RC_NOMEM/RC_TOOBIG with err
+ * filled. */
+static rc_t on_record(void *ctx, const struct sqs_event *ev, size_t idx, char err[ERR_LEN])
+{
+    struct etl *e = ctx;
+    const struct sqs_record *r = &ev->records[idx];
+    rc_t rc;
+
+    if ((rc = reserve(e, idx + 1)) != RC_OK || (rc = seen_room(e)) != RC_OK) {
+        snprintf(err, ERR_LEN, "out of memory for %zu records", idx + 1);
+        return rc;
+    }
+    size_t first = idset_put(&e->seen, r->message_id, r->message_id_len, idx);
+    if (first != idx) {
+        e->status[idx] = ST_REPEAT;
+        e->link[idx] = (uint32_t)first;
+        return RC_OK;
+    }
+    if ((rc = pg_batch_key(e->sink, r->message_id, r->message_id_len, r->sent_ms)) != RC_OK) {
+        snprintf(err, ERR_LEN, "%s", rc_strerror(rc));
+        return rc;
+    }
+    e->status[idx] = ST_PENDING;
+    e->link[idx] = (uint32_t)e->keys++;
+    return RC_OK;
+}
+
+/* Validates, masks and gives the sink the row of every record that has a
+ * key, in order (or tells it there is none), stopping at stop_at (monotonic
+ * clock; `start` is the invocation's start in epoch milliseconds, the date
+ * of rows without SentTimestamp).  Returns RC_OK, or RC_NOMEM / RC_CRYPTO /
+ * RC_TOOBIG (the batch fails). */
 static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tally *t, size_t *rows)
 {
     const struct sqs_event *ev = &e->ev;
@@ -360,15 +403,13 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
                    LF_NUM("processed", i), LF_NUM("records", ev->n));
         }
         if (fifo_stopped || late) {
+            if (e->status[i] == ST_PENDING)
+                pg_batch_no_row(e->sink);
             e->status[i] = ST_NOT_DONE;
             continue;
         }
-        size_t first = idset_put(&e->seen, r->message_id, r->message_id_len, i);
-        if (first != i) {
-            e->status[i] = ST_REPEAT;
-            e->link[i] = (uint32_t)first;
+        if (e->status[i] == ST_REPEAT)
             continue;
-        }
         enum login_reason why;
         rc_t rc = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms, r->sent_bad,
                               start, &lr, &why);
@@ -377,6 +418,7 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
         if (rc)
             return rc; /* RC_NOMEM or RC_CRYPTO: the batch fails, not the record */
         if (why != LOGIN_OK) {
+            pg_batch_no_row(e->sink);
             e->status[i] = ST_REJECTED;
             t->reasons[why]++;
             log_at(e->lg, LOG_WARN, "record rejected", LF_STR("messageId", r->message_id),
@@ -385,11 +427,9 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
             fifo_stopped = ev->fifo;
             continue;
         }
-        rc = pg_batch_add(e->sink, r->message_id, r->message_id_len, r->sent_ms, &row);
-        if (rc)
+        if ((rc = pg_batch_row(e->sink, &row)) != RC_OK)
             return rc;
-        e->status[i] = ST_PENDING;
-        e->link[i] = (uint32_t)(*rows)++;
+        (*rows)++;
     }
     return RC_OK;
 }
@@ -425,23 +465,21 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     size_t rows = 0;
     rc_t rc;
 
-    rc = sqs_parse(&e->ev, inv->event, inv->event_len, err);
-    if (rc) {
-        set_error(error, rc == RC_INVALID ? "InvalidEvent" : "Runtime.OutOfMemory", err);
-        log_at(e->lg, LOG_ERROR, "not an SQS event", LF_STR("error", err));
-        return rc;
-    }
-    t.received = e->ev.n;
     /* The runtime decides what a missing deadline means (rt.h). */
     int64_t deadline = inv->deadline_ms;
     int64_t margin = margin_ms(e, start, deadline);
     int64_t give_up_at = deadline - margin;
+    /* The secrets first: the sink needs them before the first key, which
+     * goes out while the event is still being parsed. */
     if ((rc = load_secrets(e, give_up_at, err)) != RC_OK) {
         set_error(error, "SecretsUnavailable", err);
         log_at(e->lg, LOG_ERROR, "cannot read the secrets", LF_STR("error", err));
         return rc;
     }
-    if ((rc = reserve(e, e->ev.n)) || (rc = idset_reset(&e->seen, e->ev.n))) {
+    /* Room for a guess of the record count (a realistic record is ~800
+     * bytes of event); both grow as records come. */
+    size_t guess = inv->event_len / 512 + 64;
+    if ((rc = reserve(e, guess)) || (rc = idset_reset(&e->seen, guess))) {
         if (rc == RC_CRYPTO)
             set_error(error, "Runtime.RandomUnavailable", "no random key for the id set");
         else
@@ -449,9 +487,38 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         return rc;
     }
 
+    /* Each record's key goes to the sink as soon as the record is parsed
+     * (on_record); the ledger COPY ends when the event is. */
     pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
+    e->keys = 0;
+    rc = sqs_parse_stream(&e->ev, inv->event, inv->event_len, on_record, e, err);
+    if (rc == RC_OK && e->ev.voided) {
+        /* A later "Records" member won: the keys given so far were not the
+         * event's.  Rare enough to start the batch again. */
+        pg_batch_abort(e->sink);
+        pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
+        e->keys = 0;
+        if ((rc = idset_reset(&e->seen, e->ev.n)) != RC_OK)
+            snprintf(err, ERR_LEN, "%s", rc_strerror(rc));
+    }
+    for (size_t i = e->ev.handed; rc == RC_OK && i < e->ev.n; i++)
+        rc = on_record(e, &e->ev, i, err);
+    if (rc) {
+        /* Keys already sent are rolled back: nothing of the event is written. */
+        pg_batch_abort(e->sink);
+        if (rc == RC_INVALID) {
+            set_error(error, "InvalidEvent", err);
+            log_at(e->lg, LOG_ERROR, "not an SQS event", LF_STR("error", err));
+        } else {
+            set_error(error, "Runtime.OutOfMemory", err);
+            log_at(e->lg, LOG_ERROR, "batch failed", LF_STR("error", err));
+        }
+        return rc;
+    }
+    t.received = e->ev.n;
     if (e->ev.fifo)
         pg_batch_fifo(e->sink);
+    pg_batch_keys_done(e->sink);
     rc = transform(e, start, clock_mono_deadline(give_up_at - margin), &t, &rows);
     if (rc) {
         pg_batch_abort(e->sink);
@@ -474,6 +541,9 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         if (rc == RC_TIMEOUT)
             log_at(e->lg, LOG_ERROR, "deadline reached before commit: nothing written",
                    LF_STR("error", err), LF_NUM("records", e->ev.n));
+    } else {
+        /* Keys went out but no row: their ledger entries are rolled back. */
+        pg_batch_abort(e->sink);
     }
     for (size_t i = 0; i < e->ev.n; i++) {
         uint8_t *st = &e->status[i];

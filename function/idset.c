@@ -60,6 +60,29 @@ static size_t find(const struct idset *s, const char *key, size_t len)
     return i;
 }
 
+/* See idset.h: a larger table, every key moved into it (same hash key). */
+rc_t idset_reserve(struct idset *s, size_t n)
+{
+    size_t cap = s->cap;
+
+    assert(s->keyed && n <= IDSET_MAX);
+    if (n + n / 3 + 1 <= cap)
+        return RC_OK;
+    while (cap < n + n / 3 + 1)
+        cap *= 2;
+    struct idset_slot *old = s->slot, *slot = calloc(cap, sizeof *slot);
+    size_t old_cap = s->cap;
+    if (!slot)
+        return RC_NOMEM;
+    s->slot = slot;
+    s->cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].key)
+            s->slot[find(s, old[i].key, old[i].len)] = old[i];
+    free(old);
+    return RC_OK;
+}
+
 size_t idset_put(struct idset *s, const char *key, size_t len, size_t value)
 {
     /* Never full, so that find ends. */

@@ -39,10 +39,16 @@ void idset_init(struct idset *s);
  * RC_CRYPTO (no random key); the set is then empty and still usable. */
 rc_t idset_reset(struct idset *s, size_t n);
 
+/* Makes room for `n` keys in all (n <= IDSET_MAX), keeping the keys
+ * present, for a caller that learns the count as it goes (doubling n keeps
+ * the cost O(1) a key).  Call after idset_reset.  Returns RC_OK, or
+ * RC_NOMEM with the set unchanged. */
+rc_t idset_reserve(struct idset *s, size_t n);
+
 /* Looks up key (len <= IDSET_MAX); when absent, adds it with `value`
  * (<= IDSET_MAX).  Returns the value stored with the key (the earlier one
- * when it was present).  The caller reserved room with idset_reset; adding
- * more keys than reserved is a programmer error. */
+ * when it was present).  The caller reserved room with idset_reset or
+ * idset_reserve; adding more keys than reserved is a programmer error. */
 size_t idset_put(struct idset *s, const char *key, size_t len, size_t value);
 
 /* Returns the value stored with key, or (size_t)-1 when absent. */

@@ -369,9 +369,19 @@ static int grow_tokens(struct json_doc *doc, uint32_t ntok)
  * or, at depth 0, the end of the text; `close` ends a container.  The token
  * array and count live in locals while parsing (stores into tokens then
  * cannot alias them), and are written back at the end. */
-rc_t json_parse(struct json_doc *doc, const char *text, size_t len, char err[ERR_LEN])
+static int tok_eq(const struct json_doc *doc, uint32_t i, const char *key, size_t n);
+
+#define NO_WATCH UINT32_MAX
+
+rc_t json_parse_stream(struct json_doc *doc, const char *text, size_t len,
+                       const struct json_name *member, json_elem_fn fn, void *ctx,
+                       char err[ERR_LEN])
 {
     const unsigned char *s = (const unsigned char *)text, *p = s, *e = s + len;
+    /* The array whose elements go to fn (NO_WATCH: none, or no more);
+     * `wanted` says the value about to be read is the watched member's. */
+    uint32_t watch = NO_WATCH;
+    int wanted = 0, member_seen = !member || !fn;
     uint32_t stack[JSON_MAX_DEPTH]; /* open containers' token indices */
     uint8_t in_obj[JSON_MAX_DEPTH]; /* 1 when that container is an object */
     int depth = 0;
@@ -405,6 +415,9 @@ value:
             goto fail;
         }
         PUSH_TOK(*p == '{' ? JSON_OBJECT : JSON_ARRAY, p - s);
+        if (wanted && *p == '[')
+            watch = t;
+        wanted = 0;
         in_obj[depth] = *p == '{';
         stack[depth++] = t;
         p++;
@@ -457,6 +470,12 @@ key:
     PUSH_TOK(JSON_STRING, p - s + 1);
     if (string_token(&p, s, e, &tok[t], &doc->flags) < 0)
         goto bad_string;
+    /* The root object's first member of that name: its value is watched if
+     * it is an array (a later duplicate is the caller's to notice). */
+    if (!member_seen && depth == 1 && tok_eq(doc, t, member->s, member->n)) {
+        member_seen = 1;
+        wanted = 1;
+    }
     SKIP_WS();
     if (p >= e || *p != ':') {
         what = "':' expected after member name";
@@ -466,6 +485,13 @@ key:
     goto value;
 
 after:
+    /* t is the value just completed (a scalar, or a container just closed). */
+    wanted = 0;
+    if (depth == 2 && stack[1] == watch) {
+        doc->ntok = ntok;
+        if (fn(ctx, doc, watch, t) != 0)
+            watch = NO_WATCH;
+    }
     SKIP_WS();
     if (depth == 0) {
         if (p != e) {
@@ -516,6 +542,13 @@ out:
 
 #undef SKIP_WS
 #undef PUSH_TOK
+#undef NO_WATCH
+
+/* See json.h: json_parse_stream without watching. */
+rc_t json_parse(struct json_doc *doc, const char *text, size_t len, char err[ERR_LEN])
+{
+    return json_parse_stream(doc, text, len, NULL, NULL, NULL, err);
+}
 
 /* Compares the decoded content of string token i with key[0..n).  Returns 1
  * when equal, else 0 (also for a token that is not a string); cannot fail.

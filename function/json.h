@@ -64,6 +64,26 @@ void json_init(struct json_doc *doc);
  * text), RC_TOOBIG (len over 2^31) or RC_NOMEM. */
 rc_t json_parse(struct json_doc *doc, const char *text, size_t len, char err[ERR_LEN]);
 
+struct json_name;
+
+/* Called by json_parse_stream with each element of the watched array as
+ * soon as the element is complete (its tokens, and those before it, are in
+ * doc; doc->ntok counts them; nothing after them is parsed yet).  `array`
+ * is the array's token, `elem` the element's.  Returns 0 to go on, nonzero
+ * to be called no more (the parse goes on either way). */
+typedef int (*json_elem_fn)(void *ctx, const struct json_doc *doc, uint32_t array, uint32_t elem);
+
+/* json_parse, handing the elements of one array to fn while the rest of
+ * the text is still to be tokenized: the array that is the value of the
+ * root object's first member named `member` (compared after decoding
+ * escapes), when that value is an array.  The document's acceptance is
+ * json_parse's: an element was handed out before the text proved
+ * malformed, or a later member of the same name would win for json_get;
+ * the caller checks the result.  A NULL member or fn watches nothing. */
+rc_t json_parse_stream(struct json_doc *doc, const char *text, size_t len,
+                       const struct json_name *member, json_elem_fn fn, void *ctx,
+                       char err[ERR_LEN]);
+
 /* Frees the token array; cannot fail. */
 void json_free(struct json_doc *doc);
 

@@ -7,19 +7,20 @@
  * between receives) modulo 18, the SentTimestamp, then the id as a uuid
  * (SQS ids are UUIDs; any other id is mapped to one by SHA-256).  They go by
  * COPY ... (FORMAT binary), streamed to the server while the caller is still
- * parsing and masking the rest of the batch; then the rows go to
- * user_logins by COPY; then COMMIT.  A message committed before makes the
- * ledger COPY fail with a unique violation: the transaction is rolled back,
- * the messages already in the ledger are looked up, and the batch is
- * written again without them (the encoded tuples are kept, so nothing is
- * parsed twice).  Because the key starts with a day and a time, a batch's
- * index inserts land on the few pages that hold recent times, and its cost
- * does not grow with the ledger's history.  The ledger is partitioned by
- * slot; once a day each process sees to the slot of 16 days ago, which no
- * redelivery can need any more, and clears it with one TRUNCATE (pg.c,
- * RET_CHECK_SQL), or with bounded DELETE steps where TRUNCATE is refused.
- * Ledgers of the earlier layouts (login_etl_ledger_v2, login_etl_ledger)
- * are consulted too, for as long as their entries can matter.
+ * parsing the event; then the rows go to user_logins by COPY, streamed while
+ * the caller validates and masks them; then COMMIT.  A message committed
+ * before makes the ledger COPY fail with a unique violation: the
+ * transaction is rolled back, the messages already in the ledger are looked
+ * up, and the batch is written again without them (the encoded tuples are
+ * kept, so nothing is parsed twice).  Because the key starts with a day and
+ * a time, a batch's index inserts land on the few pages that hold recent
+ * times, and its cost does not grow with the ledger's history.  The ledger
+ * is partitioned by slot; once a day each process sees to the slot of 16
+ * days ago, which no redelivery can need any more, and clears it with one
+ * TRUNCATE (pg.c, RET_CHECK_SQL), or with bounded DELETE steps where
+ * TRUNCATE is refused.  Ledgers of the earlier layouts (login_etl_ledger_v2,
+ * login_etl_ledger) are consulted too, for as long as their entries can
+ * matter.
  *
  * A row the server refuses for its data (a trigger's RAISE EXCEPTION, a
  * CHECK constraint, an index entry over the b-tree limit) is taken out and
@@ -86,21 +87,49 @@ void pg_sink_set_password_fn(struct pg_sink *s, pg_password_fn fn, void *ctx);
 /* Closes the connection, wipes the settings and frees the sink; NULL allowed. */
 void pg_sink_free(struct pg_sink *s);
 
-/* Starts a batch; cannot fail.  The first pg_batch_add opens (or re-opens)
- * the connection and starts the transaction without waiting for the server,
- * so that rows stream while the caller works; a failure there is retried,
- * within the time limit, by pg_batch_commit.  A batch without rows never
- * touches the database.  `give_up_at_ms` (clock_mono_ms, base/clock.h) is
+/* Starts a batch; cannot fail.  The first key (pg_batch_key) opens (or
+ * re-opens) the connection and starts the transaction without waiting for
+ * the server, so that keys and rows stream while the caller works; a
+ * failure there is retried, within the time limit, by pg_batch_commit.  A
+ * batch without keys never touches the database; one whose keys all end
+ * without a row is rolled back.  `give_up_at_ms` (clock_mono_ms, base/clock.h) is
  * the moment after which no database work may go on. */
 void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms);
 
-/* Adds a row with its SQS message id (borrowed until the batch ends; ids are
- * unique within a batch: the caller removes repeats) and the message's
- * SentTimestamp in ms since the epoch (-1 when the message has none).
- * Encodes it and sends what the server can take without blocking.  Returns
- * RC_OK, RC_NOMEM or RC_TOOBIG (a batch over the payload limit, which cannot
- * happen for a valid event); the row's index is the count of earlier
+/* Adds a message's ledger key: its SQS message id (borrowed until the
+ * batch ends; ids are unique within a batch: the caller removes repeats)
+ * and its SentTimestamp in ms since the epoch (-1 when the message has
+ * none).  Its row, or the lack of one, is given later (pg_batch_row,
+ * pg_batch_no_row), keys being decided in the order they were added.  The
+ * keys go to the ledger COPY as they come, so that the server inserts
+ * them while the caller is still parsing the event; the first one opens
+ * (or re-opens) the connection and the transaction.  Returns RC_OK,
+ * RC_NOMEM or RC_TOOBIG (a batch over the payload limit, which cannot
+ * happen for a valid event); the key's index is the count of earlier
  * successful adds. */
+rc_t pg_batch_key(struct pg_sink *s, const char *message_id, size_t message_id_len,
+                  int64_t sent_ms);
+
+/* No more keys are coming (the event is parsed): the ledger COPY ends as
+ * soon as its tuples are out, and the rows COPY starts after it, streaming
+ * each row as it is given.  Cannot fail (a failure is retried by
+ * pg_batch_commit). */
+void pg_batch_keys_done(struct pg_sink *s);
+
+/* Gives the row of the first key not yet decided; the row's values are
+ * copied.  Returns RC_OK, RC_NOMEM or RC_TOOBIG (the key is then still
+ * undecided). */
+rc_t pg_batch_row(struct pg_sink *s, const struct pg_row *row);
+
+/* The first key not yet decided has no row (its record was rejected, or
+ * is left for a retry): nothing is written for it, and its ledger entry,
+ * if the transaction's ledger COPY took it already, is deleted again
+ * before COMMIT (without DELETE on the ledger, the batch is written again
+ * without it).  Its outcome is PG_NOT_WRITTEN.  Cannot fail. */
+void pg_batch_no_row(struct pg_sink *s);
+
+/* pg_batch_key and pg_batch_row at once (a key whose row cannot be encoded
+ * is left without one, and the failure returned). */
 rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len, int64_t sent_ms,
                   const struct pg_row *row);
 
@@ -119,7 +148,8 @@ enum pg_outcome {
 };
 
 /* Writes the batch and commits it, retrying a lost connection while time is
- * left.  On RC_OK, `outcome` (one byte per added row, allocated by the
+ * left; keys still undecided have no row.  On RC_OK, `outcome` (one byte
+ * per key, allocated by the
  * caller) holds each row's enum pg_outcome.  Returns RC_OK; RC_TIMEOUT when
  * the time limit came first; RC_DB (err says why by SQLSTATE, table and
  * constraint, never the server's text, which can quote row values) when the
@@ -137,7 +167,8 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN]);
  * pg_batch_commit again. */
 int pg_sink_auth_refused(const struct pg_sink *s);
 
-/* Abandons a batch that was begun (rolls back); cannot fail. */
+/* Abandons a batch that was begun: rolls back what was sent (closing the
+ * connection when that cannot be done in time); cannot fail. */
 void pg_batch_abort(struct pg_sink *s);
 
 /* Statistics of the last committed batch, for logs and metrics. */

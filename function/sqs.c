@@ -36,6 +36,8 @@ void sqs_init(struct sqs_event *ev)
 {
     ev->records = NULL;
     ev->n = 0;
+    ev->handed = 0;
+    ev->voided = 0;
     ev->cap = 0;
     ev->fifo = 0;
     json_init(&ev->doc);
@@ -156,66 +158,136 @@ static rc_t parse_record(struct sqs_event *ev, uint32_t obj, size_t idx, char er
 /* Token arrays larger than this are freed after parsing, not kept. */
 #define SQS_TOKENS_KEEP (16u << 20)
 
-/* See sqs.h.  The only allocations are the token array, the record array
- * and one scratch reservation, all reused by the next call (the token array
- * only up to SQS_TOKENS_KEEP bytes). */
-rc_t sqs_parse(struct sqs_event *ev, const char *event, size_t len, char err[ERR_LEN])
+/* Makes ev->records hold n records.  Returns RC_OK or RC_NOMEM. */
+static rc_t reserve_records(struct sqs_event *ev, size_t n)
+{
+    if (n <= ev->cap)
+        return RC_OK;
+    size_t cap = ev->cap ? ev->cap : 256;
+    while (cap < n)
+        cap *= 2;
+    struct sqs_record *r = realloc(ev->records, cap * sizeof *r);
+    if (!r)
+        return RC_NOMEM;
+    ev->records = r;
+    ev->cap = cap;
+    return RC_OK;
+}
+
+/* Fills record k from the element at token t, which must be an object.
+ * Returns as parse_record; err says which record, never quoting values. */
+static rc_t take_record(struct sqs_event *ev, uint32_t t, size_t k, char err[ERR_LEN])
+{
+    if (ev->doc.tok[t].type != JSON_OBJECT) {
+        snprintf(err, ERR_LEN, "not an SQS event: record %zu is not an object", k);
+        return RC_INVALID;
+    }
+    rc_t rc = parse_record(ev, t, k, err);
+    if (rc != RC_OK && rc != RC_INVALID)
+        snprintf(err, ERR_LEN, "out of memory for decoded strings");
+    return rc;
+}
+
+/* What the tokenizer's element callback (on_element) works with. */
+struct stream {
+    struct sqs_event *ev;
+    sqs_record_fn fn; /* NULL: records are only extracted */
+    void *ctx;
+    size_t len;       /* bytes of the event */
+    const char *base; /* scratch's data once reserved (at the first record), else NULL */
+    uint32_t array;   /* the array the records came from; UINT32_MAX before its first */
+    size_t n;         /* records extracted from it */
+    rc_t rc;          /* the first failure: a record's, or RC_NOMEM */
+    rc_t fn_rc;       /* fn's first failure (fn is called no more after one) */
+    char err[ERR_LEN];
+    char fn_err[ERR_LEN];
+};
+
+/* json_elem_fn: extracts the record just completed and hands it to the
+ * caller's fn.  Returns 0, or 1 after a failure (no more records). */
+static int on_element(void *ctx, const struct json_doc *doc, uint32_t array, uint32_t elem)
+{
+    struct stream *st = ctx;
+    struct sqs_event *ev = st->ev;
+
+    (void)doc;
+    st->array = array;
+    /* Once, at the first record: decoded strings never outgrow their raw
+     * bytes; +1 NUL per messageId, and a record with one takes 17 bytes of
+     * the event at least.  So scratch never moves while records point into
+     * it. */
+    if (!st->base) {
+        if (buf_reserve(&ev->scratch, st->len + st->len / 16 + 2) != RC_OK) {
+            snprintf(st->err, ERR_LEN, "out of memory for decoded strings");
+            st->rc = RC_NOMEM;
+            return 1;
+        }
+        st->base = ev->scratch.data;
+    }
+    if (reserve_records(ev, st->n + 1) != RC_OK) {
+        snprintf(st->err, ERR_LEN, "out of memory for %zu records", st->n + 1);
+        st->rc = RC_NOMEM;
+        return 1;
+    }
+    if ((st->rc = take_record(ev, elem, st->n, st->err)) != RC_OK)
+        return 1;
+    ev->n = ++st->n;
+    if (st->fn && st->fn_rc == RC_OK)
+        st->fn_rc = st->fn(st->ctx, ev, st->n - 1, st->fn_err);
+    return 0;
+}
+
+/* Extracts every record of the array at token `recs` from the finished
+ * document (the whole-document way).  Returns RC_OK or the first record's
+ * failure, with err filled. */
+static rc_t records_from(struct sqs_event *ev, uint32_t recs, size_t len, char err[ERR_LEN])
 {
     struct json_doc *doc = &ev->doc;
-    rc_t rc;
-    long recs;
-
-    ev->n = 0;
-    ev->fifo = 0;
-    buf_reset(&ev->scratch);
-    if ((rc = json_parse(doc, event, len, err)) != RC_OK)
-        goto out;
-    rc = RC_INVALID;
-    if (doc->tok[0].type != JSON_OBJECT) {
-        snprintf(err, ERR_LEN, "not an SQS event: the root is not an object");
-        goto out;
-    }
-    recs = json_get(doc, 0, "Records");
-    if (recs < 0 || doc->tok[recs].type != JSON_ARRAY) {
-        snprintf(err, ERR_LEN, "not an SQS event: no \"Records\" array");
-        goto out;
-    }
     size_t n = doc->tok[recs].count;
-    if (n > ev->cap) {
-        struct sqs_record *r = realloc(ev->records, n * sizeof *r);
-        if (!r) {
-            snprintf(err, ERR_LEN, "out of memory for %zu records", n);
-            rc = RC_NOMEM;
-            goto out;
-        }
-        ev->records = r;
-        ev->cap = n;
+    rc_t rc;
+
+    if (reserve_records(ev, n) != RC_OK) {
+        snprintf(err, ERR_LEN, "out of memory for %zu records", n);
+        return RC_NOMEM;
     }
     /* Decoded strings never outgrow their raw bytes; +1 NUL per messageId. */
     if ((rc = buf_reserve(&ev->scratch, len + n + 1)) != RC_OK) {
         snprintf(err, ERR_LEN, "out of memory for decoded strings");
-        goto out;
+        return rc;
     }
     const char *base = ev->scratch.data;
-    uint32_t t = (uint32_t)recs + 1;
+    uint32_t t = recs + 1;
     for (size_t k = 0; k < n; k++) {
-        if (doc->tok[t].type != JSON_OBJECT) {
-            snprintf(err, ERR_LEN, "not an SQS event: record %zu is not an object", k);
-            rc = RC_INVALID;
-            goto out;
-        }
-        if ((rc = parse_record(ev, t, k, err)) != RC_OK) {
-            if (rc != RC_INVALID)
-                snprintf(err, ERR_LEN, "out of memory for decoded strings");
-            goto out;
-        }
+        if ((rc = take_record(ev, t, k, err)) != RC_OK)
+            return rc;
         t = doc->tok[t].next;
     }
     assert(ev->scratch.data == base); /* the records' pointers are still good */
     (void)base;
     ev->n = n;
-    rc = RC_OK;
-out:
+    return RC_OK;
+}
+
+/* Finds the root object's "Records" array.  Returns its token, or -1 with
+ * err filled (the event is not an SQS event). */
+static long records_array(const struct json_doc *doc, char err[ERR_LEN])
+{
+    if (doc->tok[0].type != JSON_OBJECT) {
+        snprintf(err, ERR_LEN, "not an SQS event: the root is not an object");
+        return -1;
+    }
+    long recs = json_get(doc, 0, "Records");
+    if (recs < 0 || doc->tok[recs].type != JSON_ARRAY) {
+        snprintf(err, ERR_LEN, "not an SQS event: no \"Records\" array");
+        return -1;
+    }
+    return recs;
+}
+
+/* Ends a parse: on failure no record is left; an oversized token array is
+ * freed.  Returns rc. */
+static rc_t finish(struct sqs_event *ev, rc_t rc)
+{
     if (rc != RC_OK)
         ev->n = 0;
     /* The records need no token once parsed.  A realistic 6 MB event takes
@@ -223,7 +295,85 @@ out:
      * the next event; an event of the tiniest records takes 17 MB (a 20 MB
      * array), which would otherwise stay resident next to the id set, the
      * rows and the answer of its own batch. */
-    if ((size_t)doc->cap * sizeof *doc->tok > SQS_TOKENS_KEEP)
-        json_free(doc);
+    if ((size_t)ev->doc.cap * sizeof *ev->doc.tok > SQS_TOKENS_KEEP)
+        json_free(&ev->doc);
     return rc;
+}
+
+/* See sqs.h: the whole document first, then its records. */
+rc_t sqs_parse_whole(struct sqs_event *ev, const char *event, size_t len, char err[ERR_LEN])
+{
+    rc_t rc;
+    long recs;
+
+    ev->n = 0;
+    ev->fifo = 0;
+    ev->handed = 0;
+    ev->voided = 0;
+    buf_reset(&ev->scratch);
+    if ((rc = json_parse(&ev->doc, event, len, err)) != RC_OK)
+        return finish(ev, rc);
+    if ((recs = records_array(&ev->doc, err)) < 0)
+        return finish(ev, RC_INVALID);
+    return finish(ev, records_from(ev, (uint32_t)recs, len, err));
+}
+
+/* See sqs.h.  Each record is extracted when the tokenizer closes it; the
+ * finished document then decides, as sqs_parse_whole would, whether the
+ * event stands: the records came from the array json_get finds (else they
+ * are extracted again from that one), and no record failed. */
+rc_t sqs_parse_stream(struct sqs_event *ev, const char *event, size_t len, sqs_record_fn fn,
+                      void *ctx, char err[ERR_LEN])
+{
+    static const struct json_name records = {"Records", 7};
+    struct stream st = {.ev = ev, .fn = fn, .ctx = ctx, .len = len, .array = UINT32_MAX};
+    rc_t rc;
+    long recs;
+
+    ev->n = 0;
+    ev->fifo = 0;
+    ev->handed = 0;
+    ev->voided = 0;
+    buf_reset(&ev->scratch);
+    rc = json_parse_stream(&ev->doc, event, len, &records, on_element, &st, err);
+    ev->handed = fn ? st.n : 0;
+    if (rc != RC_OK)
+        return finish(ev, rc);
+    if ((recs = records_array(&ev->doc, err)) < 0)
+        return finish(ev, RC_INVALID);
+    if ((uint32_t)recs != st.array && ev->doc.tok[recs].count > 0) {
+        /* Another "Records" member came later and wins (json_get): what was
+         * handed out does not count; the winner's records are extracted
+         * the whole-document way. */
+        ev->voided = st.n > 0 && fn;
+        ev->handed = 0;
+        ev->n = 0;
+        ev->fifo = 0;
+        buf_reset(&ev->scratch);
+        return finish(ev, records_from(ev, (uint32_t)recs, len, err));
+    }
+    if ((uint32_t)recs != st.array) {
+        /* An empty array wins over any records extracted before. */
+        ev->voided = st.n > 0 && fn;
+        ev->handed = 0;
+        ev->n = 0;
+        ev->fifo = 0;
+        return finish(ev, RC_OK);
+    }
+    assert(!st.base || ev->scratch.data == st.base); /* the records' pointers are still good */
+    if (st.rc != RC_OK) {
+        snprintf(err, ERR_LEN, "%s", st.err);
+        return finish(ev, st.rc);
+    }
+    if (st.fn_rc != RC_OK) {
+        snprintf(err, ERR_LEN, "%s", st.fn_err);
+        return finish(ev, st.fn_rc);
+    }
+    return finish(ev, RC_OK);
+}
+
+/* See sqs.h. */
+rc_t sqs_parse(struct sqs_event *ev, const char *event, size_t len, char err[ERR_LEN])
+{
+    return sqs_parse_stream(ev, event, len, NULL, NULL, err);
 }

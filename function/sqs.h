@@ -34,6 +34,9 @@ struct sqs_record {
 struct sqs_event {
     struct sqs_record *records; /* owned array of n records, in event order */
     size_t n;
+    size_t handed;                 /* sqs_parse_stream: records [0, handed) went to its fn */
+    int voided;                    /* sqs_parse_stream: records went to fn that do not count
+                                      (a later "Records" member won); handed is then 0 */
     size_t cap;                    /* records allocated; kept across sqs_parse calls */
     int fifo;                      /* 1 when eventSourceARN (of any record) ends in ".fifo" */
     struct json_doc doc;           /* owned tokens, needed only while parsing (records borrow
@@ -57,6 +60,30 @@ void sqs_init(struct sqs_event *ev);
  * duplicate keys the last wins (json_get).  Reuses ev's memory from an
  * earlier call; on failure ev->n is 0. */
 rc_t sqs_parse(struct sqs_event *ev, const char *event, size_t len, char err[ERR_LEN]);
+
+/* Called by sqs_parse_stream with record idx (ev->records[idx], and every
+ * record before it, parsed and valid) as soon as the tokenizer has closed
+ * its object, before the rest of the event is read.  Returns RC_OK, or a
+ * failure with err filled: fn is then called no more, and sqs_parse_stream
+ * returns that failure unless the event proves invalid. */
+typedef rc_t (*sqs_record_fn)(void *ctx, const struct sqs_event *ev, size_t idx, char err[ERR_LEN]);
+
+/* sqs_parse, handing each record to fn (NULL: none) as soon as it is
+ * parsed, so that the caller works while the rest of the event is read.
+ * Accepts and rejects exactly the events sqs_parse_whole does, with the
+ * same records; an event found invalid after records went to fn fails all
+ * the same (the caller undoes what it did with them).  On RC_OK the
+ * records [0, ev->handed) went to fn and the rest [handed, n) did not (all
+ * of them when a later duplicate "Records" member won; ev->voided then
+ * says whether fn had been given records of the losing one, and a failure
+ * fn returned for those is dropped). */
+rc_t sqs_parse_stream(struct sqs_event *ev, const char *event, size_t len, sqs_record_fn fn,
+                      void *ctx, char err[ERR_LEN]);
+
+/* sqs_parse the whole-document way: the event tokenized first, its records
+ * extracted after.  The reference sqs_parse_stream is tested against; the
+ * same contract as sqs_parse. */
+rc_t sqs_parse_whole(struct sqs_event *ev, const char *event, size_t len, char err[ERR_LEN]);
 
 /* Frees everything ev owns; cannot fail. */
 void sqs_free(struct sqs_event *ev);

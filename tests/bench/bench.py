@@ -5,6 +5,7 @@ what the database itself can do.  It reports; it never fails on a figure.
     tests/bench/bench.py                 the full run (about 10 minutes)
     tests/bench/bench.py --quick         fewer repeats, 20,000 records, no fsync=on pass
     tests/bench/bench.py --fleet         only the fleet figures (7); --history: only 8
+    tests/bench/bench.py --throughput    only 1-2 at fsync=off and 4 (a minute or two)
     tests/bench/bench.py --profile       also a perf profile of one end-to-end pass
     tests/bench/bench.py --json FILE     also write every figure as JSON
 
@@ -391,7 +392,7 @@ def naive_inserts(srv, tmp, limit):
     return secs, count
 
 
-def throughput(tmp, events, data, fsync, repeats, naive_limit):
+def throughput(tmp, events, data, fsync, repeats, naive_limit, naive=True):
     label = "fsync=on" if fsync else "fsync=off"
     say(f"\n[{label}] a fresh private PostgreSQL server")
     srv = pg.Server(fsync=fsync, async_commit=not fsync)
@@ -403,6 +404,8 @@ def throughput(tmp, events, data, fsync, repeats, naive_limit):
         f = out["floors"]
         note(f"{label} floors: rows {f['rows']['seconds']:.3f} s, rows text "
              f"{f['rows_text']['seconds']:.3f} s, rows + ledger {f['rows_ledger']['seconds']:.3f} s")
+        if not naive:
+            return out, srv
         secs, count = naive_inserts(srv, tmp, naive_limit)
         rows = out["e2e"]["rows"]
         out["naive"] = {"seconds_measured": secs, "rows_measured": count,
@@ -740,12 +743,13 @@ def report(f):
                              f"{rows / fl['rows_ledger_icu']['seconds']:,.0f}",
                              f"{e['seconds'] / fl['rows_ledger_icu']['seconds']:.2f}",
                              "as RDS's default en_US.UTF-8 would compare keys"])
-        nv = t["naive"]
-        rows_out.append([f"  usual ETL: one INSERT + one commit per message (psql)",
-                         fmt_s(nv["seconds"]), f"{rows / nv['seconds']:,.0f}",
-                         f"{e['seconds'] / nv['seconds']:.2f}",
-                         (f"extrapolated from {nv['rows_measured']:,} rows" if nv["extrapolated"]
-                          else "all rows") + f"; function {nv['seconds'] / e['seconds']:.0f}x faster"])
+        nv = t.get("naive")
+        if nv:
+            rows_out.append([f"  usual ETL: one INSERT + one commit per message (psql)",
+                             fmt_s(nv["seconds"]), f"{rows / nv['seconds']:,.0f}",
+                             f"{e['seconds'] / nv['seconds']:.2f}",
+                             (f"extrapolated from {nv['rows_measured']:,} rows" if nv["extrapolated"]
+                              else "all rows") + f"; function {nv['seconds'] / e['seconds']:.0f}x faster"])
         rows_out.append(["  CPU during the run: bootstrap / postgres / emulator / other",
                          "", "", "", f"{e['bootstrap_cpu_s']:.2f} / {e['postgres_cpu_s']:.2f} / "
                          f"{e['emulator_cpu_s']:.2f} / {e['other_cpu_s']:.2f} s "
@@ -940,6 +944,9 @@ def main():
     ap.add_argument("--fleet", action="store_true", help="only the fleet figures (7); with "
                     "--history, both (figures go to build/bench/fleet.json)")
     ap.add_argument("--history", action="store_true", help="only the history figure (8)")
+    ap.add_argument("--throughput", action="store_true", help="only end to end and the floors "
+                    "at fsync=off (1-2), then the stages (4) unless --stage-repeats 0: a quick "
+                    "loop for work on the handler's speed")
     ap.add_argument("--fleet-records", type=int, default=80000)
     ap.add_argument("--fleet-repeats", type=int, default=3)
     ap.add_argument("--history-preload", type=int, default=5_000_000)
@@ -981,33 +988,35 @@ def main():
         msgs, events, ten_k, figures["data"] = make_data(args.records, args.seed)
         note(f"{len(events)} events in {figures['data']['generate_s']:.1f} s")
         figures["throughput_off"], srv = throughput(tmp, events, figures["data"], False,
-                                                    args.repeats, 0)
+                                                    args.repeats, 0, not args.throughput)
         figures["machine"] = (f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL "
                               f"{figures['throughput_off']['server_version']} on loopback")
-        say("\n[stages] a 10,000-record event through tests/bench/stages.c")
-        figures["stages"] = stages(tmp, srv, ten_k, args.stage_repeats)
-        say("\n[refused] one refused row in an 8,000-row batch")
-        figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
-        say("\n[memory] 6 MB events, then small invocations")
-        figures["memory"] = memory(tmp, srv, events, msgs, args.small)
-        say("\n[id set] plain and colliding message ids")
-        figures["idset"] = idset_figures()
-        if args.profile:
-            say("\n[profile] perf record during one end-to-end pass")
-            figures["profile"] = profile(tmp, srv, events)
-        srv.destroy()
-        srv = None
-        if not args.no_fsync_on:
-            figures["throughput_on"], srv = throughput(tmp, events, figures["data"], True, 1,
-                                                       10000)
+        if not args.throughput or args.stage_repeats:
+            say("\n[stages] a 10,000-record event through tests/bench/stages.c")
+            figures["stages"] = stages(tmp, srv, ten_k, args.stage_repeats)
+        if not args.throughput:
+            say("\n[refused] one refused row in an 8,000-row batch")
+            figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
+            say("\n[memory] 6 MB events, then small invocations")
+            figures["memory"] = memory(tmp, srv, events, msgs, args.small)
+            say("\n[id set] plain and colliding message ids")
+            figures["idset"] = idset_figures()
+            if args.profile:
+                say("\n[profile] perf record during one end-to-end pass")
+                figures["profile"] = profile(tmp, srv, events)
             srv.destroy()
             srv = None
-        say("\n[start-up] process start to the first /next")
-        figures["startup"] = startup(tmp, args.startup_runs)
-        figures["sizes"] = sizes()
-        figures["fleet"] = fleet.fleet(tmp, args.fleet_records, args.seed, args.fleet_repeats)
-        figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
-                                           args.history_repeats)
+            if not args.no_fsync_on:
+                figures["throughput_on"], srv = throughput(tmp, events, figures["data"], True, 1,
+                                                           10000)
+                srv.destroy()
+                srv = None
+            say("\n[start-up] process start to the first /next")
+            figures["startup"] = startup(tmp, args.startup_runs)
+            figures["sizes"] = sizes()
+            figures["fleet"] = fleet.fleet(tmp, args.fleet_records, args.seed, args.fleet_repeats)
+            figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
+                                               args.history_repeats)
     finally:
         if srv is not None:
             srv.destroy()
@@ -1015,11 +1024,12 @@ def main():
     figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["bench_seconds"] = time.monotonic() - t_start
     figures["seed"] = args.seed
-    for path in filter(None, (OUT / "last.json", args.json)):
+    last = OUT / ("throughput.json" if args.throughput else "last.json")
+    for path in filter(None, (last, args.json)):
         with open(path, "w") as f:
             json.dump(figures, f, indent=1)
     report(figures)
-    say(f"figures written to {args.json or OUT / 'last.json'} "
+    say(f"figures written to {args.json or last} "
         f"(tests/bench/bench.py --report FILE prints them again)")
     return 0
 

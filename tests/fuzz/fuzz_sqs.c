@@ -7,7 +7,10 @@
  * non-empty, NUL-terminated messageId of valid UTF-8 without U+0000; a body
  * view lies inside the event or the scratch buffer; SentTimestamp is -1 or in
  * range, and -1 when flagged bad; a login reason is in range, and a row is
- * either valid (user_id set) or all zero.  Seeds: tests/fuzz/corpus/sqs/. */
+ * either valid (user_id set) or all zero.  The event is parsed record at a
+ * time (sqs_parse, which hands each record out as the tokenizer closes it)
+ * and the whole-document way (sqs_parse_whole): both must give the same
+ * result, error text and records.  Seeds: tests/fuzz/corpus/sqs/. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +26,36 @@ static int inside(const char *p, size_t n, const char *base, size_t len)
     return base && p >= base && n <= len && (size_t)(p - base) <= len - n;
 }
 
+/* Counts the records handed out, which must come in order. */
+static rc_t on_record(void *ctx, const struct sqs_event *e, size_t idx, char err[ERR_LEN])
+{
+    size_t *calls = ctx;
+    (void)err;
+    if (idx != (*calls)++ || idx >= e->n || !e->records[idx].message_id)
+        abort();
+    return RC_OK;
+}
+
+/* Aborts unless both parses gave the same records. */
+static void same_records(const struct sqs_event *a, const struct sqs_event *b)
+{
+    if (a->n != b->n || a->fifo != b->fifo)
+        abort();
+    for (size_t i = 0; i < a->n; i++) {
+        const struct sqs_record *x = &a->records[i], *y = &b->records[i];
+        if (x->message_id_len != y->message_id_len ||
+            memcmp(x->message_id, y->message_id, x->message_id_len + 1) != 0 ||
+            (x->body == NULL) != (y->body == NULL) || x->body_len != y->body_len ||
+            (x->body && memcmp(x->body, y->body, x->body_len) != 0) || x->sent_ms != y->sent_ms ||
+            x->sent_bad != y->sent_bad || x->receive_count != y->receive_count ||
+            x->body_flags != y->body_flags)
+            abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static struct sqs_event ev;
+    static struct sqs_event ev, whole;
     static struct login_parser lp;
     static int ready;
     const char *text = (const char *)data;
@@ -33,10 +63,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (!ready) {
         sqs_init(&ev);
+        sqs_init(&whole);
         login_parser_init(&lp);
         ready = 1;
     }
-    rc_t rc = sqs_parse(&ev, text, size, err);
+    char err_whole[ERR_LEN];
+    size_t calls = 0;
+    rc_t rc = sqs_parse_stream(&ev, text, size, on_record, &calls, err);
+    rc_t rc_whole = sqs_parse_whole(&whole, text, size, err_whole);
+    if (rc != rc_whole || (rc != RC_OK && strcmp(err, err_whole) != 0))
+        abort();
+    if (rc == RC_OK) {
+        same_records(&ev, &whole);
+        if (ev.handed > ev.n || (!ev.voided && calls != ev.handed) ||
+            (ev.voided && (ev.handed != 0 || calls == 0)))
+            abort();
+    }
     if (rc != RC_OK) {
         if (rc != RC_INVALID || ev.n != 0 || !memchr(err, 0, ERR_LEN))
             abort();

@@ -106,6 +106,30 @@ static void test_idset(void)
     }
     /* At 61% load a random hash's longest run is a few hundred at most. */
     CHECK(longest < 2000);
+    check_case("reserve grows the set and keeps its keys and values");
+    struct idset g;
+    idset_init(&g);
+    CHECK_EQ_INT(idset_reset(&g, 2), RC_OK);
+    CHECK_EQ_INT(idset_put(&g, ids[0], LEN, 7), 7);
+    CHECK_EQ_INT(idset_put(&g, ids[1], LEN, 3), 3);
+    CHECK_EQ_INT(g.cap, 16);
+    for (size_t i = 2; i < N; i++) {
+        if (g.count + 1 >= g.cap * 3 / 4)
+            CHECK_EQ_INT(idset_reserve(&g, 2 * (g.count + 1)), RC_OK);
+        CHECK_EQ_INT(idset_put(&g, ids[i], LEN, i), i);
+    }
+    CHECK(g.cap >= 32768 && g.cap <= 65536);
+    CHECK_EQ_INT(g.count, N);
+    CHECK_EQ_INT(idset_get(&g, ids[0], LEN), 7);
+    CHECK_EQ_INT(idset_get(&g, ids[1], LEN), 3);
+    for (size_t i = 2; i < N; i++)
+        CHECK_EQ_INT(idset_get(&g, ids[i], LEN), i);
+    CHECK_EQ_INT(idset_put(&g, ids[5], LEN, 99), 5);
+    size_t cap = g.cap;
+    CHECK_EQ_INT(idset_reserve(&g, 10), RC_OK); /* never shrinks */
+    CHECK_EQ_INT(g.cap, cap);
+    CHECK_EQ_INT(idset_get(&g, ids[N - 1], LEN), N - 1);
+    idset_free(&g);
     check_case("two sets draw different keys");
     struct idset t;
     idset_init(&t);

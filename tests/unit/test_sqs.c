@@ -3,6 +3,8 @@
  * event is parsed from a copy that ends at a guard page. */
 #include "check.h"
 
+#include <dirent.h>
+
 #include "sqs.h"
 
 static struct sqs_event ev;
@@ -359,6 +361,258 @@ static void test_many(void)
     CHECK_EQ_STR(ev.records[0].message_id, "z");
 }
 
+/* --- record-at-a-time parsing against the whole-document parse -------------------------- */
+
+#define SEEN_MAX 4096
+
+/* What the record callback saw, to compare with the finished event. */
+struct seen {
+    size_t calls;
+    int out_of_order;
+    size_t fail_at; /* the call that returns RC_NOMEM (SIZE_MAX: none) */
+    const char *id[SEEN_MAX];
+    const char *body[SEEN_MAX];
+    int64_t sent[SEEN_MAX];
+};
+
+static rc_t on_record(void *ctx, const struct sqs_event *e, size_t idx, char cb_err[ERR_LEN])
+{
+    struct seen *s = ctx;
+    if (idx != s->calls || idx >= e->n)
+        s->out_of_order = 1;
+    if (idx < SEEN_MAX) {
+        s->id[idx] = e->records[idx].message_id;
+        s->body[idx] = e->records[idx].body;
+        s->sent[idx] = e->records[idx].sent_ms;
+    }
+    if (s->calls++ == s->fail_at) {
+        snprintf(cb_err, ERR_LEN, "consumer out of memory");
+        return RC_NOMEM;
+    }
+    return RC_OK;
+}
+
+static struct sqs_event whole;
+
+/* Parses text[0..n) both ways (the stream's callback failing at call
+ * fail_at) and counts the differences: result, error text, records, FIFO
+ * flag, and what the callback was given.  Returns 0 when they agree. */
+static int disagree(const char *text, size_t n, size_t fail_at)
+{
+    static struct seen seen;
+    char err_whole[ERR_LEN] = "", err_stream[ERR_LEN] = "";
+    int bad = 0;
+
+    memset(&seen, 0, sizeof seen);
+    seen.fail_at = fail_at;
+    const char *copy = check_guard(text, n);
+    rc_t want = sqs_parse_whole(&whole, copy, n, err_whole);
+    rc_t got = sqs_parse_stream(&ev, copy, n, on_record, &seen, err_stream);
+    int failed_fn = fail_at < seen.calls;
+    if (want != RC_OK) {
+        bad += got != want || strcmp(err_whole, err_stream) != 0 || ev.n != 0;
+        return bad;
+    }
+    /* The consumer's failure, the event being valid, unless what it was
+     * given was voided (a later "Records" member won). */
+    if (failed_fn && !ev.voided)
+        return bad +
+               (got != RC_NOMEM || strcmp(err_stream, "consumer out of memory") != 0 || ev.n != 0);
+    bad += got != RC_OK || ev.n != whole.n || ev.fifo != whole.fifo || seen.out_of_order;
+    if (bad)
+        return bad;
+    /* Records went to the callback ([0, handed), the rest not), or were
+     * voided (a later "Records" member won). */
+    bad += ev.handed > ev.n || (!ev.voided && seen.calls != ev.handed) ||
+           (ev.voided && (ev.handed != 0 || seen.calls == 0));
+    for (size_t i = 0; i < ev.n; i++) {
+        const struct sqs_record *a = &whole.records[i], *b = &ev.records[i];
+        bad += a->message_id_len != b->message_id_len ||
+               memcmp(a->message_id, b->message_id, a->message_id_len + 1) != 0;
+        bad += (a->body == NULL) != (b->body == NULL) || a->body_len != b->body_len ||
+               (a->body && memcmp(a->body, b->body, a->body_len) != 0);
+        bad += a->sent_ms != b->sent_ms || a->sent_bad != b->sent_bad ||
+               a->receive_count != b->receive_count || a->body_flags != b->body_flags;
+        /* What the callback was given is what the event holds in the end. */
+        if (i < ev.handed && i < SEEN_MAX)
+            bad += seen.id[i] != b->message_id || seen.body[i] != b->body ||
+                   seen.sent[i] != b->sent_ms;
+    }
+    return bad;
+}
+
+/* A small deterministic generator (no libc rand: the same events on every
+ * machine). */
+static uint64_t rng = 88172645463325252ULL;
+static uint32_t rnd(uint32_t n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+/* Appends one random record, valid or not in one of the ways that matter. */
+static void random_record(struct buf *b, int k)
+{
+    static const char *const pieces[] = {
+        "{\"messageId\":\"m%d\",\"body\":\"{\\\"user_id\\\":\\\"u\\\"}\","
+        "\"attributes\":{\"SentTimestamp\":\"17000000%05d\"}}",
+        "{\"messageId\":\"m%d\",\"eventSourceARN\":\"arn:q.fifo\",\"n\":%d}",
+        "{\"messageId\":\"\\u006d%d\",\"body\":\"a\\u0000b\",\"k\":%d}",
+        "{\"messageId\":\"m%d\",\"messageId\":\"again%d\"}",
+        "{\"messageId\":\"\",\"x\":%d%d}",
+        "{\"body\":\"no id %d %d\"}",
+        "[%d,%d]",
+        "\"m%d%d\"",
+        "{\"messageId\":%d%d}",
+        "{\"messageId\":\"m%d\",\"attributes\":{\"SentTimestamp\":null,\"x\":[%d]}}",
+        "{\"messageId\":\"bad\\ud800%d\",\"y\":%d}",
+        "{\"messageId\":\"m%d\",\"body\":\"\\\"Records\\\": [%d]\"}",
+    };
+    /* Mostly valid ones, so that a long valid run meets a bad record late. */
+    uint32_t i = rnd(10) < 7 ? rnd(3) : rnd(sizeof pieces / sizeof *pieces);
+    /* Each "%d" of the piece becomes k (no format string from a table). */
+    for (const char *c = pieces[i]; *c; c++) {
+        if (c[0] == '%' && c[1] == 'd') {
+            buf_printf(b, "%d", k);
+            c++;
+        } else {
+            buf_appendc(b, *c);
+        }
+    }
+}
+
+/* Appends a random event: one or more "Records" members (the last wins),
+ * other members around them, sometimes a root that is not an object. */
+static void random_event(struct buf *b)
+{
+    uint32_t shape = rnd(20);
+    if (shape == 0) {
+        buf_appends(b, "[{\"Records\":[]}]");
+        return;
+    }
+    buf_appends(b, "{");
+    int members = 1 + (int)rnd(3);
+    for (int m = 0; m < members; m++) {
+        if (m)
+            buf_appends(b, ",");
+        uint32_t kind = rnd(8);
+        if (kind == 0) {
+            buf_appends(b, "\"other\":{\"Records\":[{\"messageId\":\"inner\"}]}");
+            continue;
+        }
+        buf_appends(b, kind == 1 ? "\"Rec\\u006fords\":" : "\"Records\":");
+        if (rnd(10) == 0) {
+            buf_appends(b, rnd(2) ? "{}" : "7");
+            continue;
+        }
+        buf_appends(b, "[");
+        int n = (int)rnd(rnd(4) == 0 ? 300 : 8);
+        for (int k = 0; k < n; k++) {
+            if (k)
+                buf_appends(b, ",");
+            random_record(b, k);
+        }
+        buf_appends(b, "]");
+    }
+    buf_appends(b, "}");
+}
+
+static void test_stream_agrees(void)
+{
+    struct buf b;
+    int bad = 0, cases = 0;
+
+    sqs_init(&whole);
+    buf_init(&b, BUF_PAYLOAD_MAX);
+
+    check_case("record at a time agrees with the whole-document parse: the seed corpus, cut "
+               "at every byte and with bytes changed");
+    DIR *d = opendir("tests/fuzz/corpus/sqs");
+    CHECK(d != NULL);
+    int files = 0;
+    for (struct dirent *de; d && (de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "tests/fuzz/corpus/sqs/%s", de->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f)
+            continue;
+        buf_reset(&b);
+        char chunk[4096];
+        size_t got;
+        while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+            buf_append(&b, chunk, got);
+        fclose(f);
+        files++;
+        for (size_t cut = 0; cut <= b.len; cut++, cases++)
+            bad += disagree(b.data, cut, SIZE_MAX) != 0;
+        for (int k = 0; k < 200 && b.len; k++, cases++) {
+            size_t at = rnd((uint32_t)b.len);
+            char was = b.data[at];
+            static const char subst[] = "{}[],:\"\\ x0";
+            b.data[at] = subst[rnd(sizeof subst - 1)];
+            bad += disagree(b.data, b.len, SIZE_MAX) != 0;
+            b.data[at] = was;
+        }
+    }
+    if (d)
+        closedir(d);
+    CHECK(files >= 10);
+    CHECK_EQ_INT(bad, 0);
+
+    check_case("record at a time agrees with the whole-document parse: 3000 random events, "
+               "some cut short, the consumer failing now and then");
+    bad = 0;
+    for (int k = 0; k < 3000; k++, cases++) {
+        buf_reset(&b);
+        random_event(&b);
+        CHECK_EQ_INT(b.err, RC_OK);
+        size_t len = rnd(4) == 0 ? rnd((uint32_t)b.len + 1) : b.len;
+        size_t fail_at = rnd(5) == 0 ? rnd(50) : SIZE_MAX;
+        int d1 = disagree(b.data, len, fail_at);
+        if (d1)
+            fprintf(stderr, "# disagree on: %.*s\n", (int)(len > 300 ? 300 : len), b.data);
+        bad += d1 != 0;
+    }
+    CHECK_EQ_INT(bad, 0);
+
+    check_case("a bad record after many good ones: handed out, then the event fails");
+    buf_reset(&b);
+    buf_appends(&b, "{\"Records\":[");
+    for (int k = 0; k < 1000; k++)
+        buf_printf(&b, "{\"messageId\":\"m%d\"},", k);
+    buf_appends(&b, "{\"messageId\":\"\"}]}");
+    static struct seen seen;
+    memset(&seen, 0, sizeof seen);
+    seen.fail_at = SIZE_MAX;
+    CHECK_EQ_INT(sqs_parse_stream(&ev, check_guard(b.data, b.len), b.len, on_record, &seen, err),
+                 RC_INVALID);
+    CHECK_EQ_INT(seen.calls, 1000);
+    CHECK_EQ_INT(ev.n, 0);
+    CHECK(strstr(err, "record 1000") != NULL);
+
+    check_case("a later \"Records\" member wins: the records handed out are void");
+    buf_reset(&b);
+    buf_appends(&b, "{\"Records\":[{\"messageId\":\"a\"},{\"messageId\":\"b\"}],"
+                    "\"Records\":[{\"messageId\":\"c\"}]}");
+    memset(&seen, 0, sizeof seen);
+    seen.fail_at = SIZE_MAX;
+    CHECK_EQ_INT(sqs_parse_stream(&ev, check_guard(b.data, b.len), b.len, on_record, &seen, err),
+                 RC_OK);
+    CHECK_EQ_INT(seen.calls, 2);
+    CHECK_EQ_INT(ev.voided, 1);
+    CHECK_EQ_INT(ev.handed, 0);
+    CHECK_EQ_INT(ev.n, 1);
+    CHECK_EQ_STR(ev.records[0].message_id, "c");
+    CHECK(cases > 3000);
+
+    buf_free(&b);
+    sqs_free(&whole);
+}
+
 int main(void)
 {
     sqs_init(&ev);
@@ -368,6 +622,7 @@ int main(void)
     test_attributes();
     test_fifo();
     test_many();
+    test_stream_agrees();
     sqs_free(&ev);
     return check_finish();
 }

@@ -56,6 +56,10 @@ struct etl {
     uint8_t *outcome;  /* per key: enum pg_outcome, answer of pg_batch_commit */
     size_t cap;        /* records the arrays hold */
     size_t keys;       /* keys handed to the sink in this invocation */
+    int64_t start;     /* the invocation's start, epoch ms: the date of rows without
+                          SentTimestamp */
+    int cut;           /* FIFO: a record was rejected while parsing, so no later one
+                          gets a key */
 };
 
 /* Counters of one invocation, for the log and the metrics line. */
@@ -351,10 +355,22 @@ static rc_t seen_room(struct etl *e)
 
 /* sqs_record_fn, called as soon as record idx is parsed: a messageId seen
  * earlier in the batch makes the record a repeat, sharing that record's
- * fate; any other gets its ledger key in the sink at once, so that the
- * server inserts it while the rest of the event is parsed.  Its row comes
- * later (transform).  Returns RC_OK, or RC_NOMEM/RC_TOOBIG with err
- * filled. */
+ * fate; any other has its body validated, and a valid one gets its ledger
+ * key in the sink at once, so that the server inserts it while the rest of
+ * the event is parsed.  Its row comes later (transform, which validates the
+ * body again, as the parser keeps nothing of it, then masks it).
+ *
+ * Validating here keeps a rejected record's key from ever reaching the
+ * ledger; otherwise it would have to be deleted before COMMIT.  Measured on
+ * 100,000 records with 2% rejected, alternating with the build that sent
+ * every key and deleted the rejected ones: 7% less server CPU (median 0.233
+ * against 0.250 CPU-s), about 0.04 CPU-s more in the function, the same
+ * handler time.  The server is what a fleet shares.  Masking here too (one
+ * pass, no second validation) was slower: the keys then leave at the pace
+ * of the masking, and the rows COPY, which waits for the ledger's, starts
+ * later.  A rejected record's reason waits in its link for transform, which
+ * logs and counts it in order.  Returns RC_OK, or RC_NOMEM/RC_TOOBIG with
+ * err filled. */
 static rc_t on_record(void *ctx, const struct sqs_event *ev, size_t idx, char err[ERR_LEN])
 {
     struct etl *e = ctx;
@@ -369,6 +385,24 @@ static rc_t on_record(void *ctx, const struct sqs_event *ev, size_t idx, char er
     if (first != idx) {
         e->status[idx] = ST_REPEAT;
         e->link[idx] = (uint32_t)first;
+        return RC_OK;
+    }
+    if (e->cut) {
+        e->status[idx] = ST_NOT_DONE;
+        return RC_OK;
+    }
+    struct login_row lr;
+    enum login_reason why;
+    if ((rc = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms, r->sent_bad,
+                          e->start, &lr, &why)) != RC_OK) {
+        snprintf(err, ERR_LEN, "%s", rc_strerror(rc));
+        return rc;
+    }
+    if (why != LOGIN_OK) {
+        e->status[idx] = ST_REJECTED;
+        e->link[idx] = (uint32_t)why;
+        /* FIFO: nothing after a failure may be written, or order breaks. */
+        e->cut = ev->fifo;
         return RC_OK;
     }
     if ((rc = pg_batch_key(e->sink, r->message_id, r->message_id_len, r->sent_ms)) != RC_OK) {
@@ -408,9 +442,18 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
             e->status[i] = ST_NOT_DONE;
             continue;
         }
-        if (e->status[i] == ST_REPEAT)
-            continue;
+        if (e->status[i] == ST_REPEAT || e->status[i] == ST_NOT_DONE)
+            continue; /* a repeat, or cut by a FIFO failure while parsing */
         enum login_reason why;
+        if (e->status[i] == ST_REJECTED) {
+            /* Rejected while parsing (on_record). */
+            why = (enum login_reason)e->link[i];
+            t->reasons[why]++;
+            log_at(e->lg, LOG_WARN, "record rejected", LF_STR("messageId", r->message_id),
+                   LF_STR("reason", login_reason_code(why)));
+            fifo_stopped = ev->fifo;
+            continue;
+        }
         rc_t rc = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms, r->sent_bad,
                               start, &lr, &why);
         if (rc == RC_OK && why == LOGIN_OK)
@@ -491,6 +534,8 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
      * (on_record); the ledger COPY ends when the event is. */
     pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
     e->keys = 0;
+    e->start = start;
+    e->cut = 0;
     rc = sqs_parse_stream(&e->ev, inv->event, inv->event_len, on_record, e, err);
     if (rc == RC_OK && e->ev.voided) {
         /* A later "Records" member won: the keys given so far were not the
@@ -498,6 +543,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         pg_batch_abort(e->sink);
         pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
         e->keys = 0;
+        e->cut = 0;
         if ((rc = idset_reset(&e->seen, e->ev.n)) != RC_OK)
             snprintf(err, ERR_LEN, "%s", rc_strerror(rc));
     }

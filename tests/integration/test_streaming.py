@@ -251,3 +251,37 @@ def test_rejected_records_leave_no_entry_when_the_batch_spans_two_slots():
                       for t in (START_MS, START_MS + 86_400_000))
         assert [p["p"] for p in parts] == want, parts
         assert etl.count() == len(valid)
+
+
+def test_a_rejected_records_key_never_reaches_the_ledger():
+    # Bodies are validated as the records are parsed, before their keys go out:
+    # the ledger COPY never carries a rejected record's key, so there is nothing
+    # to delete before COMMIT.  An audit trigger sees every key the server was
+    # handed, whether or not it was deleted again.
+    msgs = make_messages(3000, seed=90, invalid_rate=0.1)
+    valid = {m["messageId"] for m in msgs if m["kind"] == "valid"}
+    assert len(valid) < len(msgs) - 100
+    audit = f"""
+CREATE TABLE IF NOT EXISTS ledger_audit (message_id uuid);
+TRUNCATE ledger_audit;
+CREATE OR REPLACE FUNCTION audit_key() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+  INSERT INTO ledger_audit VALUES (NEW.message_id);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER audit_key BEFORE INSERT ON {ledger.LEDGER}
+    FOR EACH ROW EXECUTE FUNCTION audit_key();
+"""
+    su = dict(user=pg.SUPERUSER, password=pg.SUPERPASS)
+    with Etl() as etl:
+        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        etl.db.psql(audit, **su)
+        try:
+            assert etl.answer(event_bytes(make_event(msgs))) == {m["messageId"] for m in msgs} - valid
+            assert _ledger(etl.db) == _keys(valid | {"warm"})
+            seen = {r["message_id"] for r in etl.db.query(
+                "SELECT message_id::text AS message_id FROM ledger_audit", **su)}
+            assert seen == _keys(valid)
+        finally:
+            etl.db.psql(f"DROP TRIGGER IF EXISTS audit_key ON {ledger.LEDGER}; "
+                        "DROP TABLE IF EXISTS ledger_audit", **su)

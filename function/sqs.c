@@ -284,6 +284,16 @@ static long records_array(const struct json_doc *doc, char err[ERR_LEN])
     return recs;
 }
 
+/* Starts a parse: no record yet, nothing decoded.  Cannot fail. */
+static void start(struct sqs_event *ev)
+{
+    ev->n = 0;
+    ev->fifo = 0;
+    ev->handed = 0;
+    ev->voided = 0;
+    buf_reset(&ev->scratch);
+}
+
 /* Ends a parse: on failure no record is left; an oversized token array is
  * freed.  Returns rc. */
 static rc_t finish(struct sqs_event *ev, rc_t rc)
@@ -306,11 +316,7 @@ rc_t sqs_parse_whole(struct sqs_event *ev, const char *event, size_t len, char e
     rc_t rc;
     long recs;
 
-    ev->n = 0;
-    ev->fifo = 0;
-    ev->handed = 0;
-    ev->voided = 0;
-    buf_reset(&ev->scratch);
+    start(ev);
     if ((rc = json_parse(&ev->doc, event, len, err)) != RC_OK)
         return finish(ev, rc);
     if ((recs = records_array(&ev->doc, err)) < 0)
@@ -330,11 +336,7 @@ rc_t sqs_parse_stream(struct sqs_event *ev, const char *event, size_t len, sqs_r
     rc_t rc;
     long recs;
 
-    ev->n = 0;
-    ev->fifo = 0;
-    ev->handed = 0;
-    ev->voided = 0;
-    buf_reset(&ev->scratch);
+    start(ev);
     rc = json_parse_stream(&ev->doc, event, len, &records, on_element, &st, err);
     ev->handed = fn ? st.n : 0;
     if (rc != RC_OK)

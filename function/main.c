@@ -1,6 +1,8 @@
 /* main.c - wires the runtime loop to the ETL handler.  With an argument it
  * is the operators' tool instead: `bootstrap mask VALUE`, `bootstrap unmask
  * MASKED` (see mask_cli.h). */
+#define _DEFAULT_SOURCE /* mallopt */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,13 @@ int main(int argc, char **argv)
     if (argc > 1)
         return mask_cli(argc, argv);
 
+    /* Every allocation of 128 KiB or more gets its own mapping, returned to
+     * the system when freed.  glibc otherwise raises that threshold each
+     * time it frees such a mapping (up to 32 MiB), after which an event's
+     * large arrays come from the heap, where freed memory stays resident:
+     * 6 MB of tiny valid records after 6 MB of tiny rejected ones peaked at
+     * 64.4 MiB that way, against 43 MiB in a fresh process (measured). */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     log_init(&lg, getenv("AWS_LAMBDA_LOG_LEVEL"), getenv("AWS_LAMBDA_LOG_FORMAT"), 1);
     const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
     if (!api || !*api) {

@@ -360,6 +360,11 @@ enum row_state {
 };
 
 #define NO_ROW ((size_t)-1)
+/* Kept between batches up to these sizes (pg_sink_trim): a realistic 6 MB
+ * event is ~7,700 rows and ~2 MB of tuples; 6 MB of tiny records is up to
+ * 170,000 rows. */
+#define TRIM_ROWS 32768
+#define TRIM_BYTES ((size_t)4 << 20)
 #define TAIL_CHUNK 64   /* rows in the first COPY after a refused row (next_segment) */
 #define ISOLATE_PARTS 8 /* parts a batch is cut into to find a refused row (isolate) */
 
@@ -525,6 +530,45 @@ void pg_sink_set_password_fn(struct pg_sink *s, pg_password_fn fn, void *ctx)
 {
     s->password_fn = fn;
     s->password_ctx = ctx;
+}
+
+/* Frees a buffer over `keep` bytes; it grows again on its next use. */
+static void trim_buf(struct buf *b, size_t keep)
+{
+    if (b->cap > keep) {
+        size_t max = b->max;
+        buf_free(b);
+        buf_init(b, max);
+    }
+}
+
+/* See pg.h.  Between batches nothing of the last one is needed: the per-row
+ * arrays and tuple buffers of an outsized batch are freed, so that the next
+ * batch's peak does not stack on top of them. */
+void pg_sink_trim(struct pg_sink *s)
+{
+    if (s->cap > TRIM_ROWS) {
+        free(s->rows.end);
+        free(s->ledger.end);
+        free(s->ids);
+        free(s->sent_at);
+        free(s->slot);
+        free(s->key);
+        free(s->id_len);
+        free(s->dup);
+        s->rows.end = s->ledger.end = NULL;
+        s->ids = NULL;
+        s->sent_at = NULL;
+        s->slot = NULL;
+        s->key = NULL;
+        s->id_len = NULL;
+        s->dup = NULL;
+        s->cap = 0;
+        s->n = s->decided = 0;
+    }
+    trim_buf(&s->rows.data, TRIM_BYTES);
+    trim_buf(&s->ledger.data, TRIM_BYTES);
+    trim_buf(&s->scratch, TRIM_BYTES);
 }
 
 void pg_sink_free(struct pg_sink *s)

@@ -128,6 +128,10 @@ rc_t pg_batch_row(struct pg_sink *s, const struct pg_row *row);
  * without it).  Its outcome is PG_NOT_WRITTEN.  Cannot fail. */
 void pg_batch_no_row(struct pg_sink *s);
 
+/* Frees what an outsized batch left allocated (per-row arrays, tuple
+ * buffers), between batches.  Cannot fail. */
+void pg_sink_trim(struct pg_sink *s);
+
 /* pg_batch_key and pg_batch_row at once (a key whose row cannot be encoded
  * is left without one, and the failure returned). */
 rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_len, int64_t sent_ms,

@@ -55,6 +55,17 @@ void sqs_free(struct sqs_event *ev)
     sqs_init(ev);
 }
 
+/* See sqs.h. */
+void sqs_trim(struct sqs_event *ev, size_t keep)
+{
+    if (ev->cap > keep) {
+        free(ev->records);
+        ev->records = NULL;
+        ev->cap = 0;
+        ev->n = 0;
+    }
+}
+
 /* Gives the decoded string at token i (pointer into the event or into
  * scratch).  Returns RC_OK; RC_INVALID when i is absent (-1) or not a
  * string; RC_NOMEM/RC_TOOBIG from scratch (cannot happen after the

@@ -88,4 +88,8 @@ rc_t sqs_parse_whole(struct sqs_event *ev, const char *event, size_t len, char e
 /* Frees everything ev owns; cannot fail. */
 void sqs_free(struct sqs_event *ev);
 
+/* Frees the record array when it holds room for over `keep` records (left
+ * by an outsized event); the next parse allocates again.  Cannot fail. */
+void sqs_trim(struct sqs_event *ev, size_t keep);
+
 #endif

@@ -122,6 +122,19 @@ unsigned long etl_max_invocations(const struct etl *e)
     return e->cfg.max_invocations;
 }
 
+/* Frees the per-record arrays (reserve allocates them again).  Cannot
+ * fail. */
+static void free_records(struct etl *e)
+{
+    free(e->status);
+    free(e->link);
+    free(e->outcome);
+    e->status = NULL;
+    e->link = NULL;
+    e->outcome = NULL;
+    e->cap = 0;
+}
+
 void etl_free(struct etl *e)
 {
     if (!e)
@@ -133,9 +146,7 @@ void etl_free(struct etl *e)
     login_parser_free(&e->lp);
     idset_free(&e->seen);
     config_free(&e->cfg);
-    free(e->status);
-    free(e->link);
-    free(e->outcome);
+    free_records(e);
     free(e);
 }
 
@@ -260,19 +271,10 @@ static void trim(struct etl *e)
 {
     sqs_trim(&e->ev, TRIM_RECORDS);
     pg_sink_trim(e->sink);
-    if (e->seen.cap > 2 * TRIM_RECORDS) {
-        idset_free(&e->seen);
-        idset_init(&e->seen);
-    }
-    if (e->cap > TRIM_RECORDS) {
-        free(e->status);
-        free(e->link);
-        free(e->outcome);
-        e->status = NULL;
-        e->link = NULL;
-        e->outcome = NULL;
-        e->cap = 0;
-    }
+    if (e->seen.cap > 2 * TRIM_RECORDS)
+        idset_free(&e->seen); /* empty again, reusable */
+    if (e->cap > TRIM_RECORDS)
+        free_records(e);
 }
 
 /* Makes the per-record arrays hold n records.  Returns RC_OK or RC_NOMEM. */
@@ -444,10 +446,9 @@ static rc_t on_record(void *ctx, const struct sqs_event *ev, size_t idx, char er
 
 /* Validates, masks and gives the sink the row of every record that has a
  * key, in order (or tells it there is none), stopping at stop_at (monotonic
- * clock; `start` is the invocation's start in epoch milliseconds, the date
- * of rows without SentTimestamp).  Returns RC_OK, or RC_NOMEM / RC_CRYPTO /
- * RC_TOOBIG (the batch fails). */
-static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tally *t, size_t *rows)
+ * clock; rows without SentTimestamp are dated by e->start).  Returns RC_OK, or RC_NOMEM / RC_CRYPTO
+ * / RC_TOOBIG (the batch fails). */
+static rc_t transform(struct etl *e, int64_t stop_at, struct tally *t, size_t *rows)
 {
     const struct sqs_event *ev = &e->ev;
     int fifo_stopped = 0, late = 0;
@@ -483,7 +484,7 @@ static rc_t transform(struct etl *e, int64_t start, int64_t stop_at, struct tall
             continue;
         }
         rc_t rc = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms, r->sent_bad,
-                              start, &lr, &why);
+                              e->start, &lr, &why);
         if (rc == RC_OK && why == LOGIN_OK)
             rc = row_build(e->key, &lr, &row, ip_masked, device_masked, &why);
         if (rc)
@@ -594,7 +595,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     if (e->ev.fifo)
         pg_batch_fifo(e->sink);
     pg_batch_keys_done(e->sink);
-    rc = transform(e, start, clock_mono_deadline(give_up_at - margin), &t, &rows);
+    rc = transform(e, clock_mono_deadline(give_up_at - margin), &t, &rows);
     if (rc) {
         pg_batch_abort(e->sink);
         set_error(error, rc == RC_CRYPTO ? "MaskingFailed" : "Runtime.OutOfMemory",

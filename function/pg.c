@@ -542,30 +542,36 @@ static void trim_buf(struct buf *b, size_t keep)
     }
 }
 
+/* Frees the per-row arrays (grow allocates them again) and forgets the
+ * batch's rows.  Cannot fail. */
+static void free_rows(struct pg_sink *s)
+{
+    free(s->rows.end);
+    free(s->ledger.end);
+    free(s->ids);
+    free(s->sent_at);
+    free(s->slot);
+    free(s->key);
+    free(s->id_len);
+    free(s->dup);
+    s->rows.end = s->ledger.end = NULL;
+    s->ids = NULL;
+    s->sent_at = NULL;
+    s->slot = NULL;
+    s->key = NULL;
+    s->id_len = NULL;
+    s->dup = NULL;
+    s->cap = 0;
+    s->n = s->decided = 0;
+}
+
 /* See pg.h.  Between batches nothing of the last one is needed: the per-row
  * arrays and tuple buffers of an outsized batch are freed, so that the next
  * batch's peak does not stack on top of them. */
 void pg_sink_trim(struct pg_sink *s)
 {
-    if (s->cap > TRIM_ROWS) {
-        free(s->rows.end);
-        free(s->ledger.end);
-        free(s->ids);
-        free(s->sent_at);
-        free(s->slot);
-        free(s->key);
-        free(s->id_len);
-        free(s->dup);
-        s->rows.end = s->ledger.end = NULL;
-        s->ids = NULL;
-        s->sent_at = NULL;
-        s->slot = NULL;
-        s->key = NULL;
-        s->id_len = NULL;
-        s->dup = NULL;
-        s->cap = 0;
-        s->n = s->decided = 0;
-    }
+    if (s->cap > TRIM_ROWS)
+        free_rows(s);
     trim_buf(&s->rows.data, TRIM_BYTES);
     trim_buf(&s->ledger.data, TRIM_BYTES);
     trim_buf(&s->scratch, TRIM_BYTES);
@@ -581,14 +587,7 @@ void pg_sink_free(struct pg_sink *s)
     buf_free(&s->ledger.data);
     buf_free(&s->scratch);
     idset_free(&s->lookup);
-    free(s->rows.end);
-    free(s->ledger.end);
-    free(s->ids);
-    free(s->sent_at);
-    free(s->slot);
-    free(s->key);
-    free(s->id_len);
-    free(s->dup);
+    free_rows(s);
     free(s);
 }
 

@@ -6,7 +6,8 @@ what the database itself can do.  It reports; it never fails on a figure.
     tests/bench/bench.py --quick         fewer repeats, 20,000 records, no fsync=on pass
     tests/bench/bench.py --fleet         only the fleet figures (7); --history: only 8
     tests/bench/bench.py --throughput    only 1-2 at fsync=off and 4 (a minute or two)
-    tests/bench/bench.py --profile       also a perf profile of one end-to-end pass
+    tests/bench/bench.py --profile       also a perf profile of one end-to-end pass (also with
+                                         --throughput; the data stays in build/bench/perf.data)
     tests/bench/bench.py --json FILE     also write every figure as JSON
 
 What it measures (tests/bench/README.md says more):
@@ -651,6 +652,7 @@ def profile(tmp, srv, events):
         perf.wait()
     finally:
         run.close()
+    shutil.copy(data, OUT / "perf.data")  # for a closer look: perf report -i build/bench/perf.data
     out = {}
     for comm in ("bootstrap", "postgres"):
         rep = subprocess.run(["perf", "report", "-i", data, "--no-children", "--comm", comm,
@@ -991,6 +993,9 @@ def main():
                                                     args.repeats, 0, not args.throughput)
         figures["machine"] = (f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL "
                               f"{figures['throughput_off']['server_version']} on loopback")
+        if args.throughput and args.profile:
+            say("\n[profile] perf record during one end-to-end pass")
+            figures["profile"] = profile(tmp, srv, events)
         if not args.throughput or args.stage_repeats:
             say("\n[stages] a 10,000-record event through tests/bench/stages.c")
             figures["stages"] = stages(tmp, srv, ten_k, args.stage_repeats)

@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "grow.h"
 #include "idset.h"
 #include "num.h"
 
@@ -1186,40 +1187,20 @@ void pg_batch_fifo(struct pg_sink *s)
     s->fifo = 1;
 }
 
-/* Makes room for one more row in the per-row arrays.  Returns RC_OK or RC_NOMEM. */
+/* Makes room for one more row in the per-row arrays (all or nothing:
+ * grow.h); per row, so the common case is the one compare.  Returns RC_OK or
+ * RC_NOMEM. */
 static rc_t grow(struct pg_sink *s)
 {
     if (s->n < s->cap)
         return RC_OK;
-    size_t cap = s->cap ? s->cap * 2 : 1024;
-    size_t *row_end = realloc(s->rows.end, cap * sizeof *row_end);
-    if (row_end)
-        s->rows.end = row_end;
-    size_t *id_end = realloc(s->ledger.end, cap * sizeof *id_end);
-    if (id_end)
-        s->ledger.end = id_end;
-    const char **ids = realloc(s->ids, cap * sizeof *ids);
-    if (ids)
-        s->ids = ids;
-    size_t *id_len = realloc(s->id_len, cap * sizeof *id_len);
-    if (id_len)
-        s->id_len = id_len;
-    int64_t *sent_at = realloc(s->sent_at, cap * sizeof *sent_at);
-    if (sent_at)
-        s->sent_at = sent_at;
-    uint8_t *dup = realloc(s->dup, cap);
-    if (dup)
-        s->dup = dup;
-    uint8_t *slot = realloc(s->slot, cap);
-    if (slot)
-        s->slot = slot;
-    uint8_t(*key)[16] = realloc(s->key, cap * sizeof *key);
-    if (key)
-        s->key = key;
-    if (!row_end || !id_end || !ids || !id_len || !sent_at || !dup || !slot || !key)
-        return RC_NOMEM;
-    s->cap = cap;
-    return RC_OK;
+    const struct grow_array arrays[] = {
+        {&s->rows.end, sizeof *s->rows.end}, {&s->ledger.end, sizeof *s->ledger.end},
+        {&s->ids, sizeof *s->ids},           {&s->id_len, sizeof *s->id_len},
+        {&s->sent_at, sizeof *s->sent_at},   {&s->dup, sizeof *s->dup},
+        {&s->slot, sizeof *s->slot},         {&s->key, sizeof *s->key},
+    };
+    return grow_arrays(arrays, sizeof arrays / sizeof *arrays, &s->cap, s->n + 1, 1024);
 }
 
 /* Big-endian stores at o, as binary COPY and binary parameters want; each

@@ -78,8 +78,8 @@ out:
  * a key holds, keyed with key1 and key2: *first for encryption, *second for
  * decryption, or (`ecb`) both AES-ECB for encryption, padding off (CMAC and
  * CTR only ever encrypt).  Returns 0, or -1 with err filled; the contexts
- * made are left in *first and *second (NULL those not made) for the
- * caller to free.  The fetched cipher is released here: the contexts hold their
+ * made are left in *first and *second (NULL those not made) for the caller
+ * to free.  The fetched cipher is released here: the contexts hold their
  * own references to it. */
 static int siv_ctx_pair(const char *name, const char *missing, size_t key_len,
                         const unsigned char *key1, const unsigned char *key2, int ecb,
@@ -97,7 +97,7 @@ static int siv_ctx_pair(const char *name, const char *missing, size_t key_len,
     }
     *first = siv_keyed_ctx(cipher, key1, 1, ecb, err);
     if (*first)
-        *second = siv_keyed_ctx(cipher, key2, ecb, ecb, err);
+        *second = siv_keyed_ctx(cipher, key2, ecb, ecb, err); /* ECB: encrypts, too */
 out:
     EVP_CIPHER_free(cipher);
     return *second ? 0 : -1;

@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "config.h"
+#include "grow.h"
 #include "idset.h"
 #include "login.h"
 #include "mask.h"
@@ -277,27 +278,18 @@ static void trim(struct etl *e)
         free_records(e);
 }
 
-/* Makes the per-record arrays hold n records.  Returns RC_OK or RC_NOMEM. */
+/* Makes the per-record arrays hold n records (all or nothing: grow.h).
+ * Returns RC_OK or RC_NOMEM. */
 static rc_t reserve(struct etl *e, size_t n)
 {
     if (n <= e->cap)
         return RC_OK;
-    size_t cap = e->cap ? e->cap : 1024;
-    while (cap < n)
-        cap *= 2;
-    uint8_t *status = realloc(e->status, cap);
-    if (status)
-        e->status = status;
-    uint32_t *link = realloc(e->link, cap * sizeof *link);
-    if (link)
-        e->link = link;
-    uint8_t *outcome = realloc(e->outcome, cap);
-    if (outcome)
-        e->outcome = outcome;
-    if (!status || !link || !outcome)
-        return RC_NOMEM;
-    e->cap = cap;
-    return RC_OK;
+    const struct grow_array arrays[] = {
+        {&e->status, sizeof *e->status},
+        {&e->link, sizeof *e->link},
+        {&e->outcome, sizeof *e->outcome},
+    };
+    return grow_arrays(arrays, sizeof arrays / sizeof *arrays, &e->cap, n, 1024);
 }
 
 static void set_error(struct rt_error *error, const char *type, const char *message)

@@ -23,6 +23,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "grow.h"
 #include "idset.h"
 #include "num.h"
 
@@ -1186,40 +1187,20 @@ void pg_batch_fifo(struct pg_sink *s)
     s->fifo = 1;
 }
 
-/* Makes room for one more row in the per-row arrays.  Returns RC_OK or RC_NOMEM. */
+/* Makes room for one more row in the per-row arrays (all or nothing:
+ * grow.h); per row, so the common case is the one compare.  Returns RC_OK or
+ * RC_NOMEM. */
 static rc_t grow(struct pg_sink *s)
 {
     if (s->n < s->cap)
         return RC_OK;
-    size_t cap = s->cap ? s->cap * 2 : 1024;
-    size_t *row_end = realloc(s->rows.end, cap * sizeof *row_end);
-    if (row_end)
-        s->rows.end = row_end;
-    size_t *id_end = realloc(s->ledger.end, cap * sizeof *id_end);
-    if (id_end)
-        s->ledger.end = id_end;
-    const char **ids = realloc(s->ids, cap * sizeof *ids);
-    if (ids)
-        s->ids = ids;
-    size_t *id_len = realloc(s->id_len, cap * sizeof *id_len);
-    if (id_len)
-        s->id_len = id_len;
-    int64_t *sent_at = realloc(s->sent_at, cap * sizeof *sent_at);
-    if (sent_at)
-        s->sent_at = sent_at;
-    uint8_t *dup = realloc(s->dup, cap);
-    if (dup)
-        s->dup = dup;
-    uint8_t *slot = realloc(s->slot, cap);
-    if (slot)
-        s->slot = slot;
-    uint8_t(*key)[16] = realloc(s->key, cap * sizeof *key);
-    if (key)
-        s->key = key;
-    if (!row_end || !id_end || !ids || !id_len || !sent_at || !dup || !slot || !key)
-        return RC_NOMEM;
-    s->cap = cap;
-    return RC_OK;
+    const struct grow_array arrays[] = {
+        {&s->rows.end, sizeof *s->rows.end}, {&s->ledger.end, sizeof *s->ledger.end},
+        {&s->ids, sizeof *s->ids},           {&s->id_len, sizeof *s->id_len},
+        {&s->sent_at, sizeof *s->sent_at},   {&s->dup, sizeof *s->dup},
+        {&s->slot, sizeof *s->slot},         {&s->key, sizeof *s->key},
+    };
+    return grow_arrays(arrays, sizeof arrays / sizeof *arrays, &s->cap, s->n + 1, 1024);
 }
 
 /* Big-endian stores at o, as binary COPY and binary parameters want; each
@@ -2148,66 +2129,50 @@ static rc_t copy_rows(struct pg_sink *s, size_t a, size_t b, int *refused, size_
     return run(s, ROLLBACK_ROWS_SQL, PGRES_COMMAND_OK, NULL);
 }
 
+static rc_t isolate_range(struct pg_sink *s, size_t a, size_t b, int known_bad, int again,
+                          int open_tx, int *stop, int *whole);
+
+/* isolate_range's first try of [a, b) in the open transaction: a rows COPY
+ * of its own behind the savepoint (copy_rows).  A refusal that names its row
+ * takes that row out and isolates the rows either side of it; unless
+ * `again`: these rows went in once before a refused row, and a refusal
+ * naming a row now means the names cannot be trusted (a failure when rows
+ * are flushed in bulk names the last one read).  Returns RC_OK or the
+ * failure; *settled is 0 when [a, b) is still to be cut (refused without a
+ * usable row), else 1, with *whole saying whether it went in without a
+ * refusal. */
+static rc_t try_in_savepoint(struct pg_sink *s, size_t a, size_t b, int again, int *stop,
+                             int *whole, int *settled)
+{
+    size_t r = NO_ROW;
+    int refused = 1, ignored;
+    rc_t rc = copy_rows(s, a, b, &refused, &r);
+
+    *settled = 1;
+    *whole = rc == RC_OK && !refused;
+    if (rc != RC_OK || !refused)
+        return rc;
+    if (r == NO_ROW || again) {
+        *settled = 0; /* no row to trust: [a, b) is cut */
+        return RC_OK;
+    }
+    refuse_row(s, r, 1);
+    /* The rows before it first, FIFO or not: they are in the ledger and must
+     * be written before anything stops. */
+    if ((rc = isolate_range(s, a, r, 0, 1, 1, stop, &ignored)) != RC_OK)
+        return rc;
+    *stop = *stop || s->fifo;
+    return isolate_range(s, r + 1, b, 0, 0, 1, stop, &ignored);
+}
+
 /* Writes the pending rows of [a, b) into the open transaction (its ledger
- * holds their ids), finding the ones the server refuses: a refusal that
- * names its row takes that row out and goes on either side of it; one that
- * does not cuts [a, b) into ISOLATE_PARTS parts, each sent on its own,
- * down to single rows.  Deferred constraints were made immediate, so each
- * COPY fails for its own rows.  When every part but the last went in, the
- * last is known to fail (`known_bad`) and is cut at once.  `again`: these
- * rows went in once before a refused row: a refusal naming a row now means
- * the names cannot be trusted (a failure when rows are flushed in bulk
- * names the last one read).  Sets *stop for a FIFO batch's refused row.
- * Returns RC_OK or the failure; *whole says whether [a, b) went in without
- * a refusal. */
+ * holds their ids), finding the ones the server refuses (isolate_range,
+ * try_in_savepoint).  Deferred constraints were made immediate, so each
+ * COPY fails for its own rows.  Arguments and result as isolate_range's. */
 static rc_t isolate_rows(struct pg_sink *s, size_t a, size_t b, int known_bad, int again, int *stop,
                          int *whole)
 {
-    size_t pending = pending_in(s, a, b), r = NO_ROW;
-    int refused = 1;
-    rc_t rc;
-
-    *whole = 0;
-    if (*stop)
-        return RC_OK;
-    if (pending == 0) {
-        *whole = 1;
-        return RC_OK;
-    }
-    if (!known_bad) {
-        if ((rc = copy_rows(s, a, b, &refused, &r)) != RC_OK)
-            return rc;
-        *whole = !refused;
-        if (!refused)
-            return RC_OK;
-        if (r != NO_ROW && !again) {
-            int ignored;
-            refuse_row(s, r, 1);
-            /* The rows before it first, FIFO or not: they are in the ledger
-             * and must be written before anything stops. */
-            if ((rc = isolate_rows(s, a, r, 0, 1, stop, &ignored)) != RC_OK)
-                return rc;
-            *stop = *stop || s->fifo;
-            return isolate_rows(s, r + 1, b, 0, 0, stop, &ignored);
-        }
-    }
-    if (pending == 1) {
-        refuse_row(s, first_pending(s, a, b), 1);
-        *stop = s->fifo;
-        return RC_OK;
-    }
-    size_t parts = b - a < ISOLATE_PARTS ? b - a : ISOLATE_PARTS;
-    int all_whole = 1;
-    for (size_t k = 0; k < parts; k++) {
-        size_t from = a + (b - a) * k / parts, to = a + (b - a) * (k + 1) / parts;
-        int part_whole = 0;
-        /* [a, b) failed and the parts before did not: the refused row is in the last. */
-        if ((rc = isolate_rows(s, from, to, k == parts - 1 && all_whole, 0, stop, &part_whole)) !=
-            RC_OK)
-            return rc;
-        all_whole = all_whole && part_whole;
-    }
-    return RC_OK;
+    return isolate_range(s, a, b, known_bad, again, 1, stop, whole);
 }
 
 /* One attempt at the whole transaction: the COPYs (already under way while
@@ -2480,20 +2445,49 @@ static size_t count_refused(const struct pg_sink *s, size_t a, size_t b)
     return count;
 }
 
-/* Finds the rows refused without a name (the whole of [a, b) failed, or is
- * tried first unless `known_bad`): [a, b) is cut into ISOLATE_PARTS parts,
- * each written in a transaction of its own, in order (FIFO order); a part
- * that fails is cut again, down to single rows, which are the refused ones.
- * When every part but the last went in whole, the last is known to fail and
- * is cut at once.  For one refused row of n this writes about 1.15 n rows in
- * about ISOLATE_PARTS * log(n) / log(ISOLATE_PARTS) transactions (halves
- * would write about 1.5 n), each bounded by the give-up time.  Sets *stop
- * when no more may be written (a FIFO batch's refused row, or a failure).
- * Returns RC_OK or the failure that stopped it; *whole says whether [a, b)
- * went in without a refusal. */
-static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *stop, int *whole)
+/* isolate_range's first try of [a, b) by transactions: a transaction of its
+ * own (write_range).  Returns RC_OK or the failure; *settled is 0 when [a,
+ * b) is still to be cut (a refusal without a row), else 1, with *whole
+ * saying whether it went in without a refusal (*stop set on a failure that
+ * is not a row's). */
+static rc_t try_in_transaction(struct pg_sink *s, size_t a, size_t b, int *stop, int *whole,
+                               int *settled)
+{
+    size_t refused = count_refused(s, a, b);
+    rc_t rc = write_range(s, a, b);
+
+    *settled = 1;
+    if (rc == RC_OK) {
+        /* Whole unless the server named refused rows in it on the way. */
+        *whole = count_refused(s, a, b) == refused;
+    } else if (s->unattributed) {
+        *settled = 0; /* a row's data, the row unknown: [a, b) is cut */
+        rc = RC_OK;
+    } else {
+        *stop = 1;
+    }
+    return rc;
+}
+
+/* Finds the rows of [a, b) the server refuses, with pending rows written
+ * either in the open transaction behind its savepoint (`open_tx`: the
+ * ledger holds their ids; try_in_savepoint) or each part in a transaction
+ * of its own (try_in_transaction).  [a, b) is tried whole first unless
+ * `known_bad`; when that fails without naming a row, it is cut into
+ * ISOLATE_PARTS parts, each tried on its own, in order (FIFO order), down to
+ * single rows, which are the refused ones.  When every part but the last
+ * went in whole, the last is known to fail and is cut at once.  For one
+ * refused row of n this writes about 1.15 n rows in about ISOLATE_PARTS *
+ * log(n) / log(ISOLATE_PARTS) tries (halves would write about 1.5 n), each
+ * bounded by the give-up time.  `again`: as try_in_savepoint says.  Sets
+ * *stop when no more may be written (a FIFO batch's refused row, or a
+ * failure).  Returns RC_OK or the failure that stopped it; *whole says
+ * whether [a, b) went in without a refusal. */
+static rc_t isolate_range(struct pg_sink *s, size_t a, size_t b, int known_bad, int again,
+                          int open_tx, int *stop, int *whole)
 {
     size_t pending = pending_in(s, a, b);
+    int settled = 0;
     rc_t rc;
 
     *whole = 0;
@@ -2504,20 +2498,13 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
         return RC_OK;
     }
     if (!known_bad) {
-        size_t refused = count_refused(s, a, b);
-        rc = write_range(s, a, b);
-        if (rc == RC_OK) {
-            /* Whole unless the server named refused rows in it on the way. */
-            *whole = count_refused(s, a, b) == refused;
-            return RC_OK;
-        }
-        if (!s->unattributed) {
-            *stop = 1;
+        rc = open_tx ? try_in_savepoint(s, a, b, again, stop, whole, &settled)
+                     : try_in_transaction(s, a, b, stop, whole, &settled);
+        if (settled)
             return rc;
-        }
     }
     if (pending == 1) {
-        refuse_row(s, first_pending(s, a, b), 0);
+        refuse_row(s, first_pending(s, a, b), open_tx);
         *stop = s->fifo;
         return RC_OK;
     }
@@ -2527,11 +2514,21 @@ static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *s
         size_t from = a + (b - a) * k / parts, to = a + (b - a) * (k + 1) / parts;
         int part_whole = 0;
         /* [a, b) failed and the parts before did not: the refused row is in the last. */
-        if ((rc = isolate(s, from, to, k == parts - 1 && all_whole, stop, &part_whole)) != RC_OK)
+        if ((rc = isolate_range(s, from, to, k == parts - 1 && all_whole, 0, open_tx, stop,
+                                &part_whole)) != RC_OK)
             return rc;
         all_whole = all_whole && part_whole;
     }
     return RC_OK;
+}
+
+/* Finds the rows refused without a name, each part written in a
+ * transaction of its own (isolate_range, try_in_transaction): for a refusal
+ * the savepoints could not contain.  Arguments and result as
+ * isolate_range's. */
+static rc_t isolate(struct pg_sink *s, size_t a, size_t b, int known_bad, int *stop, int *whole)
+{
+    return isolate_range(s, a, b, known_bad, 0, 0, stop, whole);
 }
 
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])

@@ -51,10 +51,11 @@ static EVP_CIPHER *siv_fetch(const char *name, const char *missing, char err[ERR
     return cipher;
 }
 
-/* Creates one context keyed for `enc` (1: encrypt, 0: decrypt).  Returns NULL
- * with err filled on failure; the caller frees the context. */
+/* Creates one context for `cipher` keyed with key, for encryption (`enc`
+ * 1) or decryption (0); `ecb`: AES-ECB, padding off (whole blocks only).
+ * Returns NULL with err filled on failure; the caller frees the context. */
 static EVP_CIPHER_CTX *siv_keyed_ctx(const EVP_CIPHER *cipher, const unsigned char *key, int enc,
-                                     char err[ERR_LEN])
+                                     int ecb, char err[ERR_LEN])
 {
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 
@@ -62,8 +63,9 @@ static EVP_CIPHER_CTX *siv_keyed_ctx(const EVP_CIPHER *cipher, const unsigned ch
         siv_openssl_err(err, "cannot allocate a cipher context");
         goto out;
     }
-    if (!EVP_CipherInit_ex2(ctx, cipher, key, NULL, enc, NULL)) {
-        siv_openssl_err(err, "cannot key the SIV cipher");
+    if (!EVP_CipherInit_ex2(ctx, cipher, key, NULL, enc, NULL) ||
+        (ecb && !EVP_CIPHER_CTX_set_padding(ctx, 0))) {
+        siv_openssl_err(err, ecb ? "cannot key AES-ECB" : "cannot key the SIV cipher");
         EVP_CIPHER_CTX_free(ctx);
         ctx = NULL;
     }
@@ -71,48 +73,67 @@ out:
     return ctx;
 }
 
-/* See siv.h.  Fetches the cipher once, keys an encryption and a decryption
- * template; the fetched cipher is released here, the contexts hold their own
- * references. */
-struct siv_key *siv_key_new(const char *cipher_name, const unsigned char *key, size_t key_len,
-                            char err[ERR_LEN])
+/* Fetches the cipher `name` (`missing`: what err says when OpenSSL lacks
+ * it), checks that it takes key_len-byte keys and creates the two contexts
+ * a key holds, keyed with key1 and key2: *first for encryption, *second for
+ * decryption, or (`ecb`) both AES-ECB for encryption, padding off (CMAC and
+ * CTR only ever encrypt).  Returns 0, or -1 with err filled; the contexts
+ * made are left in *first and *second (NULL those not made) for the caller
+ * to free.  The fetched cipher is released here: the contexts hold their
+ * own references to it. */
+static int siv_ctx_pair(const char *name, const char *missing, size_t key_len,
+                        const unsigned char *key1, const unsigned char *key2, int ecb,
+                        EVP_CIPHER_CTX **first, EVP_CIPHER_CTX **second, char err[ERR_LEN])
 {
-    struct siv_key *k = NULL;
-    EVP_CIPHER *cipher = siv_fetch(cipher_name, "OpenSSL does not provide the SIV cipher", err);
+    EVP_CIPHER *cipher = siv_fetch(name, missing, err);
 
+    *first = *second = NULL;
     if (!cipher)
         goto out;
     if ((size_t)EVP_CIPHER_get_key_length(cipher) != key_len) {
-        snprintf(err, ERR_LEN, "%s needs a %d-byte key, got %zu bytes", cipher_name,
+        snprintf(err, ERR_LEN, "%s needs a %d-byte key, got %zu bytes", name,
                  EVP_CIPHER_get_key_length(cipher), key_len);
         goto out;
     }
-    k = calloc(1, sizeof *k);
+    *first = siv_keyed_ctx(cipher, key1, 1, ecb, err);
+    if (*first)
+        *second = siv_keyed_ctx(cipher, key2, ecb, ecb, err); /* ECB: encrypts, too */
+out:
+    EVP_CIPHER_free(cipher);
+    return *second ? 0 : -1;
+}
+
+/* Frees a key's two contexts (OpenSSL wipes their key schedules), then
+ * wipes and frees the key itself, `size` bytes at k (not NULL). */
+static void siv_free_key(void *k, size_t size, EVP_CIPHER_CTX *first, EVP_CIPHER_CTX *second)
+{
+    EVP_CIPHER_CTX_free(first);
+    EVP_CIPHER_CTX_free(second);
+    OPENSSL_cleanse(k, size);
+    free(k);
+}
+
+/* See siv.h.  Keys an encryption and a decryption template (siv_ctx_pair). */
+struct siv_key *siv_key_new(const char *cipher_name, const unsigned char *key, size_t key_len,
+                            char err[ERR_LEN])
+{
+    struct siv_key *k = calloc(1, sizeof *k);
+
     if (!k) {
         snprintf(err, ERR_LEN, "out of memory");
-        goto out;
-    }
-    /* The contexts take their own reference to the cipher. */
-    k->enc = siv_keyed_ctx(cipher, key, 1, err);
-    if (k->enc)
-        k->dec = siv_keyed_ctx(cipher, key, 0, err);
-    if (!k->dec) {
+    } else if (siv_ctx_pair(cipher_name, "OpenSSL does not provide the SIV cipher", key_len, key,
+                            key, 0, &k->enc, &k->dec, err) != 0) {
         siv_key_free(k);
         k = NULL;
     }
-out:
-    EVP_CIPHER_free(cipher);
     return k;
 }
 
 /* See siv.h; NULL is allowed. */
 void siv_key_free(struct siv_key *k)
 {
-    if (!k)
-        return;
-    EVP_CIPHER_CTX_free(k->enc); /* the provider wipes its key schedule */
-    EVP_CIPHER_CTX_free(k->dec);
-    free(k);
+    if (k)
+        siv_free_key(k, sizeof *k, k->enc, k->dec);
 }
 
 /* Feeds the associated-data components, in order, to a keyed context: with
@@ -150,29 +171,37 @@ static EVP_CIPHER_CTX *siv_work_ctx(const EVP_CIPHER_CTX *tmpl, rc_t *rc)
     return ctx;
 }
 
-/* See siv.h.  One context copy per call, freed (and wiped by OpenSSL) here. */
-rc_t siv_encrypt(const struct siv_key *k, const struct siv_ad *ad, size_t n_ad,
-                 const unsigned char *in, size_t n, unsigned char *out)
+/* One call of OpenSSL's SIV on a working copy of the keyed template `tmpl`
+ * (siv_work_ctx): the expected IV `set_iv` goes in first when not NULL
+ * (decryption: OpenSSL decrypts and checks it in the one update call), then
+ * the associated data, then in[0..n) (n <= INT_MAX) through the cipher into
+ * out[0..n); the synthetic IV comes out into `get_iv` when not NULL
+ * (encryption: OpenSSL hands it out as the AEAD tag).  Returns RC_OK,
+ * RC_NOMEM, RC_INVALID (a component over INT_MAX bytes) or RC_CRYPTO (OpenSSL
+ * failed, or the value did not authenticate); OpenSSL's error queue is
+ * emptied on failure.  The copy is freed (and wiped by OpenSSL) here. */
+static rc_t siv_call(const EVP_CIPHER_CTX *tmpl, const unsigned char *set_iv, unsigned char *get_iv,
+                     const struct siv_ad *ad, size_t n_ad, const unsigned char *in, size_t n,
+                     unsigned char *out)
 {
-    EVP_CIPHER_CTX *ctx = NULL;
-    rc_t rc = RC_INVALID;
+    rc_t rc = RC_NOMEM;
     int len = 0, fin = 0;
+    EVP_CIPHER_CTX *ctx = siv_work_ctx(tmpl, &rc);
 
-    if (n == 0 || n > INT_MAX - SIV_IV_BYTES)
-        goto out;
-    ctx = siv_work_ctx(k->enc, &rc);
     if (!ctx)
+        goto out;
+    rc = RC_CRYPTO;
+    if (set_iv && !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, SIV_IV_BYTES, (void *)set_iv))
         goto out;
     rc = siv_feed_ad(ctx, ad, n_ad);
     if (rc)
         goto out;
     rc = RC_CRYPTO;
-    if (!EVP_EncryptUpdate(ctx, out + SIV_IV_BYTES, &len, in, (int)n) || (size_t)len != n)
+    if (!EVP_CipherUpdate(ctx, out, &len, in, (int)n) || (size_t)len != n)
         goto out;
-    if (!EVP_EncryptFinal_ex(ctx, out + SIV_IV_BYTES + len, &fin) || fin != 0)
+    if (!EVP_CipherFinal_ex(ctx, out + len, &fin) || fin != 0)
         goto out;
-    /* OpenSSL returns the synthetic IV as the tag; RFC 5297 puts it first. */
-    if (!EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, SIV_IV_BYTES, out))
+    if (get_iv && !EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, SIV_IV_BYTES, get_iv))
         goto out;
     rc = RC_OK;
 out:
@@ -182,42 +211,28 @@ out:
     return rc;
 }
 
-/* See siv.h.  The expected IV goes in before the ciphertext; out is wiped on
- * any failure. */
+/* See siv.h.  RFC 5297 puts the synthetic IV first. */
+rc_t siv_encrypt(const struct siv_key *k, const struct siv_ad *ad, size_t n_ad,
+                 const unsigned char *in, size_t n, unsigned char *out)
+{
+    rc_t rc = RC_INVALID;
+
+    if (n != 0 && n <= INT_MAX - SIV_IV_BYTES)
+        rc = siv_call(k->enc, NULL, out, ad, n_ad, in, n, out + SIV_IV_BYTES);
+    return rc;
+}
+
+/* See siv.h.  out is wiped on any failure. */
 rc_t siv_decrypt(const struct siv_key *k, const struct siv_ad *ad, size_t n_ad,
                  const unsigned char *in, size_t n, unsigned char *out)
 {
-    EVP_CIPHER_CTX *ctx = NULL;
     rc_t rc = RC_INVALID;
-    int len = 0, fin = 0;
-    size_t body = 0; /* bytes of out this call may write, and so must wipe */
 
-    if (n <= SIV_IV_BYTES || n > INT_MAX)
-        goto out;
-    body = n - SIV_IV_BYTES;
-    ctx = siv_work_ctx(k->dec, &rc);
-    if (!ctx)
-        goto out;
-    /* The expected IV must be set before the ciphertext goes in: OpenSSL
-     * decrypts and checks it in the one update call. */
-    rc = RC_CRYPTO;
-    if (!EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, SIV_IV_BYTES, (void *)in))
-        goto out;
-    rc = siv_feed_ad(ctx, ad, n_ad);
-    if (rc)
-        goto out;
-    rc = RC_CRYPTO;
-    if (!EVP_DecryptUpdate(ctx, out, &len, in + SIV_IV_BYTES, (int)body) || (size_t)len != body)
-        goto out;
-    if (!EVP_DecryptFinal_ex(ctx, out + len, &fin) || fin != 0)
-        goto out;
-    rc = RC_OK;
-out:
-    if (rc) {
-        OPENSSL_cleanse(out, body);
-        ERR_clear_error();
+    if (n > SIV_IV_BYTES && n <= INT_MAX) {
+        rc = siv_call(k->dec, in, NULL, ad, n_ad, in + SIV_IV_BYTES, n - SIV_IV_BYTES, out);
+        if (rc)
+            OPENSSL_cleanse(out, n - SIV_IV_BYTES);
     }
-    EVP_CIPHER_CTX_free(ctx);
     return rc;
 }
 
@@ -402,85 +417,65 @@ out:
     return ok;
 }
 
-/* Creates an AES-ECB context keyed with key for encryption, padding off.
- * Returns NULL with err filled on failure; the caller frees the context. */
-static EVP_CIPHER_CTX *siv_ecb_ctx(const EVP_CIPHER *cipher, const unsigned char *key,
-                                   char err[ERR_LEN])
-{
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-
-    if (!ctx) {
-        siv_openssl_err(err, "cannot allocate a cipher context");
-        goto out;
-    }
-    if (!EVP_EncryptInit_ex2(ctx, cipher, key, NULL, NULL) || !EVP_CIPHER_CTX_set_padding(ctx, 0)) {
-        siv_openssl_err(err, "cannot key AES-ECB");
-        EVP_CIPHER_CTX_free(ctx);
-        ctx = NULL;
-    }
-out:
-    return ctx;
-}
-
-/* See siv.h.  Keys the two ECB contexts, then derives L = AES(K1, 0^128), the
- * CMAC subkeys and D = CMAC(K1, 0^128) once; L is wiped. */
-struct siv_ecb_key *siv_ecb_key_new(const unsigned char *key, size_t key_len, char err[ERR_LEN])
+/* Derives what depends on the key alone from k's keyed contexts: L =
+ * AES(K1, 0^128), the CMAC subkeys and D = CMAC(K1, 0^128); L is wiped.
+ * Returns 0, or -1 with err filled. */
+static int siv_ecb_derive(struct siv_ecb_key *k, char err[ERR_LEN])
 {
     static const unsigned char zero[SIV_BLOCK];
-    const char *name = key_len == 32   ? "AES-128-ECB"
-                       : key_len == 48 ? "AES-192-ECB"
-                       : key_len == 64 ? "AES-256-ECB"
-                                       : NULL;
     unsigned char l[SIV_BLOCK];
-    struct siv_ecb_key *k = NULL;
-    EVP_CIPHER *cipher = NULL;
+    int rc = -1;
 
-    if (!name) {
-        snprintf(err, ERR_LEN, "AES-SIV needs a key of 32, 48 or 64 bytes, got %zu bytes", key_len);
-        goto out;
-    }
-    cipher = siv_fetch(name, "OpenSSL does not provide AES-ECB", err);
-    if (!cipher)
-        goto out;
-    k = calloc(1, sizeof *k);
-    if (!k) {
-        snprintf(err, ERR_LEN, "out of memory");
-        goto out;
-    }
-    k->mac = siv_ecb_ctx(cipher, key, err);
-    if (k->mac)
-        k->ctr = siv_ecb_ctx(cipher, key + key_len / 2, err);
-    if (!k->ctr)
-        goto fail;
     if (!siv_aes(k->mac, zero, l, 1)) {
         siv_openssl_err(err, "cannot derive the CMAC subkeys");
-        goto fail;
+        goto out;
     }
     siv_dbl(l, k->sub1);
     siv_dbl(k->sub1, k->sub2);
     if (!siv_cmac(k, zero, sizeof zero, NULL, k->d0)) {
         siv_openssl_err(err, "cannot derive the first S2V value");
-        goto fail;
+        goto out;
     }
-    goto out;
-fail:
-    siv_ecb_key_free(k);
-    k = NULL;
+    rc = 0;
 out:
     OPENSSL_cleanse(l, sizeof l);
-    EVP_CIPHER_free(cipher);
+    return rc;
+}
+
+/* See siv.h.  Keys the two ECB contexts (siv_ctx_pair), then derives the
+ * rest once (siv_ecb_derive). */
+struct siv_ecb_key *siv_ecb_key_new(const unsigned char *key, size_t key_len, char err[ERR_LEN])
+{
+    const char *name = key_len == 32   ? "AES-128-ECB"
+                       : key_len == 48 ? "AES-192-ECB"
+                       : key_len == 64 ? "AES-256-ECB"
+                                       : NULL;
+    struct siv_ecb_key *k = NULL;
+
+    if (!name) {
+        snprintf(err, ERR_LEN, "AES-SIV needs a key of 32, 48 or 64 bytes, got %zu bytes", key_len);
+        goto out;
+    }
+    k = calloc(1, sizeof *k);
+    if (!k) {
+        snprintf(err, ERR_LEN, "out of memory");
+        goto out;
+    }
+    if (siv_ctx_pair(name, "OpenSSL does not provide AES-ECB", key_len / 2, key, key + key_len / 2,
+                     1, &k->mac, &k->ctr, err) != 0 ||
+        siv_ecb_derive(k, err) != 0) {
+        siv_ecb_key_free(k);
+        k = NULL;
+    }
+out:
     return k;
 }
 
 /* See siv.h; NULL is allowed. */
 void siv_ecb_key_free(struct siv_ecb_key *k)
 {
-    if (!k)
-        return;
-    EVP_CIPHER_CTX_free(k->mac); /* the provider wipes its key schedule */
-    EVP_CIPHER_CTX_free(k->ctr);
-    OPENSSL_cleanse(k, sizeof *k);
-    free(k);
+    if (k)
+        siv_free_key(k, sizeof *k, k->mac, k->ctr);
 }
 
 /* See siv.h.  V = S2V(AD, P) goes to out[0..16), then C = P xor CTR(V). */

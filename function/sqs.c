@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grow.h"
 #include "num.h"
 
 #define SQS_SENT_MAX INT64_C(253402300799999) /* 9999-12-31T23:59:59.999Z */
@@ -34,12 +35,7 @@ static const struct json_name attr_names[A__COUNT] = {
 /* See sqs.h: an empty event; allocates nothing, cannot fail. */
 void sqs_init(struct sqs_event *ev)
 {
-    ev->records = NULL;
-    ev->n = 0;
-    ev->handed = 0;
-    ev->voided = 0;
-    ev->cap = 0;
-    ev->fifo = 0;
+    *ev = (struct sqs_event){.records = NULL}; /* every other member zero, too */
     json_init(&ev->doc);
     buf_init(&ev->scratch, SIZE_MAX / 4);
     json_names_init(&ev->record_keys, record_names, K__COUNT);
@@ -169,20 +165,12 @@ static rc_t parse_record(struct sqs_event *ev, uint32_t obj, size_t idx, char er
 /* Token arrays larger than this are freed after parsing, not kept. */
 #define SQS_TOKENS_KEEP (16u << 20)
 
-/* Makes ev->records hold n records.  Returns RC_OK or RC_NOMEM. */
+/* Makes ev->records hold n records (grow.h).  Returns RC_OK or RC_NOMEM. */
 static rc_t reserve_records(struct sqs_event *ev, size_t n)
 {
-    if (n <= ev->cap)
-        return RC_OK;
-    size_t cap = ev->cap ? ev->cap : 256;
-    while (cap < n)
-        cap *= 2;
-    struct sqs_record *r = realloc(ev->records, cap * sizeof *r);
-    if (!r)
-        return RC_NOMEM;
-    ev->records = r;
-    ev->cap = cap;
-    return RC_OK;
+    const struct grow_array records = {&ev->records, sizeof *ev->records};
+
+    return n <= ev->cap ? RC_OK : grow_arrays(&records, 1, &ev->cap, n, 256);
 }
 
 /* Fills record k from the element at token t, which must be an object.

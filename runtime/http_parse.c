@@ -75,50 +75,53 @@ static size_t find_head_end(const char *p, size_t n, size_t from)
     return 0;
 }
 
+/* Steps *i (0 at the start) over the next element of the comma-separated
+ * list v[0..n) (RFC 9110 section 5.6.1) and sets [*s, *e) to it without the
+ * blanks around it (s == e: an empty element).  Returns 1, or 0 once every
+ * element was given (a list of n bytes has one more element than commas). */
+static int list_next(const char *v, size_t n, size_t *i, size_t *s, size_t *e)
+{
+    if (*i > n)
+        return 0;
+    *s = *i;
+    while (*i < n && v[*i] != ',')
+        (*i)++;
+    *e = (*i)++;
+    trim(v, s, e);
+    return 1;
+}
+
 /* Parses one Content-Length value: a list of equal decimal numbers (RFC 9110
  * section 8.6 lets a recipient accept "5, 5").  Returns 0, or -1 when it is
  * malformed or disagrees with an earlier one. */
 static int parse_content_length(const char *v, size_t n, int *have, uint64_t *cl)
 {
-    size_t i = 0;
+    size_t i = 0, s, e;
+    int64_t x;
 
-    for (;;) {
-        size_t s = i, e;
-        int64_t x;
-        while (i < n && v[i] != ',')
-            i++;
-        e = i;
-        trim(v, &s, &e);
+    while (list_next(v, n, &i, &s, &e)) {
         if (s == e || num_parse_i64(v + s, e - s, 0, INT64_MAX, &x) != RC_OK)
             return -1;
         if (*have && *cl != (uint64_t)x)
             return -1;
         *have = 1;
         *cl = (uint64_t)x;
-        if (i == n)
-            return 0;
-        i++;
     }
+    return 0;
 }
 
 /* Counts the codings of one Transfer-Encoding value into *chunked; returns
  * -1 for any coding but "chunked" (we never ask for one, so we cannot undo it). */
 static int parse_transfer_encoding(const char *v, size_t n, int *chunked)
 {
-    size_t i = 0;
+    size_t i = 0, s, e;
 
-    while (i <= n) {
-        size_t s = i, e;
-        while (i < n && v[i] != ',')
-            i++;
-        e = i;
-        trim(v, &s, &e);
-        if (s < e) {
-            if (!ieq(v + s, e - s, "chunked"))
-                return -1;
-            (*chunked)++;
-        }
-        i++;
+    while (list_next(v, n, &i, &s, &e)) {
+        if (s == e)
+            continue;
+        if (!ieq(v + s, e - s, "chunked"))
+            return -1;
+        (*chunked)++;
     }
     return 0;
 }
@@ -126,19 +129,13 @@ static int parse_transfer_encoding(const char *v, size_t n, int *chunked)
 /* Notes the "close" and "keep-alive" options of one Connection value. */
 static void parse_connection(const char *v, size_t n, int *close, int *keep)
 {
-    size_t i = 0;
+    size_t i = 0, s, e;
 
-    while (i <= n) {
-        size_t s = i, e;
-        while (i < n && v[i] != ',')
-            i++;
-        e = i;
-        trim(v, &s, &e);
+    while (list_next(v, n, &i, &s, &e)) {
         if (ieq(v + s, e - s, "close"))
             *close = 1;
         else if (ieq(v + s, e - s, "keep-alive"))
             *keep = 1;
-        i++;
     }
 }
 
@@ -327,6 +324,98 @@ static int end_chunk_size(struct http_chunked *c, struct buf *out, char err[ERR_
     return 0;
 }
 
+/* The byte classes a line-shaped state lets through (struct ch_step). */
+enum { BYTES_NONE, BYTES_BLANK, BYTES_FIELD, BYTES_TOKEN };
+
+/* What a byte does in each state that reads a line a byte at a time (all
+ * but CH_SIZE and CH_DATA): `end` moves the decoder to `next`; a byte of
+ * class `stay` keeps it where it is (in CH_TRAILER_START, the first byte of
+ * a name moves it to CH_TRAILER_NAME); any other byte fails, saying `bad`.
+ * The CR and LF that end a line are the `end` of two states of their own. */
+static const struct ch_step {
+    unsigned char end, next, stay;
+    const char *bad;
+} ch_steps[CH_DONE] = {
+    [CH_SIZE_WS] = {';', CH_EXT, BYTES_BLANK, "malformed chunk extension"},
+    [CH_EXT] = {'\r', CH_SIZE_LF, BYTES_FIELD, "control character in a chunk extension"},
+    [CH_SIZE_LF] = {'\n', CH_DATA, BYTES_NONE, "chunk-size line not ended by CRLF"},
+    [CH_DATA_CR] = {'\r', CH_DATA_LF, BYTES_NONE, "chunk data not followed by CRLF"},
+    [CH_DATA_LF] = {'\n', CH_SIZE, BYTES_NONE, "chunk data not followed by CRLF"},
+    [CH_TRAILER_START] = {'\r', CH_END_LF, BYTES_TOKEN, "malformed trailer line"},
+    [CH_TRAILER_NAME] = {':', CH_TRAILER_VALUE, BYTES_TOKEN, "malformed trailer line"},
+    [CH_TRAILER_VALUE] = {'\r', CH_TRAILER_LF, BYTES_FIELD, "control character in a trailer"},
+    [CH_TRAILER_LF] = {'\n', CH_TRAILER_START, BYTES_NONE, "trailer line not ended by CRLF"},
+    [CH_END_LF] = {'\n', CH_DONE, BYTES_NONE, "chunked body not ended by CRLF"},
+};
+
+/* Is ch of the byte class `bytes` (BYTES_*)? */
+static int in_class(int bytes, unsigned char ch)
+{
+    return bytes == BYTES_BLANK   ? is_blank((char)ch)
+           : bytes == BYTES_FIELD ? http_is_field_char(ch)
+           : bytes == BYTES_TOKEN ? http_is_tchar(ch)
+                                  : 0;
+}
+
+/* Takes one byte of the chunk-size digits (CH_SIZE): the size ends at the
+ * first byte that is not a hex digit, which must be ';', a blank or the CR.
+ * Returns 0, or -1 with err filled. */
+static int size_byte(struct http_chunked *c, unsigned char ch, struct buf *out, char err[ERR_LEN])
+{
+    if (is_hex(ch)) {
+        c->_any_digit = 1;
+        if (c->_ndigits == 0 && ch == '0')
+            return 0; /* a leading zero */
+        if (c->_ndigits == sizeof c->_digits) {
+            err_set(err, "chunk size over 16 hex digits");
+            return -1;
+        }
+        c->_digits[c->_ndigits++] = (char)ch;
+        return 0;
+    }
+    if (!c->_any_digit) {
+        err_set(err, "chunk size missing");
+        return -1;
+    }
+    if (ch == ';')
+        c->_state = CH_EXT;
+    else if (is_blank((char)ch))
+        c->_state = CH_SIZE_WS;
+    else if (ch == '\r')
+        c->_state = CH_SIZE_LF;
+    else {
+        err_set(err, "malformed chunk size");
+        return -1;
+    }
+    return end_chunk_size(c, out, err);
+}
+
+/* Takes one byte in a line-shaped state, as ch_steps says; at the end of
+ * the size line, readies the next one and goes to the data (or, after the
+ * last chunk, the trailers).  Returns 0, or -1 with err filled. */
+static int line_byte(struct http_chunked *c, unsigned char ch, char err[ERR_LEN])
+{
+    const struct ch_step *step = &ch_steps[c->_state];
+
+    if (ch == step->end) {
+        c->_state = step->next;
+        if (step->next == CH_DATA) {
+            c->_line = 0;
+            c->_ndigits = 0;
+            c->_any_digit = 0;
+            c->_state = c->_remaining ? CH_DATA : CH_TRAILER_START;
+        }
+        return 0;
+    }
+    if (in_class(step->stay, ch)) {
+        if (c->_state == CH_TRAILER_START)
+            c->_state = CH_TRAILER_NAME;
+        return 0;
+    }
+    err_set(err, "%s", step->bad);
+    return -1;
+}
+
 http_parse_t http_chunked_decode(struct http_chunked *c, const char *in, size_t n, size_t *used,
                                  struct buf *out, char err[ERR_LEN])
 {
@@ -365,122 +454,21 @@ http_parse_t http_chunked_decode(struct http_chunked *c, const char *in, size_t 
             err_set(err, "trailers over %d bytes", HTTP_HEAD_MAX);
             goto fail;
         }
-        switch (c->_state) {
-        case CH_SIZE:
-            if (is_hex(ch)) {
-                c->_any_digit = 1;
-                if (c->_ndigits == 0 && ch == '0')
-                    break; /* a leading zero */
-                if (c->_ndigits == sizeof c->_digits) {
-                    err_set(err, "chunk size over 16 hex digits");
-                    goto fail;
-                }
-                c->_digits[c->_ndigits++] = (char)ch;
-                break;
-            }
-            if (!c->_any_digit) {
-                err_set(err, "chunk size missing");
+        if (c->_state == CH_SIZE) {
+            if (size_byte(c, ch, out, err) != 0)
                 goto fail;
-            }
-            if (ch == ';')
-                c->_state = CH_EXT;
-            else if (is_blank((char)ch))
-                c->_state = CH_SIZE_WS;
-            else if (ch == '\r')
-                c->_state = CH_SIZE_LF;
-            else {
-                err_set(err, "malformed chunk size");
+        } else if (c->_state > CH_SIZE && c->_state < CH_DONE) {
+            if (line_byte(c, ch, err) != 0)
                 goto fail;
-            }
-            if (end_chunk_size(c, out, err) != 0)
-                goto fail;
-            break;
-        case CH_SIZE_WS:
-            if (ch == ';') {
-                c->_state = CH_EXT;
-            } else if (!is_blank((char)ch)) {
-                err_set(err, "malformed chunk extension");
-                goto fail;
-            }
-            break;
-        case CH_EXT:
-            if (ch == '\r') {
-                c->_state = CH_SIZE_LF;
-            } else if (!http_is_field_char(ch)) {
-                err_set(err, "control character in a chunk extension");
-                goto fail;
-            }
-            break;
-        case CH_SIZE_LF:
-            if (ch != '\n') {
-                err_set(err, "chunk-size line not ended by CRLF");
-                goto fail;
-            }
-            c->_line = 0;
-            c->_ndigits = 0;
-            c->_any_digit = 0;
-            c->_state = c->_remaining ? CH_DATA : CH_TRAILER_START;
-            break;
-        case CH_DATA_CR:
-            if (ch != '\r') {
-                err_set(err, "chunk data not followed by CRLF");
-                goto fail;
-            }
-            c->_state = CH_DATA_LF;
-            break;
-        case CH_DATA_LF:
-            if (ch != '\n') {
-                err_set(err, "chunk data not followed by CRLF");
-                goto fail;
-            }
-            c->_state = CH_SIZE;
-            break;
-        case CH_TRAILER_START:
-            if (ch == '\r') {
-                c->_state = CH_END_LF;
-            } else if (http_is_tchar(ch)) {
-                c->_state = CH_TRAILER_NAME;
-            } else {
-                err_set(err, "malformed trailer line");
-                goto fail;
-            }
-            break;
-        case CH_TRAILER_NAME:
-            if (ch == ':') {
-                c->_state = CH_TRAILER_VALUE;
-            } else if (!http_is_tchar(ch)) {
-                err_set(err, "malformed trailer line");
-                goto fail;
-            }
-            break;
-        case CH_TRAILER_VALUE:
-            if (ch == '\r') {
-                c->_state = CH_TRAILER_LF;
-            } else if (!http_is_field_char(ch)) {
-                err_set(err, "control character in a trailer");
-                goto fail;
-            }
-            break;
-        case CH_TRAILER_LF:
-            if (ch != '\n') {
-                err_set(err, "trailer line not ended by CRLF");
-                goto fail;
-            }
-            c->_state = CH_TRAILER_START;
-            break;
-        case CH_END_LF:
-            if (ch != '\n') {
-                err_set(err, "chunked body not ended by CRLF");
-                goto fail;
-            }
-            c->_state = CH_DONE;
-            *used = i + 1;
-            return HTTP_PARSE_DONE;
-        default:
+        } else {
             err_set(err, "chunked decoder in a bad state");
             goto fail;
         }
         i++;
+        if (c->_state == CH_DONE) {
+            *used = i;
+            return HTTP_PARSE_DONE;
+        }
     }
     *used = n;
     return HTTP_PARSE_MORE;

@@ -90,7 +90,7 @@ REJECTIONS = [
 def test_every_rejection_rule_gives_its_reason_and_the_exact_failure_list():
     messages = [msg(f"bad-{i:02d}", body) for i, (body, _) in enumerate(REJECTIONS)]
     good = msg("good-1", {"user_id": "u1", "ip": "2001:DB8::1", "device_id": "123-45-6789",
-                           "app_version": "0.96", "locale": None, "device_type": "ios"})
+                          "app_version": "0.96", "locale": None, "device_type": "ios"})
     good2 = msg("good-2", {"user_id": "u2", "ip": "2001:db8:0:0:0:0:0:1", "app_version": 3})
     event = make_event(messages + [good, good2])
     with Etl() as etl:

@@ -201,9 +201,9 @@ def test_a_message_id_over_the_btree_limit_is_written_once():
 
 
 def _ledger_entry_refused_alone(trigger, name, n, bad, prefix):
-    """n messages ids prefix+i, but "bad-{bad}" (refused by the ledger trigger `name`) at
-    index bad: each of two deliveries lists that one alone and writes the rest, once.
-    The trigger is dropped at the end; returns the function's log lines."""
+    """n messages with ids prefix + i, except "bad-{bad}" at index bad (an id the ledger
+    trigger `name` refuses): each of two deliveries lists that one alone and writes the
+    rest, once.  The trigger is dropped at the end; returns the function's log lines."""
     msgs = [_msg(("bad-" if i == bad else prefix) + str(i), f"user-{i}") for i in range(n)]
     with _refusing(trigger, undo=f"DROP TRIGGER {name} ON login_etl_ledger_v3") as etl:
         for delivery in (1, 2):

@@ -8,14 +8,7 @@ import time
 from events.generate import event_bytes, make_event, make_messages
 from rig import expect, harness, pg
 from rig.harness import Etl, assert_no_pii, row_key
-
-START_MS = 1_718_006_400_000
-
-
-def _msg(mid, body, sent=START_MS):
-    if not isinstance(body, str):
-        body = json.dumps(body)
-    return {"messageId": mid, "body": body, "sentTimestamp": sent}
+from rig.messages import msg
 
 
 def _expected(messages):
@@ -95,10 +88,10 @@ REJECTIONS = [
 
 
 def test_every_rejection_rule_gives_its_reason_and_the_exact_failure_list():
-    messages = [_msg(f"bad-{i:02d}", body) for i, (body, _) in enumerate(REJECTIONS)]
-    good = _msg("good-1", {"user_id": "u1", "ip": "2001:DB8::1", "device_id": "123-45-6789",
-                           "app_version": "0.96", "locale": None, "device_type": "ios"})
-    good2 = _msg("good-2", {"user_id": "u2", "ip": "2001:db8:0:0:0:0:0:1", "app_version": 3})
+    messages = [msg(f"bad-{i:02d}", body) for i, (body, _) in enumerate(REJECTIONS)]
+    good = msg("good-1", {"user_id": "u1", "ip": "2001:DB8::1", "device_id": "123-45-6789",
+                          "app_version": "0.96", "locale": None, "device_type": "ios"})
+    good2 = msg("good-2", {"user_id": "u2", "ip": "2001:db8:0:0:0:0:0:1", "app_version": 3})
     event = make_event(messages + [good, good2])
     with Etl() as etl:
         listed = etl.answer(event_bytes(event))
@@ -116,7 +109,7 @@ def test_every_rejection_rule_gives_its_reason_and_the_exact_failure_list():
 
 def test_raw_nul_and_invalid_utf8_in_a_body_reject_only_that_record():
     # Built by hand: a raw U+0000 and a lone surrogate inside the event's own body strings.
-    ok = make_event([_msg("ok", {"user_id": "u"})])["Records"][0]
+    ok = make_event([msg("ok", {"user_id": "u"})])["Records"][0]
     recs = []
     for mid, body_json in (("nul", '"{\\"user_id\\": \\"a\\u0000\\"}"'),
                            ("surrogate", '"{\\"user_id\\": \\"\\udc00\\"}"')):
@@ -153,13 +146,13 @@ def test_replayed_batches_add_no_rows_and_repeats_in_a_batch_give_one_row():
 def test_content_duplicates_with_different_ids_are_all_written():
     body = {"user_id": "u", "ip": "10.0.0.1", "device_id": "111-22-3333"}
     with Etl() as etl:
-        assert etl.answer(event_bytes(make_event([_msg(f"m{i}", body) for i in range(5)]))) == set()
+        assert etl.answer(event_bytes(make_event([msg(f"m{i}", body) for i in range(5)]))) == set()
         rows = etl.rows()
         assert len(rows) == 5 and len({r["masked_ip"] for r in rows}) == 1
 
 
 def test_empty_batch_and_events_that_are_not_sqs():
-    good = event_bytes(make_event([_msg("after", {"user_id": "u"})]))
+    good = event_bytes(make_event([msg("after", {"user_id": "u"})]))
     with Etl() as etl:
         assert etl.answer(b'{"Records": []}') == set()
         for bad in (b"not json", b"[]", b"{}", b'{"Records": {}}', b'{"Records": [1]}',
@@ -173,14 +166,14 @@ def test_empty_batch_and_events_that_are_not_sqs():
 
 
 def test_fifo_stops_at_the_first_failure():
-    msgs = [_msg(f"f{i}", {"user_id": f"u{i}"}) for i in range(6)]
-    msgs[2] = _msg("f2", {"user_id": 7})
+    msgs = [msg(f"f{i}", {"user_id": f"u{i}"}) for i in range(6)]
+    msgs[2] = msg("f2", {"user_id": 7})
     with Etl() as etl:
         listed = etl.answer(event_bytes(make_event(msgs, fifo=True)))
         assert listed == {"f2", "f3", "f4", "f5"}
         assert sorted(r["user_id"] for r in etl.rows()) == ["u0", "u1"]
         # Redelivered with the bad one fixed, the rest lands in order, once.
-        msgs[2] = _msg("f2", {"user_id": "u2"})
+        msgs[2] = msg("f2", {"user_id": "u2"})
         assert etl.answer(event_bytes(make_event(msgs[2:], fifo=True))) == set()
         assert sorted(r["user_id"] for r in etl.rows()) == [f"u{i}" for i in range(6)]
 
@@ -265,17 +258,10 @@ def test_settings_checked_at_start_are_init_errors():
 def test_least_privilege_user_with_tables_made_upstream():
     # The upstream environment owns the tables; the function's user may only
     # insert (and read its ledger), with no CREATE on the schema.
-    db = pg.server()
-    db.reset()
-    with Etl() as etl:  # creates both tables as their owner
-        etl.answer(event_bytes(make_event([_msg("seed", {"user_id": "u0"})])))
-    db.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_min') THEN "
-            "CREATE ROLE etl_min LOGIN PASSWORD 'min-password'; END IF; END $$",
-            user=pg.SUPERUSER, password=pg.SUPERPASS)
-    db.psql("GRANT INSERT ON user_logins TO etl_min; "
-            "GRANT SELECT, INSERT, DELETE ON login_etl_ledger_v3 TO etl_min")
+    db = harness.tables_by_owner([msg("seed", {"user_id": "u0"})])
+    env = harness.etl_role(db, "etl_min", "SELECT, INSERT, DELETE")
     assert db.scalar("SELECT has_schema_privilege('etl_min', 'public', 'CREATE')") == "f"
-    with Etl(reset_db=False, env={"PGUSER": "etl_min", "PGPASSWORD": "min-password"}) as etl:
+    with Etl(reset_db=False, env=env) as etl:
         msgs = make_messages(50, seed=51, invalid_rate=0)
         assert etl.answer(event_bytes(make_event(msgs))) == set()
         assert etl.answer(event_bytes(make_event(msgs))) == set()  # a replay, too
@@ -338,8 +324,8 @@ def test_a_repeated_message_id_is_counted_by_the_fate_it_shares():
     + failed."""
     good = {"user_id": "u", "ip": "10.0.0.1", "device_id": "111-22-3333"}
     bad = {"user_id": "", "ip": "10.0.0.1"}
-    msgs = [_msg("a", good), _msg("r", bad), _msg("r", good), _msg("a", bad), _msg("r", good),
-            _msg("b", good)]
+    msgs = [msg("a", good), msg("r", bad), msg("r", good), msg("a", bad), msg("r", good),
+            msg("b", good)]
     with Etl() as etl:
         assert etl.answer(event_bytes(make_event(msgs))) == {"r"}
         assert etl.count() == 2

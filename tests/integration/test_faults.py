@@ -24,7 +24,6 @@ and the process alive (or, for a failure at start, an init error and a clean exi
 """
 import atexit
 import collections
-import json
 import os
 import re
 import shutil
@@ -36,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from events.generate import event_bytes, fit_event, make_event, make_messages
 from rig import exactly_once, paths, pg, proc, runtime_api, valgrind
 from rig.harness import Etl, wait_for
+from rig.messages import msg
 
-START_MS = 1_718_006_400_000
 SHIM_SRC = paths.ROOT / "tests" / "rig" / "preload" / "failmalloc.c"
 SHIM = paths.BUILD / "plain" / "rig" / "failmalloc.so"
 WORKERS = 3          # bootstrap processes at once in the allocation tests
@@ -288,12 +287,12 @@ def _scratch():
 def _records(tag):
     """Three records of fixed shape (so every run allocates alike): a valid IPv4 login,
     a message that is not a login record, a valid IPv6 login."""
-    def msg(i, body):
-        return {"messageId": f"fm-{tag}-{i}", "body": json.dumps(body), "sentTimestamp": START_MS}
-    return [msg(0, {"user_id": f"fm-{tag}-0", "app_version": "2.3.0", "device_type": "android",
+    def one(i, body):
+        return msg(f"fm-{tag}-{i}", body)
+    return [one(0, {"user_id": f"fm-{tag}-0", "app_version": "2.3.0", "device_type": "android",
                     "ip": "199.172.111.135", "locale": None, "device_id": "593-47-5928"}),
-            msg(1, {"foo": "oops_wrong_msg_type", "bar": "123"}),
-            msg(2, {"user_id": f"fm-{tag}-2", "app_version": 3, "device_type": "ios",
+            one(1, {"foo": "oops_wrong_msg_type", "bar": "123"}),
+            one(2, {"user_id": f"fm-{tag}-2", "app_version": 3, "device_type": "ios",
                     "ip": "2001:DB8::1", "locale": "RU", "device_id": "111-22-3333"})]
 
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 from events.generate import event_bytes, make_event, make_messages
-from rig import exactly_once, expect, ledger, pg
+from rig import exactly_once, expect, harness, ledger, pg
 from rig.harness import Etl, row_key, wait_for
 
 LEDGER = ledger.LEDGER
@@ -40,6 +40,12 @@ def _without_sent_timestamp(event):
 
 def _logged(etl, message):
     return [l for l in etl.boot.logs() if isinstance(l, dict) and l.get("message") == message]
+
+
+def _logged_once(etl, message, sqlstate):
+    """`message` was logged exactly once, with this SQLSTATE."""
+    lines = _logged(etl, message)
+    assert len(lines) == 1 and lines[0]["sqlstate"] == sqlstate, lines
 
 
 def test_ledger_is_keyed_by_sent_timestamp_and_message_id_and_catches_redeliveries():
@@ -114,6 +120,15 @@ def _fill_old_slot(db, n, committed="sent_at + interval '1 hour'", prefix="old")
     return slot
 
 
+def _old_slot_for(role, ledger_privileges, seed, n):
+    """Tables made by their owner (one message of this seed written), n entries in the slot
+    retention clears today, and the function's login role `role` granted these privileges
+    on the ledger.  Returns (the server, that slot, the role's environment)."""
+    db = harness.tables_by_owner(make_messages(1, seed=seed))
+    slot = _fill_old_slot(db, n)
+    return db, slot, harness.etl_role(db, role, ledger_privileges)
+
+
 def _slot_count(db, slot):
     return int(db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE slot = {slot}"))
 
@@ -129,10 +144,7 @@ def _run_batches(etl, count, seed, done=lambda: False):
 
 
 def test_retention_truncates_the_expired_day_slot_and_sweeps_slot_18():
-    db = pg.server()
-    db.reset()
-    with Etl(reset_db=False) as etl:  # creates the tables
-        assert etl.answer(event_bytes(make_event(make_messages(2, seed=300)))) == set()
+    db = harness.tables_by_owner(make_messages(2, seed=300))
     slot = _fill_old_slot(db, 3000)
     young = (slot + 1) % ledger.SLOTS  # 15 days ago: still needed
     db.psql(f"INSERT INTO {LEDGER} (slot, sent_at, message_id, committed_at) "
@@ -168,10 +180,7 @@ def test_a_slot_with_a_young_entry_is_not_truncated_but_swept():
     # A message committed long after it was sent (the function was down for days) leaves
     # a young entry in the old slot: TRUNCATE is refused under its lock, and the slot is
     # swept by DELETE of what is old, in bounded steps.
-    db = pg.server()
-    db.reset()
-    with Etl(reset_db=False) as etl:
-        assert etl.answer(event_bytes(make_event(make_messages(2, seed=330)))) == set()
+    db = harness.tables_by_owner(make_messages(2, seed=330))
     slot = _fill_old_slot(db, 2500)
     db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '1 day' "
             f"WHERE slot = {slot} AND message_id = md5('old1')::uuid")
@@ -180,33 +189,16 @@ def test_a_slot_with_a_young_entry_is_not_truncated_but_swept():
         assert _slot_count(db, slot) == 1
         assert db.scalar(f"SELECT message_id = md5('old1')::uuid FROM {LEDGER} "
                          f"WHERE slot = {slot}") == "t"
-        young = _logged(etl, "the ledger slot holds young entries: swept by DELETE")
-        assert len(young) == 1 and young[0]["sqlstate"] == "55000", young
+        _logged_once(etl, "the ledger slot holds young entries: swept by DELETE", "55000")
         assert not _logged(etl, "ledger slot cleared")
 
 
-def _role(db, name, password, grants):
-    db.psql(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') "
-            f"THEN CREATE ROLE {name} LOGIN PASSWORD '{password}'; END IF; END $$",
-            user=pg.SUPERUSER, password=pg.SUPERPASS)
-    db.psql(grants)
-    return {"PGUSER": name, "PGPASSWORD": password}
-
-
 def test_without_truncate_privilege_the_slot_is_swept_by_delete():
-    db = pg.server()
-    db.reset()
-    with Etl(reset_db=False) as etl:  # creates the tables as their owner
-        assert etl.answer(event_bytes(make_event(make_messages(1, seed=350)))) == set()
-    slot = _fill_old_slot(db, 1500)
-    env = _role(db, "etl_notrunc", "notrunc-password",
-                f"GRANT INSERT ON user_logins TO etl_notrunc; "
-                f"GRANT SELECT, INSERT, DELETE ON {LEDGER} TO etl_notrunc")
+    db, slot, env = _old_slot_for("etl_notrunc", "SELECT, INSERT, DELETE", seed=350, n=1500)
     with Etl(reset_db=False, env=env) as etl:
         _run_batches(etl, 6, 360, done=lambda: _slot_count(db, slot) == 0)
         assert _slot_count(db, slot) == 0
-        refused = _logged(etl, "no TRUNCATE on the ledger's slots: they are swept by DELETE")
-        assert len(refused) == 1 and refused[0]["sqlstate"] == "42501", refused
+        _logged_once(etl, "no TRUNCATE on the ledger's slots: they are swept by DELETE", "42501")
     # With the README's grants (SELECT, TRUNCATE on each slot's partition) the same user
     # clears the slot with one TRUNCATE.
     slot = _fill_old_slot(db, 500, prefix="granted")
@@ -221,41 +213,29 @@ def test_without_truncate_privilege_the_slot_is_swept_by_delete():
 
 
 def test_without_delete_or_truncate_a_full_slot_is_left_and_writing_goes_on():
-    db = pg.server()
-    db.reset()
-    with Etl(reset_db=False) as etl:
-        assert etl.answer(event_bytes(make_event(make_messages(1, seed=380)))) == set()
-    slot = _fill_old_slot(db, 300)
-    env = _role(db, "etl_nodelete", "nodelete-password",
-                f"GRANT INSERT ON user_logins TO etl_nodelete; "
-                f"GRANT SELECT, INSERT ON {LEDGER} TO etl_nodelete")
+    db, slot, env = _old_slot_for("etl_nodelete", "SELECT, INSERT", seed=380, n=300)
     with Etl(reset_db=False, env=env) as etl:
         _run_batches(etl, 5, 381)
         assert etl.count() == 1 + 5 * 4
         assert _slot_count(db, slot) == 300
-        refused = _logged(etl, "ledger retention refused (no DELETE privilege): not tried again")
-        assert len(refused) == 1 and refused[0]["sqlstate"] == "42501", refused
+        _logged_once(etl, "ledger retention refused (no DELETE privilege): not tried again",
+                     "42501")
         no_trunc = _logged(etl, "no TRUNCATE on the ledger's slots: they are swept by DELETE")
         assert len(no_trunc) == 1, no_trunc
         assert not _logged(etl, "ledger retention failed; the batch is committed")
 
 
 def test_retention_without_delete_privilege_is_skipped_and_writing_goes_on():
-    db = pg.server()
-    db.reset()
-    with Etl() as etl:  # creates the tables as their owner
-        assert etl.answer(event_bytes(make_event(make_messages(1, seed=85)))) == set()
-    env = _role(db, "etl_nodelete", "nodelete-password",
-                f"GRANT INSERT ON user_logins TO etl_nodelete; "
-                f"GRANT SELECT, INSERT ON {LEDGER} TO etl_nodelete")
+    db = harness.tables_by_owner(make_messages(1, seed=85))
+    env = harness.etl_role(db, "etl_nodelete", "SELECT, INSERT")
     with Etl(reset_db=False, env=env) as etl:
         for seed in (86, 87):
             msgs = make_messages(20, seed=seed, invalid_rate=0)
             assert etl.answer(event_bytes(make_event(msgs))) == set()
             assert etl.answer(event_bytes(make_event(msgs))) == set()
         assert etl.count() == 41
-        refused = _logged(etl, "ledger retention refused (no DELETE privilege): not tried again")
-        assert len(refused) == 1 and refused[0]["sqlstate"] == "42501", refused
+        _logged_once(etl, "ledger retention refused (no DELETE privilege): not tried again",
+                     "42501")
 
 
 def test_a_lock_held_on_the_old_slot_holds_up_no_batch():
@@ -263,12 +243,8 @@ def test_a_lock_held_on_the_old_slot_holds_up_no_batch():
     # their own in a transaction left open). Retention's steps give up after their
     # lock_timeout in a transaction of their own; the batches that come meanwhile, a
     # replay's duplicate lookup among them, commit and answer at once.
-    db = pg.server()
-    db.reset()
     now_ms = int(time.time() * 1000)
-    with Etl(reset_db=False) as etl:
-        assert etl.answer(event_bytes(make_event(make_messages(
-            2, seed=1, invalid_rate=0, start_ms=now_ms)))) == set()
+    db = harness.tables_by_owner(make_messages(2, seed=1, invalid_rate=0, start_ms=now_ms))
     slot = _fill_old_slot(db, 100)
     locker = subprocess.Popen(
         ["psql", "-X", "-q", "-c", f"BEGIN; LOCK TABLE {LEDGER}_s{slot:02d} IN ACCESS "

@@ -4,67 +4,71 @@ Each time exactly the refused records are listed (reason database_rejected), the
 batch is committed in the same invocation, a redelivery writes nothing more, and the
 server's error text (which can quote a user_id) reaches no output; every line printed is
 one JSON object."""
+import contextlib
 import json
 import random
 import string
 import time
 
 from events.generate import event_bytes, make_event
-from rig import expect, ledger, pg
+from rig import expect, harness, ledger, pg
 from rig.harness import Etl, row_key
+from rig.messages import msg
 
-START_MS = 1_718_006_400_000
+
+def _refusing_trigger(name, table, refuse_if, error, when):
+    """SQL creating the row trigger `name` on INSERT into `table` that raises `error` (RAISE
+    EXCEPTION's arguments) for the rows where `refuse_if` holds; `when` is "BEFORE" (the
+    error names the COPY's line), "AFTER" (fired at the end of the COPY statement: it names
+    no line) or "DEFERRED" (a constraint trigger fired at COMMIT: no line either)."""
+    create = {"BEFORE": f"CREATE TRIGGER {name} BEFORE INSERT ON {table}",
+              "AFTER": f"CREATE TRIGGER {name} AFTER INSERT ON {table}",
+              "DEFERRED": f"CREATE CONSTRAINT TRIGGER {name} AFTER INSERT ON {table}\n"
+                          "  DEFERRABLE INITIALLY DEFERRED"}[when]
+    return f"""
+CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF {refuse_if} THEN
+    RAISE EXCEPTION {error};
+  END IF;
+  RETURN {"NEW" if when == "BEFORE" else "NULL"};
+END $$;
+{create} FOR EACH ROW EXECUTE FUNCTION {name}();
+"""
+
 
 # Refuses the rows of users whose id starts with "refuse-", naming the user_id in the
 # message (as a careless trigger would): that text must never be printed.
-REFUSE_TRIGGER = """
-CREATE OR REPLACE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.user_id LIKE 'refuse-%' THEN
-    RAISE EXCEPTION 'refused row for %', NEW.user_id;
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER refuse_row BEFORE INSERT ON user_logins FOR EACH ROW EXECUTE FUNCTION refuse_row();
-"""
+REFUSED_USER = "NEW.user_id LIKE 'refuse-%'"
+NAMING_USER = "'refused row for %', NEW.user_id"
+REFUSE_TRIGGER = _refusing_trigger("refuse_row", "user_logins", REFUSED_USER, NAMING_USER, "BEFORE")
 
 # The same check made at COMMIT: the error names no COPY line.
-DEFERRED_TRIGGER = """
-CREATE OR REPLACE FUNCTION refuse_late() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.user_id LIKE 'refuse-%' THEN
-    RAISE EXCEPTION 'refused row for %', NEW.user_id;
-  END IF;
-  RETURN NULL;
-END $$;
-CREATE CONSTRAINT TRIGGER refuse_late AFTER INSERT ON user_logins
-  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_late();
-"""
+DEFERRED_TRIGGER = _refusing_trigger("refuse_late", "user_logins", REFUSED_USER, NAMING_USER,
+                                     "DEFERRED")
 
 # An AFTER ROW trigger fires at the end of the COPY statement: its error names no line either.
-AFTER_TRIGGER = DEFERRED_TRIGGER.replace("CONSTRAINT TRIGGER refuse_late", "TRIGGER refuse_late") \
-    .replace("DEFERRABLE INITIALLY DEFERRED ", "")
+AFTER_TRIGGER = _refusing_trigger("refuse_late", "user_logins", REFUSED_USER, NAMING_USER,
+                                  "AFTER")
 
 # The ledger keys of the messageIds the ledger triggers below refuse (ids starting "bad-").
 BAD_IDS = ("bad-id9", "bad-id30", "bad-9", "bad-4")
 BAD_KEYS = "ARRAY[" + ", ".join(f"'{ledger.key(i)}'" for i in BAD_IDS) + "]::uuid[]"
+REFUSED_ID = f"NEW.message_id = ANY({BAD_KEYS})"
+NAMING_ID = "'refused id %', NEW.message_id"
 
 # An AFTER ROW trigger on the ledger: its error names no line, and SET CONSTRAINTS cannot
 # move it, so the rows are isolated one transaction per part.
-LEDGER_TRIGGER = """
-CREATE OR REPLACE FUNCTION refuse_id() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.message_id = ANY(""" + BAD_KEYS + """) THEN
-    RAISE EXCEPTION 'refused id %', NEW.message_id;
-  END IF;
-  RETURN NULL;
-END $$;
-CREATE TRIGGER refuse_id AFTER INSERT ON login_etl_ledger_v3 FOR EACH ROW EXECUTE FUNCTION refuse_id();
-"""
+LEDGER_TRIGGER = _refusing_trigger("refuse_id", "login_etl_ledger_v3", REFUSED_ID, NAMING_ID,
+                                   "AFTER")
 
 # The same as a BEFORE ROW trigger: its error names the ledger COPY's line.
-LEDGER_BEFORE_TRIGGER = LEDGER_TRIGGER.replace("RETURN NULL", "RETURN NEW").replace(
-    "AFTER INSERT", "BEFORE INSERT")
+LEDGER_BEFORE_TRIGGER = _refusing_trigger("refuse_id", "login_etl_ledger_v3", REFUSED_ID,
+                                          NAMING_ID, "BEFORE")
+
+# The same deferred to COMMIT: its events were queued by the ledger COPY.
+DEFERRED_LEDGER_TRIGGER = _refusing_trigger("refuse_id_late", "login_etl_ledger_v3", REFUSED_ID,
+                                            NAMING_ID, "DEFERRED")
 
 # Says something about every row, quoting its user_id.
 NOTICE_TRIGGER = """
@@ -79,10 +83,11 @@ CREATE TRIGGER talk BEFORE INSERT ON user_logins FOR EACH ROW EXECUTE FUNCTION t
 
 
 def _msg(mid, user_id, **fields):
+    """A valid login of this user (fields replace the defaults)."""
     body = {"user_id": user_id, "device_type": "ios", "ip": "192.0.2.7",
             "device_id": f"dev-{mid[:40]}", "locale": "en_US", "app_version": "3.1.4"}
     body.update(fields)
-    return {"messageId": mid, "body": json.dumps(body), "sentTimestamp": START_MS}
+    return msg(mid, body)
 
 
 def _batch(n, refused, prefix="m"):
@@ -101,11 +106,32 @@ def _prepare(etl):
     etl.db.psql("DELETE FROM user_logins; DELETE FROM login_etl_ledger_v3")
 
 
+@contextlib.contextmanager
+def _refusing(sql, undo=None, **etl_options):
+    """An ETL session (Etl's options) on emptied tables to which `sql` was added as the
+    superuser (a trigger, a constraint); `undo` (SQL) is run when it ends, failed or not."""
+    with Etl(**etl_options) as etl:
+        _prepare(etl)
+        _superuser(etl.db, sql)
+        try:
+            yield etl
+        finally:
+            if undo:
+                _superuser(etl.db, undo)
+
+
 def _assert_written(etl, messages):
     """user_logins and the ledger hold exactly these messages, once each."""
     want = sorted((expect.row(m["body"], m["sentTimestamp"]) for m in messages), key=row_key)
     assert sorted(etl.rows(), key=row_key) == want
     assert sorted(ledger.ids(etl.db)) == sorted(ledger.key(m["messageId"]) for m in messages)
+
+
+def _delivered(etl, msgs, listed, **event):
+    """Sends msgs as one event (make_event's options); asserts that exactly `listed` is
+    answered and that the tables then hold exactly the other messages, once each."""
+    assert etl.answer(event_bytes(make_event(msgs, **event))) == listed
+    _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])
 
 
 def _json_lines(etl):
@@ -127,9 +153,7 @@ def _rejected(etl):
 
 def test_a_trigger_refusing_one_row_of_20_lists_it_and_writes_the_19():
     msgs = _batch(20, {7})
-    with Etl() as etl:
-        _prepare(etl)
-        _superuser(etl.db, REFUSE_TRIGGER)
+    with _refusing(REFUSE_TRIGGER) as etl:
         assert etl.answer(event_bytes(make_event(msgs))) == {"m7"}
         good = [m for m in msgs if m["messageId"] != "m7"]
         _assert_written(etl, good)
@@ -154,18 +178,13 @@ def test_a_check_constraint_added_by_an_operator_refuses_only_its_rows():
     bad = {0, 13, 29}
     msgs = [_msg(f"c{i}", f"user-{i}", app_version="1.0.0" if i in bad else "4.2.0")
             for i in range(30)]
-    with Etl() as etl:
-        _prepare(etl)
-        _superuser(etl.db, "ALTER TABLE user_logins ADD CONSTRAINT modern_app "
-                           "CHECK (app_version >= 2000000)")
-        assert etl.answer(event_bytes(make_event(msgs))) == {f"c{i}" for i in bad}
-        _assert_written(etl, [m for i, m in enumerate(msgs) if i not in bad])
+    with _refusing("ALTER TABLE user_logins ADD CONSTRAINT modern_app "
+                   "CHECK (app_version >= 2000000)") as etl:
+        _delivered(etl, msgs, {f"c{i}" for i in bad})
         reasons = {l["reason"] for l in etl.boot.logs() if isinstance(l, dict)
                    and l.get("message") == "database refused a row"}
         assert reasons == {"copy rows: SQLSTATE 23514 table user_logins constraint modern_app"}
-        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == \
-            {f"c{i}" for i in bad}
-        _assert_written(etl, [m for i, m in enumerate(msgs) if i not in bad])
+        _delivered(etl, msgs, {f"c{i}" for i in bad}, receive_count=2)
 
 
 def test_a_message_id_over_the_btree_limit_is_written_once():
@@ -178,28 +197,28 @@ def test_a_message_id_over_the_btree_limit_is_written_once():
     with Etl() as etl:
         _prepare(etl)
         for delivery in (1, 2):
-            assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == set()
-            _assert_written(etl, msgs)
+            _delivered(etl, msgs, set(), receive_count=delivery)
+
+
+def _ledger_entry_refused_alone(trigger, name, n, bad, prefix):
+    """n messages with ids prefix + i, except "bad-{bad}" at index bad (an id the ledger
+    trigger `name` refuses): each of two deliveries lists that one alone and writes the
+    rest, once.  The trigger is dropped at the end; returns the function's log lines."""
+    msgs = [_msg(("bad-" if i == bad else prefix) + str(i), f"user-{i}") for i in range(n)]
+    with _refusing(trigger, undo=f"DROP TRIGGER {name} ON login_etl_ledger_v3") as etl:
+        for delivery in (1, 2):
+            _delivered(etl, msgs, {f"bad-{bad}"}, receive_count=delivery)
+    return etl.boot.logs()
 
 
 def test_a_ledger_entry_refused_by_its_line_is_refused_alone():
     # A BEFORE trigger on the ledger names the ledger COPY's line: the transaction is
     # void, the row is marked and the batch written again without it.
-    msgs = [_msg(("bad-" if i == 4 else "b") + str(i), f"user-{i}") for i in range(10)]
-    with Etl() as etl:
-        _prepare(etl)
-        _superuser(etl.db, LEDGER_BEFORE_TRIGGER)
-        try:
-            for delivery in (1, 2):
-                assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == \
-                    {"bad-4"}
-                _assert_written(etl, [m for m in msgs if m["messageId"] != "bad-4"])
-            assert any(isinstance(l, dict) and l.get("message") == "database refused a row"
-                       and "SQLSTATE P0001" in l["reason"] for l in etl.boot.logs())
-            assert not any(isinstance(l, dict) and l.get("message") == "isolating by transactions"
-                           for l in etl.boot.logs())
-        finally:
-            _superuser(etl.db, "DROP TRIGGER refuse_id ON login_etl_ledger_v3")
+    logs = _ledger_entry_refused_alone(LEDGER_BEFORE_TRIGGER, "refuse_id", 10, 4, "b")
+    assert any(isinstance(l, dict) and l.get("message") == "database refused a row"
+               and "SQLSTATE P0001" in l["reason"] for l in logs)
+    assert not any(isinstance(l, dict) and l.get("message") == "isolating by transactions"
+                   for l in logs)
 
 
 def test_a_deferred_trigger_failing_at_commit_is_isolated_in_parts():
@@ -209,18 +228,13 @@ def test_a_deferred_trigger_failing_at_commit_is_isolated_in_parts():
 
 def _isolated_in_parts(trigger):
     msgs = _batch(40, {5, 31}, prefix="d")
-    with Etl() as etl:
-        _prepare(etl)
-        _superuser(etl.db, trigger)
-        assert etl.answer(event_bytes(make_event(msgs))) == {"d5", "d31"}
-        good = [m for m in msgs if m["messageId"] not in ("d5", "d31")]
-        _assert_written(etl, good)
+    with _refusing(trigger) as etl:
+        _delivered(etl, msgs, {"d5", "d31"})
         logged = [l.get("message") for l in etl.boot.logs() if isinstance(l, dict)]
         assert "a row was refused without its line: isolating it" in logged
         # Made immediate, the constraint names its rows in one transaction.
         assert "isolating by transactions" not in logged
-        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {"d5", "d31"}
-        _assert_written(etl, good)
+        _delivered(etl, msgs, {"d5", "d31"}, receive_count=2)
         assert "refuse-secret" not in etl.boot.output()
         _json_lines(etl)
 
@@ -228,12 +242,9 @@ def _isolated_in_parts(trigger):
 def test_fifo_stops_at_the_refused_row_and_keeps_the_order():
     for trigger in (REFUSE_TRIGGER, DEFERRED_TRIGGER):
         msgs = _batch(8, {3}, prefix="f")
-        with Etl() as etl:
-            _prepare(etl)
-            _superuser(etl.db, trigger)
+        with _refusing(trigger) as etl:
             after = {f"f{i}" for i in range(3, 8)}
-            assert etl.answer(event_bytes(make_event(msgs, fifo=True))) == after
-            _assert_written(etl, msgs[:3])
+            _delivered(etl, msgs, after, fifo=True)
             # Redelivered from the refused record on: refused again, nothing after it written.
             assert etl.answer(event_bytes(make_event(msgs[3:], fifo=True, receive_count=2))) \
                 == after
@@ -250,11 +261,8 @@ def test_fifo_stops_at_the_refused_row_and_keeps_the_order():
 def test_notices_and_server_errors_print_only_json_and_no_server_text():
     msgs = _batch(12, {2, 9}, prefix="n")
     env = {"AWS_LAMBDA_LOG_FORMAT": "JSON", "AWS_LAMBDA_LOG_LEVEL": "DEBUG"}
-    with Etl(env=env) as etl:
-        _prepare(etl)
-        _superuser(etl.db, NOTICE_TRIGGER + REFUSE_TRIGGER)
-        assert etl.answer(event_bytes(make_event(msgs))) == {"n2", "n9"}
-        _assert_written(etl, [m for m in msgs if m["messageId"] not in ("n2", "n9")])
+    with _refusing(NOTICE_TRIGGER + REFUSE_TRIGGER, env=env) as etl:
+        _delivered(etl, msgs, {"n2", "n9"})
         lines = _json_lines(etl)
         notices = [l for l in lines if l.get("message") == "database notice"]
         assert {(l["severity"], l["sqlstate"]) for l in notices} == \
@@ -287,14 +295,11 @@ def test_many_refused_rows_with_replayed_ids_in_the_same_batch():
         assert etl.answer(event_bytes(make_event(early))) == set()
         _superuser(etl.db, "ALTER TABLE user_logins ADD CONSTRAINT known_locale "
                            "CHECK (locale <> 'xx')")
-        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == refused
-        good = [m for m in msgs if m["messageId"] not in refused]
-        _assert_written(etl, good)
+        _delivered(etl, msgs, refused, receive_count=2)
         m = etl.boot.metrics()[-1]
         assert (m["RecordsWritten"], m["RecordsDuplicate"], m["RecordsRejected"]) == \
-            (len(good) - len(early), len(early), len(refused))
-        assert etl.answer(event_bytes(make_event(msgs, receive_count=3))) == refused
-        _assert_written(etl, good)
+            (len(msgs) - len(refused) - len(early), len(early), len(refused))
+        _delivered(etl, msgs, refused, receive_count=3)
 
 
 def test_a_ledger_trigger_without_line_is_isolated_one_transaction_per_part():
@@ -302,25 +307,19 @@ def test_a_ledger_trigger_without_line_is_isolated_one_transaction_per_part():
         msgs = [_msg(("bad-" if i in (9, 30) else "") + f"id{i}", f"user-{i}") for i in range(40)]
         refused = {"bad-id9", "bad-id30"}
         listed = refused if not fifo else {m["messageId"] for m in msgs[9:]}
-        with Etl() as etl:
-            _prepare(etl)
-            _superuser(etl.db, LEDGER_TRIGGER)
-            assert etl.answer(event_bytes(make_event(msgs, fifo=fifo))) == listed
-            _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])
+        with _refusing(LEDGER_TRIGGER) as etl:
+            _delivered(etl, msgs, listed, fifo=fifo)
             assert _rejected(etl) == (refused if not fifo else {"bad-id9"})
             assert any(isinstance(l, dict) and l.get("message") == "isolating by transactions"
                        for l in etl.boot.logs())
-            assert etl.answer(event_bytes(make_event(msgs, fifo=fifo, receive_count=2))) == listed
-            _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])
+            _delivered(etl, msgs, listed, fifo=fifo, receive_count=2)
 
 
 def test_isolation_stops_at_the_deadline_and_the_redelivery_completes_it():
     slow = DEFERRED_TRIGGER.replace("BEGIN\n  IF", "BEGIN\n  PERFORM pg_sleep(0.03);\n  IF")
     assert slow != DEFERRED_TRIGGER
     msgs = _batch(60, {40}, prefix="t")
-    with Etl() as etl:
-        _prepare(etl)
-        _superuser(etl.db, slow)
+    with _refusing(slow) as etl:
         deadline = int(time.time() * 1000) + 2500
         rid = etl.emu.enqueue(event_bytes(make_event(msgs)), deadline_ms=deadline)
         res = etl.emu.wait_result(rid, timeout=10)
@@ -333,8 +332,7 @@ def test_isolation_stops_at_the_deadline_and_the_redelivery_completes_it():
         assert {ledger.key(i) for i in listed} | written == ledger.keys(msgs)
         assert not {ledger.key(i) for i in listed} & written
         assert "t40" in listed and etl.count() == len(written)
-        assert etl.answer(event_bytes(make_event(msgs, receive_count=2))) == {"t40"}
-        _assert_written(etl, [m for m in msgs if m["messageId"] != "t40"])
+        _delivered(etl, msgs, {"t40"}, receive_count=2)
 
 
 def test_a_user_without_delete_on_the_ledger_still_gets_exact_answers():
@@ -345,22 +343,15 @@ def test_a_user_without_delete_on_the_ledger_still_gets_exact_answers():
     db.reset()
     with Etl(reset_db=False) as etl:
         _prepare(etl)
-    _superuser(db, "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
-                   "'etl_nodelete') THEN CREATE ROLE etl_nodelete LOGIN PASSWORD 'nodelete-password'; "
-                   "END IF; END $$")
-    db.psql("GRANT INSERT ON user_logins TO etl_nodelete; "
-            "GRANT SELECT, INSERT ON login_etl_ledger_v3 TO etl_nodelete")
+    env = harness.etl_role(db, "etl_nodelete", "SELECT, INSERT")
     _superuser(db, "ALTER TABLE user_logins ADD CONSTRAINT modern_app "
                    "CHECK (app_version >= 2000000)" + ";" + DEFERRED_TRIGGER)
     bad = {3, 17}  # refused by the CHECK constraint (line) and the trigger (no line)
     msgs = [_msg(f"p{i}", ("refuse-secret-" if i == 17 else "user-") + str(i),
                  app_version="1.0.0" if i == 3 else "4.2.0") for i in range(25)]
-    env = {"PGUSER": "etl_nodelete", "PGPASSWORD": "nodelete-password"}
     with Etl(reset_db=False, env=env) as etl:
         for delivery in (1, 2):
-            assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == \
-                {f"p{i}" for i in bad}
-            _assert_written(etl, [m for i, m in enumerate(msgs) if i not in bad])
+            _delivered(etl, msgs, {f"p{i}" for i in bad}, receive_count=delivery)
         assert any(isinstance(l, dict) and l.get("message", "").startswith("no DELETE")
                    for l in etl.boot.logs())
 
@@ -372,41 +363,14 @@ def test_rows_refused_with_and_without_a_line_in_one_batch():
         msgs = [_msg(f"x{i}", ("refuse-secret-" if i == 2 else "user-") + str(i),
                      app_version="1.0.0" if i == 30 else "4.2.0") for i in range(40)]
         listed = {"x2", "x30"} if not fifo else {f"x{i}" for i in range(2, 40)}
-        with Etl() as etl:
-            _prepare(etl)
-            _superuser(etl.db, "ALTER TABLE user_logins ADD CONSTRAINT modern_app "
-                               "CHECK (app_version >= 2000000);" + DEFERRED_TRIGGER)
-            assert etl.answer(event_bytes(make_event(msgs, fifo=fifo))) == listed
-            _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])
+        with _refusing("ALTER TABLE user_logins ADD CONSTRAINT modern_app "
+                       "CHECK (app_version >= 2000000);" + DEFERRED_TRIGGER) as etl:
+            _delivered(etl, msgs, listed, fifo=fifo)
             assert _rejected(etl) == ({"x2", "x30"} if not fifo else {"x2"})
-            assert etl.answer(event_bytes(make_event(msgs, fifo=fifo, receive_count=2))) == listed
-            _assert_written(etl, [m for m in msgs if m["messageId"] not in listed])
-
-
-DEFERRED_LEDGER_TRIGGER = """
-CREATE OR REPLACE FUNCTION refuse_id_late() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF NEW.message_id = ANY(""" + BAD_KEYS + """) THEN
-    RAISE EXCEPTION 'refused id %', NEW.message_id;
-  END IF;
-  RETURN NULL;
-END $$;
-CREATE CONSTRAINT TRIGGER refuse_id_late AFTER INSERT ON login_etl_ledger_v3
-  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_id_late();
-"""
+            _delivered(etl, msgs, listed, fifo=fifo, receive_count=2)
 
 
 def test_a_deferred_trigger_on_the_ledger_refuses_its_record_alone():
     # Its events were queued by the ledger COPY, before the rows' savepoint, so returning to
     # that savepoint cannot drop them: the row is found by transactions of their own.
-    msgs = [_msg(("bad-" if i == 9 else "g") + str(i), f"user-{i}") for i in range(20)]
-    with Etl() as etl:
-        _prepare(etl)
-        _superuser(etl.db, DEFERRED_LEDGER_TRIGGER)
-        try:
-            for delivery in (1, 2):
-                assert etl.answer(event_bytes(make_event(msgs, receive_count=delivery))) == \
-                    {"bad-9"}
-                _assert_written(etl, [m for m in msgs if m["messageId"] != "bad-9"])
-        finally:
-            _superuser(etl.db, "DROP TRIGGER refuse_id_late ON login_etl_ledger_v3")
+    _ledger_entry_refused_alone(DEFERRED_LEDGER_TRIGGER, "refuse_id_late", 20, 9, "g")

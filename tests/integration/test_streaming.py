@@ -9,16 +9,9 @@ import json
 import time
 
 from events.generate import event_bytes, make_event, make_messages
-from rig import ledger, pg
+from rig import harness, ledger, pg
 from rig.harness import Etl
-
-START_MS = 1_718_006_400_000
-
-
-def _msg(mid, body, sent=START_MS):
-    if not isinstance(body, str):
-        body = json.dumps(body)
-    return {"messageId": mid, "body": body, "sentTimestamp": sent}
+from rig.messages import START_MS, msg
 
 
 def _ledger(db):
@@ -51,7 +44,7 @@ def test_an_event_found_invalid_after_many_good_records_writes_nothing():
         "trailing": text + b" x",
     }
     with Etl() as etl:
-        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        assert etl.answer(event_bytes(make_event([msg("warm", {"user_id": "u"})]))) == set()
         pid = _backend(etl.db)
         assert pid is not None
         for name, event in tails.items():
@@ -75,7 +68,7 @@ def test_a_later_records_member_wins_over_the_keys_already_sent():
     # With duplicate keys the last one wins (as json_get): the first array's
     # records went to the sink while it was parsed, and must leave nothing.
     first = make_messages(2000, seed=82, invalid_rate=0)
-    second = [_msg(f"second-{i}", {"user_id": f"s{i}"}) for i in range(5)]
+    second = [msg(f"second-{i}", {"user_id": f"s{i}"}) for i in range(5)]
     a = json.dumps(make_event(first)["Records"], separators=(",", ":"))
     b = json.dumps(make_event(second)["Records"], separators=(",", ":"))
     event = ('{"Records":' + a + ',"Records":' + b + "}").encode()
@@ -105,9 +98,9 @@ def test_rejected_records_leave_no_ledger_entry():
 
 
 def test_a_batch_whose_records_are_all_rejected_leaves_nothing_and_keeps_the_connection():
-    bad = [_msg(f"bad-{i}", {"user_id": i}) for i in range(300)]
+    bad = [msg(f"bad-{i}", {"user_id": i}) for i in range(300)]
     with Etl() as etl:
-        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        assert etl.answer(event_bytes(make_event([msg("warm", {"user_id": "u"})]))) == set()
         pid = _backend(etl.db)
         assert etl.answer(event_bytes(make_event(bad))) == {m["messageId"] for m in bad}
         assert _ledger(etl.db) == _keys({"warm"}) and etl.count() == 1
@@ -118,15 +111,15 @@ def test_fifo_cut_records_leave_no_ledger_entry():
     # Enough records that most keys after the failure went out while the
     # event was parsed, before the failure was found.
     n = 6000
-    msgs = [_msg(f"f{i}", {"user_id": f"u{i}"}) for i in range(n)]
-    msgs[150] = _msg("f150", {"user_id": 7})
+    msgs = [msg(f"f{i}", {"user_id": f"u{i}"}) for i in range(n)]
+    msgs[150] = msg("f150", {"user_id": 7})
     with Etl() as etl:
         listed = etl.answer(event_bytes(make_event(msgs, fifo=True)))
         assert listed == {f"f{i}" for i in range(150, n)}
         assert _ledger(etl.db) == _keys({f"f{i}" for i in range(150)})
         assert etl.count() == 150
         # Redelivered with the bad one fixed, the rest lands, once.
-        msgs[150] = _msg("f150", {"user_id": "u150"})
+        msgs[150] = msg("f150", {"user_id": "u150"})
         assert etl.answer(event_bytes(make_event(msgs[150:], fifo=True))) == set()
         assert _ledger(etl.db) == _keys({f"f{i}" for i in range(n)})
         assert etl.count() == n
@@ -139,7 +132,7 @@ def test_records_cut_by_the_deadline_leave_no_ledger_entry():
     msgs = make_messages(6000, seed=84, invalid_rate=0)
     env = {"LOGIN_ETL_DEADLINE_MARGIN_MS": "1500"}
     with Etl(env=env) as etl:
-        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        assert etl.answer(event_bytes(make_event([msg("warm", {"user_id": "u"})]))) == set()
         deadline = int(time.time() * 1000) + 2500
         res = etl.invoke(event_bytes(make_event(msgs)), deadline_ms=deadline)
         assert res.kind == "response", res.body[:300]
@@ -156,19 +149,11 @@ def test_records_cut_by_the_deadline_leave_no_ledger_entry():
 def test_a_user_without_delete_on_the_ledger_leaves_no_entry_for_rejected_records():
     # The keys of rejected records cannot be deleted: the batch is written again
     # without them.
-    db = pg.server()
-    db.reset()
-    with Etl(reset_db=False) as etl:  # creates both tables as their owner
-        etl.answer(event_bytes(make_event([_msg("seed", {"user_id": "u0"})])))
-    db.psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'etl_nodelete') "
-            "THEN CREATE ROLE etl_nodelete LOGIN PASSWORD 'nodelete-password'; END IF; END $$",
-            user=pg.SUPERUSER, password=pg.SUPERPASS)
-    db.psql("GRANT INSERT ON user_logins TO etl_nodelete; "
-            "GRANT SELECT, INSERT ON login_etl_ledger_v3 TO etl_nodelete")
+    db = harness.tables_by_owner([msg("seed", {"user_id": "u0"})])
+    env = harness.etl_role(db, "etl_nodelete", "SELECT, INSERT")
     # Big enough that keys of rejected records went out while it was parsed.
     msgs = make_messages(5000, seed=85, invalid_rate=0.1)
     valid = {m["messageId"] for m in msgs if m["kind"] == "valid"}
-    env = {"PGUSER": "etl_nodelete", "PGPASSWORD": "nodelete-password"}
     with Etl(reset_db=False, env=env) as etl:
         for delivery in (1, 2):
             listed = etl.answer(event_bytes(make_event(msgs, receive_count=delivery)))
@@ -198,7 +183,7 @@ def test_a_ledger_line_refused_after_keys_without_rows_names_the_right_record():
     # Near the end of a big batch: the server reaches it while the records
     # before it are being validated.
     msgs = make_messages(7000, seed=86, invalid_rate=0.1)
-    msgs[6990] = _msg(bad_id, {"user_id": "long"})
+    msgs[6990] = msg(bad_id, {"user_id": "long"})
     valid = {m["messageId"] for m in msgs if m.get("kind", "valid") == "valid"} - {bad_id}
     rejected = {m["messageId"] for m in msgs} - valid
     trigger = f"""
@@ -214,7 +199,7 @@ CREATE TRIGGER refuse_one BEFORE INSERT ON {ledger.LEDGER}
 """
     with Etl() as etl:
         # The tables exist once a batch is written; then they are emptied.
-        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        assert etl.answer(event_bytes(make_event([msg("warm", {"user_id": "u"})]))) == set()
         etl.db.psql(f"DELETE FROM user_logins; DELETE FROM {ledger.LEDGER}")
         etl.db.psql(trigger, user=pg.SUPERUSER, password=pg.SUPERPASS)
         try:
@@ -274,7 +259,7 @@ CREATE TRIGGER audit_key BEFORE INSERT ON {ledger.LEDGER}
 """
     su = dict(user=pg.SUPERUSER, password=pg.SUPERPASS)
     with Etl() as etl:
-        assert etl.answer(event_bytes(make_event([_msg("warm", {"user_id": "u"})]))) == set()
+        assert etl.answer(event_bytes(make_event([msg("warm", {"user_id": "u"})]))) == set()
         etl.db.psql(audit, **su)
         try:
             assert etl.answer(event_bytes(make_event(msgs))) == {m["messageId"] for m in msgs} - valid

@@ -8,7 +8,9 @@ API emulator and the real bootstrap behind it.
 import json
 import time
 
-from . import pg, proc, runtime_api
+from events.generate import event_bytes, make_event
+
+from . import ledger, pg, proc, runtime_api
 
 ROW_COLUMNS = ("user_id", "device_type", "masked_ip", "masked_device_id", "locale",
                "app_version", "create_date")
@@ -75,6 +77,31 @@ class Etl:
                 self.close()
             except AssertionError:
                 pass
+
+
+def tables_by_owner(messages):
+    """Empties the test database and has the function, connected as the tables' owner,
+    create its tables by writing `messages` (none may be listed); returns the server, for
+    a test that goes on as a role granted less (etl_role)."""
+    db = pg.server()
+    db.reset()
+    with Etl(reset_db=False) as etl:
+        assert etl.answer(event_bytes(make_event(messages))) == set()
+    return db
+
+
+def etl_role(db, name, ledger_privileges):
+    """Creates (once: the server is shared by the session's tests) the login role `name`
+    (password name + "-password") as an operator would for the function on tables made
+    upstream: INSERT on user_logins and `ledger_privileges` on the ledger, nothing else.
+    Returns the environment that has the bootstrap connect as that role."""
+    password = f"{name}-password"
+    db.psql(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') "
+            f"THEN CREATE ROLE {name} LOGIN PASSWORD '{password}'; END IF; END $$",
+            user=pg.SUPERUSER, password=pg.SUPERPASS)
+    db.psql(f"GRANT INSERT ON user_logins TO {name}; "
+            f"GRANT {ledger_privileges} ON {ledger.LEDGER} TO {name}")
+    return {"PGUSER": name, "PGPASSWORD": password}
 
 
 def assert_no_pii(output, messages):

@@ -170,9 +170,31 @@ static rc_t run(struct script *s, struct handler_ctx *h, unsigned long max)
     return rc;
 }
 
+/* Starts a case with an empty script and a handler that echoes. */
+static void fresh(struct script *s, struct handler_ctx *h)
+{
+    memset(s, 0, sizeof *s);
+    memset(h, 0, sizeof *h);
+}
+
+/* Appends one answer to GET /next to the script. */
+static void push(struct script *s, struct next_step step)
+{
+    if (s->nnext >= NEXT_MAX)
+        abort();
+    s->next[s->nnext++] = step;
+}
+
 #define OK_NEXT(id_, body_)                                                                        \
     {                                                                                              \
         RC_OK, 200, 0, (id_), "1700000000000", NULL, (body_)                                       \
+    }
+
+/* An answer to GET /next whose event could not be read (rc_: over the payload
+ * limit, or out of memory). */
+#define FAILED_NEXT(rc_, id_)                                                                      \
+    {                                                                                              \
+        (rc_), 200, 0, (id_), "1700000000000", NULL, NULL                                          \
     }
 
 static void test_answers(void)
@@ -181,10 +203,9 @@ static void test_answers(void)
     struct handler_ctx h;
 
     check_case("an invocation is handed over and its answer posted to /response");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] =
-        (struct next_step){RC_OK, 200, 0, "req-1", "1700000000123", "Root=1-a", "{\"Records\":[]}"};
+    fresh(&s, &h);
+    push(&s, (struct next_step){RC_OK, 200, 0, "req-1", "1700000000123", "Root=1-a",
+                                "{\"Records\":[]}"});
     CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
     CHECK_EQ_INT(h.calls, 1);
     CHECK_EQ_STR(h.event, "{\"Records\":[]}");
@@ -198,52 +219,76 @@ static void test_answers(void)
     CHECK_EQ_STR(s.posts[0].type, "");
     script_free(&s);
 
-    check_case("the request id is percent-encoded in the answer's path");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("a/b c?%", "{}");
-    CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
-    CHECK_EQ_STR(s.posts[0].path, "/2018-06-01/runtime/invocation/a%2Fb%20c%3F%25/response");
-    script_free(&s);
-
     check_case("a missing or malformed deadline becomes now + 15 minutes");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step){RC_OK, 200, 0, "r", NULL, NULL, "{}"};
-    s.next[s.nnext++] = (struct next_step){RC_OK, 200, 0, "r", "soon", NULL, "{}"};
+    fresh(&s, &h);
+    push(&s, (struct next_step){RC_OK, 200, 0, "r", NULL, NULL, "{}"});
+    push(&s, (struct next_step){RC_OK, 200, 0, "r", "soon", NULL, "{}"});
     int64_t before = clock_epoch_ms();
     CHECK_EQ_INT(run(&s, &h, 2), RC_OK);
     CHECK(h.deadline_ms >= before + 15 * 60 * 1000 && h.deadline_ms < before + 16 * 60 * 1000);
     CHECK_EQ_INT(h.calls, 2);
     script_free(&s);
+}
 
-    check_case("a handler error goes to /error with its type and a JSON body");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    h.fail = RC_INVALID;
-    h.type = "InvalidEvent";
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("r2", "{}");
-    CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
-    CHECK_EQ_INT(s.nposts, 1);
-    CHECK_EQ_STR(s.posts[0].path, "/2018-06-01/runtime/invocation/r2/error");
-    CHECK_EQ_STR(s.posts[0].type, "InvalidEvent");
-    CHECK_EQ_STR(s.posts[0].body, "{\"errorMessage\":\"it broke\",\"errorType\":\"InvalidEvent\"}");
-    script_free(&s);
+#define INVOCATION "/2018-06-01/runtime/invocation/"
 
-    check_case("a handler failing without a type is Runtime.HandlerError; a bad type is cleaned");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    h.fail = RC_DB;
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("r3", "{}");
-    CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
-    CHECK_EQ_STR(s.posts[0].type, "Runtime.HandlerError");
-    script_free(&s);
-    memset(&s, 0, sizeof s);
-    h.type = "Bad Type\r\nX: y";
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("r3", "{}");
-    CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
-    CHECK_EQ_STR(s.posts[0].type, "Bad_Type__X:_y");
-    script_free(&s);
+/* One invocation: the answer to GET /next, how the handler behaves, and the
+ * one post the loop must make for it. */
+struct one_post_row {
+    const char *name;
+    struct next_step next;
+    rc_t fail;             /* the handler returns this (with `type`) instead of echoing */
+    const char *type;      /* the handler's error type */
+    size_t answer_bytes;   /* or answers this many bytes */
+    int calls;             /* handler calls */
+    const char *path;      /* the post's path */
+    const char *post_type; /* its Lambda-Runtime-Function-Error-Type, "" when none */
+    const char *body;      /* its body, NULL: not compared */
+    size_t body_len;       /* else its length (0: not compared) */
+};
+
+static const struct one_post_row one_post_rows[] = {
+    {"the request id is percent-encoded in the answer's path", OK_NEXT("a/b c?%", "{}"), RC_OK,
+     NULL, 0, 1, INVOCATION "a%2Fb%20c%3F%25/response", "", "echo:{}", 0},
+    {"a handler error goes to /error with its type and a JSON body", OK_NEXT("r2", "{}"),
+     RC_INVALID, "InvalidEvent", 0, 1, INVOCATION "r2/error", "InvalidEvent",
+     "{\"errorMessage\":\"it broke\",\"errorType\":\"InvalidEvent\"}", 0},
+    {"a handler failing without a type is Runtime.HandlerError", OK_NEXT("r3", "{}"), RC_DB, NULL,
+     0, 1, INVOCATION "r3/error", "Runtime.HandlerError", NULL, 0},
+    {"a handler's bad error type is cleaned", OK_NEXT("r3", "{}"), RC_DB, "Bad Type\r\nX: y", 0, 1,
+     INVOCATION "r3/error", "Bad_Type__X:_y", NULL, 0},
+    {"an event that could not be allocated is Runtime.OutOfMemory", FAILED_NEXT(RC_NOMEM, "oom"),
+     RC_OK, NULL, 0, 0, INVOCATION "oom/error", "Runtime.OutOfMemory", NULL, 0},
+    {"an answer over the payload limit is Runtime.ResponseTooLarge", OK_NEXT("huge", "{}"), RC_OK,
+     NULL, BUF_PAYLOAD_MAX + 1, 1, INVOCATION "huge/error", "Runtime.ResponseTooLarge", NULL, 0},
+    {"an answer of exactly the payload limit is posted", OK_NEXT("full", "{}"), RC_OK, NULL,
+     BUF_PAYLOAD_MAX, 1, INVOCATION "full/response", "", NULL, BUF_PAYLOAD_MAX},
+};
+
+static void test_one_post_table(void)
+{
+    for (size_t r = 0; r < sizeof one_post_rows / sizeof one_post_rows[0]; r++) {
+        const struct one_post_row *row = &one_post_rows[r];
+        struct script s;
+        struct handler_ctx h;
+
+        check_case("%s", row->name);
+        fresh(&s, &h);
+        h.fail = row->fail;
+        h.type = row->type;
+        h.answer_bytes = row->answer_bytes;
+        push(&s, row->next);
+        CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
+        CHECK_EQ_INT(h.calls, row->calls);
+        CHECK_EQ_INT(s.nposts, 1);
+        CHECK_EQ_STR(s.posts[0].path, row->path);
+        CHECK_EQ_STR(s.posts[0].type, row->post_type);
+        if (row->body)
+            CHECK_EQ_STR(s.posts[0].body, row->body);
+        else if (row->body_len)
+            CHECK_EQ_INT(s.posts[0].body ? strlen(s.posts[0].body) : 0, row->body_len);
+        script_free(&s);
+    }
 }
 
 static void test_limits(void)
@@ -252,10 +297,9 @@ static void test_limits(void)
     struct handler_ctx h;
 
     check_case("an event over the payload limit is refused without calling the handler");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step){RC_TOOBIG, 200, 0, "big", "1700000000000", NULL, NULL};
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("after", "{}");
+    fresh(&s, &h);
+    push(&s, (struct next_step)FAILED_NEXT(RC_TOOBIG, "big"));
+    push(&s, (struct next_step)OK_NEXT("after", "{}"));
     CHECK_EQ_INT(run(&s, &h, 2), RC_OK);
     CHECK_EQ_INT(h.calls, 1); /* only the second */
     CHECK_EQ_INT(s.nposts, 2);
@@ -263,36 +307,6 @@ static void test_limits(void)
     CHECK_EQ_STR(s.posts[0].type, "Runtime.PayloadTooLarge");
     CHECK(strstr(s.posts[0].body, "\"errorType\":\"Runtime.PayloadTooLarge\"") != NULL);
     CHECK_EQ_STR(s.posts[1].path, "/2018-06-01/runtime/invocation/after/response");
-    script_free(&s);
-
-    check_case("an event that could not be allocated is Runtime.OutOfMemory");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step){RC_NOMEM, 200, 0, "oom", "1700000000000", NULL, NULL};
-    CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
-    CHECK_EQ_INT(h.calls, 0);
-    CHECK_EQ_STR(s.posts[0].type, "Runtime.OutOfMemory");
-    script_free(&s);
-
-    check_case("an answer over the payload limit is Runtime.ResponseTooLarge");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    h.answer_bytes = BUF_PAYLOAD_MAX + 1;
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("huge", "{}");
-    CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
-    CHECK_EQ_INT(s.nposts, 1);
-    CHECK_EQ_STR(s.posts[0].path, "/2018-06-01/runtime/invocation/huge/error");
-    CHECK_EQ_STR(s.posts[0].type, "Runtime.ResponseTooLarge");
-    script_free(&s);
-
-    check_case("an answer of exactly the payload limit is posted");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    h.answer_bytes = BUF_PAYLOAD_MAX;
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("full", "{}");
-    CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
-    CHECK_EQ_STR(s.posts[0].path, "/2018-06-01/runtime/invocation/full/response");
-    CHECK_EQ_INT(strlen(s.posts[0].body), BUF_PAYLOAD_MAX);
     script_free(&s);
 }
 
@@ -302,10 +316,9 @@ static void test_failures(void)
     struct handler_ctx h;
 
     check_case("/next answering 5xx: the loop exits at once, without retrying");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step){RC_OK, 500, 0, NULL, NULL, NULL, "oops"};
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("never", "{}");
+    fresh(&s, &h);
+    push(&s, (struct next_step){RC_OK, 500, 0, NULL, NULL, NULL, "oops"});
+    push(&s, (struct next_step)OK_NEXT("never", "{}"));
     CHECK_EQ_INT(run(&s, &h, 0), RC_PROTOCOL);
     CHECK_EQ_INT(s.used, 1);
     CHECK_EQ_INT(s.npauses, 0);
@@ -313,18 +326,16 @@ static void test_failures(void)
     script_free(&s);
 
     check_case("the API unreachable: the loop exits at once with RC_IO");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step){RC_IO, 0, 1, NULL, NULL, NULL, NULL};
+    fresh(&s, &h);
+    push(&s, (struct next_step){RC_IO, 0, 1, NULL, NULL, NULL, NULL});
     CHECK_EQ_INT(run(&s, &h, 0), RC_IO);
     CHECK_EQ_INT(s.used, 1);
     script_free(&s);
 
     check_case("/next failing 10 times in a row: backoff 10 ms doubling to 1 s, then give up");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
+    fresh(&s, &h);
     for (int i = 0; i < 12; i++)
-        s.next[s.nnext++] = (struct next_step){RC_OK, 400, 0, NULL, NULL, NULL, "no"};
+        push(&s, (struct next_step){RC_OK, 400, 0, NULL, NULL, NULL, "no"});
     CHECK_EQ_INT(run(&s, &h, 0), RC_PROTOCOL);
     CHECK_EQ_INT(s.used, 10);
     static const int64_t want[] = {10, 20, 40, 80, 160, 320, 640, 1000, 1000};
@@ -334,13 +345,12 @@ static void test_failures(void)
     script_free(&s);
 
     check_case("a success in between resets the failure count and the backoff");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
+    fresh(&s, &h);
     for (int i = 0; i < 5; i++)
-        s.next[s.nnext++] = (struct next_step){RC_IO, 0, 0, NULL, NULL, NULL, NULL};
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("ok", "{}");
-    s.next[s.nnext++] = (struct next_step){RC_IO, 0, 0, NULL, NULL, NULL, NULL};
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("ok2", "{}");
+        push(&s, (struct next_step){RC_IO, 0, 0, NULL, NULL, NULL, NULL});
+    push(&s, (struct next_step)OK_NEXT("ok", "{}"));
+    push(&s, (struct next_step){RC_IO, 0, 0, NULL, NULL, NULL, NULL});
+    push(&s, (struct next_step)OK_NEXT("ok2", "{}"));
     CHECK_EQ_INT(run(&s, &h, 2), RC_OK);
     CHECK_EQ_INT(h.calls, 2);
     CHECK_EQ_INT(s.npauses, 6);
@@ -349,11 +359,10 @@ static void test_failures(void)
     script_free(&s);
 
     check_case("an invocation without a request id is skipped, not handled");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step){RC_OK, 200, 0, NULL, "1700000000000", NULL, "{}"};
-    s.next[s.nnext++] = (struct next_step){RC_OK, 200, 0, "", "1700000000000", NULL, "{}"};
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("real", "{}");
+    fresh(&s, &h);
+    push(&s, (struct next_step){RC_OK, 200, 0, NULL, "1700000000000", NULL, "{}"});
+    push(&s, (struct next_step){RC_OK, 200, 0, "", "1700000000000", NULL, "{}"});
+    push(&s, (struct next_step)OK_NEXT("real", "{}"));
     CHECK_EQ_INT(run(&s, &h, 1), RC_OK);
     CHECK_EQ_INT(h.calls, 1);
     CHECK_EQ_STR(h.request_id, "real");
@@ -361,11 +370,10 @@ static void test_failures(void)
     script_free(&s);
 
     check_case("an answer refused with 5xx stops the loop; with 4xx it goes on");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("a", "{}");
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("b", "{}");
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("c", "{}");
+    fresh(&s, &h);
+    push(&s, (struct next_step)OK_NEXT("a", "{}"));
+    push(&s, (struct next_step)OK_NEXT("b", "{}"));
+    push(&s, (struct next_step)OK_NEXT("c", "{}"));
     s.post_status[0] = 400; /* e.g. a second answer for one request id */
     s.post_status[1] = 500;
     CHECK_EQ_INT(run(&s, &h, 0), RC_PROTOCOL);
@@ -373,10 +381,9 @@ static void test_failures(void)
     script_free(&s);
 
     check_case("an answer that could not be delivered: the loop asks /next again");
-    memset(&s, 0, sizeof s);
-    memset(&h, 0, sizeof h);
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("a", "{}");
-    s.next[s.nnext++] = (struct next_step)OK_NEXT("b", "{}");
+    fresh(&s, &h);
+    push(&s, (struct next_step)OK_NEXT("a", "{}"));
+    push(&s, (struct next_step)OK_NEXT("b", "{}"));
     s.post_rc[0] = RC_IO;
     CHECK_EQ_INT(run(&s, &h, 2), RC_OK);
     CHECK_EQ_INT(h.calls, 2);
@@ -421,6 +428,7 @@ int main(void)
     (void)check_guard; /* no parser here */
     log_init(&lg, "FATAL", NULL, open("/dev/null", O_WRONLY));
     test_answers();
+    test_one_post_table();
     test_limits();
     test_failures();
     test_init_error();

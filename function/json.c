@@ -501,7 +501,10 @@ after:
     wanted = 0;
     if (depth == 2 && stack[1] == watch) {
         doc->ntok = ntok;
-        if (fn(ctx, doc, watch, t) != 0)
+        int next = fn(ctx, doc, watch, t);
+        if (next == JSON_ELEM_FORGET)
+            ntok = t; /* the element's tokens are the last ones: they go */
+        else if (next != JSON_ELEM_NEXT)
             watch = NO_WATCH;
     }
     SKIP_WS();

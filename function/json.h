@@ -69,8 +69,13 @@ struct json_name;
 /* Called by json_parse_stream with each element of the watched array as
  * soon as the element is complete (its tokens, and those before it, are in
  * doc; doc->ntok counts them; nothing after them is parsed yet).  `array`
- * is the array's token, `elem` the element's.  Returns 0 to go on, nonzero
- * to be called no more (the parse goes on either way). */
+ * is the array's token, `elem` the element's.  Returns JSON_ELEM_NEXT to go
+ * on, JSON_ELEM_FORGET to go on without the element's tokens (they are
+ * reused for what follows: the caller took what it needed, and the
+ * finished document then has the array's count and bounds, but no tokens
+ * for its elements), or JSON_ELEM_STOP to be called no more (the parse goes
+ * on either way). */
+enum { JSON_ELEM_NEXT = 0, JSON_ELEM_STOP = 1, JSON_ELEM_FORGET = 2 };
 typedef int (*json_elem_fn)(void *ctx, const struct json_doc *doc, uint32_t array, uint32_t elem);
 
 /* json_parse, handing the elements of one array to fn while the rest of

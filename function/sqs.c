@@ -203,7 +203,8 @@ struct stream {
 };
 
 /* json_elem_fn: extracts the record just completed and hands it to the
- * caller's fn.  Returns 0, or 1 after a failure (no more records). */
+ * caller's fn.  Returns JSON_ELEM_FORGET, or JSON_ELEM_STOP after a failure
+ * (no more records). */
 static int on_element(void *ctx, const struct json_doc *doc, uint32_t array, uint32_t elem)
 {
     struct stream *st = ctx;
@@ -219,21 +220,25 @@ static int on_element(void *ctx, const struct json_doc *doc, uint32_t array, uin
         if (buf_reserve(&ev->scratch, st->len + st->len / 16 + 2) != RC_OK) {
             snprintf(st->err, ERR_LEN, "out of memory for decoded strings");
             st->rc = RC_NOMEM;
-            return 1;
+            return JSON_ELEM_STOP;
         }
         st->base = ev->scratch.data;
     }
     if (reserve_records(ev, st->n + 1) != RC_OK) {
         snprintf(st->err, ERR_LEN, "out of memory for %zu records", st->n + 1);
         st->rc = RC_NOMEM;
-        return 1;
+        return JSON_ELEM_STOP;
     }
     if ((st->rc = take_record(ev, elem, st->n, st->err)) != RC_OK)
-        return 1;
+        return JSON_ELEM_STOP;
     ev->n = ++st->n;
     if (st->fn && st->fn_rc == RC_OK)
         st->fn_rc = st->fn(st->ctx, ev, st->n - 1, st->fn_err);
-    return 0;
+    /* The record holds pointers into the event and scratch, no token: its
+     * tokens are reused for the next one, so the token array stays the size
+     * of one record however many there are (a 6 MB event of the tiniest
+     * records took 17 MB of them). */
+    return JSON_ELEM_FORGET;
 }
 
 /* Extracts every record of the array at token `recs` from the finished
@@ -299,11 +304,12 @@ static rc_t finish(struct sqs_event *ev, rc_t rc)
 {
     if (rc != RC_OK)
         ev->n = 0;
-    /* The records need no token once parsed.  A realistic 6 MB event takes
-     * about 5 MB of them (a 10 MB array after doubling at worst), kept for
-     * the next event; an event of the tiniest records takes 17 MB (a 20 MB
-     * array), which would otherwise stay resident next to the id set, the
-     * rows and the answer of its own batch. */
+    /* The records need no token once parsed.  The record-at-a-time parse
+     * keeps one record's tokens at a time; the whole-document parse (and a
+     * later "Records" member that wins) holds them all: about 5 MB for a
+     * realistic 6 MB event (a 10 MB array after doubling at worst), kept
+     * for the next event, and 17 MB for an event of the tiniest records (a
+     * 20 MB array), which would otherwise stay resident. */
     if ((size_t)ev->doc.cap * sizeof *ev->doc.tok > SQS_TOKENS_KEEP)
         json_free(&ev->doc);
     return rc;

@@ -583,6 +583,71 @@ static void test_string(void)
     buf_free(&scratch);
 }
 
+/* What a stream callback saw of each element, and what it asked for. */
+struct seen {
+    int reply;   /* JSON_ELEM_NEXT, _FORGET or _STOP from the call numbered stop_at on */
+    int stop_at; /* -1: never stop */
+    int calls;
+    uint32_t ntok[8];  /* doc->ntok at each call */
+    char first[8][16]; /* the source text of each element's first token */
+};
+
+static int on_elem(void *ctx, const struct json_doc *d, uint32_t array, uint32_t elem)
+{
+    struct seen *sn = ctx;
+    const struct json_tok *t = &d->tok[elem];
+    (void)array;
+    if (sn->calls < 8) {
+        size_t n = t->end - t->start;
+        n = n < 15 ? n : 15;
+        memcpy(sn->first[sn->calls], d->text + t->start, n);
+        sn->first[sn->calls][n] = '\0';
+        sn->ntok[sn->calls] = d->ntok;
+    }
+    sn->calls++;
+    return sn->stop_at >= 0 && sn->calls > sn->stop_at ? JSON_ELEM_STOP : sn->reply;
+}
+
+/* json_parse_stream hands out each element once complete; with
+ * JSON_ELEM_FORGET its tokens are reused, and the finished document still
+ * answers json_get for the members around the array and keeps the array's
+ * count. */
+static void test_stream(void)
+{
+    static const struct json_name recs = {"r", 1};
+    static const char in[] = "{\"a\":0,\"r\":[{\"x\":[1,2]},7,\"s\",{}],\"b\":\"c\"}";
+    struct json_doc d;
+
+    for (int reply = JSON_ELEM_NEXT; reply <= JSON_ELEM_FORGET; reply++) {
+        /* JSON_ELEM_STOP: the first call goes on, the second stops. */
+        struct seen sn = {.reply = reply == JSON_ELEM_STOP ? JSON_ELEM_NEXT : reply,
+                          .stop_at = reply == JSON_ELEM_STOP ? 1 : -1};
+        check_case("stream, reply %d", reply);
+        json_init(&d);
+        CHECK(json_parse_stream(&d, in, sizeof in - 1, &recs, on_elem, &sn, err) == RC_OK);
+        CHECK_EQ_INT(sn.calls, reply == JSON_ELEM_STOP ? 2 : 4);
+        CHECK_EQ_STR(sn.first[0], "{\"x\":[1,2]}");
+        CHECK_EQ_STR(sn.first[1], "7");
+        if (reply != JSON_ELEM_STOP) {
+            CHECK_EQ_STR(sn.first[2], "s"); /* a string token spans its content */
+            CHECK_EQ_STR(sn.first[3], "{}");
+        }
+        /* root, "a", 0, "r", the array: 5 tokens before any element; the
+         * first element is 5 tokens, the others 1 */
+        if (reply == JSON_ELEM_FORGET)
+            for (int i = 0; i < 4; i++)
+                CHECK_EQ_INT((int)sn.ntok[i], 5 + (i == 0 ? 5 : 1));
+        else if (reply == JSON_ELEM_NEXT)
+            CHECK_EQ_INT((int)sn.ntok[3], 5 + 5 + 1 + 1 + 1);
+        CHECK_EQ_INT((int)d.ntok, reply == JSON_ELEM_FORGET ? 7 : 15);
+        long r = json_get(&d, 0, "r"), b = json_get(&d, 0, "b"), a = json_get(&d, 0, "a");
+        CHECK(r >= 0 && d.tok[r].type == JSON_ARRAY && d.tok[r].count == 4);
+        CHECK(b >= 0 && d.tok[b].type == JSON_STRING && json_streq(&d, (uint32_t)b, "c", 1));
+        CHECK(a >= 0 && d.tok[a].type == JSON_NUMBER);
+        json_free(&d);
+    }
+}
+
 int main(void)
 {
     json_init(&doc);
@@ -596,6 +661,7 @@ int main(void)
     test_get();
     test_members();
     test_string();
+    test_stream();
     json_free(&doc);
     return check_finish();
 }

@@ -60,19 +60,33 @@ static const uint8_t str_class[256] = {
 #define ONES ((uint64_t)0x0101010101010101)
 #define HIGHS ((uint64_t)0x8080808080808080)
 
+/* On a little-endian machine the lowest flagged byte of a SWAR test is the
+ * first in memory: __builtin_ctzll finds it.  The lowest flagged byte is
+ * always a real one (a borrow only carries upward from a byte that is), so
+ * the position is exact; elsewhere a byte loop finds it. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define SWAR_FIRST_BYTE 1
+#else
+#define SWAR_FIRST_BYTE 0
+#endif
+
+/* Flags (the high bit of) each byte of v equal to c, and possibly bytes
+ * above a flagged one.  Cannot fail. */
+static inline uint64_t swar_eq(uint64_t v, unsigned char c)
+{
+    uint64_t x = v ^ (ONES * c);
+    return (x - ONES) & ~x & HIGHS;
+}
+
 /* Returns nonzero when any byte of the 8 at p needs a look: '"', '\\', a
  * control character or a byte >= 0x80.  The bit tests are exact as a
- * yes/no answer (they only blur *which* byte).  Cannot fail. */
+ * yes/no answer (they only blur *which* byte above the first).  Cannot fail. */
 static inline uint64_t swar_special(const unsigned char *p)
 {
     uint64_t v;
     memcpy(&v, p, 8);
-    uint64_t q = v ^ (ONES * '"');
-    uint64_t b = v ^ (ONES * '\\');
-    uint64_t lt = (v - ONES * 0x20) & ~v; /* a byte < 0x20 (or >= 0x80, also wanted) */
-    uint64_t zq = (q - ONES) & ~q;        /* a byte equal to '"' */
-    uint64_t zb = (b - ONES) & ~b;        /* a byte equal to '\\' */
-    return ((lt | zq | zb) & HIGHS) | (v & HIGHS);
+    uint64_t lt = (v - ONES * 0x20) & ~v & HIGHS; /* a byte < 0x20 (or >= 0x80, also wanted) */
+    return lt | swar_eq(v, '"') | swar_eq(v, '\\') | (v & HIGHS);
 }
 
 /* Returns the value of one hexadecimal digit, or -1; cannot fail. */
@@ -175,14 +189,10 @@ static inline const unsigned char *skip_plain(const unsigned char *p, const unsi
     while (e - p >= 8) {
         uint64_t m = swar_special(p);
         if (m) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            /* The lowest flagged byte is always a real one (a borrow only
-             * carries upward from it), and the first in memory: no byte
-             * loop.  A body's escapes stop the scan every few bytes. */
-            return p + (__builtin_ctzll(m) >> 3);
-#else
+            /* No byte loop: a body's escapes stop the scan every few bytes. */
+            if (SWAR_FIRST_BYTE)
+                return p + (__builtin_ctzll(m) >> 3);
             break;
-#endif
         }
         p += 8;
     }
@@ -659,14 +669,11 @@ rc_t json_string(const struct json_doc *doc, uint32_t i, struct buf *scratch, co
          * tokenizer finds it (swar_special), rather than a memchr and a
          * memcpy per run.  Output never outruns input, so the 8-byte store
          * stays inside what the input's length reserved. */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        while (e - p >= 8) {
+        while (SWAR_FIRST_BYTE && e - p >= 8) {
             uint64_t v, b;
             memcpy(&v, p, 8);
             memcpy(o, &v, 8);
-            b = v ^ (ONES * '\\');
-            b = (b - ONES) & ~b & HIGHS;
-            if (b) {
+            if ((b = swar_eq(v, '\\')) != 0) {
                 size_t k = (size_t)__builtin_ctzll(b) >> 3;
                 o += k;
                 p += k;
@@ -675,7 +682,6 @@ rc_t json_string(const struct json_doc *doc, uint32_t i, struct buf *scratch, co
             o += 8;
             p += 8;
         }
-#endif
         while (p < e && *p != '\\')
             *o++ = *p++;
         if (p >= e)

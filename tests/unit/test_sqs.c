@@ -394,6 +394,17 @@ static rc_t on_record(void *ctx, const struct sqs_event *e, size_t idx, char cb_
 
 static struct sqs_event whole;
 
+/* Parses text[0..n) (a check_guard copy) record by record into ev, seen
+ * starting afresh with its callback failing at call fail_at.  Returns the
+ * result. */
+static rc_t stream_parse(const char *text, size_t n, size_t fail_at, struct seen *seen,
+                         char why[ERR_LEN])
+{
+    memset(seen, 0, sizeof *seen);
+    seen->fail_at = fail_at;
+    return sqs_parse_stream(&ev, text, n, on_record, seen, why);
+}
+
 /* Parses text[0..n) both ways (the stream's callback failing at call
  * fail_at) and counts the differences: result, error text, records, FIFO
  * flag, and what the callback was given.  Returns 0 when they agree. */
@@ -403,11 +414,9 @@ static int disagree(const char *text, size_t n, size_t fail_at)
     char err_whole[ERR_LEN] = "", err_stream[ERR_LEN] = "";
     int bad = 0;
 
-    memset(&seen, 0, sizeof seen);
-    seen.fail_at = fail_at;
-    const char *copy = check_guard(text, n);
+    const char *copy = check_guard(text, n); /* one copy: both parses' records point into it */
     rc_t want = sqs_parse_whole(&whole, copy, n, err_whole);
-    rc_t got = sqs_parse_stream(&ev, copy, n, on_record, &seen, err_stream);
+    rc_t got = stream_parse(copy, n, fail_at, &seen, err_stream);
     int failed_fn = fail_at < seen.calls;
     if (want != RC_OK) {
         bad += got != want || strcmp(err_whole, err_stream) != 0 || ev.n != 0;
@@ -586,10 +595,7 @@ static void test_stream_agrees(void)
         buf_printf(&b, "{\"messageId\":\"m%d\"},", k);
     buf_appends(&b, "{\"messageId\":\"\"}]}");
     static struct seen seen;
-    memset(&seen, 0, sizeof seen);
-    seen.fail_at = SIZE_MAX;
-    CHECK_EQ_INT(sqs_parse_stream(&ev, check_guard(b.data, b.len), b.len, on_record, &seen, err),
-                 RC_INVALID);
+    CHECK_EQ_INT(stream_parse(check_guard(b.data, b.len), b.len, SIZE_MAX, &seen, err), RC_INVALID);
     CHECK_EQ_INT(seen.calls, 1000);
     CHECK_EQ_INT(ev.n, 0);
     CHECK(strstr(err, "record 1000") != NULL);
@@ -598,10 +604,7 @@ static void test_stream_agrees(void)
     buf_reset(&b);
     buf_appends(&b, "{\"Records\":[{\"messageId\":\"a\"},{\"messageId\":\"b\"}],"
                     "\"Records\":[{\"messageId\":\"c\"}]}");
-    memset(&seen, 0, sizeof seen);
-    seen.fail_at = SIZE_MAX;
-    CHECK_EQ_INT(sqs_parse_stream(&ev, check_guard(b.data, b.len), b.len, on_record, &seen, err),
-                 RC_OK);
+    CHECK_EQ_INT(stream_parse(check_guard(b.data, b.len), b.len, SIZE_MAX, &seen, err), RC_OK);
     CHECK_EQ_INT(seen.calls, 2);
     CHECK_EQ_INT(ev.voided, 1);
     CHECK_EQ_INT(ev.handed, 0);

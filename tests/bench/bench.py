@@ -58,7 +58,7 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from events.generate import event_bytes, fit_event, make_messages  # noqa: E402
+from events.generate import event_bytes, fill_events, fit_event, make_messages  # noqa: E402
 from rig import paths, pg, proc, runtime_api  # noqa: E402
 
 import fleet  # noqa: E402  (tests/bench/fleet.py)
@@ -221,10 +221,8 @@ class Runner:
 
 def superuser_psql(srv, script, timing=False):
     """Runs a psql script as the superuser; returns stdout (with \\timing lines)."""
-    env = dict(os.environ, PGPASSWORD=pg.SUPERPASS, PGHOST="127.0.0.1", PGPORT=str(srv.port),
-               PGUSER=pg.SUPERUSER, PGDATABASE=pg.DATABASE, PGSSLMODE="disable")
     r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At"], input=script,
-                       env=env, capture_output=True, text=True)
+                       env=srv.superuser_env(), capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"psql failed: {r.stderr.strip()}")
     return r.stdout
@@ -238,12 +236,7 @@ def timings(out):
 def make_data(n, seed):
     t = time.monotonic()
     msgs = make_messages(n, seed=seed)
-    events, counts, i = [], [], 0
-    while i < len(msgs):
-        ev, k = fit_event(msgs[i:i + 10000])
-        events.append(event_bytes(ev))
-        counts.append(k)
-        i += k
+    events, counts = fill_events(msgs)
     valid = sum(1 for m in msgs if m["kind"] == "valid")
     rh = len(fit_event(msgs[:1])[0]["Records"][0]["receiptHandle"])
     ten_k, _ = fit_event(msgs[:10000], max_bytes=0)
@@ -299,10 +292,7 @@ def end_to_end(tmp, srv, events, data, repeats, label):
 
 def dump_rows(srv, tmp):
     """The rows and ledger ids the function wrote, as files the server can read."""
-    d = os.path.join(srv.dir, "bench")
-    os.makedirs(d, exist_ok=True)
-    if srv.as_user:
-        shutil.chown(d, srv.as_user, srv.as_user)
+    d = srv.readable_dir("bench")
     f = {k: os.path.join(d, k) for k in ("rows.bin", "rows.txt", "ids.bin")}
     superuser_psql(srv, f"COPY user_logins TO '{f['rows.bin']}' (FORMAT binary);\n"
                         f"COPY user_logins TO '{f['rows.txt']}';\n"

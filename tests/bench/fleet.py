@@ -19,12 +19,11 @@ import collections
 import json
 import os
 import re
-import shutil
 import statistics
 import threading
 import time
 
-from events.generate import event_bytes, fit_event, make_event, make_messages
+from events.generate import event_bytes, fill_events, fit_event, make_event, make_messages
 from rig import expect, pg, pgbouncer
 
 COUNTS = (1, 2, 4, 8)
@@ -467,10 +466,7 @@ def ledger_copy(srv, table, repeats):
     in the C collation (bench.py, FLOOR_DDL), in one transaction each; psql's
     \\timing and the backend's own CPU time (schedstat).  Returns
     {kind: {"seconds", "backend_cpu_s", "ids"}}."""
-    d = os.path.join(srv.dir, "bench")
-    os.makedirs(d, exist_ok=True)
-    if srv.as_user:
-        shutil.chown(d, srv.as_user, srv.as_user)
+    d = srv.readable_dir("bench")
     own, text = os.path.join(d, "ledger.bin"), os.path.join(d, "ids-text.bin")
     cols = "slot, sent_at, message_id" if table.endswith("_v3") else "sent_at, message_id"
     where = "WHERE slot < 18" if table.endswith("_v3") else "WHERE message_id::text <> ''"
@@ -568,12 +564,7 @@ def history(tmp, preload, records, repeats):
             for m in msgs:
                 m["sentTimestamp"] = lo + (m["sentTimestamp"] - t0) * (now - lo) // max(1, t1 - t0)
             newest[0] = max(newest[0], msgs[-1]["sentTimestamp"])
-            evs, i = [], 0
-            while i < len(msgs):
-                ev, k = fit_event(msgs[i:i + 10000])
-                evs.append(event_bytes(ev))
-                i += k
-            return evs
+            return fill_events(msgs)[0]
 
         # "history": the ledger's insert cost alone (nothing has expired);
         # "retention": the same history, and the function's retention busy.

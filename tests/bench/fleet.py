@@ -673,6 +673,22 @@ def history(tmp, preload, records, repeats):
 
 
 # --- the report ----------------------------------------------------------------------------
+def steady_state(h):
+    """The history figure's steady state, with retention's daily TRUNCATE spread over the
+    day's entries: {"truncate_s", "truncate_cpu_s", "entries", "per_run_cpu_s",
+    "server_cpu_s", "ratio"} (ratio: against the empty database), or None when the run
+    measured no TRUNCATE."""
+    if not h.get("truncate"):
+        return None
+    t, e, hx = h["truncate"], h["empty"], h["history"]
+    tc = statistics.median(x["server_cpu_s"] for x in t)
+    per_run = tc * h["records"] / h["day_entries"]
+    return {"truncate_s": statistics.median(x["seconds"] for x in t), "truncate_cpu_s": tc,
+            "entries": t[0]["entries"], "per_run_cpu_s": per_run,
+            "server_cpu_s": hx["server_cpu_s"] + per_run,
+            "ratio": (hx["server_cpu_s"] + per_run) / e["server_cpu_s"]}
+
+
 def report(f):
     fl = f.get("fleet")
     if fl:
@@ -754,12 +770,10 @@ def report(f):
         if h.get("truncate"):
             t = h["truncate"]
             w = statistics.median(h["retention"]["pruned"]) if h["retention"]["pruned"] else 0
-            tc = statistics.median(x["server_cpu_s"] for x in t)
-            ts = statistics.median(x["seconds"] for x in t)
-            per_run = tc * h["records"] / h["day_entries"]
+            s = steady_state(h)
+            tc, ts, per_run, steady = s["truncate_cpu_s"], s["truncate_s"], s["per_run_cpu_s"], \
+                s["ratio"]
             runs = ", ".join(f"{x['seconds'] * 1000:.0f} ms/{x['server_cpu_s']:.3f}" for x in t)
-            hx = h["history"]
-            steady = (hx["server_cpu_s"] + per_run) / e["server_cpu_s"]
             B.say(f"  retention: one TRUNCATE of the slot of 16 days ago per day; in each run of "
                   f"the last row the function cleared {', '.join(f'{p:,}' for p in h['retention']['pruned'])} "
                   f"entries (a whole day's, all in that run; median {w:,.0f})")
@@ -773,8 +787,8 @@ def report(f):
             if h.get("empty_again"):
                 both = (e["server_cpu_s"] + h["empty_again"]["server_cpu_s"]) / 2
             B.say(f"  steady state (history run + amortized TRUNCATE), server CPU: "
-                  f"{hx['server_cpu_s'] + per_run:.3f} CPU-s, {steady:.2f}x the empty database, "
-                  f"{(hx['server_cpu_s'] + per_run) / both:.2f}x the mean of the two empty "
+                  f"{s['server_cpu_s']:.3f} CPU-s, {steady:.2f}x the empty database, "
+                  f"{s['server_cpu_s'] / both:.2f}x the mean of the two empty "
                   f"phases (goal 1.15: {'met' if steady <= 1.15 else 'NOT met'})")
         elif h.get("retention"):
             B.say(f"  retention (after {h['retention_days']} days): before each run of the last "

@@ -338,13 +338,19 @@ HISTORY_CONF = ["full_page_writes = on"]  # as on RDS: the first change of a pag
 DAY_MS = 86_400_000
 
 
+def sink_source():
+    """The Postgres sink's source, function/pg*.c and pg*.h, as one text: the bench reads
+    a few of its constants, wherever in the sink's files they are defined."""
+    return "\n".join(p.read_text() for p in sorted((B.ROOT / "function").glob("pg*.[ch]")))
+
+
 def retention_days():
     """How old, in days, a ledger entry must be for the function's retention to
-    delete it: the largest of the ages function/pg.c defines for it
+    delete it: the largest of the ages the sink defines for it
     (LEDGER_RETENTION since commit, LEDGER_SWEEP_AFTER since sending, where
     defined), or None when the function keeps no retention.  Read from the
     source so that the bench follows the function."""
-    src = (B.ROOT / "function" / "pg.c").read_text()
+    src = sink_source()
     days = [int(d) for d in re.findall(
         r'#define\s+LEDGER_(?:RETENTION|SWEEP_AFTER)\s+"(\d+) days"', src)]
     return max(days) if days else None
@@ -411,8 +417,8 @@ def preload_sql(table, cols, key, count, span_ms, end_ms_ago=0):
 
 
 def slots():
-    """The ledger's day slots (LEDGER_SLOTS in function/pg.c)."""
-    m = re.search(r"#define\s+LEDGER_SLOTS\s+(\d+)", (B.ROOT / "function" / "pg.c").read_text())
+    """The ledger's day slots (LEDGER_SLOTS in the sink, function/pg*)."""
+    m = re.search(r"#define\s+LEDGER_SLOTS\s+(\d+)", sink_source())
     return int(m.group(1)) if m else 18
 
 
@@ -797,7 +803,7 @@ def report(f):
                   "to delete; it deleted "
                   f"{', '.join(f'{p:,}' for p in h['retention']['pruned'])}")
         else:
-            B.say("  the function keeps no retention (no LEDGER_RETENTION in function/pg.c)")
+            B.say("  the function keeps no retention (no LEDGER_RETENTION in function/pg*)")
         B.say(f"  preload: {h['ledger_rows']:,} entries by INSERT ... SELECT generate_series in "
               f"{h['preload_s']:.0f} s, {h['ledger_bytes'] / 1e6:.0f} MB "
               f"({h['ledger_bytes'] / h['ledger_rows']:.0f} bytes per message, table and indexes)")

@@ -341,11 +341,11 @@ DAY_MS = 86_400_000
 
 def retention_days():
     """How old, in days, a ledger entry must be for the function's retention to
-    delete it: the largest of the ages function/pg.c defines for it
+    delete it: the largest of the ages function/pg_int.h defines for it
     (LEDGER_RETENTION since commit, LEDGER_SWEEP_AFTER since sending, where
     defined), or None when the function keeps no retention.  Read from the
     source so that the bench follows the function."""
-    src = (B.ROOT / "function" / "pg.c").read_text()
+    src = (B.ROOT / "function" / "pg_int.h").read_text()
     days = [int(d) for d in re.findall(
         r'#define\s+LEDGER_(?:RETENTION|SWEEP_AFTER)\s+"(\d+) days"', src)]
     return max(days) if days else None
@@ -385,7 +385,7 @@ def preload_sql(table, cols, key, count, span_ms, end_ms_ago=0):
         low = name.lower()
         if typ == "smallint" and low == "slot":
             # The day slot: the UTC day of the send time modulo the slots
-            # (function/pg.c, ledger_slot).
+            # (function/pg_tuple.c, pg_ledger_slot).
             e = f"(({t_ms}) / {DAY_MS} % {slots()})::smallint"
         elif typ == "uuid":
             e = "gen_random_uuid()"
@@ -412,8 +412,8 @@ def preload_sql(table, cols, key, count, span_ms, end_ms_ago=0):
 
 
 def slots():
-    """The ledger's day slots (LEDGER_SLOTS in function/pg.c)."""
-    m = re.search(r"#define\s+LEDGER_SLOTS\s+(\d+)", (B.ROOT / "function" / "pg.c").read_text())
+    """The ledger's day slots (LEDGER_SLOTS in function/pg_int.h)."""
+    m = re.search(r"#define\s+LEDGER_SLOTS\s+(\d+)", (B.ROOT / "function" / "pg_int.h").read_text())
     return int(m.group(1)) if m else 18
 
 
@@ -432,7 +432,7 @@ def expired_slot(srv, table, cols, key, entries):
 
 def truncate_alone(srv, table, slot, repeats, fill):
     """The TRUNCATE step the function sends (LOCK, a re-check under the lock,
-    TRUNCATE, one transaction: RET_TRUNCATE_SQL in function/pg.c), measured alone on a full slot: wall time and the
+    TRUNCATE, one transaction: RET_TRUNCATE_SQL in function/pg_int.h), measured alone on a full slot: wall time and the
     server's CPU, `repeats` times, the slot filled again (fill()) before each."""
     out = []
     part = f"{table}_s{slot:02d}"
@@ -792,7 +792,7 @@ def report(f):
                   "to delete; it deleted "
                   f"{', '.join(f'{p:,}' for p in h['retention']['pruned'])}")
         else:
-            B.say("  the function keeps no retention (no LEDGER_RETENTION in function/pg.c)")
+            B.say("  the function keeps no retention (no LEDGER_RETENTION in function/pg_int.h)")
         B.say(f"  preload: {h['ledger_rows']:,} entries by INSERT ... SELECT generate_series in "
               f"{h['preload_s']:.0f} s, {h['ledger_bytes'] / 1e6:.0f} MB "
               f"({h['ledger_bytes'] / h['ledger_rows']:.0f} bytes per message, table and indexes)")

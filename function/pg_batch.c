@@ -1,5 +1,8 @@
-/* pg_batch.c - the Postgres sink's API (pg.h): its life, and a batch's keys
- * and rows from begin to commit. */
+/* pg_batch.c - the Postgres sink's API (pg.h): the sink's life, and a
+ * batch's from begin to commit.  Keys and rows are encoded as they come
+ * (pg_tuple.c) and streamed (pg_copy.c); the commit writes what is left and
+ * ends the transaction (pg_tx.c), finding refused rows on the way
+ * (pg_isolate.c). */
 #define _DEFAULT_SOURCE
 #include "pg_int.h"
 
@@ -12,6 +15,12 @@
 
 #include "clock.h"
 #include "grow.h"
+
+/* Kept between batches up to these sizes (pg_sink_trim): a realistic 6 MB
+ * event is ~7,700 rows and ~2 MB of tuples; 6 MB of tiny records is up to
+ * 170,000 rows. */
+#define TRIM_ROWS 32768
+#define TRIM_BYTES ((size_t)4 << 20)
 
 struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
 {
@@ -29,7 +38,7 @@ struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
     if (!s)
         return NULL;
     s->lg = lg;
-    s->ret_day = -1;
+    pg_retention_init(&s->ret, lg);
     buf_init(&s->rows.data, BUF_PAYLOAD_MAX * 2);
     buf_init(&s->ledger.data, BUF_PAYLOAD_MAX * 2);
     buf_init(&s->scratch, BUF_PAYLOAD_MAX * 2);
@@ -41,6 +50,7 @@ struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
     return s;
 }
 
+/* Wipes and frees a string that may hold a password; NULL allowed. */
 static void wipe_string(char *p)
 {
     if (p) {
@@ -66,6 +76,11 @@ void pg_sink_set_password_fn(struct pg_sink *s, pg_password_fn fn, void *ctx)
     s->password_ctx = ctx;
 }
 
+int pg_sink_auth_refused(const struct pg_sink *s)
+{
+    return s->auth_refused;
+}
+
 /* Frees a buffer over `keep` bytes; it grows again on its next use. */
 static void trim_buf(struct buf *b, size_t keep)
 {
@@ -87,14 +102,16 @@ static void free_rows(struct pg_sink *s)
     free(s->slot);
     free(s->key);
     free(s->id_len);
-    free(s->dup);
+    free(s->state);
+    free(s->in_ledger);
     s->rows.end = s->ledger.end = NULL;
     s->ids = NULL;
     s->sent_at = NULL;
     s->slot = NULL;
     s->key = NULL;
     s->id_len = NULL;
-    s->dup = NULL;
+    s->state = NULL;
+    s->in_ledger = NULL;
     s->cap = 0;
     s->n = s->decided = 0;
 }
@@ -130,12 +147,10 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     if (s->conn && PQstatus(s->conn) == CONNECTION_BAD)
         pg_disconnect(s);
     s->give_up_at = give_up_at_ms;
-    if (s->conn && (s->phase != PH_IDLE || s->op))
+    if (s->conn && (s->tx.phase != PH_IDLE || s->tx.op != OP_LEDGER))
         pg_abandon(s); /* a batch neither committed nor aborted (cannot happen) */
     s->fifo = 0;
-    s->unattributed = 0;
-    s->isolating = 0;
-    pg_reset_attempt(s);
+    pg_tx_reset(s);
     s->why[0] = '\0';
     s->retryable = 0;
     s->n = 0;
@@ -143,6 +158,7 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     s->keys_done = 0;
     s->first_send_us = 0;
     memset(&s->stats, 0, sizeof s->stats);
+    s->ret.pruned = 0;
     buf_reset(&s->rows.data);
     buf_reset(&s->ledger.data);
 }
@@ -160,50 +176,46 @@ static rc_t grow(struct pg_sink *s)
     if (s->n < s->cap)
         return RC_OK;
     const struct grow_array arrays[] = {
-        {&s->rows.end, sizeof *s->rows.end}, {&s->ledger.end, sizeof *s->ledger.end},
-        {&s->ids, sizeof *s->ids},           {&s->id_len, sizeof *s->id_len},
-        {&s->sent_at, sizeof *s->sent_at},   {&s->dup, sizeof *s->dup},
-        {&s->slot, sizeof *s->slot},         {&s->key, sizeof *s->key},
+        {&s->rows.end, sizeof *s->rows.end},
+        {&s->ledger.end, sizeof *s->ledger.end},
+        {&s->ids, sizeof *s->ids},
+        {&s->id_len, sizeof *s->id_len},
+        {&s->sent_at, sizeof *s->sent_at},
+        {&s->state, sizeof *s->state},
+        {&s->in_ledger, sizeof *s->in_ledger},
+        {&s->slot, sizeof *s->slot},
+        {&s->key, sizeof *s->key},
     };
     return grow_arrays(arrays, sizeof arrays / sizeof *arrays, &s->cap, s->n + 1, 1024);
 }
 
-/* See pg.h.  SentTimestamp becomes the ledger's sent_at: binary timestamptz
- * is microseconds since 2000-01-01; a message without one gets -infinity, a
- * value no SentTimestamp has, so its receives still meet each other. */
+/* See pg.h.  The key is encoded at once into the ledger's tuples
+ * (pg_tuple_key), and kept in the forms the lookups send (pg_ledger.c). */
 rc_t pg_batch_key(struct pg_sink *s, const char *message_id, size_t message_id_len, int64_t sent_ms)
 {
-    rc_t rc = grow(s);
-    if (rc)
-        return rc;
-    struct buf *l = &s->ledger.data;
-    int64_t sent = sent_ms < 0 ? INT64_MIN : (sent_ms - POSTGRES_EPOCH_MS) * 1000;
+    size_t i = s->n;
+    int64_t sent = pg_sent_at(sent_ms);
     int slot = pg_ledger_slot(sent_ms);
-    if ((rc = pg_ledger_key(message_id, message_id_len, s->key[s->n])) != RC_OK)
+    rc_t rc;
+
+    if ((rc = grow(s)) != RC_OK ||
+        (rc = pg_ledger_key(message_id, message_id_len, s->key[i])) != RC_OK ||
+        (rc = pg_tuple_key(&s->ledger.data, slot, sent, s->key[i])) != RC_OK)
         return rc;
-    /* (slot smallint, sent_at timestamptz, message_id uuid): 40 bytes. */
-    uint8_t *o = pg_room(l, 40, &rc), *o0 = o;
-    if (!o)
-        return rc;
-    o = w16(o, 3); /* fields */
-    o = w16(w32(o, 2), (uint16_t)slot);
-    o = w64(w32(o, 8), (uint64_t)sent);
-    o = w32(o, 16);
-    memcpy(o, s->key[s->n], 16);
-    buf_commit(l, (size_t)(o + 16 - o0));
-    s->ledger.end[s->n] = l->len;
-    s->ids[s->n] = message_id;
-    s->id_len[s->n] = message_id_len;
-    s->sent_at[s->n] = sent;
-    s->slot[s->n] = (uint8_t)slot;
-    s->dup[s->n] = 0;
+    s->ledger.end[i] = s->ledger.data.len;
+    s->ids[i] = message_id;
+    s->id_len[i] = message_id_len;
+    s->sent_at[i] = sent;
+    s->slot[i] = (uint8_t)slot;
+    s->state[i] = RS_PENDING;
+    s->in_ledger[i] = KEY_NOT_IN_LEDGER;
     s->n++;
     /* The transaction starts with the first key.  Then the server inserts
      * the ledger entries while we parse the rest; asking for its answers
      * is a system call, so every 32 keys is often enough.  A failure here
      * is retried by commit. */
     if (s->n == 1 || (s->n & 31) == 0) {
-        if (pg_pump(s, 0, 0) != RC_OK && s->n == 1)
+        if (pg_copy_advance(s) != RC_OK && s->n == 1)
             log_at(s->lg, LOG_WARN, "database not ready; rows are buffered for a retry",
                    LF_STR("reason", s->why));
     }
@@ -213,47 +225,31 @@ rc_t pg_batch_key(struct pg_sink *s, const char *message_id, size_t message_id_l
 /* See pg.h: the row of key `decided`, encoded as a binary COPY tuple. */
 rc_t pg_batch_row(struct pg_sink *s, const struct pg_row *row)
 {
-    struct buf *b = &s->rows.data;
-    rc_t rc = RC_OK;
+    rc_t rc;
 
     assert(s->decided < s->n);
-    size_t size = 2 + field_size(row->user_id, row->user_id_len) +
-                  field_size(row->device_type, row->device_type_len) +
-                  field_size(row->masked_ip, row->masked_ip_len) +
-                  field_size(row->masked_device_id, row->masked_device_id_len) +
-                  field_size(row->locale, row->locale_len) + (row->has_app_version ? 8 : 4) + 8;
-    uint8_t *o = pg_room(b, size, &rc), *o0 = o;
-    if (!o)
+    if ((rc = pg_tuple_row(&s->rows.data, row)) != RC_OK)
         return rc;
-    o = w16(o, 7); /* fields */
-    o = wtext(o, row->user_id, row->user_id_len);
-    o = wtext(o, row->device_type, row->device_type_len);
-    o = wtext(o, row->masked_ip, row->masked_ip_len);
-    o = wtext(o, row->masked_device_id, row->masked_device_id_len);
-    o = wtext(o, row->locale, row->locale_len);
-    o = row->has_app_version ? w32(w32(o, 4), (uint32_t)row->app_version) : w32(o, UINT32_MAX);
-    o = w32(w32(o, 4), (uint32_t)(row->create_date - POSTGRES_EPOCH_DAYS));
-    assert((size_t)(o - o0) == size);
-    buf_commit(b, size);
-    s->rows.end[s->decided++] = b->len;
+    s->rows.end[s->decided++] = s->rows.data.len;
     /* The rows COPY streams them while the caller makes the next ones. */
     if ((s->decided & 31) == 0)
-        pg_pump(s, 0, 0);
+        pg_copy_advance(s);
     return RC_OK;
 }
 
 /* See pg.h: key `decided` gets an empty tuple and no row; its ledger entry,
- * if it went out, is taken back out before COMMIT (unledger). */
+ * if it went out, is taken back out before COMMIT (pg_unledger). */
 void pg_batch_no_row(struct pg_sink *s)
 {
     size_t i = s->decided;
 
     assert(i < s->n);
     s->rows.end[i] = s->rows.data.len;
-    s->dup[i] = (uint8_t)(RS_NO_ROW | (pg_key_sent(s, i) ? RS_IN_LEDGER : 0));
+    s->state[i] = RS_NO_ROW;
+    s->in_ledger[i] = pg_copy_key_sent(s, i) ? KEY_IN_LEDGER : KEY_NOT_IN_LEDGER;
     s->decided++;
     if ((s->decided & 31) == 0)
-        pg_pump(s, 0, 0);
+        pg_copy_advance(s);
 }
 
 /* See pg.h: the ledger COPY ends as soon as its tuples are out. */
@@ -261,7 +257,7 @@ void pg_batch_keys_done(struct pg_sink *s)
 {
     s->keys_done = 1;
     if (s->n)
-        pg_pump(s, 0, 0);
+        pg_copy_advance(s);
 }
 
 /* See pg.h: a key and its row at once. */
@@ -274,14 +270,32 @@ rc_t pg_batch_add(struct pg_sink *s, const char *message_id, size_t message_id_l
     return rc;
 }
 
-int pg_sink_auth_refused(const struct pg_sink *s)
+/* What became of row i once the batch was written (rc: how the writing
+ * ended; isolated: the batch was written one part a transaction, so a row
+ * still pending was not).  Cannot fail. */
+static enum pg_outcome outcome_of(const struct pg_sink *s, size_t i, rc_t rc, int isolated)
 {
-    return s->auth_refused;
+    switch (s->state[i]) {
+    case RS_DUP:
+        return PG_DUPLICATE;
+    case RS_REFUSED:
+        return PG_REFUSED;
+    case RS_DONE:
+        return PG_WRITTEN;
+    case RS_PENDING:
+        return !rc && !isolated ? PG_WRITTEN : PG_NOT_WRITTEN;
+    default:
+        return PG_NOT_WRITTEN;
+    }
 }
 
+/* See pg.h.  The batch goes in one transaction (pg_write_pending); a refusal
+ * no savepoint could contain makes it go one part a transaction
+ * (pg_isolate_by_transactions). */
 rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
 {
-    int isolated = 0, stop = 0;
+    enum tx_step end = TX_FAILED;
+    int isolated = 0;
     size_t settled = 0;
 
     err[0] = '\0';
@@ -289,18 +303,15 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
     s->keys_done = 1;
     while (s->decided < s->n)
         pg_batch_no_row(s);
-    rc_t rc = pg_write_pending(s);
-    if (rc == RC_DB && s->unattributed) {
-        /* A refusal without a row that the savepoints could not contain
-         * (in the ledger COPY, or still at COMMIT): one transaction per part. */
+    rc_t rc = pg_write_pending(s, &end);
+    if (rc == RC_OK && end == TX_UNATTRIBUTED) {
         log_at(s->lg, LOG_WARN, "isolating by transactions", LF_STR("reason", s->why));
         isolated = 1;
-        int ignored;
-        rc = pg_isolate(s, 0, s->n, 1, &stop, &ignored);
+        rc = pg_isolate_by_transactions(s);
     }
     for (size_t i = 0; i < s->n; i++) {
-        uint8_t st = s->dup[i] & RS_MASK;
-        settled += st == RS_DONE || st == RS_REFUSED || (st == RS_PENDING && !rc && !isolated);
+        enum pg_outcome o = outcome_of(s, i, rc, isolated);
+        settled += o == PG_WRITTEN || o == PG_REFUSED;
     }
     if (rc && settled == 0) {
         snprintf(err, ERR_LEN, "%s", s->why[0] ? s->why : rc_strerror(rc));
@@ -314,13 +325,8 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
         log_at(s->lg, LOG_WARN, "batch not written in full", LF_STR("reason", s->why));
         pg_disconnect(s);
     }
-    for (size_t i = 0; i < s->n; i++) {
-        uint8_t st = s->dup[i] & RS_MASK;
-        outcome[i] = st == RS_DUP                                              ? PG_DUPLICATE
-                     : st == RS_REFUSED                                        ? PG_REFUSED
-                     : st == RS_DONE || (st == RS_PENDING && !rc && !isolated) ? PG_WRITTEN
-                                                                               : PG_NOT_WRITTEN;
-    }
+    for (size_t i = 0; i < s->n; i++)
+        outcome[i] = (uint8_t)outcome_of(s, i, rc, isolated);
     if (!rc)
         s->stats.write_us = s->first_send_us ? clock_mono_us() - s->first_send_us : 0;
     return RC_OK;
@@ -336,4 +342,5 @@ void pg_batch_abort(struct pg_sink *s)
 void pg_batch_stats(const struct pg_sink *s, struct pg_stats *out)
 {
     *out = s->stats;
+    out->pruned = s->ret.pruned;
 }

@@ -1,46 +1,64 @@
-/* pg_tuple.c - binary encoding for the Postgres sink: the big-endian values of
- * binary COPY tuples and binary query parameters, and the ledger's key and
- * slot of a message. */
+/* pg_tuple.c - binary encoding for the Postgres sink: the COPY tuples of the
+ * ledger and of user_logins, the ledger's key and slot of a message, and
+ * the big-endian values of binary query parameters.  Pure functions: no
+ * connection, no state (tests/unit/test_pg_tuple.c checks them byte for
+ * byte). */
 #define _DEFAULT_SOURCE
 #include "pg_int.h"
 
+#include <assert.h>
 #include <string.h>
 
 #include <openssl/evp.h>
 
-/* The same, appended to b (for query parameters, off the hot path). */
-void pg_put_u16(struct buf *b, uint16_t v)
+#define POSTGRES_EPOCH_DAYS 10957 /* 2000-01-01 minus 1970-01-01 */
+#define POSTGRES_EPOCH_MS (POSTGRES_EPOCH_DAYS * DAY_MS)
+
+/* Big-endian stores at o, as binary COPY and binary parameters want; each
+ * returns the byte after what it wrote.  A tuple is written with these into
+ * room reserved once: a buf_append per field cost more than the fields. */
+static inline uint8_t *w16(uint8_t *o, uint16_t v)
 {
-    uint8_t be[2];
-    w16(be, v);
-    buf_append(b, be, sizeof be);
+    o[0] = (uint8_t)(v >> 8);
+    o[1] = (uint8_t)v;
+    return o + 2;
 }
 
-void pg_put_u32(struct buf *b, uint32_t v)
+static inline uint8_t *w32(uint8_t *o, uint32_t v)
 {
-    uint8_t be[4];
-    w32(be, v);
-    buf_append(b, be, sizeof be);
+    o[0] = (uint8_t)(v >> 24);
+    o[1] = (uint8_t)(v >> 16);
+    o[2] = (uint8_t)(v >> 8);
+    o[3] = (uint8_t)v;
+    return o + 4;
 }
 
-void pg_put_u64(struct buf *b, uint64_t v)
+static inline uint8_t *w64(uint8_t *o, uint64_t v)
 {
-    uint8_t be[8];
-    w64(be, v);
-    buf_append(b, be, sizeof be);
+    return w32(w32(o, (uint32_t)(v >> 32)), (uint32_t)v);
 }
 
-void pg_put_text(struct buf *b, const char *p, size_t n)
+/* A text field of a binary COPY tuple: its length, then its bytes; NULL is
+ * the length -1 and no bytes.  field_size says how much room it takes. */
+static inline uint8_t *wtext(uint8_t *o, const char *p, size_t n)
 {
-    pg_put_u32(b, p ? (uint32_t)n : UINT32_MAX);
-    if (p)
-        buf_append(b, p, n);
+    if (!p)
+        return w32(o, UINT32_MAX);
+    o = w32(o, (uint32_t)n);
+    if (n)
+        memcpy(o, p, n);
+    return o + n;
+}
+
+static inline size_t field_size(const char *p, size_t n)
+{
+    return 4 + (p ? n : 0);
 }
 
 /* Room for n more bytes in b, at the returned address (then buf_commit), or
  * NULL with *rc set; the error is not left sticky, so the tuples appended
  * before stay valid and usable. */
-uint8_t *pg_room(struct buf *b, size_t n, rc_t *rc)
+static uint8_t *room(struct buf *b, size_t n, rc_t *rc)
 {
     if (buf_reserve(b, n) != RC_OK) {
         *rc = b->err;
@@ -48,6 +66,50 @@ uint8_t *pg_room(struct buf *b, size_t n, rc_t *rc)
         return NULL;
     }
     return (uint8_t *)b->data + b->len;
+}
+
+/* See pg_int.h: (slot smallint, sent_at timestamptz, message_id uuid). */
+rc_t pg_tuple_key(struct buf *b, int slot, int64_t sent_at, const uint8_t key[16])
+{
+    rc_t rc = RC_OK;
+    uint8_t *o = room(b, PG_KEY_TUPLE_SIZE, &rc), *o0 = o;
+
+    if (!o)
+        return rc;
+    o = w16(o, 3); /* fields */
+    o = w16(w32(o, 2), (uint16_t)slot);
+    o = w64(w32(o, 8), (uint64_t)sent_at);
+    o = w32(o, 16);
+    memcpy(o, key, 16);
+    buf_commit(b, (size_t)(o + 16 - o0));
+    return RC_OK;
+}
+
+/* See pg_int.h: user_logins (user_id, device_type, masked_ip,
+ * masked_device_id, locale, app_version, create_date). */
+rc_t pg_tuple_row(struct buf *b, const struct pg_row *row)
+{
+    rc_t rc = RC_OK;
+    size_t size = 2 + field_size(row->user_id, row->user_id_len) +
+                  field_size(row->device_type, row->device_type_len) +
+                  field_size(row->masked_ip, row->masked_ip_len) +
+                  field_size(row->masked_device_id, row->masked_device_id_len) +
+                  field_size(row->locale, row->locale_len) + (row->has_app_version ? 8 : 4) + 8;
+    uint8_t *o = room(b, size, &rc), *o0 = o;
+
+    if (!o)
+        return rc;
+    o = w16(o, 7); /* fields */
+    o = wtext(o, row->user_id, row->user_id_len);
+    o = wtext(o, row->device_type, row->device_type_len);
+    o = wtext(o, row->masked_ip, row->masked_ip_len);
+    o = wtext(o, row->masked_device_id, row->masked_device_id_len);
+    o = wtext(o, row->locale, row->locale_len);
+    o = row->has_app_version ? w32(w32(o, 4), (uint32_t)row->app_version) : w32(o, UINT32_MAX);
+    o = w32(w32(o, 4), (uint32_t)(row->create_date - POSTGRES_EPOCH_DAYS));
+    assert((size_t)(o - o0) == size);
+    buf_commit(b, size);
+    return RC_OK;
 }
 
 /* The value of a lowercase hexadecimal digit; sets *bad for any other byte.
@@ -94,12 +156,54 @@ rc_t pg_ledger_key(const char *id, size_t len, uint8_t key[16])
 }
 
 /* The ledger slot of a message sent at sent_ms (ms since the Unix epoch; -1
- * when it has none): its UTC day modulo LEDGER_SLOTS, or SLOT_NONE. */
+ * when it has none): its UTC day modulo LEDGER_SLOTS, or SLOT_NONE.  Cannot
+ * fail. */
 int pg_ledger_slot(int64_t sent_ms)
 {
     if (sent_ms < 0)
         return SLOT_NONE;
     return (int)((sent_ms / DAY_MS) % LEDGER_SLOTS);
+}
+
+/* SentTimestamp as the ledger's sent_at: binary timestamptz is microseconds
+ * since 2000-01-01; a message without one gets -infinity, a value no
+ * SentTimestamp has, so that its receives still meet each other.  Cannot
+ * fail. */
+int64_t pg_sent_at(int64_t sent_ms)
+{
+    return sent_ms < 0 ? INT64_MIN : (sent_ms - POSTGRES_EPOCH_MS) * 1000;
+}
+
+/* The same big-endian values appended to b, for query parameters (off the
+ * hot path); b's sticky error says whether they all went in. */
+void pg_put_u16(struct buf *b, uint16_t v)
+{
+    uint8_t be[2];
+    w16(be, v);
+    buf_append(b, be, sizeof be);
+}
+
+void pg_put_u32(struct buf *b, uint32_t v)
+{
+    uint8_t be[4];
+    w32(be, v);
+    buf_append(b, be, sizeof be);
+}
+
+void pg_put_u64(struct buf *b, uint64_t v)
+{
+    uint8_t be[8];
+    w64(be, v);
+    buf_append(b, be, sizeof be);
+}
+
+/* A text element of a binary array: its length, then its bytes; a NULL p is
+ * SQL NULL (the length -1). */
+void pg_put_text(struct buf *b, const char *p, size_t n)
+{
+    pg_put_u32(b, p ? (uint32_t)n : UINT32_MAX);
+    if (p)
+        buf_append(b, p, n);
 }
 
 /* Starts a binary one-dimensional array of `count` elements of type `oid`,

@@ -432,7 +432,7 @@ def expired_slot(srv, table, cols, key, entries):
 
 def truncate_alone(srv, table, slot, repeats, fill):
     """The TRUNCATE step the function sends (LOCK, a re-check under the lock,
-    TRUNCATE, one transaction: RET_TRUNCATE_SQL in function/pg_int.h), measured alone on a full slot: wall time and the
+    TRUNCATE, one transaction: RET_TRUNCATE_SQL in function/pg_retention.c), measured alone on a full slot: wall time and the
     server's CPU, `repeats` times, the slot filled again (fill()) before each."""
     out = []
     part = f"{table}_s{slot:02d}"

@@ -17,8 +17,8 @@
  * times, and its cost does not grow with the ledger's history.  The ledger
  * is partitioned by slot; once a day each process sees to the slot of 16
  * days ago, which no redelivery can need any more, and clears it with one
- * TRUNCATE (pg.c, RET_CHECK_SQL), or with bounded DELETE steps where
- * TRUNCATE is refused.  Ledgers of the earlier layouts (login_etl_ledger_v2,
+ * TRUNCATE (pg_retention.c), or with bounded DELETE steps where TRUNCATE is
+ * refused.  Ledgers of the earlier layouts (login_etl_ledger_v2,
  * login_etl_ledger) are consulted too, for as long as their entries can
  * matter.
  *
@@ -33,7 +33,10 @@
  *
  * No SQL text is ever built from message values: they travel only as COPY
  * data and as binary query parameters.  Nothing is set for the session, so
- * a transaction-pooling proxy can multiplex the connection. */
+ * a transaction-pooling proxy can multiplex the connection.
+ *
+ * The sink is written in function/pg_*.c, one concern a file, around the
+ * private header function/pg_int.h, which lists them. */
 #ifndef PG_H
 #define PG_H
 

@@ -390,7 +390,7 @@ def preload_sql(table, cols, key, count, span_ms, end_ms_ago=0):
         low = name.lower()
         if typ == "smallint" and low == "slot":
             # The day slot: the UTC day of the send time modulo the slots
-            # (function/pg.c, ledger_slot).
+            # (function/pg_ledger.c, pg_ledger_slot).
             e = f"(({t_ms}) / {DAY_MS} % {slots()})::smallint"
         elif typ == "uuid":
             e = "gen_random_uuid()"
@@ -437,7 +437,7 @@ def expired_slot(srv, table, cols, key, entries):
 
 def truncate_alone(srv, table, slot, repeats, fill):
     """The TRUNCATE step the function sends (LOCK, a re-check under the lock,
-    TRUNCATE, one transaction: RET_TRUNCATE_SQL in function/pg.c), measured alone on a full slot: wall time and the
+    TRUNCATE, one transaction: RET_TRUNCATE_SQL in function/pg_retention.c), measured alone on a full slot: wall time and the
     server's CPU, `repeats` times, the slot filled again (fill()) before each."""
     out = []
     part = f"{table}_s{slot:02d}"

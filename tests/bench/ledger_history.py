@@ -69,7 +69,7 @@ def preload(srv, history, expired):
     would have been written in), each committed a moment after it was sent; and `expired`
     more sent on the day 16 days ago, whose day slot the function's retention truncates
     during the runs (once per process and day).  The slot is the UTC day modulo 18
-    (function/pg.c, ledger_slot)."""
+    (function/pg_tuple.c, pg_ledger_slot)."""
     t = time.monotonic()
     day0 = "(date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
     bench.superuser_psql(srv, f"""

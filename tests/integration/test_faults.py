@@ -432,7 +432,7 @@ def _own_point(sig, sym):
     of buf.c left out: "function file:line" (for a failure inside libpq or OpenSSL:
     the call into them)."""
     own = re.compile(r"^(http|log|num|result|rt|config|etl|idset|json|login|main|mask|"
-                     r"mask_cli|pg|secrets|siv|sqs)\.c:")
+                     r"mask_cli|pg|pg_[a-z]+|secrets|siv|sqs)\.c:")
     for o in sig.split()[2:]:
         fn, loc = sym.get(o, ("?", "?"))
         if own.match(loc):

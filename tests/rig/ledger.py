@@ -1,6 +1,6 @@
 """The function's ledger as the tests see it: its table, and the uuid key and day slot
-the function stores for a message (the same rules as function/pg.c, ledger_key and
-ledger_slot, written again here so that the tests check them).
+the function stores for a message (the same rules as function/pg_tuple.c, pg_ledger_key and
+pg_ledger_slot, written again here so that the tests check them).
 
     ledger.LEDGER                     # the table's name
     ledger.key("SOME-ID")             # the uuid text the ledger holds for that messageId

@@ -23,7 +23,7 @@ import glob
 import os
 import re
 
-APP = "login-etl"  # the function's application_name (function/pg.c)
+APP = "login-etl"  # the function's application_name (function/pg_conn.c)
 
 SERVER_CONF = [
     "logging_collector = on",

@@ -180,7 +180,14 @@ RDS_CA_BUNDLE ?= build/rds-global-bundle.pem
 build/rds-global-bundle.pem:
 	@mkdir -p build
 	@curl -fsSL --retry 3 -o $@.tmp $(RDS_CA_URL) && grep -q 'BEGIN CERTIFICATE' $@.tmp && mv $@.tmp $@ || \
-	  { rm -f $@.tmp; echo "cannot download $(RDS_CA_URL): set RDS_CA_BUNDLE=/path/to/global-bundle.pem" >&2; exit 1; }
+	  { rm -f $@.tmp; echo "cannot download $(RDS_CA_URL): download it elsewhere and set RDS_CA_BUNDLE=/path/to/global-bundle.pem" >&2; exit 1; }
+
+# A bundle RDS_CA_BUNDLE names that does not exist: say which and how to get one,
+# rather than make's bare "No rule to make target".  (An existing file is up to date.)
+ifneq ($(RDS_CA_BUNDLE),build/rds-global-bundle.pem)
+$(RDS_CA_BUNDLE):
+	@echo "RDS_CA_BUNDLE=$@: no such file. Download RDS's CA bundle there ($(RDS_CA_URL)), or leave RDS_CA_BUNDLE unset and make downloads it into build/rds-global-bundle.pem" >&2; exit 1
+endif
 
 # The zip for LocalStack and manual uploads: the CA bundle goes in when there
 # is one (a local database without TLS does not need it).

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 void buf_init(struct buf *b, size_t max)
 {
     b->data = NULL;
@@ -96,6 +98,10 @@ rc_t buf_printf(struct buf *b, const char *fmt, ...)
     return RC_OK;
 }
 
+/* See buf.h.  ASCII other than the quote, the backslash and the control
+ * characters is copied in runs; a byte at or above 0x80 is checked as the
+ * start of a UTF-8 sequence, copied with it when well-formed, replaced by
+ * U+FFFD when not. */
 rc_t buf_append_json(struct buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -104,8 +110,15 @@ rc_t buf_append_json(struct buf *b, const char *s, size_t n)
     buf_appendc(b, '"');
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\')
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\')
             continue;
+        if (c >= 0x80) {
+            size_t k = utf8_seq_len((const unsigned char *)s + i, n - i);
+            if (k) {
+                i += k - 1;
+                continue;
+            }
+        }
         buf_append(b, s + start, i - start);
         start = i + 1;
         switch (c) {
@@ -124,10 +137,13 @@ rc_t buf_append_json(struct buf *b, const char *s, size_t n)
         case '\t':
             buf_append(b, "\\t", 2);
             break;
-        default: {
-            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            buf_append(b, u, sizeof u);
-        }
+        default:
+            if (c >= 0x80) {
+                buf_append(b, "\\ufffd", 6);
+            } else {
+                char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+                buf_append(b, u, sizeof u);
+            }
         }
     }
     buf_append(b, s + start, n - start);

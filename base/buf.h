@@ -35,8 +35,10 @@ rc_t buf_appends(struct buf *b, const char *s);
 rc_t buf_appendc(struct buf *b, char c);
 /* Appends printf-formatted text (bounded by vsnprintf, never sprintf). */
 rc_t buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends a JSON string literal (quotes included) for n bytes of UTF-8 text;
- * control characters are \u-escaped.  The caller guarantees valid UTF-8. */
+/* Appends a JSON string literal (quotes included) for n bytes of text;
+ * control characters are \u-escaped, and every byte that does not begin a
+ * well-formed UTF-8 sequence becomes \ufffd, so that the literal is valid
+ * UTF-8 JSON whatever the bytes (a log line must stay one). */
 rc_t buf_append_json(struct buf *b, const char *s, size_t n);
 
 /* Ensures room for `extra` more bytes without further allocation. */

@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "clock.h"
+#include "utf8.h"
 
 static const char *const level_names[] = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"};
 
@@ -52,16 +53,25 @@ static void append_timestamp(struct buf *b)
 }
 
 /* Appends s for a Text-format line: a backslash, a line break and every other
- * control character are escaped (\\, \n, \r, \t, \xNN), so that one call is
- * one line whatever a message or field holds.  Failures are left in b's
- * sticky error. */
+ * control character are escaped (\\, \n, \r, \t, \xNN), and a byte that
+ * does not begin a well-formed UTF-8 sequence becomes U+FFFD, so that one
+ * call is one line of UTF-8 whatever a message or field holds.  Failures are
+ * left in b's sticky error. */
 static void append_text(struct buf *b, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
 
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '\\') {
+        if (c >= 0x80) {
+            size_t k = utf8_seq_len((const unsigned char *)s, strnlen(s, 4));
+            if (k) {
+                buf_append(b, s, k);
+                s += k - 1;
+            } else {
+                buf_appends(b, "\xef\xbf\xbd"); /* U+FFFD */
+            }
+        } else if (c == '\\') {
             buf_appends(b, "\\\\");
         } else if (c == '\n') {
             buf_appends(b, "\\n");

@@ -245,7 +245,10 @@ static rc_t commit_with_fresh_secret(struct etl *e, int64_t until_ms, char err[E
     rc = read_db_secret(e, until_ms, &changed, err);
     if (rc) {
         log_at(e->lg, LOG_ERROR, "cannot read the database secret again", LF_STR("error", err));
-        snprintf(err, ERR_LEN, "%.170s; reading the secret again failed", why);
+        /* err quotes no response text (secrets.h): its start says why. */
+        char again[ERR_LEN];
+        snprintf(again, sizeof again, "%s", err);
+        snprintf(err, ERR_LEN, "%.140s; reading the secret again failed: %.80s", why, again);
         return RC_DB;
     }
     if (!changed) {

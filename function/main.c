@@ -22,6 +22,11 @@ int main(int argc, char **argv)
     if (argc > 1)
         return mask_cli(argc, argv);
 
+    /* First of all: from here on a SIGTERM (Lambda's shutdown) waits for the
+     * runtime loop, which answers it with a log line and exit 0; before, it
+     * would end the process by the default action, silently. */
+    rc_t signals = rt_signals_init(err);
+
     /* Every allocation of 128 KiB or more gets its own mapping, returned to
      * the system when freed.  glibc otherwise raises that threshold each
      * time it frees such a mapping (up to 32 MiB), after which an event's
@@ -30,6 +35,10 @@ int main(int argc, char **argv)
      * 64.4 MiB that way, against 43 MiB in a fresh process (measured). */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     log_init(&lg, getenv("AWS_LAMBDA_LOG_LEVEL"), getenv("AWS_LAMBDA_LOG_FORMAT"), 1);
+    if (signals != RC_OK) {
+        log_at(&lg, LOG_FATAL, "init failed", LF_STR("error", err));
+        return 1;
+    }
     const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
     if (!api || !*api) {
         log_msg(&lg, LOG_FATAL,

@@ -20,6 +20,26 @@
 #define SECRET_TIMEOUT_MS 5000
 #define SECRET_MAX (64 * 1024) /* Secrets Manager's own limit on a secret */
 
+/* A fixed reason for an error status of the extension (it passes Secrets
+ * Manager's on: 400 for an unknown secret or a denied read).  Cannot fail;
+ * the text is static. */
+static const char *status_reason(int status)
+{
+    const char *why = "unexpected status";
+
+    if (status == 400)
+        why = "no such secret, or the role may not read it";
+    else if (status == 401 || status == 403)
+        why = "the extension refused the session token";
+    else if (status == 404)
+        why = "not found";
+    else if (status == 429)
+        why = "throttled";
+    else if (status >= 500 && status <= 599)
+        why = "the extension or Secrets Manager failed";
+    return why;
+}
+
 rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, int64_t until_ms,
                  struct buf *out, char err[ERR_LEN])
 {
@@ -77,9 +97,11 @@ rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, int64_t
         goto out;
     }
     if (resp.status != 200) {
-        /* The extension's error text names the secret, never its value. */
-        snprintf(err, ERR_LEN, "secrets extension answered %d for %.100s: %.100s", resp.status,
-                 secret_id, body.data ? body.data : "");
+        /* The status and a reason of ours: the body of an error answer is
+         * never quoted, since nothing says what it holds (a password was
+         * seen in one) or that it is UTF-8. */
+        snprintf(err, ERR_LEN, "secrets extension answered %d (%s) for %.100s", resp.status,
+                 status_reason(resp.status), secret_id);
         rc = RC_PROTOCOL;
         goto out;
     }

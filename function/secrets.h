@@ -20,7 +20,8 @@
  * (until_ms came first), RC_IO (the extension cannot be reached),
  * RC_PROTOCOL (it answered with an error status or a malformed document),
  * RC_CONFIG (no AWS_SESSION_TOKEN, or a malformed endpoint),
- * RC_NOMEM; err says which, never quoting the secret. */
+ * RC_NOMEM; err says which, never quoting the secret or anything of an
+ * error answer's body (its status code and a fixed reason only). */
 rc_t secrets_get(const struct endpoint *endpoint, const char *secret_id, int64_t until_ms,
                  struct buf *out, char err[ERR_LEN]);
 

@@ -309,11 +309,12 @@ static rc_t turn(struct rt *rt, rt_handler handler, void *ctx, int *handled, int
     char err[ERR_LEN];
     rc_t rc;
 
-    /* A SIGTERM that came during the last invocation is pending (blocked):
-     * ask for no other. */
+    /* A SIGTERM that came during start-up or the last invocation is pending
+     * (blocked); one that came as the last wait in /next ended for another
+     * reason was taken by the handler.  Either way, ask for no invocation. */
     sigset_t pending;
-    if (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1) {
-        log_msg(rt->lg, LOG_INFO, "SIGTERM during the last invocation: shutting down");
+    if (sigterm_seen || (sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1)) {
+        log_msg(rt->lg, LOG_INFO, "SIGTERM before this request for an invocation: shutting down");
         rt->terminated = 1;
         *fatal = 1;
         return RC_OK;
@@ -473,11 +474,44 @@ out:
     return rt;
 }
 
+/* See rt.h.  SIGTERM is blocked before its handler is installed: a signal
+ * that came between the two would otherwise run the handler at once and be
+ * gone, no longer pending, and the loop would wait in /next for ever. */
+rc_t rt_signals_init(char err[ERR_LEN])
+{
+    struct sigaction sa;
+    sigset_t term;
+    rc_t rc = RC_OK;
+
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    /* A closed stdout must not kill the runtime; sockets already use
+     * MSG_NOSIGNAL. */
+    sa.sa_handler = SIG_IGN;
+    /* SIGTERM (Lambda's shutdown, with the kill 500 ms later) is blocked
+     * except while /next waits.  An invocation in hand therefore runs to its
+     * answer, which lists what was not committed, and the signal is taken
+     * at the next /next, which it ends (no SA_RESTART, ppoll): the loop stops
+     * and the caller closes the database connection and exits. */
+    if (sigprocmask(SIG_BLOCK, &term, NULL) != 0 || sigaction(SIGPIPE, &sa, NULL) != 0) {
+        rc = RC_IO;
+        goto out;
+    }
+    sa.sa_handler = on_sigterm;
+    if (sigaction(SIGTERM, &sa, NULL) != 0)
+        rc = RC_IO;
+out:
+    if (rc != RC_OK)
+        snprintf(err, ERR_LEN, "cannot set up SIGTERM handling");
+    return rc;
+}
+
 /* See rt.h: allocates the buffers an invocation's answer needs up front. */
 struct rt *rt_new_transport(const struct rt_transport *t, struct logger *lg, char err[ERR_LEN])
 {
     struct rt *rt;
-    struct sigaction sa;
 
     rt = calloc(1, sizeof *rt);
     if (!rt) {
@@ -502,24 +536,9 @@ struct rt *rt_new_transport(const struct rt_transport *t, struct logger *lg, cha
         goto fail;
     }
 
-    /* A closed stdout must not kill the runtime; sockets already use
-     * MSG_NOSIGNAL. */
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGPIPE, &sa, NULL);
-
-    /* SIGTERM (Lambda's shutdown, with the kill 500 ms later) is blocked
-     * except while /next waits.  An invocation in hand therefore runs to its
-     * answer, which lists what was not committed, and the signal is taken
-     * at the next /next, which it ends (no SA_RESTART, ppoll): the loop stops
-     * and the caller closes the database connection and exits. */
-    sa.sa_handler = on_sigterm;
-    sa.sa_flags = 0;
-    sigset_t term;
-    sigemptyset(&term);
-    sigaddset(&term, SIGTERM);
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigprocmask(SIG_BLOCK, &term, &rt->next_mask) != 0) {
+    /* The mask /next waits with: the one in force (SIGTERM blocked by
+     * rt_signals_init) without SIGTERM. */
+    if (rt_signals_init(err) != RC_OK || sigprocmask(SIG_BLOCK, NULL, &rt->next_mask) != 0) {
         snprintf(err, ERR_LEN, "cannot set up SIGTERM handling");
         goto fail;
     }

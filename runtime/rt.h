@@ -61,11 +61,19 @@ struct rt_transport {
     void *ctx;                            /* handed to all three; borrowed */
 };
 
+/* Blocks SIGTERM and installs the loop's handler for it (see rt_run), and
+ * sets SIGPIPE to ignored for the process (a closed stdout must not kill
+ * it).  main calls it before anything else: a SIGTERM during start-up then
+ * waits, and the loop shuts down before asking for an invocation, with its
+ * log line, instead of the process ending silently.  rt_new calls it again
+ * (no change then).  Returns RC_OK, or RC_IO with err filled when the
+ * system refuses (not with these arguments). */
+rc_t rt_signals_init(char err[ERR_LEN]);
+
 /* Creates a client for `api` ("host:port" or "[v6]:port", the value of
  * AWS_LAMBDA_RUNTIME_API).  Connects lazily.  `lg` is borrowed, not NULL, and
- * must outlive rt; rt sets lg->request_id during each invocation.  Sets
- * SIGPIPE to ignored for the process (a closed stdout must not kill it), and
- * blocks SIGTERM with a handler for it (see rt_run).
+ * must outlive rt; rt sets lg->request_id during each invocation.  Calls
+ * rt_signals_init.
  * Returns NULL with `err` filled when api is malformed or memory is short.
  * The caller frees it with rt_free. */
 struct rt *rt_new(const char *api, struct logger *lg, char err[ERR_LEN]);

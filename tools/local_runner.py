@@ -18,6 +18,9 @@ Two sources:
   an in-memory queue that follows the same rules (--messages FILE).
 
     python3 tools/local_runner.py --messages msgs.json --bootstrap build/bootstrap
+
+The function's own log goes to the file LOGIN_ETL_LOG names (else nowhere).
+Options, output and examples: docs/local-runner.md.
 """
 import argparse
 import json
@@ -82,15 +85,21 @@ class Function:
 _last_progress = [0.0]
 
 
-def _progress(stats, total, final=False):
-    """A progress line: rewritten in place on a terminal, every 2 s otherwise."""
+def _progress(stats, total, final=False, refresh=None):
+    """A progress line: rewritten in place on a terminal, every 2 s otherwise.
+    total: the messages expected (more may arrive: the line shows what was seen
+    when that is more).  refresh: called before a line is written (reads the
+    dead-letter queue's count into stats)."""
     tty = sys.stderr.isatty()
     now = time.monotonic()
     if not final and not tty and now - _last_progress[0] < 2:
         return
     _last_progress[0] = now
+    if refresh:
+        refresh()
     rate = stats.received / max(now - stats.started, 1e-9)
-    line = (f"  {len(stats.messages):>7}/{total} messages, {stats.invocations} invocations, "
+    seen = len(stats.messages)
+    line = (f"  {seen:>7}/{max(total, seen)} messages, {stats.invocations} invocations, "
             f"{stats.listed} listed, {stats.dead_lettered} dead-lettered, {rate:,.0f} deliveries/s")
     end = "\n" if final or not tty else ""
     print(("\r" if tty else "") + line, end=end, flush=True, file=sys.stderr)
@@ -168,14 +177,46 @@ def run_memory(function, messages, batch_size, max_receive, queue_arn, progress=
     return stats, dlq
 
 
-def run_sqs(function, sqs, queue_url, batch_size, window_s, total, progress=True, feeder=None):
+_DEPTH = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+          "ApproximateNumberOfMessagesDelayed"]
+
+
+def _depth(sqs, queue_url):
+    """The messages a queue holds: visible, in flight and delayed."""
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=_DEPTH)["Attributes"]
+    return sum(int(attrs.get(a, 0)) for a in _DEPTH)
+
+
+def dead_letter_queue(sqs, queue_url):
+    """The URL of the queue's dead-letter queue (its RedrivePolicy), or None."""
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
+    policy = attrs.get("Attributes", {}).get("RedrivePolicy")
+    if not policy:
+        return None
+    arn = json.loads(policy)["deadLetterTargetArn"].split(":")
+    return sqs.get_queue_url(QueueName=arn[5], QueueOwnerAWSAccountId=arn[4])["QueueUrl"]
+
+
+def run_sqs(function, sqs, queue_url, batch_size, window_s, total=None, progress=True,
+            feeder=None):
     """Receives from a real SQS API until the queue is drained (and the feeder,
     if any, has sent everything); deletes what the function did not list.
-    SQS's RedrivePolicy does the dead-lettering."""
+    SQS's RedrivePolicy does the dead-lettering: stats.dead_lettered is what
+    its dead-letter queue gained meanwhile.  total: the messages expected, for
+    the progress line (None: what the queue holds at the start)."""
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
     region = arn.split(":")[3]
     stats = Stats()
+    if total is None:
+        total = _depth(sqs, queue_url)
+    dlq = dead_letter_queue(sqs, queue_url)
+    dlq_before = _depth(sqs, dlq) if dlq else 0
+
+    def count_dead_letters():
+        if dlq:
+            stats.dead_lettered = max(0, _depth(sqs, dlq) - dlq_before)
+
     while True:
         if feeder:
             feeder.top_up(stats.succeeded)
@@ -210,23 +251,33 @@ def run_sqs(function, sqs, queue_url, batch_size, window_s, total, progress=True
                 {"Id": str(j), "ReceiptHandle": m["ReceiptHandle"]}
                 for j, m in enumerate(done[i:i + 10])])
         if progress:
-            _progress(stats, total)
+            _progress(stats, total, refresh=count_dead_letters)
+    count_dead_letters()
     if progress:
         _progress(stats, total, final=True)
     return stats
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bootstrap", default=str(ROOT / "build" / "bootstrap"))
-    ap.add_argument("--messages", help="a JSON file: a list of message dicts")
-    ap.add_argument("--queue-url")
-    ap.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"))
-    ap.add_argument("--batch-size", type=int, default=1000)
-    ap.add_argument("--window", type=float, default=1.0)
-    ap.add_argument("--max-receive-count", type=int, default=3)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="The function's log: LOGIN_ETL_LOG=FILE. "
+                                        "See docs/local-runner.md.")
+    ap.add_argument("--bootstrap", default=str(ROOT / "build" / "bootstrap"),
+                    help="the function to run (default: build/bootstrap)")
+    ap.add_argument("--messages", help="a JSON file: a list of message dicts (in-memory queue)")
+    ap.add_argument("--queue-url", help="receive from this SQS queue instead")
+    ap.add_argument("--endpoint-url", default=os.environ.get("AWS_ENDPOINT_URL"),
+                    help="the SQS API (moto, LocalStack); default AWS_ENDPOINT_URL, else AWS")
+    ap.add_argument("--batch-size", type=int, default=1000, help="records per invocation at most")
+    ap.add_argument("--window", type=float, default=1.0,
+                    help="seconds to gather a batch (SQS source)")
+    ap.add_argument("--max-receive-count", type=int, default=3,
+                    help="receives before dead-lettering (in-memory queue; SQS uses the "
+                         "queue's RedrivePolicy)")
     ap.add_argument("--timeout", type=int, default=60, help="the function's timeout, seconds")
     args = ap.parse_args()
+    if bool(args.messages) == bool(args.queue_url):
+        ap.error("give one of --messages FILE or --queue-url URL")
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("PG", "MASKING_KEY", "DATABASE_URL", "AWS_LAMBDA_LOG", "LOGIN_ETL"))}
     function = Function(args.bootstrap, env, args.timeout)
@@ -234,7 +285,7 @@ def main():
         if args.queue_url:
             import boto3
             sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
-            stats = run_sqs(function, sqs, args.queue_url, args.batch_size, args.window, 0)
+            stats = run_sqs(function, sqs, args.queue_url, args.batch_size, args.window)
         else:
             messages = json.loads(Path(args.messages).read_text())
             stats, _ = run_memory(function, messages, args.batch_size, args.max_receive_count,

@@ -22,9 +22,10 @@ esac
 pkgs+=("${cross[@]}")
 if [[ $what == test ]]; then
   # The tests: a PostgreSQL server, the fuzzers' clang, valgrind, qemu-user
-  # for the other architecture's binary, and Python with an independent AES-SIV.
+  # for the other architecture's binary, Python with an independent AES-SIV, and gdb,
+  # which stops the bootstrap at each system call of its start-up to send it SIGTERM.
   pkgs+=(unzip postgresql postgresql-client clang libclang-rt-dev valgrind clang-format
-    python3 qemu-user-static pgbouncer iproute2)
+    python3 qemu-user-static pgbouncer iproute2 gdb)
   py=$(tools/python.sh)
   "$py" -c 'import cryptography.hazmat.primitives.ciphers.aead as a; a.AESSIV' 2>/dev/null ||
     pkgs+=(python3-cryptography)

@@ -64,6 +64,24 @@ def test_sam_makefile_build_target_ships_bootstrap_and_the_ca_bundle():
             assert f.read().startswith(g.read())
 
 
+def test_sam_makefile_build_target_without_the_ca_bundle_says_how_to_get_it():
+    # RDS_CA_BUNDLE naming a file that is not there: a message that names it and says how
+    # to get the bundle, not make's bare "No rule to make target".
+    with tempfile.TemporaryDirectory() as d:
+        art, missing = os.path.join(d, "artifacts"), os.path.join(d, "global-bundle.pem")
+        os.mkdir(art)
+        r = subprocess.run(["make", "--no-print-directory", "-C", str(paths.ROOT),
+                            "build-LoginEtlFunction"], capture_output=True, text=True,
+                           env=dict(os.environ, ARTIFACTS_DIR=art, RDS_CA_BUNDLE=missing),
+                           timeout=900)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out[-2000:]
+        assert "No rule to make target" not in out, out[-2000:]
+        assert f"RDS_CA_BUNDLE={missing}: no such file" in out, out[-2000:]
+        assert "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem" in out, out
+        assert not os.path.exists(os.path.join(art, "rds-global-bundle.pem"))
+
+
 def test_cross_build_and_package_of_the_other_architecture():
     # make ARCH=arm64 on x86_64 (ARCH=x86_64 on arm64): build/<arch>/bootstrap and
     # build/<arch>/function.zip; plain `make` still writes build/bootstrap.

@@ -5,6 +5,8 @@
 - the README's module map names every module of base/, runtime/ and function/, and nothing
   that is not there; the README stays a few screens long;
 - tests/README.md names every integration module and every part of the rig;
+- every file a shell example writes by redirection, and does not remove in the same
+  example, is a path git ignores (or lies outside the repository);
 - the benchmark's table of current figures (tests/bench/README.md) has exactly the rows
   bench.py writes, and `bench.py --report FILE --readme PATH` rewrites only that table.
   The saved figures it is fed (tests/integration/data/bench_quick_run.json) are a real
@@ -245,3 +247,45 @@ def test_bench_report_rewrites_only_the_table():
         assert r.returncode != 0 and "no table markers" in r.stderr, r.stderr[-500:]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+REDIRECT = re.compile(r"(?<![<>&0-9])>>?\s*([^\s;|&)<>]+)")
+
+
+def _shell_example_lines():
+    """(file, line number, line, the block's lines) for each line of a fenced shell block
+    (sh, bash, console, shell, or no language) of the repository's Markdown files."""
+    for f in _markdown_files():
+        block, start, lang = None, 0, ""
+        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                if block is None:
+                    block, start, lang = [], n, line.strip()[3:].strip()
+                else:
+                    if lang in ("sh", "bash", "console", "shell", ""):
+                        for i, text in enumerate(block):
+                            yield f, start + 1 + i, text, block
+                    block = None
+                continue
+            if block is not None:
+                block.append(line)
+
+
+def test_shell_examples_write_only_where_git_ignores():
+    checked, offending = 0, []
+    for f, n, text, block in _shell_example_lines():
+        command = text.split("#", 1)[0]
+        for target in REDIRECT.findall(command):
+            if target.startswith(("/", "~", "$", "&")) or target == "-":
+                continue
+            removed = any(re.search(rf"\b(shred|rm)\b.*\s{re.escape(target)}(?=[\s;]|$)", other)
+                          for other in block)
+            if removed:
+                continue
+            checked += 1
+            ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q",
+                                      "--no-index", target]).returncode == 0
+            if not ignored:
+                offending.append(f"{f.relative_to(ROOT)}:{n}: {text.strip()}")
+    assert not offending, "examples that write into the repository:\n" + "\n".join(offending)
+    assert checked >= 1, "no example writes a file: the parser found nothing to check"

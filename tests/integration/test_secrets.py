@@ -25,6 +25,7 @@ class Extension:
     def __init__(self, secrets):
         self.secrets = dict(secrets)
         self.requests = []
+        self.failure = None  # (status, body bytes): every request gets it instead
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,8 @@ class Extension:
                 url = urlparse(self.path)
                 sid = parse_qs(url.query).get("secretId", [None])[0]
                 outer.requests.append((url.path, sid, self.headers.get("X-Aws-Parameters-Secrets-Token")))
+                if outer.failure:
+                    return self._send(*outer.failure)
                 if self.headers.get("X-Aws-Parameters-Secrets-Token") != TOKEN:
                     return self._send(401, "unauthorized: missing or wrong token")
                 if url.path != "/secretsmanager/get" or sid not in outer.secrets:
@@ -44,7 +47,7 @@ class Extension:
                 self._send(200, json.dumps(doc))
 
             def _send(self, status, text):
-                body = text.encode()
+                body = text if isinstance(text, bytes) else text.encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -251,3 +254,63 @@ def test_reading_secrets_ends_by_the_deadline():
                 assert etl.boot.alive()
     finally:
         hang.close()
+
+
+def _leak_free(etl, results, secrets):
+    """Nothing of secrets (byte strings) and no raw 0xFF in the process's output or in the
+    documents it posted; every stdout line is valid UTF-8 JSON."""
+    with open(etl.boot.out_path, "rb") as f:
+        out = f.read()
+    with open(etl.boot.err_path, "rb") as f:
+        err = f.read()
+    for raw in out.splitlines():
+        json.loads(raw.decode("utf-8"))  # strict: invalid UTF-8 raises
+    for blob, where in [(out, "stdout"), (err, "stderr")] + \
+            [(r.body if isinstance(r.body, bytes) else r.body.encode(), f"posted {r.path}")
+             for r in results]:
+        for s in secrets:
+            assert s not in blob, f"{s!r} in {where}: {blob[-600:]!r}"
+        assert b"\xff" not in blob, f"a raw 0xFF byte in {where}"
+
+
+def test_extension_error_bodies_never_reach_logs_or_answers():
+    """The extension answers errors (500, 400) whose bodies hold the database password, the
+    masking key and a raw 0xFF byte: on the first read of each secret, and on the read
+    again after the database refused the credentials.  The posted errorMessage and the log
+    lines carry the status code and a fixed reason only, and stay valid UTF-8."""
+    db = pg.server()
+    new_password = "rotated-" + PASSWORD_SUFFIX + "-leak"
+    leaks = [pg.PASSWORD.encode(), new_password.encode(), SECRET_KEY.encode()]
+    body = (b'{"message":"\xff\xfe ' + pg.PASSWORD.encode() + b" " + new_password.encode() +
+            b" key " + SECRET_KEY.encode() + b'"}')
+    event = event_bytes(make_event(make_messages(3, seed=47, invalid_rate=0)))
+    ext = Extension({DB_SECRET: _db_secret(db), KEY_SECRET: SECRET_KEY})
+    try:
+        for status in (500, 400):
+            with Etl(env=_env(ext.port)) as etl:
+                ext.failure = (status, body)
+                res = etl.invoke(event)
+                assert res.kind == "error", res.body
+                doc = res.json()
+                assert doc["errorType"] == "SecretsUnavailable", doc
+                assert str(status) in doc["errorMessage"], doc
+                _leak_free(etl, list(etl.emu.results.values()), leaks)
+        # The read again after a refusal of the credentials (a rotation).
+        ext.failure = None
+        with Etl(env=_env(ext.port)) as etl:
+            assert etl.answer(event) == set()
+            db.superuser(f"ALTER ROLE {pg.USER} PASSWORD '{new_password}'")
+            _drop_function_connections(db)
+            ext.failure = (500, body)
+            res = etl.invoke(event_bytes(make_event(make_messages(3, seed=48, invalid_rate=0))))
+            assert res.kind == "error", res.body
+            doc = res.json()
+            assert doc["errorType"] == "DatabaseUnavailable", doc
+            assert "28P01" in doc["errorMessage"] and "500" in doc["errorMessage"], doc
+            logs = [l for l in etl.boot.logs() if isinstance(l, dict)]
+            again = [l for l in logs if l.get("message") == "cannot read the database secret again"]
+            assert again and "500" in again[0]["error"], logs[-5:]
+            _leak_free(etl, list(etl.emu.results.values()), leaks)
+    finally:
+        db.superuser(f"ALTER ROLE {pg.USER} PASSWORD '{pg.PASSWORD}'")
+        ext.close()

@@ -1,13 +1,22 @@
 """SIGTERM, as Lambda sends it at shutdown when an extension is registered (then SIGKILL
 500 ms later): idle in /next, the runtime closes its database connection and exits 0 with
 a log line; in the middle of a batch, the batch runs to its answer (which lists exactly
-what was not committed) and the process exits without taking another invocation."""
+what was not committed) and the process exits without taking another invocation; during
+start-up, from the first instruction of main, the signal waits for the loop, which then
+shuts down the same way."""
+import json
+import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
 
 from events.generate import event_bytes, make_event, make_messages
-from rig import paths, pg
+from rig import paths, pg, proc, runtime_api
 from rig.harness import Etl, wait_for
+
+GDB_DRIVER = paths.ROOT / "tests" / "rig" / "gdb_sigterm_at.py"
 
 
 def _function_backends(db):
@@ -102,3 +111,63 @@ def test_sigterm_mid_batch_answers_only_what_was_committed():
                 locker.kill()
                 locker.wait()
             etl.close(expect_alive=False)
+
+
+def _sigterm_at_syscall(binary, at, api):
+    """Runs binary under gdb and sends it a SIGTERM on entering the at-th system call of
+    its main (or at the runtime loop, when start-up makes fewer); returns the driver's
+    result and the process's stdout (bytes)."""
+    work = tempfile.mkdtemp(prefix="sigterm-at-")
+    try:
+        out, err, result = (os.path.join(work, n) for n in ("stdout", "stderr", "result"))
+        env = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": api,
+               "MASKING_KEY": proc.MASKING_KEY, "MASKING_KEY_ID": proc.MASKING_KEY_ID,
+               "PGHOST": "127.0.0.1", "PGUSER": "login_etl",
+               "SIGTERM_AT": str(at), "RESULT_PATH": result, "STDOUT_PATH": out,
+               "STDERR_PATH": err}
+        gdb = subprocess.Popen(["gdb", "-nx", "-batch", "-x", str(GDB_DRIVER), str(binary)],
+                               env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+        try:
+            log = gdb.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            # The signal was lost: the process waits in /next for ever.  End it.
+            with open(result) as f:
+                os.kill(json.load(f)["pid"], signal.SIGKILL)
+            log = gdb.communicate()[0]
+        assert os.path.exists(result), f"gdb driver failed:\n{log[-3000:]}"
+        with open(result) as f, open(out, "rb") as o, open(err, "rb") as e:
+            return json.load(f), o.read(), e.read()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_sigterm_at_each_system_call_of_start_up_ends_with_the_json_line():
+    """A SIGTERM as early as the process's own code can see one: on entering each system
+    call its main makes before the runtime loop (memory for the buffers, the handler's own
+    set-up, reading the configuration), one run each.  Every run ends as a SIGTERM in /next
+    does: exit 0, nothing but JSON lines, the last `shut down on SIGTERM`, and no invocation
+    asked for.  (Before main, while the kernel and the C library start the process, no
+    program can catch a signal: that part is not the program's.)"""
+    binary = paths.RELEASE_SYMBOLS
+    with runtime_api.Emulator() as emu:
+        at = 0
+        while True:
+            at += 1
+            result, out, err = _sigterm_at_syscall(binary, at, emu.address)
+            where = f"SIGTERM on entering system call #{at} of main (nr {result['syscall']})"
+            assert "exit_code" in result, f"{where}: the process did not end: {out[-500:]!r}"
+            assert result["exit_signal"] is None, \
+                f"{where}: ended by signal {result['exit_signal']}, output {out[-500:]!r}"
+            assert result["exit_code"] == 0, f"{where}: exit {result['exit_code']}: {out[-1000:]!r}"
+            lines = [json.loads(l) for l in out.decode("utf-8").splitlines()]
+            assert lines and lines[-1]["message"].startswith("shut down on SIGTERM"), (where, lines)
+            assert not err, (where, err[-500:])
+            if result["startup_syscalls"] is not None:
+                break
+        assert emu.next_requests == [], emu.next_requests
+    print(f"start-up system calls, each with a SIGTERM: {at - 1} (and at the loop's start)")
+    assert at > 5, "start-up made fewer system calls than the set-up alone makes"
+
+
+test_sigterm_at_each_system_call_of_start_up_ends_with_the_json_line.time_limit = 600

@@ -6,6 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 RELEASE = BUILD / "bootstrap"            # static, stripped: what ships
+RELEASE_SYMBOLS = BUILD / "release" / "bootstrap"  # the same before strip (for gdb)
 ASAN = BUILD / "asan" / "bootstrap"      # dynamic, ASan/UBSan: the default for tests
 PLAIN = BUILD / "plain" / "bootstrap"    # dynamic, no sanitizer: for valgrind
 EVENTS = ROOT / "events"

@@ -1,5 +1,5 @@
 /* test_hardening.c - small defects, each pinned by a case: Text-format log
- * lines escape line breaks, config_load names out-of-memory, a malformed
+ * lines escape line breaks, log lines stay UTF-8, config_load names out-of-memory, a malformed
  * secrets extension endpoint is a configuration error, the device_id
  * length at which masking no longer fits masked_device_id, and what an event
  * of the tiniest records leaves resident. */
@@ -15,6 +15,7 @@
 #include "row.h"
 #include "secrets.h"
 #include "sqs.h"
+#include "utf8.h"
 
 /* strdup that fails while fail_strdup is set: the executable's definition
  * comes before the C library's, so config_load's strdup is this one. */
@@ -64,6 +65,31 @@ static void test_text_log_lines(void)
     l = log_line(0, "two\nlines", "x\ny");
     CHECK(strchr(l, '\n') == l + strlen(l) - 1);
     CHECK(strstr(l, "\"message\":\"two\\nlines\"") != NULL);
+}
+
+static void test_log_lines_are_utf8(void)
+{
+    /* A field cut in the middle of a character, a raw 0xFF and a surrogate,
+     * between well-formed characters that must stay as they are. */
+    static const char field[] = "a\xc3\xa9 \xff\xfe b \xed\xa0\x80 \xe4\xb8\xad \xe4\xb8";
+
+    for (int text = 0; text <= 1; text++) {
+        check_case("%s log: bytes that are not UTF-8 become U+FFFD", text ? "Text" : "JSON");
+        const char *l = log_line(text, "m\xff", check_guard(field, sizeof field));
+        CHECK(utf8_valid(l, strlen(l)));
+        CHECK(strchr(l, '\xff') == NULL);
+        CHECK(strstr(l, "a\xc3\xa9 ") != NULL && strstr(l, " \xe4\xb8\xad ") != NULL);
+        CHECK(strstr(l, text ? "m\xef\xbf\xbd" : "m\\ufffd") != NULL);
+        CHECK(strstr(l, text ? "\xef\xbf\xbd\xef\xbf\xbd b" : "\\ufffd\\ufffd b") != NULL);
+    }
+    check_case("buf_append_json: each bad byte is one \\ufffd, good ones are kept");
+    struct buf b;
+    buf_init(&b, 256);
+    buf_append_json(&b, "\"\xc3\xa9\xff\xed\xa0\x80\xf0\x9f\x98\x80\xf0\x9f", 13);
+    buf_appendc(&b, '\0');
+    CHECK_EQ_STR(b.data,
+                 "\"\\\"\xc3\xa9\\ufffd\\ufffd\\ufffd\\ufffd\xf0\x9f\x98\x80\\ufffd\\ufffd\"");
+    buf_free(&b);
 }
 
 static void test_config_out_of_memory(void)
@@ -185,6 +211,7 @@ static void test_sqs_token_memory(void)
 int main(void)
 {
     test_text_log_lines();
+    test_log_lines_are_utf8();
     test_config_out_of_memory();
     test_secrets_endpoint();
     test_device_id_limit();

@@ -29,7 +29,8 @@ enum rekey_mode {
 static volatile sig_atomic_t rekey_stopping;
 
 static const char rekey_usage_text[] =
-    "usage: bootstrap rekey [--batch ROWS] [--max-rate ROWS_PER_S] [--max-txn-ms MS]\n"
+    "usage: bootstrap rekey [--batch ROWS] [--busy-share PERCENT] [--max-rate ROWS_PER_S]\n"
+    "                       [--max-txn-ms MS]\n"
     "       bootstrap rekey --dry-run | --verify\n"
     "\n"
     "Re-masks in place every masked_ip and masked_device_id (and the masked_* columns of\n"
@@ -43,6 +44,9 @@ static const char rekey_usage_text[] =
     "  --verify         count, and exit 1 while any value is under another key id\n"
     "                   (retire a key only after this passes)\n"
     "  --batch ROWS     most rows one transaction writes (default 5000, 100 to 100000)\n"
+    "  --busy-share P   while other sessions write to the database (the function is\n"
+    "                   loading), work only P% of the time, pausing after each batch\n"
+    "                   (default 25; 100: never pause)\n"
     "  --max-rate N     visit at most N rows a second on average (default: no limit)\n"
     "  --max-txn-ms MS  lock_timeout of each transaction; batches are made smaller while\n"
     "                   one takes more than half of it (default 200, 20 to 10000)\n"
@@ -90,6 +94,8 @@ void rekey_progress(struct rekey *r)
             rekey_num(r->total, total), pct > 100 ? 100.0 : pct, rekey_num((uint64_t)rate, rate_s));
     if (rate > 0 && seen < r->total)
         fprintf(stderr, ", about %.0f s left", (double)(r->total - seen) / rate);
+    if (r->busy)
+        fprintf(stderr, "; the tables are being loaded: working %ld%% of the time", r->busy_share);
     fputc('\n', stderr);
 }
 
@@ -126,6 +132,9 @@ static int rekey_options(int argc, char **argv, struct rekey *r, enum rekey_mode
                 return REKEY_EXIT_USAGE;
         } else if (strcmp(a, "--max-rate") == 0) {
             if (!rekey_opt_num(argc, argv, &i, 1, 100000000, &r->max_rate))
+                return REKEY_EXIT_USAGE;
+        } else if (strcmp(a, "--busy-share") == 0) {
+            if (!rekey_opt_num(argc, argv, &i, 1, 100, &r->busy_share))
                 return REKEY_EXIT_USAGE;
         } else if (strcmp(a, "--max-txn-ms") == 0) {
             if (!rekey_opt_num(argc, argv, &i, 20, 10000, &r->max_txn_ms))
@@ -280,6 +289,8 @@ static int rekey_summary(const struct rekey *r, uint64_t left)
            rekey_num(s->values_remasked, b), (int)strlen(r->prefix) - 1, r->prefix, secs,
            rekey_num(secs > 0 ? (uint64_t)((double)s->rows_visited / secs) : 0, c),
            (long long)s->longest_txn_ms);
+    if (s->yielded_ms)
+        printf(", %.1f s paused while other sessions wrote", (double)s->yielded_ms / 1000.0);
     if (s->values_failed)
         printf("; %s values do not authenticate under their key id's key",
                rekey_num(s->values_failed, a));
@@ -348,7 +359,8 @@ static void rekey_on_signal(int sig)
 /* See rekey.h. */
 int rekey_cli(int argc, char **argv)
 {
-    struct rekey r = {.batch_rows = 5000, .max_txn_ms = 200, .stop = &rekey_stopping};
+    struct rekey r = {
+        .batch_rows = 5000, .max_txn_ms = 200, .busy_share = 25, .stop = &rekey_stopping};
     struct config cfg;
     struct keyset *keys = NULL;
     struct rds_iam *iam = NULL;
@@ -363,7 +375,8 @@ int rekey_cli(int argc, char **argv)
         status = help ? REKEY_EXIT_DONE : status;
         goto out;
     }
-    r.target_rows = r.batch_rows;
+    /* Transactions start small and grow while they stay short. */
+    r.target_rows = r.batch_rows < REKEY_ROWS_FIRST ? r.batch_rows : REKEY_ROWS_FIRST;
     if ((status = rekey_settings(&r, &cfg, &keys, &iam)) != REKEY_EXIT_DONE)
         goto out;
     status = REKEY_EXIT_STOPPED;

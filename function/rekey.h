@@ -3,13 +3,15 @@
  * inputs give equal values again across the rotation and the old key can be
  * retired (docs/operations.md, "Rotating the masking key").
  *
- *   bootstrap rekey [--batch ROWS] [--max-rate ROWS_PER_S] [--max-txn-ms MS]
+ *   bootstrap rekey [--batch ROWS] [--busy-share PERCENT] [--max-rate ROWS_PER_S]
+ *                   [--max-txn-ms MS]
  *   bootstrap rekey --dry-run      counts the values by key id, changes nothing
  *   bootstrap rekey --verify       fails while any value is under another key id
  *
  * It reads the function's own settings (DATABASE_URL or the PG* variables,
  * DB_AUTH=iam, MASKING_KEY, MASKING_KEY_ID, MASKING_KEYS_RETIRED; keyset.h),
- * runs online next to the functions (short transactions, row locks only) and
+ * runs online next to the functions (short transactions, row locks only,
+ * working a quarter of the time while they load) and
  * can be stopped or killed at any moment and run again (rekey_scan.c says
  * why).  Progress goes to stderr, the result to stdout. */
 #ifndef REKEY_H

@@ -272,6 +272,20 @@ out:
     return rc;
 }
 
+/* See rekey_int.h: any user may read the snapshot. */
+rc_t rekey_db_next_xid(struct rekey *r, uint64_t *next)
+{
+    PGresult *res = NULL;
+    rc_t rc = rekey_db_exec(r, "read the next transaction id",
+                            "SELECT pg_snapshot_xmax(pg_current_snapshot())", 0, NULL,
+                            PGRES_TUPLES_OK, &res);
+
+    if (rc == RC_OK)
+        rc = rekey_db_count(r, PQgetvalue(res, 0, 0), next);
+    PQclear(res);
+    return rc;
+}
+
 /* See rekey_int.h. */
 rc_t rekey_db_discover(struct rekey *r)
 {

@@ -25,14 +25,17 @@
 #include "mask.h"
 #include "result.h"
 
-#define REKEY_TABLES_MAX 2   /* user_logins, login_etl_rejected */
-#define REKEY_COLUMNS_MAX 8  /* masked_* columns of one table */
-#define REKEY_IDS_MAX 16     /* distinct key ids a count tells apart, "not masked" included */
-#define REKEY_NAME_MAX 160   /* a relation or column name as the server quotes it */
-#define REKEY_SPAN_FIRST 64  /* blocks the first read of a relation covers */
-#define REKEY_SPAN_MAX 2048  /* blocks one read covers at most (16 MiB of heap) */
-#define REKEY_PASSES_MAX 5   /* passes over one relation (the first, tails, re-reads) */
-#define REKEY_RETRY_MS 60000 /* failures in a row are retried this long, then the run stops */
+#define REKEY_TABLES_MAX 2  /* user_logins, login_etl_rejected */
+#define REKEY_COLUMNS_MAX 8 /* masked_* columns of one table */
+#define REKEY_IDS_MAX 16    /* distinct key ids a count tells apart, "not masked" included */
+#define REKEY_NAME_MAX 160  /* a relation or column name as the server quotes it */
+#define REKEY_ROWS_PER_BLOCK                                                                       \
+    60                        /* about the most user_logins rows an 8 KiB block holds: sizes       \
+                                 the first read of a relation */
+#define REKEY_ROWS_FIRST 1000 /* rows of the first transaction; they double while short */
+#define REKEY_SPAN_MAX 2048   /* blocks one read covers at most (16 MiB of heap) */
+#define REKEY_PASSES_MAX 5    /* passes over one relation (the first, tails, re-reads) */
+#define REKEY_RETRY_MS 60000  /* failures in a row are retried this long, then the run stops */
 
 /* A password source for each new connection (an RDS IAM token), shaped like
  * rds_iam_password: *password is valid until the next call, NULL for none. */
@@ -80,6 +83,7 @@ struct rekey_stats {
     uint64_t transactions;      /* committed re-masking transactions */
     uint64_t retries;           /* failed statements tried again */
     int64_t longest_txn_ms;     /* the longest re-masking transaction, BEGIN to COMMIT */
+    int64_t yielded_ms;         /* time paused for the functions (rekey_yield) */
 };
 
 /* One run. */
@@ -95,9 +99,21 @@ struct rekey {
     struct rekey_table table[REKEY_TABLES_MAX]; /* user_logins, login_etl_rejected */
     size_t ntables;                             /* entries of table */
     long batch_rows;                            /* --batch: most rows one transaction writes */
-    long target_rows;                           /* rows the next transaction writes at most: halved
-                                                   when one takes over max_txn_ms / 2 */
+    long target_rows;                           /* rows the next transaction writes at most:
+                                                   halved after one that took over max_txn_ms
+                                                   / 2, doubled (up to batch_rows) after one
+                                                   under max_txn_ms / 4 */
     long max_rate;                              /* --max-rate: rows visited per second, 0 none */
+    long busy_share;                            /* --busy-share: percent of the time the run
+                                                   works while other sessions write */
+    uint64_t next_xid;                          /* rekey_db_next_xid when last read, 0 never */
+    uint64_t own_xids;                          /* transaction ids the run's writes took */
+    uint64_t own_xids_seen;                     /* own_xids when next_xid was read */
+    int64_t busy_until;                         /* clock_mono_ms until which the database
+                                                   counts as busy: REKEY_BUSY_MS after another
+                                                   session's write was last seen */
+    int busy;                                   /* the database is busy: the run pauses after
+                                                   each range */
     long max_txn_ms;                            /* a transaction's lock_timeout, and twice the
                                                    duration batches are sized for */
     struct rekey_stats st;                      /* so far */
@@ -158,6 +174,11 @@ rc_t rekey_db_blocks(struct rekey *r, const char *leaf, uint64_t *blocks);
 /* Parses a count the server returned (decimal, not negative) into *out.
  * Returns RC_OK, or RC_DB with r->why filled. */
 rc_t rekey_db_count(struct rekey *r, const char *s, uint64_t *out);
+
+/* Reads into *next the transaction id the server will assign next (the
+ * xmax of a fresh snapshot): it moves on with every transaction that
+ * writes, in any session.  Returns RC_OK or RC_DB. */
+rc_t rekey_db_next_xid(struct rekey *r, uint64_t *next);
 
 /* Frees what discovery allocated; cannot fail. */
 void rekey_db_free_tables(struct rekey *r);

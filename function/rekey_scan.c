@@ -22,7 +22,10 @@
  * nothing stays on the session), and takes only row locks on its own rows
  * and the ROW EXCLUSIVE table lock every writer takes, which the function's
  * COPY does not conflict with; transactions that take longer than half of
- * max_txn_ms make the next ones smaller.
+ * max_txn_ms make the next ones smaller.  While the functions load (other
+ * sessions write: the server hands out transaction ids the run did not take)
+ * the run works only busy_share percent of the time (rekey_yield), so that
+ * the functions keep most of the machine.
  *
  * Why a run can be killed at any moment (SIGKILL included): a row is either
  * as it was or re-masked, as each transaction commits whole or not at all; a
@@ -48,6 +51,9 @@
 
 #define REKEY_ROWS_MIN 100     /* a transaction is never made smaller than this */
 #define REKEY_IDLE_GUARD 60000 /* ms: the server ends a transaction left idle this long */
+#define REKEY_BUSY_MS                                                                              \
+    1000 /* the tables count as being loaded this long after a writer                              \
+            was seen: the gap between two invocations */
 
 /* Failures in a row of one step, for the retry decision (rekey_again). */
 struct rekey_try {
@@ -209,11 +215,16 @@ static rc_t rekey_write(struct rekey *r, const struct rekey_leaf *l, struct reke
         }
         params[k] = r->arg[k].data;
     }
+    /* synchronous_commit off: a commit the server loses in a crash leaves
+     * its rows under the old key, which the next run (or --verify) finds;
+     * nothing waits for the WAL flush meanwhile. */
     snprintf(begin, sizeof begin,
              "BEGIN; SET LOCAL lock_timeout = %ld; SET LOCAL statement_timeout = %ld; "
-             "SET LOCAL idle_in_transaction_session_timeout = %d",
+             "SET LOCAL idle_in_transaction_session_timeout = %d; "
+             "SET LOCAL synchronous_commit = off",
              r->max_txn_ms, r->max_txn_ms * 10 > 2000 ? r->max_txn_ms * 10 : 2000,
              REKEY_IDLE_GUARD);
+    r->own_xids++; /* the UPDATE's transaction takes one, whatever becomes of it */
     if ((rc = rekey_db_exec(r, "begin", begin, 0, NULL, PGRES_COMMAND_OK, NULL)) != RC_OK ||
         (rc = rekey_db_exec(r, "re-mask", l->update.data, nparams, params, PGRES_TUPLES_OK,
                             &res)) != RC_OK)
@@ -236,7 +247,7 @@ static rc_t rekey_write(struct rekey *r, const struct rekey_leaf *l, struct reke
         r->st.longest_txn_ms = took;
     if (took > r->max_txn_ms / 2 && r->target_rows > REKEY_ROWS_MIN)
         r->target_rows = r->target_rows / 2 > REKEY_ROWS_MIN ? r->target_rows / 2 : REKEY_ROWS_MIN;
-    else if (took < r->max_txn_ms / 8 && r->target_rows < r->batch_rows)
+    else if (took < r->max_txn_ms / 4 && r->target_rows < r->batch_rows)
         r->target_rows = r->target_rows * 2 < r->batch_rows ? r->target_rows * 2 : r->batch_rows;
 done:
     rekey_commit_stats(r, p, written, values);
@@ -346,6 +357,34 @@ static void rekey_pace(struct rekey *r)
     clock_sleep_ms(due - clock_mono_ms());
 }
 
+/* Yields to the functions: after each range, reads the next transaction id
+ * the server will assign (rekey_db_next_xid); when it moved on by more than
+ * the run's own writes, another session committed or began a write since
+ * the last look, and for REKEY_BUSY_MS after that the run pauses so as to
+ * work only busy_share percent of the time, range_ms being what the range
+ * took.  A failure to look is ignored (the next statement meets it).
+ * Cannot fail. */
+static void rekey_yield(struct rekey *r, int64_t range_ms)
+{
+    uint64_t next = 0;
+    int64_t now = clock_mono_ms();
+
+    if (r->busy_share >= 100)
+        return;
+    if (rekey_db_next_xid(r, &next) == RC_OK) {
+        if (r->next_xid && next > r->next_xid + (r->own_xids - r->own_xids_seen))
+            r->busy_until = now + REKEY_BUSY_MS;
+        r->next_xid = next;
+        r->own_xids_seen = r->own_xids;
+    }
+    r->busy = now < r->busy_until;
+    if (r->busy) {
+        int64_t pause = range_ms * (100 - r->busy_share) / r->busy_share;
+        clock_sleep_ms(pause);
+        r->st.yielded_ms += pause;
+    }
+}
+
 /* The next range's width: about target_rows rows at the density the last
  * read found, within a quarter and four times the last width, and within
  * [1, REKEY_SPAN_MAX] blocks.  Cannot fail. */
@@ -366,11 +405,16 @@ static uint64_t rekey_next_span(const struct rekey *r, uint64_t span, uint64_t s
 static rc_t rekey_pass(struct rekey *r, const struct rekey_leaf *l, uint64_t from, uint64_t to,
                        struct rekey_try *tr)
 {
-    uint64_t b = from, span = REKEY_SPAN_FIRST, selected = 0;
+    uint64_t b = from, selected = 0;
+    /* The first range as wide as target_rows rows would be at the densest. */
+    uint64_t span = (uint64_t)r->target_rows / REKEY_ROWS_PER_BLOCK
+                        ? (uint64_t)r->target_rows / REKEY_ROWS_PER_BLOCK
+                        : 1;
     rc_t rc = RC_OK;
 
     while (b < to && !*r->stop) {
         uint64_t e = to - b > span ? b + span : to;
+        int64_t t0 = clock_mono_ms();
         if ((rc = rekey_range(r, l, b, e, &selected)) != RC_OK) {
             if (rekey_again(r, tr))
                 continue;
@@ -379,6 +423,7 @@ static rc_t rekey_pass(struct rekey *r, const struct rekey_leaf *l, uint64_t fro
         rekey_ok(tr);
         b = e;
         span = rekey_next_span(r, span, selected);
+        rekey_yield(r, clock_mono_ms() - t0);
         rekey_pace(r);
         rekey_progress(r);
     }

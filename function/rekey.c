@@ -15,8 +15,9 @@
 #include "rds_iam.h"
 #include "rekey_int.h"
 
-#define REKEY_PROGRESS_MS 2000 /* between progress lines */
-#define REKEY_NUM_LEN 32       /* a count with thousands separators */
+#define REKEY_PROGRESS_MS 2000  /* between progress lines */
+#define REKEY_NUM_LEN 32        /* a count with thousands separators */
+#define REKEY_SERVER_MIN 140000 /* PostgreSQL 14: TID range scans */
 
 /* What a run does. */
 enum rekey_mode {
@@ -382,6 +383,15 @@ int rekey_cli(int argc, char **argv)
     status = REKEY_EXIT_STOPPED;
     if (rekey_db_connect(&r) != RC_OK || rekey_db_discover(&r) != RC_OK) {
         printf("rekey: stopped: %s\n", r.why);
+        goto out;
+    }
+    if (PQserverVersion(r.conn) < REKEY_SERVER_MIN) {
+        /* Before 14 a range of blocks is read by scanning the whole relation. */
+        fprintf(stderr,
+                "bootstrap rekey: the server is PostgreSQL %d.%d: rekey needs 14 or "
+                "later (TID range scans)\n",
+                PQserverVersion(r.conn) / 10000, PQserverVersion(r.conn) % 10000 / 100);
+        status = REKEY_EXIT_USAGE;
         goto out;
     }
     if (!r.table[0].present) {

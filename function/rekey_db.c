@@ -233,37 +233,35 @@ out:
     return rc;
 }
 
-/* Reads the heap relations of t: itself, or its leaf partitions. */
+/* Reads the heap relations of t: itself (kind 'r'), or the leaf partitions
+ * of a partitioned table (kind 'p'); foreign ones, or a table of another
+ * kind, are counted apart.  Returns
+ * RC_OK, or RC_DB / RC_NOMEM with r->why filled. */
 static rc_t rekey_db_leaves(struct rekey *r, struct rekey_table *t, char kind)
 {
     PGresult *res = NULL;
-    int n;
+    int n = kind == 'r' ? 1 : 0; /* a view or a foreign table holds no heap rows here */
     rc_t rc = RC_OK;
 
-    if (kind != 'p') {
-        if (!(t->leaf = calloc(1, sizeof *t->leaf))) {
-            snprintf(r->why, ERR_LEN, "out of memory");
-            return RC_NOMEM;
-        }
-        memcpy(t->leaf[0], t->quoted, sizeof t->quoted);
-        t->nleaves = 1;
-        return RC_OK;
+    t->skipped_leaves = kind == 'r' || kind == 'p' ? 0 : 1;
+    if (kind == 'p') {
+        if ((rc = rekey_db_exec(r, "read the partitions", LEAVES_SQL, 1, &t->name, PGRES_TUPLES_OK,
+                                &res)) != RC_OK)
+            goto out;
+        n = PQntuples(res);
     }
-    if ((rc = rekey_db_exec(r, "read the partitions", LEAVES_SQL, 1, &t->name, PGRES_TUPLES_OK,
-                            &res)) != RC_OK)
-        goto out;
-    n = PQntuples(res);
     if (n > 0 && !(t->leaf = calloc((size_t)n, sizeof *t->leaf))) {
         snprintf(r->why, ERR_LEN, "out of memory");
         rc = RC_NOMEM;
         goto out;
     }
     for (int i = 0; i < n; i++) {
-        if (strcmp(PQgetvalue(res, i, 1), "r") != 0) {
+        if (res && strcmp(PQgetvalue(res, i, 1), "r") != 0) {
             t->skipped_leaves++;
             continue;
         }
-        if ((rc = rekey_db_name(r, t->leaf[t->nleaves], PQgetvalue(res, i, 0))) != RC_OK)
+        if ((rc = rekey_db_name(r, t->leaf[t->nleaves], res ? PQgetvalue(res, i, 0) : t->quoted)) !=
+            RC_OK)
             goto out;
         t->nleaves++;
     }

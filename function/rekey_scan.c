@@ -191,6 +191,20 @@ static void rekey_commit_stats(struct rekey *r, const struct rekey_pending *p, u
     r->st.values_too_long += p->too_long;
 }
 
+/* Counts a committed transaction that took `took` ms, and sizes the next
+ * ones: halved after one over max_txn_ms / 2, doubled up to batch_rows after
+ * one under max_txn_ms / 4.  Cannot fail. */
+static void rekey_took(struct rekey *r, int64_t took)
+{
+    r->st.transactions++;
+    if (took > r->st.longest_txn_ms)
+        r->st.longest_txn_ms = took;
+    if (took > r->max_txn_ms / 2 && r->target_rows > REKEY_ROWS_MIN)
+        r->target_rows = r->target_rows / 2 > REKEY_ROWS_MIN ? r->target_rows / 2 : REKEY_ROWS_MIN;
+    else if (took < r->max_txn_ms / 4 && r->target_rows < r->batch_rows)
+        r->target_rows = r->target_rows * 2 < r->batch_rows ? r->target_rows * 2 : r->batch_rows;
+}
+
 /* Writes the rows in the arrays (p->rows of them; none: only the counts are
  * taken) in one transaction, then resizes the next ones by how long this
  * one took.  Returns RC_OK or RC_DB with r->why filled (the transaction is
@@ -200,7 +214,7 @@ static rc_t rekey_write(struct rekey *r, const struct rekey_leaf *l, struct reke
     const char *params[1 + 2 * REKEY_COLUMNS_MAX];
     char begin[200];
     PGresult *res = NULL;
-    int64_t t0 = clock_mono_ms(), took;
+    int64_t t0 = clock_mono_ms();
     uint64_t written = 0, values = 0;
     int nparams = (int)(1 + 2 * l->t->ncols);
     rc_t rc = RC_OK;
@@ -209,9 +223,9 @@ static rc_t rekey_write(struct rekey *r, const struct rekey_leaf *l, struct reke
         goto done;
     for (int k = 0; k < nparams; k++) {
         buf_appendc(&r->arg[k], '}');
-        if (r->arg[k].err) {
+        if ((rc = r->arg[k].err) != RC_OK) {
             snprintf(r->why, ERR_LEN, "out of memory");
-            return RC_NOMEM;
+            goto out;
         }
         params[k] = r->arg[k].data;
     }
@@ -241,14 +255,7 @@ static rc_t rekey_write(struct rekey *r, const struct rekey_leaf *l, struct reke
         rc = RC_DB;
         goto out;
     }
-    took = clock_mono_ms() - t0;
-    r->st.transactions++;
-    if (took > r->st.longest_txn_ms)
-        r->st.longest_txn_ms = took;
-    if (took > r->max_txn_ms / 2 && r->target_rows > REKEY_ROWS_MIN)
-        r->target_rows = r->target_rows / 2 > REKEY_ROWS_MIN ? r->target_rows / 2 : REKEY_ROWS_MIN;
-    else if (took < r->max_txn_ms / 4 && r->target_rows < r->batch_rows)
-        r->target_rows = r->target_rows * 2 < r->batch_rows ? r->target_rows * 2 : r->batch_rows;
+    rekey_took(r, clock_mono_ms() - t0);
 done:
     rekey_commit_stats(r, p, written, values);
     memset(p, 0, sizeof *p);

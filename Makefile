@@ -83,6 +83,7 @@ FUNCTION_SRC := $(sort $(filter-out function/main.c,$(wildcard function/*.c)))
 LIB_SRC      := $(BASE_SRC) $(RUNTIME_SRC) $(FUNCTION_SRC)
 UNIT_SRC     := $(sort $(wildcard tests/unit/test_*.c))
 RIG_SRC      := $(sort $(wildcard tests/rig/*.c))
+RIG_H        := $(wildcard tests/rig/*.h)
 FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
 # The object files of one build directory: the project's sources and cJSON.
@@ -227,7 +228,7 @@ FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/bin/%,$(FUZZ_SRC))
 # qemu-user), with the release objects, so they test the code that ships.
 CROSS_UNIT_BINS := $(patsubst tests/unit/%.c,$(OUT)/tests/%,$(UNIT_SRC))
 
-build/asan/tests/%: tests/unit/%.c tests/unit/check.h $(call objs,build/asan)
+build/asan/tests/%: tests/unit/%.c tests/unit/check.h $(RIG_H) $(call objs,build/asan)
 	@mkdir -p $(dir $@)
 	$(call step,LD,$@) $(CC) $(ASAN_CFLAGS) -Itests/unit -o $@ $< $(call objs,build/asan) $(LIBS)
 
@@ -240,7 +241,7 @@ build/fuzz/bin/%: tests/fuzz/%.c $(call objs,build/fuzz)
 	$(call step,LD,$@) $(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(call objs,build/fuzz) $(LIBS)
 
 ifneq ($(ARCH),$(HOST_ARCH))
-$(OUT)/tests/%: tests/unit/%.c tests/unit/check.h $(call objs,$(REL))
+$(OUT)/tests/%: tests/unit/%.c tests/unit/check.h $(RIG_H) $(call objs,$(REL))
 	@mkdir -p $(dir $@)
 	$(call link_static,$(RELEASE_CFLAGS) -Itests/unit $< $(call objs,$(REL)))
 endif
@@ -294,7 +295,7 @@ invoke:
 	@$(PYTHON) tools/invoke.py $(EVENT)
 
 # --- hygiene -------------------------------------------------------------------------------
-C_FILES = $(wildcard base/*.[ch] runtime/*.[ch] function/*.[ch] tests/unit/*.[ch] tests/rig/*.c tests/rig/preload/*.c tests/fuzz/*.c tests/bench/*.c)
+C_FILES = $(wildcard base/*.[ch] runtime/*.[ch] function/*.[ch] tests/unit/*.[ch] tests/rig/*.[ch] tests/rig/preload/*.c tests/fuzz/*.c tests/bench/*.c)
 
 format:
 	clang-format -i $(C_FILES)

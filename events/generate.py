@@ -279,6 +279,19 @@ def fit_event(messages, max_bytes=LAMBDA_PAYLOAD_LIMIT, fifo=False, receive_coun
     return event, len(messages)
 
 
+def fill_events(messages, max_bytes=LAMBDA_PAYLOAD_LIMIT):
+    """Cuts messages into events of at most 10,000 records, each filled up to max_bytes, the
+    way Lambda's event source mapping fills a batch.  Returns (events as bytes, the number of
+    records in each)."""
+    events, counts, i = [], [], 0
+    while i < len(messages):
+        event, n = fit_event(messages[i:i + 10000], max_bytes)
+        events.append(event_bytes(event))
+        counts.append(n)
+        i += n
+    return events, counts
+
+
 def summarize(messages):
     """Counts of what a list of message dicts holds, for reports."""
     c = collections.Counter(m["kind"] for m in messages)

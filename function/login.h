@@ -11,7 +11,7 @@
 #include "result.h"
 
 /* Why a record was rejected.  The codes (login_reason_code) are stable: logs,
- * metrics, tests and the README use them. */
+ * metrics, tests and docs/design.md use them. */
 enum login_reason {
     LOGIN_OK = 0,
     LOGIN_BODY_MISSING,       /* "body_missing": no body string in the SQS record */

@@ -44,10 +44,10 @@ static const char rekey_usage_text[] =
     "  --dry-run        count the values by key id; change nothing\n"
     "  --verify         count, and exit 1 while any value is under another key id\n"
     "                   (retire a key only after this passes)\n"
-    "  --batch ROWS     most rows one transaction writes (default 5000, 100 to 100000)\n"
+    "  --batch ROWS     most rows one transaction writes (default 2000, 100 to 100000)\n"
     "  --busy-share P   while other sessions write to the database (the function is\n"
     "                   loading), work only P% of the time, pausing after each batch\n"
-    "                   (default 25; 100: never pause)\n"
+    "                   (default 20; 100: never pause)\n"
     "  --max-rate N     visit at most N rows a second on average (default: no limit)\n"
     "  --max-txn-ms MS  lock_timeout of each transaction; batches are made smaller while\n"
     "                   one takes more than half of it (default 200, 20 to 10000)\n"
@@ -361,7 +361,7 @@ static void rekey_on_signal(int sig)
 int rekey_cli(int argc, char **argv)
 {
     struct rekey r = {
-        .batch_rows = 5000, .max_txn_ms = 200, .busy_share = 25, .stop = &rekey_stopping};
+        .batch_rows = 2000, .max_txn_ms = 200, .busy_share = 20, .stop = &rekey_stopping};
     struct config cfg;
     struct keyset *keys = NULL;
     struct rds_iam *iam = NULL;

@@ -11,7 +11,7 @@
  * It reads the function's own settings (DATABASE_URL or the PG* variables,
  * DB_AUTH=iam, MASKING_KEY, MASKING_KEY_ID, MASKING_KEYS_RETIRED; keyset.h),
  * runs online next to the functions (short transactions, row locks only,
- * working a quarter of the time while they load) and
+ * working a fifth of the time while they load) and
  * can be stopped or killed at any moment and run again (rekey_scan.c says
  * why).  Progress goes to stderr, the result to stdout. */
 #ifndef REKEY_H

@@ -61,8 +61,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))  # fleet.py, when imported rather than run
 
-from events.generate import event_bytes, fit_event, make_messages  # noqa: E402
+from events.generate import event_bytes, fill_events, fit_event, make_messages  # noqa: E402
 from rig import paths, pg, proc, runtime_api  # noqa: E402
 
 import fleet  # noqa: E402  (tests/bench/fleet.py)
@@ -226,10 +227,8 @@ class Runner:
 
 def superuser_psql(srv, script, timing=False):
     """Runs a psql script as the superuser; returns stdout (with \\timing lines)."""
-    env = dict(os.environ, PGPASSWORD=pg.SUPERPASS, PGHOST="127.0.0.1", PGPORT=str(srv.port),
-               PGUSER=pg.SUPERUSER, PGDATABASE=pg.DATABASE, PGSSLMODE="disable")
     r = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At"], input=script,
-                       env=env, capture_output=True, text=True)
+                       env=srv.superuser_env(), capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"psql failed: {r.stderr.strip()}")
     return r.stdout
@@ -243,12 +242,7 @@ def timings(out):
 def make_data(n, seed):
     t = time.monotonic()
     msgs = make_messages(n, seed=seed)
-    events, counts, i = [], [], 0
-    while i < len(msgs):
-        ev, k = fit_event(msgs[i:i + 10000])
-        events.append(event_bytes(ev))
-        counts.append(k)
-        i += k
+    events, counts = fill_events(msgs)
     valid = sum(1 for m in msgs if m["kind"] == "valid")
     rh = len(fit_event(msgs[:1])[0]["Records"][0]["receiptHandle"])
     ten_k, _ = fit_event(msgs[:10000], max_bytes=0)
@@ -304,10 +298,7 @@ def end_to_end(tmp, srv, events, data, repeats, label):
 
 def dump_rows(srv, tmp):
     """The rows and ledger ids the function wrote, as files the server can read."""
-    d = os.path.join(srv.dir, "bench")
-    os.makedirs(d, exist_ok=True)
-    if srv.as_user:
-        shutil.chown(d, srv.as_user, srv.as_user)
+    d = srv.readable_dir("bench")
     f = {k: os.path.join(d, k) for k in ("rows.bin", "rows.txt", "ids.bin")}
     superuser_psql(srv, f"COPY user_logins TO '{f['rows.bin']}' (FORMAT binary);\n"
                         f"COPY user_logins TO '{f['rows.txt']}';\n"
@@ -903,6 +894,171 @@ def report(f):
             "by 20-50% run to run (see 'other' CPU above)")
 
 
+# --- the table of current figures in tests/bench/README.md ---------------------------------
+README = HERE / "README.md"
+TABLE_BEGIN = "<!-- make bench writes the lines from here to the end marker; edit bench.py instead -->"
+TABLE_END = "<!-- end of the lines make bench writes -->"
+MISSING = "\u2014"  # a figure the run did not measure
+
+
+def _pair(x, y, fmt, sep=" / "):
+    return fmt.format(x) + sep + fmt.format(y)
+
+
+def _fleet_run(f, via, n):
+    return next(x for x in f["fleet"]["runs"] if x["via"] == via and x["functions"] == n)
+
+
+def _fleet_rate(f, via, n):
+    return f["fleet"]["records"] / _fleet_run(f, via, n)["seconds"]
+
+
+def _summary_rows(f):
+    """(figure, how to read it from the run's figures, goal) for each row of the README's
+    table; the second item is a function of no argument, so that a figure the run lacks (a
+    KeyError and the like) becomes MISSING instead of failing the whole table."""
+    def e2e(t):
+        return (f"{t['e2e']['seconds']:.3f} s, "
+                f"{f['data']['records'] / t['e2e']['seconds']:,.0f} records/s")
+
+    def vs_floor(key):
+        t = f["throughput_off"]
+        return f"{t['e2e'][key] / t['floors']['rows_ledger']['seconds']:.2f}"
+
+    def server_cpu():
+        t = f["throughput_off"]
+        return f"{t['e2e']['postgres_cpu_s'] / t['floors']['rows_ledger']['backend_cpu_s']:.2f}"
+
+    def naive():
+        t = f["throughput_off"]
+        return (f"{t['naive']['seconds']:.1f} s (function "
+                f"{t['naive']['seconds'] / t['e2e']['seconds']:.0f}x faster)")
+
+    def stages(*keys):
+        return " / ".join(f"{f['stages'][k]['ms']:.1f}" for k in keys)
+
+    def mem(a, b, field):
+        m = f["memory"]
+        return _pair(m[a][field], m[b][field], "{:.1f}") + " MiB"
+
+    def refused(*keys):
+        return " / ".join(f"{f['refused'][k]['ratio']:.2f}x" for k in keys)
+
+    def eight_vs_one():
+        return _pair(_fleet_rate(f, "direct", 8) / _fleet_rate(f, "direct", 1),
+                     _fleet_rate(f, "pgbouncer", 8) / _fleet_rate(f, "pgbouncer", 1), "{:.2f}x")
+
+    def fleet_cpu():
+        per = 1e5 / f["fleet"]["records"]
+        return _pair(_fleet_run(f, "direct", 1)["server_cpu_s"] * per,
+                     _fleet_run(f, "direct", 8)["server_cpu_s"] * per, "{:.2f}")
+
+    def twice():
+        via = "pgbouncer, every batch twice"
+        return f"{_fleet_rate(f, via, 8):,.0f}, {_fleet_run(f, via, 8)['deadlocks']}"
+
+    def lost_doubled():
+        runs = f["fleet"]["runs"]
+        return _pair(sum(x["lost"] for x in runs), sum(x["doubled"] for x in runs), "{}")
+
+    def truncate():
+        s = fleet.steady_state(f["history"])
+        return f"{s['truncate_s'] * 1000:.1f} ms for {s['entries']:,} entries"
+
+    def ledger_copy():
+        lc = f["history"]["ledger_copy"]
+        return f"{lc['function']['backend_cpu_s'] / lc['text_floor']['backend_cpu_s']:.2f}x"
+
+    def ledger_bytes():
+        h = f["history"]
+        return f"{h['function_ledger_bytes'] / h['function_ledger_rows']:.0f}"
+
+    m, st, sz = f.get("memory"), f.get("startup"), f.get("sizes")
+    return [
+        ("1. end to end, fsync=off (release bootstrap + emulator)",
+         lambda: e2e(f["throughput_off"]), ""),
+        ("1. the same, fsync=on", lambda: e2e(f["throughput_on"]), ""),
+        ("2. handler time / naive exactly-once floor (rows + text-keyed ledger), fsync=off",
+         lambda: vs_floor("handler_s"), "<= 1.0"),
+        ("2. end to end / the same floor, fsync=off", lambda: vs_floor("seconds"), "<= 1.3"),
+        ("2. server CPU: every postgres process / the floor's backend", server_cpu, ""),
+        ("3. one INSERT and one commit per message, fsync=off", naive, ""),
+        ("4. ms per 10,000-record event: parse / dedupe / validate / mask / encode",
+         lambda: stages("parse", "dedupe", "validate", "mask", "encode"), ""),
+        ("4. ms per 10,000-record event: write (COPYs + COMMIT) / handler (overlapped)",
+         lambda: stages("write", "handler"), ""),
+        ("5. peak RSS, one realistic event just under 6 MB",
+         lambda: f"{m['after_1_big']['VmHWM']:.1f} MiB", "<= 48 MiB"),
+        ("5. RSS after 10 / after 1,000 small invocations",
+         lambda: mem("after_10_small", "after_n_small", "VmRSS"), "no growth"),
+        ("5. peak RSS, 6 MB of tiny records: all rejected / all valid",
+         lambda: mem("tiny_rejected", "tiny_valid", "VmHWM"), "<= 48 MiB"),
+        ("5b. id set, CPU ms for 100,000 ids: plain / built to collide under FNV-1a",
+         lambda: _pair(f["idset"]["plain_ms"], f["idset"]["fnv_colliding_ms"], "{:.1f}"),
+         "alike"),
+        ("5c. one refused row in 8,000, vs clean: named by its COPY line / deferred trigger",
+         lambda: refused("line", "parts"), "< 2x"),
+        ("5c. 1% of the rows refused, vs clean", lambda: refused("line_1pct"), ""),
+        ("6. process start to first /next, median / p90",
+         lambda: _pair(st["bootstrap"]["median_ms"], st["bootstrap"]["p90_ms"], "{:.2f}")
+         + " ms", "< 5 ms"),
+        ("6. stripped bootstrap / function.zip",
+         lambda: _pair(sz["stripped_bytes"] / 1e6, sz["zip_bytes"] / 1e6, "{:.2f}") + " MB", ""),
+        ("7. fleet: 8 functions' records/s vs 1, direct / through pgbouncer", eight_vs_one,
+         ">= 0.8x"),
+        ("7. fleet: server CPU-s per 100,000 records, 1 / 8 functions, direct", fleet_cpu,
+         "flat"),
+        ("7. fleet, every batch to 2 of 8 functions at once: records/s, deadlocks", twice, ""),
+        ("7. rows lost / doubled, every fleet run", lost_doubled, "0 / 0"),
+        ("8. ledger history: steady-state server CPU, full ledger vs empty",
+         lambda: f"{fleet.steady_state(f['history'])['ratio']:.2f}x", "<= 1.15x"),
+        ("8. the daily TRUNCATE of a full slot", truncate, ""),
+        ("8. ledger COPY alone, server CPU vs the text-keyed floor's", ledger_copy, ""),
+        ("8. ledger bytes per message as the function writes it", ledger_bytes, ""),
+        ("9. rekey alone: rows re-masked per second, longest transaction",
+         lambda: rekey_bench.alone_summary(f["rekey"]), ">= 50,000 rows/s"),
+        ("9. the function while the rekey runs, vs alone (the rekey's rows/s meanwhile)",
+         lambda: rekey_bench.both_summary(f["rekey"], "both"), ">= 0.8x"),
+        ("9. the same with rekey --busy-share 100 (it never pauses)",
+         lambda: rekey_bench.both_summary(f["rekey"], "unyielding"), ""),
+    ]
+
+
+def summary_table(f):
+    """The README's table of current figures, as Markdown lines (with the line that says
+    when and where they were measured)."""
+    try:
+        data = f"{f['data']['records']:,} records as {f['data']['events']} events"
+    except (KeyError, TypeError):
+        data = MISSING
+    def load(key):  # the 1-minute load average
+        return f"{f[key][0]:.1f}" if f.get(key) else MISSING
+
+    lines = [f"Measured by `make bench` on {f.get('date', MISSING)}: {data}; "
+             f"{f.get('machine', MISSING)}; load average {load('load_start')} at start, "
+             f"{load('load_end')} at end.", "",
+             "| figure | this run | goal |", "|---|---|---|"]
+    for label, value, goal in _summary_rows(f):
+        try:
+            v = value()
+        except (KeyError, TypeError, IndexError, ZeroDivisionError, StopIteration):
+            v = MISSING
+        lines.append(f"| {label} | {v} | {goal} |")
+    return lines
+
+
+def write_readme_table(f, path=README):
+    """Replaces the lines between TABLE_BEGIN and TABLE_END in path with summary_table(f);
+    everything else in the file stays as it is.  Fails when the markers are missing."""
+    text = Path(path).read_text(encoding="utf-8")
+    head, sep, rest = text.partition(TABLE_BEGIN + "\n")
+    mid, sep2, tail = rest.partition(TABLE_END)
+    if not sep or not sep2:
+        raise SystemExit(f"bench: {path} has no table markers ({TABLE_BEGIN} ... {TABLE_END})")
+    Path(path).write_text(head + TABLE_BEGIN + "\n" + "\n".join(summary_table(f)) + "\n"
+                          + TABLE_END + tail, encoding="utf-8")
+
+
 def fleet_only(args):
     """--fleet, --history and/or --rekey: those figures alone, to build/bench/fleet.json
     (rekey.json for --rekey alone)."""
@@ -950,7 +1106,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a smoke run of the bench itself")
     ap.add_argument("--json", help="also write the figures as JSON to this file "
                     "(they always go to build/bench/last.json)")
-    ap.add_argument("--report", metavar="FILE", help="print the table of a saved JSON and exit")
+    ap.add_argument("--report", metavar="FILE", help="print the table of a saved JSON and exit "
+                    "(with --readme, also write that run's figures into the README's table)")
+    ap.add_argument("--readme", metavar="PATH", nargs="?", const=str(README),
+                    help="write the table of current figures into PATH (default "
+                    "tests/bench/README.md); a full run with the default options does so "
+                    "unless --no-readme")
+    ap.add_argument("--no-readme", action="store_true", help="leave the README's table alone")
     ap.add_argument("--bootstrap", metavar="PATH", help="run this binary instead of "
                     "build/bootstrap (a candidate change; sizes still describe build/)")
     ap.add_argument("--stages", metavar="PATH", help="run this stage harness instead of "
@@ -977,12 +1139,16 @@ def main():
         BOOTSTRAP = Path(args.bootstrap).resolve()
     if args.stages:
         STAGES = Path(args.stages).resolve()
+    fleet.B = sys.modules[__name__]  # fleet.py reports through this module's helpers
+    rekey_bench.B = fleet.B  # and so does rekey_bench.py
     if args.report:
         with open(args.report) as f:
-            report(json.load(f))
+            saved = json.load(f)
+        report(saved)
+        if args.readme:
+            write_readme_table(saved, args.readme)
+            say(f"table of current figures written to {args.readme}")
         return 0
-    fleet.B = sys.modules[__name__]
-    rekey_bench.B = fleet.B
     if args.quick:
         args.records, args.repeats, args.stage_repeats = 20000, 1, 3
         args.small, args.startup_runs, args.no_fsync_on = 100, 20, True
@@ -995,6 +1161,7 @@ def main():
         sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
     t_start = time.monotonic()
     figures["load_start"] = [round(x, 2) for x in os.getloadavg()]
+    figures["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -1057,6 +1224,13 @@ def main():
     report(figures)
     say(f"figures written to {args.json or last} "
         f"(tests/bench/bench.py --report FILE prints them again)")
+    # Only a full run with the default data and the shipped build speaks for the project.
+    standard = not (args.quick or args.throughput or args.bootstrap or args.stages
+                    or args.no_fsync_on) and (args.records, args.seed) == (100000, 1)
+    target = args.readme or (str(README) if standard and not args.no_readme else None)
+    if target:
+        write_readme_table(figures, target)
+        say(f"table of current figures written to {target}")
     return 0
 
 

@@ -19,12 +19,11 @@ import collections
 import json
 import os
 import re
-import shutil
 import statistics
 import threading
 import time
 
-from events.generate import event_bytes, fit_event, make_event, make_messages
+from events.generate import event_bytes, fill_events, fit_event, make_event, make_messages
 from rig import expect, pg, pgbouncer
 
 COUNTS = (1, 2, 4, 8)
@@ -339,13 +338,19 @@ HISTORY_CONF = ["full_page_writes = on"]  # as on RDS: the first change of a pag
 DAY_MS = 86_400_000
 
 
+def sink_source():
+    """The Postgres sink's source, function/pg*.c and pg*.h, as one text: the bench reads
+    a few of its constants, wherever in the sink's files they are defined."""
+    return "\n".join(p.read_text() for p in sorted((B.ROOT / "function").glob("pg*.[ch]")))
+
+
 def retention_days():
     """How old, in days, a ledger entry must be for the function's retention to
-    delete it: the largest of the ages function/pg.c defines for it
+    delete it: the largest of the ages the sink defines for it
     (LEDGER_RETENTION since commit, LEDGER_SWEEP_AFTER since sending, where
     defined), or None when the function keeps no retention.  Read from the
     source so that the bench follows the function."""
-    src = (B.ROOT / "function" / "pg.c").read_text()
+    src = sink_source()
     days = [int(d) for d in re.findall(
         r'#define\s+LEDGER_(?:RETENTION|SWEEP_AFTER)\s+"(\d+) days"', src)]
     return max(days) if days else None
@@ -412,8 +417,8 @@ def preload_sql(table, cols, key, count, span_ms, end_ms_ago=0):
 
 
 def slots():
-    """The ledger's day slots (LEDGER_SLOTS in function/pg.c)."""
-    m = re.search(r"#define\s+LEDGER_SLOTS\s+(\d+)", (B.ROOT / "function" / "pg.c").read_text())
+    """The ledger's day slots (LEDGER_SLOTS in the sink, function/pg*)."""
+    m = re.search(r"#define\s+LEDGER_SLOTS\s+(\d+)", sink_source())
     return int(m.group(1)) if m else 18
 
 
@@ -467,10 +472,7 @@ def ledger_copy(srv, table, repeats):
     in the C collation (bench.py, FLOOR_DDL), in one transaction each; psql's
     \\timing and the backend's own CPU time (schedstat).  Returns
     {kind: {"seconds", "backend_cpu_s", "ids"}}."""
-    d = os.path.join(srv.dir, "bench")
-    os.makedirs(d, exist_ok=True)
-    if srv.as_user:
-        shutil.chown(d, srv.as_user, srv.as_user)
+    d = srv.readable_dir("bench")
     own, text = os.path.join(d, "ledger.bin"), os.path.join(d, "ids-text.bin")
     cols = "slot, sent_at, message_id" if table.endswith("_v3") else "sent_at, message_id"
     where = "WHERE slot < 18" if table.endswith("_v3") else "WHERE message_id::text <> ''"
@@ -568,12 +570,7 @@ def history(tmp, preload, records, repeats):
             for m in msgs:
                 m["sentTimestamp"] = lo + (m["sentTimestamp"] - t0) * (now - lo) // max(1, t1 - t0)
             newest[0] = max(newest[0], msgs[-1]["sentTimestamp"])
-            evs, i = [], 0
-            while i < len(msgs):
-                ev, k = fit_event(msgs[i:i + 10000])
-                evs.append(event_bytes(ev))
-                i += k
-            return evs
+            return fill_events(msgs)[0]
 
         # "history": the ledger's insert cost alone (nothing has expired);
         # "retention": the same history, and the function's retention busy.
@@ -682,6 +679,22 @@ def history(tmp, preload, records, repeats):
 
 
 # --- the report ----------------------------------------------------------------------------
+def steady_state(h):
+    """The history figure's steady state, with retention's daily TRUNCATE spread over the
+    day's entries: {"truncate_s", "truncate_cpu_s", "entries", "per_run_cpu_s",
+    "server_cpu_s", "ratio"} (ratio: against the empty database), or None when the run
+    measured no TRUNCATE."""
+    if not h.get("truncate"):
+        return None
+    t, e, hx = h["truncate"], h["empty"], h["history"]
+    tc = statistics.median(x["server_cpu_s"] for x in t)
+    per_run = tc * h["records"] / h["day_entries"]
+    return {"truncate_s": statistics.median(x["seconds"] for x in t), "truncate_cpu_s": tc,
+            "entries": t[0]["entries"], "per_run_cpu_s": per_run,
+            "server_cpu_s": hx["server_cpu_s"] + per_run,
+            "ratio": (hx["server_cpu_s"] + per_run) / e["server_cpu_s"]}
+
+
 def report(f):
     fl = f.get("fleet")
     if fl:
@@ -763,12 +776,10 @@ def report(f):
         if h.get("truncate"):
             t = h["truncate"]
             w = statistics.median(h["retention"]["pruned"]) if h["retention"]["pruned"] else 0
-            tc = statistics.median(x["server_cpu_s"] for x in t)
-            ts = statistics.median(x["seconds"] for x in t)
-            per_run = tc * h["records"] / h["day_entries"]
+            s = steady_state(h)
+            tc, ts, per_run, steady = s["truncate_cpu_s"], s["truncate_s"], s["per_run_cpu_s"], \
+                s["ratio"]
             runs = ", ".join(f"{x['seconds'] * 1000:.0f} ms/{x['server_cpu_s']:.3f}" for x in t)
-            hx = h["history"]
-            steady = (hx["server_cpu_s"] + per_run) / e["server_cpu_s"]
             B.say(f"  retention: one TRUNCATE of the slot of 16 days ago per day; in each run of "
                   f"the last row the function cleared {', '.join(f'{p:,}' for p in h['retention']['pruned'])} "
                   f"entries (a whole day's, all in that run; median {w:,.0f})")
@@ -782,8 +793,8 @@ def report(f):
             if h.get("empty_again"):
                 both = (e["server_cpu_s"] + h["empty_again"]["server_cpu_s"]) / 2
             B.say(f"  steady state (history run + amortized TRUNCATE), server CPU: "
-                  f"{hx['server_cpu_s'] + per_run:.3f} CPU-s, {steady:.2f}x the empty database, "
-                  f"{(hx['server_cpu_s'] + per_run) / both:.2f}x the mean of the two empty "
+                  f"{s['server_cpu_s']:.3f} CPU-s, {steady:.2f}x the empty database, "
+                  f"{s['server_cpu_s'] / both:.2f}x the mean of the two empty "
                   f"phases (goal 1.15: {'met' if steady <= 1.15 else 'NOT met'})")
         elif h.get("retention"):
             B.say(f"  retention (after {h['retention_days']} days): before each run of the last "
@@ -792,7 +803,7 @@ def report(f):
                   "to delete; it deleted "
                   f"{', '.join(f'{p:,}' for p in h['retention']['pruned'])}")
         else:
-            B.say("  the function keeps no retention (no LEDGER_RETENTION in function/pg.c)")
+            B.say("  the function keeps no retention (no LEDGER_RETENTION in function/pg*)")
         B.say(f"  preload: {h['ledger_rows']:,} entries by INSERT ... SELECT generate_series in "
               f"{h['preload_s']:.0f} s, {h['ledger_bytes'] / 1e6:.0f} MB "
               f"({h['ledger_bytes'] / h['ledger_rows']:.0f} bytes per message, table and indexes)")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from events.generate import event_bytes, fit_event, make_messages  # noqa: E402
+from events.generate import event_bytes, fill_events, fit_event, make_messages  # noqa: E402
 from rig import pg  # noqa: E402
 import bench  # noqa: E402
 
@@ -37,11 +37,7 @@ LEDGER = "login_etl_ledger_v3"
 
 def events_of(records, seed, start_ms):
     msgs = make_messages(records, seed=seed, start_ms=start_ms)
-    events, i = [], 0
-    while i < len(msgs):
-        ev, k = fit_event(msgs[i:i + 10000])
-        events.append(event_bytes(ev))
-        i += k
+    events = fill_events(msgs)[0]
     valid = sum(1 for m in msgs if m["kind"] == "valid")
     return events, valid
 

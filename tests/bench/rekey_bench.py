@@ -15,7 +15,7 @@ groups exist, loaded by COPY and vacuumed, as an old table is.  The release boot
                    for as long as it runs; the function's rate counts the passes that ended
                    before the rekey did;
   both, no yield   the same with `--busy-share 100`: the rekey does not pause while the
-                   function loads (by default it works a quarter of the time then).
+                   function loads (by default it works a fifth of the time then).
 
 For each: the rekey's own rate (rows re-masked per second of its work, from its summary line,
 without the counts before and after) and wall time with them, its longest transaction, the
@@ -256,6 +256,24 @@ def rekey(tmp, rows, records, seed):
     return out
 
 
+def solo_rate(r):
+    """The function's records/s alone: the mean of the solo phases before and after."""
+    return statistics.mean(x for x in (r["ingest"]["records_per_s"],
+                                       r["ingest_after"]["records_per_s"]) if x)
+
+
+def alone_summary(r):
+    """The README table's value of the rekey alone."""
+    a = r["alone"]["rekey"]
+    return f"{a['rows_per_s']:,} rows/s, {a['longest_txn_ms']} ms"
+
+
+def both_summary(r, key):
+    """The README table's value of a phase with both at once."""
+    x = r[key]
+    return f"{x['records_per_s'] / solo_rate(r):.2f}x ({x['rekey']['rows_per_s']:,} rows/s)"
+
+
 def report(f):
     r = f.get("rekey")
     if not r:
@@ -263,8 +281,7 @@ def report(f):
     B.say(f"\n9. Rekey: {r['rows']:,} rows of user_logins under the old key, re-masked by "
           f"`bootstrap rekey` (release build) on PostgreSQL {r['server_version']}; the function "
           f"loads passes of {r['records']:,} records under new message ids")
-    solo = statistics.mean(x for x in (r["ingest"]["records_per_s"],
-                                       r["ingest_after"]["records_per_s"]) if x)
+    solo = solo_rate(r)
     rows = []
     for key in ("alone", "ingest", "both", "unyielding", "ingest_after"):
         x = r[key]

@@ -45,23 +45,6 @@ DEADLINE_S = 20      # the invocations' Lambda timeout in those runs
 ERROR_TYPES = {"Runtime.OutOfMemory", "MaskingFailed", "DatabaseUnavailable"}
 
 
-def _plain():
-    if not paths.PLAIN.exists():
-        subprocess.run(["make", "-C", str(paths.ROOT), "--no-print-directory",
-                        "build/plain/bootstrap"], check=True, stdout=subprocess.DEVNULL)
-    return paths.PLAIN
-
-
-def _failures(res):
-    assert res.kind == "response", f"expected an answer, got {res.kind}: {res.body[:300]!r}"
-    return {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
-
-
-def _superuser_env(db):
-    return dict(os.environ, PGPASSWORD=pg.SUPERPASS, PGHOST="127.0.0.1", PGPORT=str(db.port),
-                PGUSER=pg.SUPERUSER, PGDATABASE=pg.DATABASE, PGSSLMODE="disable")
-
-
 # ---- Postgres killed ---------------------------------------------------------------------
 
 # Returns (through a NOTICE) as soon as a COPY into user_logins has stored some rows.
@@ -108,7 +91,7 @@ def test_postgres_killed_while_rows_stream_and_restarted():
             assert n > 7000, n
             book.add(msgs)
             watcher = subprocess.Popen(["psql", "-X", "-q", "-c", WATCH_COPY],
-                                       env=_superuser_env(db), stdout=subprocess.PIPE,
+                                       env=db.superuser_env(), stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True)
             time.sleep(0.2)  # the watcher is connected and looking
             t0 = time.monotonic()
@@ -121,7 +104,7 @@ def test_postgres_killed_while_rows_stream_and_restarted():
             took = res.time - t0
             assert took < DEADLINE_S, f"answered {took:.1f}s after the event was queued"
             assert etl.boot.alive(), etl.boot.output()[-3000:]
-            exact = res.kind == "response" and _failures(res) == exactly_once.listed_for(msgs)
+            exact = res.kind == "response" and res.failures() == exactly_once.listed_for(msgs)
             hit = any(isinstance(l, dict) and l.get("requestId") == rid and
                       l.get("message") == "database attempt failed" for l in etl.boot.logs())
             if exact and not hit:
@@ -133,9 +116,9 @@ def test_postgres_killed_while_rows_stream_and_restarted():
                 assert res.json()["errorType"] == "DatabaseUnavailable", res.body
                 outcome, again = "invocation error", msgs
             else:
-                assert _failures(res) >= exactly_once.listed_for(msgs)
+                assert res.failures() >= exactly_once.listed_for(msgs)
                 outcome = "answer listing the batch"
-                again = [m for m in msgs if m["messageId"] in _failures(res)]
+                again = [m for m in msgs if m["messageId"] in res.failures()]
             landed.append((int(seen.group(1)), n, outcome, round(took, 2)))
             # SQS redelivers what failed (all of it after an invocation error)
             if again:
@@ -171,14 +154,8 @@ def test_postgres_killed_between_the_ledger_and_the_rows():
         book.add(warm)
         msgs = make_messages(2000, seed=922, invalid_rate=0.05)
         book.add(msgs)
-        locker = subprocess.Popen(
-            ["psql", "-X", "-q", "-c", "BEGIN; LOCK TABLE user_logins IN SHARE MODE; "
-             "SELECT pg_sleep(60); COMMIT;"], env=_superuser_env(db),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        locker = db.hold_lock("user_logins", "SHARE", 60)
         try:
-            assert wait_for(lambda: db.scalar(
-                "SELECT count(*) FROM pg_locks WHERE mode = 'ShareLock' "
-                "AND relation = 'user_logins'::regclass AND granted") == "1", timeout=20)
             t0 = time.monotonic()
             rid = etl.emu.enqueue(event_bytes(make_event(msgs)), timeout_s=DEADLINE_S)
             assert wait_for(lambda: db.scalar(
@@ -195,13 +172,13 @@ def test_postgres_killed_between_the_ledger_and_the_rows():
             assert res.json()["errorType"] == "DatabaseUnavailable", res.body
             again = msgs
         else:
-            again = [m for m in msgs if m["messageId"] in _failures(res)]
-            assert _failures(res) >= exactly_once.listed_for(msgs)
+            again = [m for m in msgs if m["messageId"] in res.failures()]
+            assert res.failures() >= exactly_once.listed_for(msgs)
         # Either the batch died with the server (nothing of it in the ledger), or a retry
         # after the restart committed it whole: then the answer was exact.
         in_ledger = int(db.scalar("SELECT count(*) FROM login_etl_ledger_v3"))
         warm_valid = sum(exactly_once.is_valid(m) for m in warm)
-        if res.kind == "response" and _failures(res) == exactly_once.listed_for(msgs):
+        if res.kind == "response" and res.failures() == exactly_once.listed_for(msgs):
             assert in_ledger == warm_valid + sum(exactly_once.is_valid(m) for m in msgs)
         else:
             assert in_ledger == warm_valid, "part of a killed batch was committed"
@@ -250,7 +227,7 @@ def test_an_answer_lost_after_the_commit_is_redelivered_and_adds_no_rows():
             again = etl.emu.wait_redelivery(rid, timeout=60)
             res = etl.emu.wait_result(again, timeout=60)
             assert rid not in etl.emu.results, "the lost answer was recorded"
-            assert _failures(res) == exactly_once.listed_for(msgs)
+            assert res.failures() == exactly_once.listed_for(msgs)
             exactly_once.assert_database(etl.db, book, f"lost answer {settings}")
             first, second = etl.boot.metrics()[before:before + 2]
             valid = sum(exactly_once.is_valid(m) for m in msgs)
@@ -357,7 +334,7 @@ class Run:
 
     def exact(self, n):
         r = self.results[n]
-        return r is not None and r.kind == "response" and _failures(r) == self.expected(n)
+        return r is not None and r.kind == "response" and r.failures() == self.expected(n)
 
     def redeliver(self):
         """What SQS would deliver again: the listed records of an answer, every record
@@ -366,7 +343,7 @@ class Run:
         for n in self.names:
             r = self.results[n]
             if r is not None and r.kind == "response":
-                out += [m for m in self.events[n] if m["messageId"] in _failures(r)]
+                out += [m for m in self.events[n] if m["messageId"] in r.failures()]
             else:
                 out += self.events[n]
         return out
@@ -405,7 +382,7 @@ class Run:
                     out.append(f"invocation {n}: unexpected error {r.body[:200]!r}")
                 deviating.append(n)
             else:
-                if not _failures(r) >= self.expected(n):
+                if not r.failures() >= self.expected(n):
                     out.append(f"invocation {n}: a rejected record is not listed: {r.body!r}")
                 deviating.append(n)
         if len(deviating) > 1:
@@ -422,7 +399,7 @@ def _db_ready(db):
     """Tables in place and the session warm, so that every run allocates alike."""
     db.reset()
     _shim()
-    _plain()
+    valgrind.plain_bootstrap()
     r = Run("prime0", {}, False, db)
     assert not r.problems() and r.exact("a") and r.exact("b"), (r.problems(), r.output[-2000:])
     return r

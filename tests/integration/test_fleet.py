@@ -73,7 +73,7 @@ def _run_fleet(db_env, messages):
                 res = emus[b].wait_result(rid, timeout=120)
                 must = exactly_once.listed_for(msgs)
                 if res.kind == "response":
-                    listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
+                    listed = res.failures()
                     assert must <= listed, (f"function {b} did not list "
                                             f"{len(must - listed)} bad ones")
                 else:

@@ -199,7 +199,7 @@ def test_without_truncate_privilege_the_slot_is_swept_by_delete():
         _run_batches(etl, 6, 360, done=lambda: _slot_count(db, slot) == 0)
         assert _slot_count(db, slot) == 0
         _logged_once(etl, "no TRUNCATE on the ledger's slots: they are swept by DELETE", "42501")
-    # With the README's grants (SELECT, TRUNCATE on each slot's partition) the same user
+    # With docs/deploy.md's grants (SELECT, TRUNCATE on each slot's partition) the same user
     # clears the slot with one TRUNCATE.
     slot = _fill_old_slot(db, 500, prefix="granted")
     db.psql("DO $$ BEGIN FOR i IN 0..18 LOOP EXECUTE format('GRANT SELECT, TRUNCATE ON %I "

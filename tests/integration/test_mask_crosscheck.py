@@ -18,7 +18,7 @@ MASK_TOOL to use another build of it).  The `bootstrap mask` / `bootstrap
 unmask` commands are tested through the rig (which calls mask_cli() directly)
 and, when build/asan/bootstrap exists, through the real binary.
 
-Run standalone with `python3 tests/integration/test_mask_crosscheck.py`.
+Run alone with `python3 tests/run.py -k test_mask_crosscheck`.
 """
 
 import base64
@@ -31,6 +31,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+from rig import expect
+from rig.expect import b64, pad
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
@@ -103,30 +106,17 @@ def reference_siv(key, plaintext, ads=()):
     return v + _xor(plaintext, stream)
 
 
-# --- docs/behaviour.md, "Masking", in Python ---------------------------------------------
-
-
-def pad(v):
-    p = v + b"\x80"
-    return p + bytes(-len(p) % 16)
-
-
-def b64(raw):
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+# --- docs/behaviour.md, "Masking", in Python: tests/rig/expect.py -------------------------
 
 
 def py_mask(key, key_id, v):
-    return key_id + ":" + b64(AESSIV(key).encrypt(pad(v), None))
+    return expect.mask_raw(v, key_id, AESSIV(key))
 
 
 def canonical(text):
-    """The ETL's canonical IP: inet_pton then inet_ntop, AF_INET first."""
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            return socket.inet_ntop(family, socket.inet_pton(family, text))
-        except (OSError, ValueError):
-            pass
-    return text
+    """What `bootstrap mask` masks: the canonical form of an IP address (the function's
+    rule), any other text as it is."""
+    return expect.canonical_ip(text) or text
 
 
 # --- test values ---------------------------------------------------------------------------

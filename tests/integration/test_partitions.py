@@ -1,5 +1,5 @@
-"""user_logins partitioned by create_date, as README "How does it scale" tells an
-operator to set it up: the table is created by the operator before the function
+"""user_logins partitioned by create_date, as docs/operations.md ("Partitioning
+user_logins") tells an operator to set it up: the table is created by the operator before the function
 first runs (the function creates its tables only when they are missing, and
 never alters one), with the same columns, as a table PARTITIONED BY RANGE
 (create_date) with monthly partitions and a DEFAULT one.  The real bootstrap
@@ -111,7 +111,7 @@ def test_rows_land_in_create_date_partitions_exactly_once():
 
 
 def test_missing_partition_without_default_fails_the_batch_and_writes_nothing():
-    """Why the README asks for a DEFAULT partition: without one, a row whose
+    """Why docs/operations.md asks for a DEFAULT partition: without one, a row whose
     month has no partition fails the COPY, so the whole batch fails (the
     invocation reports DatabaseUnavailable and SQS delivers it again) and
     nothing of it is written, the rows of months that do have a partition

@@ -148,13 +148,9 @@ def test_wrong_token_unreachable_extension_and_bad_secret_contents():
         assert res.kind == "error" and res.json()["errorType"] == "SecretsUnavailable", res.body
 
 
-def _superuser(db, sql):
-    return db.psql(sql, user=pg.SUPERUSER, password=pg.SUPERPASS)
-
-
 def _drop_function_connections(db):
     """Ends the function's kept connection as a failover or an idle timeout would."""
-    _superuser(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    db.superuser("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                    "WHERE application_name = 'login-etl'")
 
 
@@ -174,7 +170,7 @@ def test_rotated_password_is_read_again_in_the_same_process():
             pid = etl.boot.proc.pid
             # Rotation: the server has the new password; the extension still serves the
             # old one (its cache), then the connection drops.
-            _superuser(db, f"ALTER ROLE {pg.USER} PASSWORD '{new_password}'")
+            db.superuser(f"ALTER ROLE {pg.USER} PASSWORD '{new_password}'")
             _drop_function_connections(db)
             res = etl.invoke(event_bytes(make_event(msgs[10:20])))
             assert res.kind == "error", res.body
@@ -185,11 +181,11 @@ def test_rotated_password_is_read_again_in_the_same_process():
             ext.secrets[DB_SECRET] = _db_secret(db, password=new_password)
             assert etl.answer(event_bytes(make_event(msgs[10:20]))) == set()
             # A second rotation, seen by the extension at once.
-            _superuser(db, f"ALTER ROLE {pg.USER} PASSWORD '{new_password}-2'")
+            db.superuser(f"ALTER ROLE {pg.USER} PASSWORD '{new_password}-2'")
             ext.secrets[DB_SECRET] = _db_secret(db, password=new_password + "-2")
             _drop_function_connections(db)
             assert etl.answer(event_bytes(make_event(msgs[20:40]))) == set()
-            assert _superuser(db, "SELECT count(*) FROM user_logins").strip() == "40"
+            assert db.superuser("SELECT count(*) FROM user_logins").strip() == "40"
             assert etl.boot.proc.pid == pid and etl.boot.alive()
             reads = [sid for _, sid, _ in ext.requests if sid == DB_SECRET]
             assert len(reads) == 4, ext.requests  # the first invocation, then once a refusal
@@ -199,7 +195,7 @@ def test_rotated_password_is_read_again_in_the_same_process():
             out = etl.boot.output()
             assert new_password not in out and pg.PASSWORD not in out
     finally:
-        _superuser(db, f"ALTER ROLE {pg.USER} PASSWORD '{pg.PASSWORD}'")
+        db.superuser(f"ALTER ROLE {pg.USER} PASSWORD '{pg.PASSWORD}'")
         ext.close()
 
 

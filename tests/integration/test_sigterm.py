@@ -3,18 +3,11 @@
 a log line; in the middle of a batch, the batch runs to its answer (which lists exactly
 what was not committed) and the process exits without taking another invocation."""
 import signal
-import subprocess
 import time
 
 from events.generate import event_bytes, make_event, make_messages
 from rig import paths, pg
 from rig.harness import Etl, wait_for
-
-
-def _superuser_env(db):
-    import os
-    return dict(os.environ, PGPASSWORD=pg.SUPERPASS, PGHOST="127.0.0.1", PGPORT=str(db.port),
-                PGUSER=pg.SUPERUSER, PGDATABASE=pg.DATABASE, PGSSLMODE="disable")
 
 
 def _function_backends(db):
@@ -65,13 +58,7 @@ def test_sigterm_mid_batch_answers_only_what_was_committed():
             db = etl.db
             warm = make_messages(1, seed=62, invalid_rate=0)
             assert etl.answer(event_bytes(make_event(warm))) == set()  # the tables exist
-            locker = subprocess.Popen(
-                ["psql", "-X", "-q", "-c", "BEGIN; LOCK TABLE user_logins IN SHARE MODE; "
-                 "SELECT pg_sleep(60); COMMIT;"], env=dict(_superuser_env(db), PGAPPNAME="locker"),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            assert wait_for(lambda: db.scalar(
-                "SELECT count(*) FROM pg_locks WHERE mode = 'ShareLock' "
-                "AND relation = 'user_logins'::regclass AND granted") == "1", timeout=20)
+            locker = db.hold_lock("user_logins", "SHARE", 60)
             msgs = make_messages(300, seed=63 + release_lock, invalid_rate=0)
             deadline = int(time.time() * 1000) + 4000
             rid = etl.emu.enqueue(event_bytes(make_event(msgs)), deadline_ms=deadline)
@@ -93,8 +80,7 @@ def test_sigterm_mid_batch_answers_only_what_was_committed():
             print(f"mid-batch, lock {'released' if release_lock else 'held'}: "
                   f"to answer and exit {took_ms:.0f} ms")
             assert status == 0, etl.boot.output()[-2000:]
-            assert res.kind == "response", res.body
-            listed = {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
+            listed = res.failures()
             committed = int(db.scalar("SELECT count(*) FROM user_logins",
                                       user=pg.SUPERUSER, password=pg.SUPERPASS))
             if release_lock:

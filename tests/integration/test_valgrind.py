@@ -16,7 +16,7 @@ import subprocess
 import time
 
 from events.generate import event_bytes, fit_event, make_event, make_messages
-from rig import exactly_once, paths, valgrind
+from rig import exactly_once, valgrind
 from rig.harness import Etl
 
 LIMIT = 6 * 1024 * 1024
@@ -24,13 +24,6 @@ LIMIT = 6 * 1024 * 1024
 VARIANTS = {"chunked": False, "chunk_ext": False, "close_after_response": False,
             "close_header": False, "keepalive": True, "lowercase_headers": False,
             "drop_mid_body_once": False, "fail_response_once": False}
-
-
-def _plain():
-    if not paths.PLAIN.exists():
-        subprocess.run(["make", "-C", str(paths.ROOT), "--no-print-directory",
-                        "build/plain/bootstrap"], check=True, stdout=subprocess.DEVNULL)
-    return paths.PLAIN
 
 
 def _finish(etl, timeout):
@@ -46,12 +39,7 @@ def _finish(etl, timeout):
 def _session(**kw):
     """An Etl session on the plain build under valgrind (closed by the caller, since it
     is meant to exit by itself)."""
-    return Etl(binary=_plain(), valgrind=True, **kw)
-
-
-def _failures(res):
-    assert res.kind == "response", f"expected an answer, got {res.kind}: {res.body[:300]!r}"
-    return {f["itemIdentifier"] for f in res.json()["batchItemFailures"]}
+    return Etl(binary=valgrind.plain_bootstrap(), valgrind=True, **kw)
 
 
 def test_valgrind_session_through_every_variant():
@@ -119,7 +107,7 @@ def test_valgrind_session_through_every_variant():
             if messages is not None:
                 book.add(messages)
                 want = exactly_once.listed_for(messages, fifo=how.get("fifo", False))
-                assert _failures(res) == want, f"{what}: listed {_failures(res)}, want {want}"
+                assert res.failures() == want, f"{what}: listed {res.failures()}, want {want}"
             else:
                 assert res.kind == "error", f"{what}: {res}"
                 assert res.json()["errorType"] == expectation, f"{what}: {res.body!r}"
@@ -185,7 +173,7 @@ def test_valgrind_long_run_of_1000_invocations():
                 continue
             book.add(msgs)
             want = exactly_once.listed_for(msgs)
-            got = _failures(res)
+            got = res.failures()
             assert got == want, f"{kind}: listed {sorted(got)}, want {sorted(want)}"
         served = time.monotonic() - t0
         verdict = _finish(etl, 120)

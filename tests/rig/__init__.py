@@ -1,9 +1,5 @@
-"""The test rig: real parts started by the tests themselves.
-
-- paths: where the builds are
-- pg: a private PostgreSQL server (initdb in a temporary directory, loopback, SCRAM)
-- runtime_api: a Lambda Runtime API emulator that drives the real bootstrap
-- pgbouncer: a private pgbouncer in front of a pg server (transaction pooling)
-- statement_log: the server's CSV statement log, and what in it is session state
-- proc: starting the bootstrap with a clean environment and collecting its output
+"""The test rig: real parts started by the tests themselves (a private PostgreSQL, a Lambda
+Runtime API emulator, the real bootstrap, pgbouncer, an RDS IAM token check) and the
+independent oracles the results are compared with.  tests/README.md ("The rig") lists the
+parts and what the fixtures guarantee.
 """

@@ -15,15 +15,31 @@ from .proc import MASKING_KEY, MASKING_KEY_ID
 _siv = AESSIV(bytes.fromhex(MASKING_KEY))
 
 
-def mask(value, key_id=MASKING_KEY_ID, siv=_siv):
-    data = value.encode("utf-8") + b"\x80"
-    data += b"\x00" * (-len(data) % 16)
+def pad(raw):
+    """docs/behaviour.md, "Masking": the bytes, 0x80, then zeros to a multiple of 16."""
+    p = raw + b"\x80"
+    return p + bytes(-len(p) % 16)
+
+
+def b64(raw):
+    """base64url without padding."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def mask_raw(raw, key_id=MASKING_KEY_ID, siv=_siv):
+    """The masked form of these bytes; siv: an AESSIV of the key (the tests' key by default)."""
     # cryptography's AESSIV gives RFC 5297's layout: the synthetic IV, then the ciphertext.
-    out = siv.encrypt(data, None)
-    return key_id + ":" + base64.urlsafe_b64encode(out).rstrip(b"=").decode()
+    return key_id + ":" + b64(siv.encrypt(pad(raw), None))
+
+
+def mask(value, key_id=MASKING_KEY_ID, siv=_siv):
+    """The masked form of a text value, as the function stores it."""
+    return mask_raw(value.encode("utf-8"), key_id, siv)
 
 
 def canonical_ip(text):
+    """The function's canonical form of an IP address (inet_pton, then inet_ntop; IPv4
+    first), or None when the text is not an address."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             return socket.inet_ntop(family, socket.inet_pton(family, text))

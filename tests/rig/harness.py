@@ -96,9 +96,8 @@ def etl_role(db, name, ledger_privileges):
     upstream: INSERT on user_logins and `ledger_privileges` on the ledger, nothing else.
     Returns the environment that has the bootstrap connect as that role."""
     password = f"{name}-password"
-    db.psql(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') "
-            f"THEN CREATE ROLE {name} LOGIN PASSWORD '{password}'; END IF; END $$",
-            user=pg.SUPERUSER, password=pg.SUPERPASS)
+    db.superuser(f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') "
+                 f"THEN CREATE ROLE {name} LOGIN PASSWORD '{password}'; END IF; END $$")
     db.psql(f"GRANT INSERT ON user_logins TO {name}; "
             f"GRANT {ledger_privileges} ON {ledger.LEDGER} TO {name}")
     return {"PGUSER": name, "PGPASSWORD": password}

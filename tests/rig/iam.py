@@ -243,7 +243,7 @@ class IamServer:
                 f'host all {user} 127.0.0.1/32 reject\n')
         with open(hba, "w") as f:
             f.write(line + rest)
-        self.db.psql("SELECT pg_reload_conf()", user=pg.SUPERUSER, password=pg.SUPERPASS)
+        self.db.superuser("SELECT pg_reload_conf()")
         self.superuser("SELECT 1")  # the reload is in effect once the next backend starts
 
     def url(self, host=HOST, ca=None):
@@ -254,7 +254,7 @@ class IamServer:
                 f"&connect_timeout=5")
 
     def superuser(self, sql):
-        return self.db.psql(sql, user=pg.SUPERUSER, password=pg.SUPERPASS)
+        return self.db.superuser(sql)
 
     def scalar(self, sql):
         return self.superuser(sql).strip()

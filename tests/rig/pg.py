@@ -172,12 +172,21 @@ class Server:
     def url(self, host="127.0.0.1"):
         return f"postgresql://{USER}:{PASSWORD}@{host}:{self.port}/{DATABASE}?sslmode=disable"
 
+    def client_env(self, user=USER, password=PASSWORD, db=DATABASE):
+        """This process's environment with the libpq variables that reach this server as
+        `user`: for psql and other clients the tests start."""
+        return dict(os.environ, PGPASSWORD=password, PGHOST="127.0.0.1", PGPORT=str(self.port),
+                    PGUSER=user, PGDATABASE=db, PGSSLMODE="disable")
+
+    def superuser_env(self):
+        """client_env() as the server's superuser."""
+        return self.client_env(SUPERUSER, SUPERPASS)
+
     def psql(self, sql, user=USER, password=PASSWORD, db=DATABASE, input=None, check=True):
         """Runs SQL through psql; returns its stdout text."""
-        env = dict(os.environ, PGPASSWORD=password, PGHOST="127.0.0.1", PGPORT=str(self.port),
-                   PGUSER=user, PGDATABASE=db, PGSSLMODE="disable")
         cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-c", sql]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, input=input)
+        r = subprocess.run(cmd, env=self.client_env(user, password, db), capture_output=True,
+                           text=True, input=input)
         if check and r.returncode != 0:
             raise RuntimeError(f"psql failed: {r.stderr.strip()}")
         return r.stdout
@@ -190,6 +199,40 @@ class Server:
     def scalar(self, sql, **kw):
         out = self.psql(sql, **kw).strip()
         return out
+
+    def superuser(self, sql, **kw):
+        """psql() as the server's superuser."""
+        return self.psql(sql, user=SUPERUSER, password=SUPERPASS, **kw)
+
+    def hold_lock(self, table, mode, seconds, timeout=20):
+        """Starts a superuser psql session (application_name "locker") that takes
+        `LOCK TABLE table IN mode MODE` and holds it for `seconds`; returns its Popen once
+        the server shows the lock granted.  The caller ends it (wait, or kill)."""
+        held = "".join(w.capitalize() for w in mode.split()) + "Lock"  # as pg_locks names it
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-c", f"BEGIN; LOCK TABLE {table} IN {mode} MODE; "
+             f"SELECT pg_sleep({seconds}); COMMIT;"],
+            env=dict(self.superuser_env(), PGAPPNAME="locker"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        until = time.monotonic() + timeout
+        while self.scalar(f"SELECT count(*) FROM pg_locks WHERE mode = '{held}' "
+                          f"AND relation = '{table}'::regclass AND granted") != "1":
+            if time.monotonic() > until or locker.poll() is not None:
+                locker.kill()
+                locker.wait()
+                raise AssertionError(f"the {mode} lock on {table} was not granted "
+                                     f"within {timeout} s")
+            time.sleep(0.05)
+        return locker
+
+    def readable_dir(self, name):
+        """A directory inside the server's data directory that the server process can read
+        and write (server-side COPY to and from files); created if missing."""
+        d = os.path.join(self.dir, name)
+        os.makedirs(d, exist_ok=True)
+        if self.as_user:
+            shutil.chown(d, self.as_user, self.as_user)
+        return d
 
     def reset(self):
         """Drops the function's tables so a test starts from an empty database."""

@@ -64,6 +64,12 @@ class Result:
     def json(self):
         return json.loads(self.body)
 
+    def failures(self):
+        """The set of messageIds the answer lists in batchItemFailures; fails the test when
+        the runtime posted an /error instead of an answer."""
+        assert self.kind == "response", f"expected an answer, got {self.kind}: {self.body[:300]!r}"
+        return {f["itemIdentifier"] for f in self.json()["batchItemFailures"]}
+
     def __repr__(self):
         return (f"Result(kind={self.kind!r}, request_id={self.request_id!r}, "
                 f"body={self.body[:200]!r}{'...' if len(self.body) > 200 else ''})")

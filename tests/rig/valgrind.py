@@ -17,7 +17,10 @@ tests/rig/valgrind.supp.
 """
 import re
 import shutil
+import subprocess
 from pathlib import Path
+
+from . import paths
 
 # --soname-synonyms=somalloc=nouserintercepts: valgrind replaces glibc's malloc only,
 # and leaves alone a malloc defined elsewhere (tests/rig/preload/failmalloc.c's, which
@@ -35,6 +38,14 @@ def available():
 def require():
     if not available():
         raise AssertionError("valgrind is not installed (tools/test-deps.sh installs it)")
+
+
+def plain_bootstrap():
+    """build/plain/bootstrap, the build valgrind can read, made first when it is missing."""
+    if not paths.PLAIN.exists():
+        subprocess.run(["make", "-C", str(paths.ROOT), "--no-print-directory",
+                        "build/plain/bootstrap"], check=True, stdout=subprocess.DEVNULL)
+    return paths.PLAIN
 
 
 def command(log_path, suppress=False):

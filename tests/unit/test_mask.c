@@ -444,7 +444,7 @@ static void test_siv_ecb_edges(void)
     siv_ecb_key_free(NULL);
 }
 
-/* The fast path against OpenSSL's SIV mode, the BUILD-NOTES way: one
+/* The fast path against OpenSSL's SIV mode, value by value: one
  * siv_ecb_key per key, used for value after value (so any state carried
  * from one call to the next would show), each result compared with a context
  * created and keyed afresh for that value alone, and with siv_key (keyed
@@ -734,8 +734,8 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* Determinism, distinctness, and the keyed-once path against fresh contexts
- * (the BUILD-NOTES trap: a reused SIV context gives wrong results from the
- * second value on). */
+ * (the trap this guards against: a used SIV context re-initialised with a
+ * NULL key gives wrong results from the second value on). */
 static void test_mask_many(void)
 {
     enum { N = 1500 };

@@ -8,7 +8,8 @@
 #                         architecture's binary under qemu-user; ends "N passed, N failed"
 #   make demo / demo-stop the whole job end to end on a private Postgres; stop that Postgres
 #   make invoke EVENT=events/batch.json   one event through bootstrap against the demo database
-#   make bench            throughput and resource figures (reports, never gates)
+#   make bench            throughput and resource figures (reports, never gates);
+#                         BENCH=fleet|history|rekey|throughput: that part alone
 #   make fuzz             libFuzzer targets for FUZZ_SECONDS each
 #   V=1                   show the full commands instead of one line per step
 #
@@ -277,8 +278,9 @@ FUZZ_SECONDS ?= 60
 fuzz: fuzz-build
 	$(PYTHON) tests/run.py --only fuzz --fuzz-seconds $(FUZZ_SECONDS)
 
+BENCH ?=
 bench: test-build package
-	$(PYTHON) tests/bench/bench.py
+	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--$(BENCH))
 
 # The README's demo command: installs what a fresh machine lacks, like `make test`.
 demo: install-deps

@@ -44,12 +44,14 @@ static int database_user_named(const char *url, char err[ERR_LEN])
 rc_t config_load(struct config *c, char err[ERR_LEN])
 {
     const char *key = env("MASKING_KEY");
+    const char *retired = env("MASKING_KEYS_RETIRED");
     const char *v;
     int64_t n;
 
     memset(c, 0, sizeof *c);
     err[0] = '\0';
-    c->masking_key_id = mask_key_id_setting(getenv("MASKING_KEY_ID"));
+    c->masking_key_id_env = getenv("MASKING_KEY_ID");
+    c->masking_key_id = mask_key_id_setting(c->masking_key_id_env);
     c->masking_key_secret_id = env("MASKING_KEY_SECRET_ID");
     c->db_secret_id = env("DB_SECRET_ID");
     c->database_url = env("DATABASE_URL");
@@ -85,8 +87,10 @@ rc_t config_load(struct config *c, char err[ERR_LEN])
         }
         c->iam_renew_s = (long)n;
     }
-    if (key && !(c->masking_key = strdup(key))) {
-        snprintf(err, ERR_LEN, "out of memory reading MASKING_KEY");
+    if ((key && !(c->masking_key = strdup(key))) ||
+        (retired && !(c->masking_keys_retired = strdup(retired)))) {
+        snprintf(err, ERR_LEN, "out of memory reading the masking keys");
+        config_free(c);
         return RC_NOMEM;
     }
     if (!c->db_secret_id) {
@@ -134,11 +138,19 @@ bad:
     return RC_CONFIG;
 }
 
+/* Wipes and frees one owned copy of a setting that holds key material, and
+ * forgets it; cannot fail. */
+static void config_wipe(char **s)
+{
+    if (*s) {
+        explicit_bzero(*s, strlen(*s));
+        free(*s);
+        *s = NULL;
+    }
+}
+
 void config_free(struct config *c)
 {
-    if (c->masking_key) {
-        explicit_bzero(c->masking_key, strlen(c->masking_key));
-        free(c->masking_key);
-        c->masking_key = NULL;
-    }
+    config_wipe(&c->masking_key);
+    config_wipe(&c->masking_keys_retired);
 }

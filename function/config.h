@@ -8,10 +8,15 @@
 #include "url.h"
 
 struct config {
-    char *masking_key;                 /* owned, wiped when freed: 128 hex characters, or
-                                          NULL when the key comes from a secret */
+    char *masking_key;                 /* owned, wiped when freed: MASKING_KEY, 128 hex
+                                          characters or a keyset document (keyset.h), or NULL
+                                          when the key comes from a secret */
     const char *masking_key_id;        /* MASKING_KEY_ID as mask_key_id_setting reads it (unset:
                                           "k1"; set but empty: refused); borrowed */
+    const char *masking_key_id_env;    /* MASKING_KEY_ID as set, NULL when unset (keyset_load
+                                          takes it so); borrowed */
+    char *masking_keys_retired;        /* owned, wiped when freed: MASKING_KEYS_RETIRED, or
+                                          NULL (keyset.h: id=<hex>[,id=<hex>...]) */
     const char *masking_key_secret_id; /* MASKING_KEY_SECRET_ID or NULL */
     const char *db_secret_id;          /* DB_SECRET_ID or NULL */
     const char *database_url;          /* DATABASE_URL or NULL (libpq reads PG* itself) */

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "grow.h"
 #include "idset.h"
+#include "keyset.h"
 #include "login.h"
 #include "mask.h"
 #include "pg.h"
@@ -40,7 +41,8 @@ enum status {
 struct etl {
     struct logger *lg;
     struct config cfg;
-    struct mask_key *key;        /* NULL until read from its secret on the first invocation */
+    struct keyset *masking;      /* the masking keys: the current one masks; NULL until read
+                                    from the masking secret on the first invocation */
     struct pg_sink *sink;        /* the connection, kept across invocations */
     struct rds_iam *iam;         /* DB_AUTH=iam: signs the password of each connect; else NULL */
     int secrets_loaded;          /* the secrets were read (again only after refused credentials) */
@@ -69,6 +71,26 @@ struct tally {
     size_t reasons[LOGIN__COUNT];
 };
 
+/* Logs the key ids of the masking keys now in use (ids only, never a key),
+ * and warns when MASKING_KEY_ID names another id than the keyset document's
+ * current key, which wins (keyset.h).  Cannot fail. */
+static void log_keys(const struct etl *e)
+{
+    char retired[KEYSET_MAX * (MASK_KEY_ID_MAX + 1) + 1];
+    struct buf b;
+    const char *current = mask_key_id(keyset_current(e->masking));
+
+    buf_wrap(&b, retired, sizeof retired);
+    for (size_t i = 1; i < keyset_count(e->masking); i++)
+        buf_printf(&b, "%s%s", i > 1 ? "," : "", mask_key_id(keyset_key(e->masking, i)));
+    log_at(e->lg, LOG_INFO, "masking keys", LF_STR("current", current), LF_STR("retired", retired));
+    if (e->cfg.masking_key_id_env && strcmp(e->cfg.masking_key_id_env, current) != 0)
+        log_at(e->lg, LOG_WARN,
+               "MASKING_KEY_ID names another key than the keyset document's current one, "
+               "which masks",
+               LF_STR("MASKING_KEY_ID", e->cfg.masking_key_id_env), LF_STR("current", current));
+}
+
 struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
 {
     struct etl *e = calloc(1, sizeof *e);
@@ -87,17 +109,21 @@ struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
         *err_type = rc == RC_CONFIG ? "InvalidConfiguration" : "Runtime.OutOfMemory";
         goto fail;
     }
-    char why[ERR_LEN];
     if (e->cfg.masking_key) {
-        e->key = mask_key_new(e->cfg.masking_key, strlen(e->cfg.masking_key), e->cfg.masking_key_id,
-                              why);
-        /* The hex copy is no longer needed: wipe it now rather than at exit. */
+        e->masking = keyset_load("MASKING_KEY", e->cfg.masking_key, strlen(e->cfg.masking_key),
+                                 e->cfg.masking_key_id_env, e->cfg.masking_keys_retired, err);
+        /* The key copies are no longer needed: wipe them now rather than at exit. */
         config_free(&e->cfg);
-        if (!e->key) {
-            snprintf(err, ERR_LEN, "MASKING_KEY: %.200s", why);
+        if (!e->masking) {
             *err_type = "InvalidConfiguration";
             goto fail;
         }
+        log_keys(e);
+    } else if (e->cfg.masking_keys_retired &&
+               keyset_check_retired(e->cfg.masking_keys_retired, err) != RC_OK) {
+        /* The rest of the set is checked when the secret is read. */
+        *err_type = "InvalidConfiguration";
+        goto fail;
     }
     e->sink = pg_sink_new(e->cfg.db_secret_id ? "" : e->cfg.database_url, lg);
     if (!e->sink) {
@@ -140,7 +166,7 @@ void etl_free(struct etl *e)
 {
     if (!e)
         return;
-    mask_key_free(e->key);
+    keyset_free(e->masking);
     pg_sink_free(e->sink);
     rds_iam_free(e->iam);
     sqs_free(&e->ev);
@@ -202,7 +228,7 @@ static rc_t load_secrets(struct etl *e, int64_t until_ms, char err[ERR_LEN])
     buf_init(&value, 64 * 1024);
     if (e->cfg.db_secret_id && (rc = read_db_secret(e, until_ms, &changed, err)) != RC_OK)
         goto out;
-    if (e->cfg.masking_key_secret_id && !e->key) {
+    if (e->cfg.masking_key_secret_id && !e->masking) {
         rc = secrets_get(&e->cfg.secrets_endpoint, e->cfg.masking_key_secret_id, until_ms, &value,
                          err);
         if (!rc) {
@@ -214,13 +240,17 @@ static rc_t load_secrets(struct etl *e, int64_t until_ms, char err[ERR_LEN])
             while (z > a && (value.data[z - 1] == ' ' || value.data[z - 1] == '\n' ||
                              value.data[z - 1] == '\r'))
                 z--;
-            e->key = mask_key_new(value.data + a, z - a, e->cfg.masking_key_id, err);
-            if (!e->key)
+            e->masking = keyset_load("the masking secret", value.data + a, z - a,
+                                     e->cfg.masking_key_id_env, e->cfg.masking_keys_retired, err);
+            if (!e->masking)
                 rc = RC_CONFIG;
+            else
+                log_keys(e);
         }
         buf_wipe(&value);
         if (rc)
             goto out;
+        config_free(&e->cfg); /* the retired keys' copy */
     }
     e->secrets_loaded = 1;
 out:
@@ -481,7 +511,7 @@ static rc_t transform(struct etl *e, int64_t stop_at, struct tally *t, size_t *r
         rc_t rc = login_parse(&e->lp, r->body, r->body_len, r->body_flags, r->sent_ms, r->sent_bad,
                               e->start, &lr, &why);
         if (rc == RC_OK && why == LOGIN_OK)
-            rc = row_build(e->key, &lr, &row, ip_masked, device_masked, &why);
+            rc = row_build(keyset_current(e->masking), &lr, &row, ip_masked, device_masked, &why);
         if (rc)
             return rc; /* RC_NOMEM or RC_CRYPTO: the batch fails, not the record */
         if (why != LOGIN_OK) {

@@ -1,6 +1,6 @@
 /* main.c - wires the runtime loop to the ETL handler.  With an argument it
  * is the operators' tool instead: `bootstrap mask VALUE`, `bootstrap unmask
- * MASKED` (see mask_cli.h). */
+ * MASKED` (see mask_cli.h), `bootstrap rekey` (see rekey.h). */
 #define _DEFAULT_SOURCE /* mallopt */
 #include <malloc.h>
 #include <stdio.h>
@@ -10,6 +10,7 @@
 #include "etl.h"
 #include "log.h"
 #include "mask_cli.h"
+#include "rekey.h"
 #include "rt.h"
 
 int main(int argc, char **argv)
@@ -19,6 +20,8 @@ int main(int argc, char **argv)
     const char *err_type = NULL;
     int status = 1;
 
+    if (argc > 1 && strcmp(argv[1], "rekey") == 0)
+        return rekey_cli(argc, argv);
     if (argc > 1)
         return mask_cli(argc, argv);
 
@@ -43,7 +46,7 @@ int main(int argc, char **argv)
     if (!api || !*api) {
         log_msg(&lg, LOG_FATAL,
                 "AWS_LAMBDA_RUNTIME_API is not set: run me under Lambda or a "
-                "Runtime API emulator, or use `bootstrap mask|unmask`");
+                "Runtime API emulator, or use `bootstrap mask|unmask|rekey`");
         return 1;
     }
     struct rt *rt = rt_new(api, &lg, err);

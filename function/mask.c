@@ -34,8 +34,8 @@ const char *mask_key_id_setting(const char *env_value)
     return env_value ? env_value : MASK_KEY_ID_DEFAULT;
 }
 
-/* Returns 1 when s[0..n) is a valid key id (1 to 8 of [A-Za-z0-9]), else 0. */
-static int mask_id_valid(const char *s, size_t n)
+/* See mask.h: 1 to MASK_KEY_ID_MAX of [A-Za-z0-9]; cannot fail. */
+int mask_key_id_valid_len(const char *s, size_t n)
 {
     if (n == 0 || n > MASK_KEY_ID_MAX)
         return 0;
@@ -50,7 +50,7 @@ static int mask_id_valid(const char *s, size_t n)
 /* See mask.h: at most MASK_KEY_ID_MAX + 1 bytes are read. */
 int mask_key_id_valid(const char *id)
 {
-    return id != NULL && mask_id_valid(id, strnlen(id, MASK_KEY_ID_MAX + 1));
+    return id != NULL && mask_key_id_valid_len(id, strnlen(id, MASK_KEY_ID_MAX + 1));
 }
 
 /* Returns the length of the padded form of an n-byte value: the next multiple
@@ -324,7 +324,7 @@ rc_t mask_unmask(const struct mask_key *k, const char *masked, size_t n, char *o
     }
     id_len = (size_t)(colon - masked);
     if (id_len != k->id_len || memcmp(masked, k->id, id_len) != 0) {
-        if (mask_id_valid(masked, id_len))
+        if (mask_key_id_valid_len(masked, id_len))
             snprintf(err, ERR_LEN,
                      "the value was masked with key id \"%.*s\", the key given is \"%s\"",
                      (int)id_len, masked, k->id);

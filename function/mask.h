@@ -33,6 +33,10 @@ const char *mask_key_id_setting(const char *env_value);
  * [A-Za-z0-9], NUL-terminated), else 0 (NULL included).  Cannot fail. */
 int mask_key_id_valid(const char *id);
 
+/* As mask_key_id_valid for the n bytes at s (no NUL needed; only s[0..n) is
+ * read).  Cannot fail. */
+int mask_key_id_valid_len(const char *s, size_t n);
+
 struct mask_key; /* opaque: keyed AES contexts and derived subkeys, wiped when freed */
 
 /* Creates a key from 128 hexadecimal characters and a key id.  Returns NULL

@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 
+#include "keyset.h"
 #include "login.h"
 #include "mask.h"
 
@@ -25,8 +26,10 @@ static const char mask_cli_usage_text[] =
     "        `mask 2001:DB8::1` prints the same as `mask 2001:db8::1`, which is\n"
     "        what masked_ip holds.  --raw masks the bytes as given instead (for a\n"
     "        device_id that happens to look like an IPv6 address).\n"
-    "unmask  prints the original value; fails when the value was altered, was\n"
-    "        masked under another key or key id, or is not a masked value.\n"
+    "unmask  prints the original value, recovered with the key of the set whose id\n"
+    "        the value starts with (the current key or a retired one); fails when\n"
+    "        the value was altered, was masked under a key the set does not hold,\n"
+    "        or is not a masked value.\n"
     "-       reads standard input, one value a line (a trailing LF or CR LF is\n"
     "        removed), and prints one line per input line; a line that fails\n"
     "        prints an empty line and an error naming its line number on stderr.\n"
@@ -34,9 +37,15 @@ static const char mask_cli_usage_text[] =
     "--      ends the options: `mask -- -` masks the one-character value \"-\".\n"
     "\n"
     "environment:\n"
-    "  MASKING_KEY     the masking key, 128 hexadecimal characters (required)\n"
-    "  MASKING_KEY_ID  its key id, 1 to 8 characters of [A-Za-z0-9] (default k1 when\n"
-    "                  unset; set but empty is an error, as in the function)\n"
+    "  MASKING_KEY     the current masking key, 128 hexadecimal characters, or a\n"
+    "                  keyset document as the masking secret may hold it:\n"
+    "                  {\"current\":\"k2\",\"keys\":{\"k1\":\"<hex>\",\"k2\":\"<hex>\"}} "
+    "(required)\n"
+    "  MASKING_KEY_ID  the id of a key in hex, 1 to 8 characters of [A-Za-z0-9]\n"
+    "                  (default k1 when unset; set but empty is an error, as in the\n"
+    "                  function); a keyset document names its current key itself\n"
+    "  MASKING_KEYS_RETIRED  more retired keys: id=<128 hex>[,id=<128 hex>...]\n"
+    "  mask always uses the current key; unmask any key of the set.\n"
     "\n"
     "exit status: 0 done, 1 a value failed, 2 usage or configuration error\n";
 
@@ -46,35 +55,35 @@ static void mask_cli_usage(FILE *f)
     fputs(mask_cli_usage_text, f);
 }
 
-/* Creates the key from MASKING_KEY and MASKING_KEY_ID.  Returns NULL after
- * printing why on stderr (never a character of the key).  The caller frees
- * the key with mask_key_free. */
-static struct mask_key *mask_cli_key(const char *cmd)
+/* Creates the keyset from MASKING_KEY, MASKING_KEY_ID and MASKING_KEYS_RETIRED
+ * (keyset.h).  Returns NULL after printing why on stderr (never a character
+ * of a key).  The caller frees the set with keyset_free. */
+static struct keyset *mask_cli_keys(const char *cmd)
 {
     char err[ERR_LEN];
-    struct mask_key *k = NULL;
+    struct keyset *ks = NULL;
     const char *hex = getenv("MASKING_KEY");
-    const char *id = mask_key_id_setting(getenv("MASKING_KEY_ID"));
 
     if (!hex || !*hex) {
         fprintf(stderr,
                 "bootstrap %s: MASKING_KEY is not set: it must hold the masking key, 128 "
-                "hexadecimal characters\n",
+                "hexadecimal characters, or a keyset document\n",
                 cmd);
         goto out;
     }
-    k = mask_key_new(hex, strlen(hex), id, err);
-    if (!k)
-        fprintf(stderr, "bootstrap %s: MASKING_KEY / MASKING_KEY_ID: %s\n", cmd, err);
+    ks = keyset_load("MASKING_KEY", hex, strlen(hex), getenv("MASKING_KEY_ID"),
+                     getenv("MASKING_KEYS_RETIRED"), err);
+    if (!ks)
+        fprintf(stderr, "bootstrap %s: %s\n", cmd, err);
 out:
-    return k;
+    return ks;
 }
 
 /* Masks or unmasks one value v[0..n) (v NUL-terminated at n) and prints the
  * result and a newline on stdout.  `where` prefixes an error ("" or
  * "line 3: ").  Returns MASK_CLI_OK, or MASK_CLI_VALUE after printing why on
  * stderr; prints nothing on stdout then.  The recovered value is wiped. */
-static int mask_cli_one(const struct mask_key *k, int unmask, int raw, const char *v, size_t n,
+static int mask_cli_one(const struct keyset *ks, int unmask, int raw, const char *v, size_t n,
                         const char *where)
 {
     char out[MASK_OUTPUT_MAX];
@@ -85,7 +94,7 @@ static int mask_cli_one(const struct mask_key *k, int unmask, int raw, const cha
     rc_t rc;
 
     if (unmask) {
-        rc = mask_unmask(k, v, n, out, sizeof out, &len, err);
+        rc = keyset_unmask(ks, v, n, out, sizeof out, &len, err);
         if (rc) {
             fprintf(stderr, "bootstrap unmask: %s%s\n", where, err);
             goto out;
@@ -96,7 +105,7 @@ static int mask_cli_one(const struct mask_key *k, int unmask, int raw, const cha
             v = canon;
             n = strlen(canon);
         }
-        rc = mask_value(k, v, n, out, &len);
+        rc = mask_value(keyset_current(ks), v, n, out, &len);
         if (rc == RC_TOOBIG) {
             fprintf(stderr, "bootstrap mask: %sthe value is %zu bytes long, at most %d\n", where, n,
                     MASK_INPUT_MAX);
@@ -118,7 +127,7 @@ out:
  * value, printing an empty line for a line that fails so that output line N
  * answers input line N.  Returns MASK_CLI_OK, or MASK_CLI_VALUE when any
  * line failed or stdin could not be read.  The line buffer is wiped. */
-static int mask_cli_stream(const struct mask_key *k, int unmask, int raw)
+static int mask_cli_stream(const struct keyset *ks, int unmask, int raw)
 {
     char *line = NULL;
     size_t cap = 0;
@@ -136,7 +145,7 @@ static int mask_cli_stream(const struct mask_key *k, int unmask, int raw)
             n--;
         line[n] = '\0';
         snprintf(where, sizeof where, "line %lu: ", lineno);
-        if (mask_cli_one(k, unmask, raw, line, n, where) != MASK_CLI_OK) {
+        if (mask_cli_one(ks, unmask, raw, line, n, where) != MASK_CLI_OK) {
             putchar('\n');
             status = MASK_CLI_VALUE;
         }
@@ -152,11 +161,11 @@ static int mask_cli_stream(const struct mask_key *k, int unmask, int raw)
 }
 
 /* See mask_cli.h.  Parses the options, creates the key from the environment,
- * then handles one value or the lines of stdin; the key is freed (and wiped)
+ * then handles one value or the lines of stdin; the keys are freed (and wiped)
  * on every path. */
 int mask_cli(int argc, char **argv)
 {
-    struct mask_key *k = NULL;
+    struct keyset *ks = NULL;
     const char *cmd = argc >= 2 ? argv[1] : "";
     const char *value;
     int unmask, raw = 0, literal = 0, argi = 2;
@@ -195,18 +204,18 @@ int mask_cli(int argc, char **argv)
         goto out;
     }
     value = argv[argi];
-    k = mask_cli_key(cmd);
-    if (!k)
+    ks = mask_cli_keys(cmd);
+    if (!ks)
         goto out;
     if (!literal && strcmp(value, "-") == 0)
-        status = mask_cli_stream(k, unmask, raw);
+        status = mask_cli_stream(ks, unmask, raw);
     else
-        status = mask_cli_one(k, unmask, raw, value, strlen(value), "");
+        status = mask_cli_one(ks, unmask, raw, value, strlen(value), "");
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "bootstrap %s: cannot write to standard output\n", cmd);
         status = MASK_CLI_VALUE;
     }
 out:
-    mask_key_free(k);
+    keyset_free(ks);
     return status;
 }

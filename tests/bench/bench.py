@@ -4,7 +4,8 @@ what the database itself can do.  It reports; it never fails on a figure.
 
     tests/bench/bench.py                 the full run (about 10 minutes)
     tests/bench/bench.py --quick         fewer repeats, 20,000 records, no fsync=on pass
-    tests/bench/bench.py --fleet         only the fleet figures (7); --history: only 8
+    tests/bench/bench.py --fleet         only the fleet figures (7); --history: only 8;
+                                         --rekey: only 9 (make bench BENCH=rekey)
     tests/bench/bench.py --throughput    only 1-2 at fsync=off and 4 (a minute or two)
     tests/bench/bench.py --profile       also a perf profile of one end-to-end pass (also with
                                          --throughput; the data stays in build/bench/perf.data)
@@ -30,7 +31,10 @@ What it measures (tests/bench/README.md says more):
  7. a fleet: 1, 2, 4 and 8 functions at once on one server, directly and
     through pgbouncer (tests/bench/fleet.py; alone: --fleet);
  8. the ledger's history: the next 80,000 records on an empty database and
-    after 5,000,000 committed messages (tests/bench/fleet.py; alone: --history).
+    after 5,000,000 committed messages (tests/bench/fleet.py; alone: --history);
+ 9. the rekey after a key rotation: 1,000,000 rows re-masked alone and while the
+    function loads, and the function's rate meanwhile against its rate alone
+    (tests/bench/rekey_bench.py; alone: --rekey).
 
 The 6 MB limit: a realistic record (a 188-character receipt handle, as SQS's
 are 180-400) is about 820 bytes of event JSON, so an invocation holds about
@@ -63,6 +67,7 @@ from events.generate import event_bytes, fill_events, fit_event, make_messages  
 from rig import paths, pg, proc, runtime_api  # noqa: E402
 
 import fleet  # noqa: E402  (tests/bench/fleet.py)
+import rekey_bench  # noqa: E402  (tests/bench/rekey_bench.py)
 
 BUILD = ROOT / "build"
 OUT = BUILD / "bench"
@@ -686,8 +691,9 @@ def fmt_s(s):
 
 
 def report(f):
-    if "data" not in f:  # --fleet / --history alone
+    if "data" not in f:  # --fleet / --history / --rekey alone
         fleet.report(f)
+        rekey_bench.report(f)
         return
     d = f["data"]
     say("\n" + "=" * 100)
@@ -880,6 +886,7 @@ def report(f):
             say(f"   {comm}: " + "; ".join(f"{k} {v:.0f}%" for k, v in g if v >= 1))
             say("      top: " + ", ".join(f"{s} {pct:.1f}%" for pct, _, s in p[comm]["top"][:8]))
     fleet.report(f)
+    rekey_bench.report(f)
     say(f"\nload average at start {f['load_start']}, at end {f['load_end']}; "
         f"bench took {f['bench_seconds']:.0f} s")
     if f["load_start"][0] > 0.5:
@@ -1008,6 +1015,12 @@ def _summary_rows(f):
         ("8. the daily TRUNCATE of a full slot", truncate, ""),
         ("8. ledger COPY alone, server CPU vs the text-keyed floor's", ledger_copy, ""),
         ("8. ledger bytes per message as the function writes it", ledger_bytes, ""),
+        ("9. rekey alone: rows re-masked per second, longest transaction",
+         lambda: rekey_bench.alone_summary(f["rekey"]), ">= 50,000 rows/s"),
+        ("9. the function while the rekey runs, vs alone (the rekey's rows/s meanwhile)",
+         lambda: rekey_bench.both_summary(f["rekey"], "both"), ">= 0.8x"),
+        ("9. the same with rekey --busy-share 100 (it never pauses)",
+         lambda: rekey_bench.both_summary(f["rekey"], "unyielding"), ""),
     ]
 
 
@@ -1047,7 +1060,8 @@ def write_readme_table(f, path=README):
 
 
 def fleet_only(args):
-    """--fleet and/or --history: those figures alone, to build/bench/fleet.json."""
+    """--fleet, --history and/or --rekey: those figures alone, to build/bench/fleet.json
+    (rekey.json for --rekey alone)."""
     if not RELEASE.exists():
         sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
     t_start = time.monotonic()
@@ -1061,17 +1075,21 @@ def fleet_only(args):
         if args.history:
             figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
                                                args.history_repeats)
+        if args.rekey:
+            figures["rekey"] = rekey_bench.rekey(tmp, args.rekey_rows, args.rekey_records,
+                                                 args.seed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["bench_seconds"] = time.monotonic() - t_start
-    for path in filter(None, (OUT / "fleet.json", args.json)):
+    name = "rekey.json" if args.rekey and not (args.fleet or args.history) else "fleet.json"
+    for path in filter(None, (OUT / name, args.json)):
         with open(path, "w") as f:
             json.dump(figures, f, indent=1)
     report(figures)
     say(f"\nload average at start {figures['load_start']}, at end {figures['load_end']}; "
         f"took {figures['bench_seconds']:.0f} s; figures written to "
-        f"{args.json or OUT / 'fleet.json'}")
+        f"{args.json or OUT / name}")
     return 0
 
 
@@ -1110,6 +1128,11 @@ def main():
     ap.add_argument("--history-preload", type=int, default=5_000_000)
     ap.add_argument("--history-records", type=int, default=80000)
     ap.add_argument("--history-repeats", type=int, default=5)
+    ap.add_argument("--rekey", action="store_true", help="only the rekey figure (9), to "
+                    "build/bench/rekey.json (make bench BENCH=rekey)")
+    ap.add_argument("--rekey-rows", type=int, default=1_000_000)
+    ap.add_argument("--rekey-records", type=int, default=100_000,
+                    help="records a pass of the function loads during figure 9")
     args = ap.parse_args()
     global BOOTSTRAP, STAGES
     if args.bootstrap:
@@ -1117,6 +1140,7 @@ def main():
     if args.stages:
         STAGES = Path(args.stages).resolve()
     fleet.B = sys.modules[__name__]  # fleet.py reports through this module's helpers
+    rekey_bench.B = fleet.B  # and so does rekey_bench.py
     if args.report:
         with open(args.report) as f:
             saved = json.load(f)
@@ -1130,7 +1154,8 @@ def main():
         args.small, args.startup_runs, args.no_fsync_on = 100, 20, True
         args.fleet_records, args.fleet_repeats = 20000, 1
         args.history_preload, args.history_records, args.history_repeats = 500_000, 20000, 1
-    if args.fleet or args.history:
+        args.rekey_rows, args.rekey_records = 100_000, 20000
+    if args.fleet or args.history or args.rekey:
         return fleet_only(args)
     if not RELEASE.exists():
         sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
@@ -1183,6 +1208,8 @@ def main():
             figures["fleet"] = fleet.fleet(tmp, args.fleet_records, args.seed, args.fleet_repeats)
             figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
                                                args.history_repeats)
+            figures["rekey"] = rekey_bench.rekey(tmp, args.rekey_rows, args.rekey_records,
+                                                 args.seed)
     finally:
         if srv is not None:
             srv.destroy()

@@ -329,3 +329,29 @@ def test_package_ships_the_bundle_with_the_rds_proxy_roots():
     got = dict(_certs(text))
     for cn, fp in ATS_ROOTS.items():
         assert got.get(cn) == fp, cn
+
+
+def test_rekey_logs_in_with_a_signed_token():
+    """`bootstrap rekey` with DB_AUTH=iam signs its own token, as the function does, and
+    re-masks what the function wrote under the old key."""
+    from rig import keys
+    srv = _server()
+    srv.superuser("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2, "
+                  "login_etl_ledger_v3")
+    s = _Session(srv)
+    try:
+        assert s.answer(_batch(30)) == []
+    finally:
+        s.close()
+    n = len(srv.binds)
+    env = {"PATH": "/usr/bin:/bin", "ASAN_OPTIONS": proc.ASAN_OPTIONS}
+    env.update({k: v for k, v in _etl_env(srv).items() if v is not None})
+    env.update({k: v for k, v in keys.env(keys.NEW, [keys.OLD]).items() if v is not None})
+    r = subprocess.run([str(paths.ASAN), "rekey"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("rekey: done: 20 rows"), r.stdout + r.stderr
+    assert len(srv.binds) > n and all(b["ok"] for b in srv.binds[n:]), srv.binds[n:]
+    assert SECRET_KEY not in r.stdout + r.stderr and SESSION_TOKEN[:40] not in r.stdout + r.stderr
+    ips = srv.scalar("SELECT string_agg(masked_ip, ' ') FROM user_logins").split()
+    assert len(ips) == 20 and all(v.startswith("k2:") for v in ips)
+    assert all(keys.mask(keys.NEW, keys.unmask([keys.NEW], v)) == v for v in ips)

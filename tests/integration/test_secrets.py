@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 from events.generate import event_bytes, make_event, make_messages
-from rig import expect, pg
+from rig import expect, pg, proc, runtime_api
 from rig.harness import Etl
 
 TOKEN = "session-token-for-the-test"
@@ -314,3 +314,46 @@ def test_extension_error_bodies_never_reach_logs_or_answers():
     finally:
         db.superuser(f"ALTER ROLE {pg.USER} PASSWORD '{pg.PASSWORD}'")
         ext.close()
+
+
+def test_masking_secret_holding_a_keyset_document():
+    """The masking secret may hold the keyset document: the function masks with the key its
+    "current" names (MASKING_KEY_ID, still the template's, is outweighed and a warning says
+    so); MASKING_KEYS_RETIRED may add retired keys, checked at start, and a conflict with
+    the secret's keys fails the invocations that read it, naming the id, never a key."""
+    from rig import keys
+    db = pg.server()
+    messages = make_messages(30, seed=45, invalid_rate=0)
+    doc = keys.document(keys.NEW, keys.OLD)
+    ext = Extension({DB_SECRET: _db_secret(db), KEY_SECRET: doc + "\n"})
+    try:
+        with Etl(env=_env(ext.port, MASKING_KEY_ID="k1",
+                          MASKING_KEYS_RETIRED=f"{keys.NEWER.id}={keys.NEWER.hex}")) as etl:
+            assert etl.answer(event_bytes(make_event(messages))) == set()
+            for row in etl.rows():
+                assert row["masked_ip"].startswith("k2:")
+                assert keys.mask(keys.NEW, keys.unmask([keys.NEW], row["masked_ip"])) == \
+                    row["masked_ip"]
+            logs = [l for l in etl.boot.logs() if isinstance(l, dict)]
+            told = [l for l in logs if l.get("message") == "masking keys"]
+            assert told and told[0]["current"] == "k2" and \
+                sorted(told[0]["retired"].split(",")) == sorted([keys.OLD.id, keys.NEWER.id])
+            assert any(l.get("message", "").startswith("MASKING_KEY_ID names another key")
+                       and l.get("MASKING_KEY_ID") == "k1" for l in logs), logs
+            keys.assert_no_key(etl.boot.output(), "the function")
+        # A retired key in the environment under an id the secret holds too.
+        with Etl(env=_env(ext.port, MASKING_KEYS_RETIRED=f"{keys.OLD.id}={keys.NEWER.hex}")) as etl:
+            res = etl.invoke(event_bytes(make_event(messages[:3])))
+            assert res.kind == "error", res.body
+            msg = res.json()["errorMessage"]
+            assert f'key id "{keys.OLD.id}" appears twice' in msg, msg
+            keys.assert_no_key(etl.boot.output() + res.body.decode("latin-1"), "the error")
+    finally:
+        ext.close()
+    # A malformed MASKING_KEYS_RETIRED is an init error before any secret is read.
+    with runtime_api.Emulator() as emu:
+        boot = proc.Bootstrap(emu.address, db=db, env=_env(1, MASKING_KEYS_RETIRED="k1=00"))
+        err = emu.wait_init_error(timeout=20)
+        assert boot.wait(timeout=20) != 0
+        assert err.json()["errorType"] == "InvalidConfiguration"
+        assert "MASKING_KEYS_RETIRED: item 1" in err.json()["errorMessage"], err.json()

@@ -14,8 +14,9 @@
  *   mask_tool cli ARGS   runs mask_cli() with argv {"cli", ARGS...}, i.e.
  *                        `mask_tool cli mask VALUE` is `bootstrap mask VALUE`.
  *   mask_tool etl        the function's own path: the settings through
- *                        config_load (MASKING_KEY, MASKING_KEY_ID from the
- *                        environment; a database user must be named), then
+ *                        config_load (MASKING_KEY, MASKING_KEY_ID,
+ *                        MASKING_KEYS_RETIRED from the environment, made a
+ *                        keyset; a database user must be named), then
  *                        each stdin line, a message body, through login_parse
  *                        and row_build; answers "OK MASKED_IP" (or "OK -" when
  *                        the row has no ip) or "REJECTED reason", one a line.
@@ -25,6 +26,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "keyset.h"
 #include "login.h"
 #include "mask.h"
 #include "mask_cli.h"
@@ -232,7 +234,7 @@ static int etl_mode(void)
 {
     struct config cfg;
     struct login_parser lp;
-    struct mask_key *key = NULL;
+    struct keyset *keys = NULL;
     char err[ERR_LEN], ip[MASK_OUTPUT_MAX], dev[MASK_OUTPUT_MAX];
     char *line = NULL;
     size_t cap = 0;
@@ -247,9 +249,10 @@ static int etl_mode(void)
     if (!cfg.masking_key)
         snprintf(err, ERR_LEN, "the etl mode needs MASKING_KEY");
     else
-        key = mask_key_new(cfg.masking_key, strlen(cfg.masking_key), cfg.masking_key_id, err);
+        keys = keyset_load("MASKING_KEY", cfg.masking_key, strlen(cfg.masking_key),
+                           cfg.masking_key_id_env, cfg.masking_keys_retired, err);
     config_free(&cfg);
-    if (!key) {
+    if (!keys) {
         printf("CONFIG %s\n", err);
         goto out;
     }
@@ -263,7 +266,7 @@ static int etl_mode(void)
         enum login_reason why;
         rc_t rc = login_parse(&lp, line, n, 0, -1, 0, 0, &lr, &why);
         if (rc == RC_OK && why == LOGIN_OK)
-            rc = row_build(key, &lr, &row, ip, dev, &why);
+            rc = row_build(keyset_current(keys), &lr, &row, ip, dev, &why);
         if (rc != RC_OK)
             status = 1;
         else if (why == LOGIN_OK)
@@ -275,7 +278,7 @@ static int etl_mode(void)
 out:
     free(line);
     login_parser_free(&lp);
-    mask_key_free(key);
+    keyset_free(keys);
     return status;
 }
 

@@ -1,0 +1,429 @@
+/* rekey.c - the `bootstrap rekey` command (rekey.h): its options and
+ * settings, the order of a run (find the tables, count, re-mask, count
+ * again), progress on stderr, the summary and the exit status on stdout. */
+#define _DEFAULT_SOURCE
+#include "rekey.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "config.h"
+#include "num.h"
+#include "rds_iam.h"
+#include "rekey_int.h"
+
+#define REKEY_PROGRESS_MS 2000  /* between progress lines */
+#define REKEY_NUM_LEN 32        /* a count with thousands separators */
+#define REKEY_SERVER_MIN 140000 /* PostgreSQL 14: TID range scans */
+
+/* What a run does. */
+enum rekey_mode {
+    REKEY_MODE_RUN,     /* re-mask, then count */
+    REKEY_MODE_DRY_RUN, /* count only */
+    REKEY_MODE_VERIFY   /* count, and fail when anything is under another key id */
+};
+
+/* Set by SIGINT and SIGTERM: the run ends after the range in progress. */
+static volatile sig_atomic_t rekey_stopping;
+
+static const char rekey_usage_text[] =
+    "usage: bootstrap rekey [--batch ROWS] [--busy-share PERCENT] [--max-rate ROWS_PER_S]\n"
+    "                       [--max-txn-ms MS]\n"
+    "       bootstrap rekey --dry-run | --verify\n"
+    "\n"
+    "Re-masks in place every masked_ip and masked_device_id (and the masked_* columns of\n"
+    "login_etl_rejected, when that table exists) still stored under a retired key, with\n"
+    "the current key, while the function keeps loading: short transactions of at most\n"
+    "ROWS rows that lock only their own rows.  Each value is recovered with the key its\n"
+    "own KEY_ID: prefix names, so it can be stopped or killed at any moment and run\n"
+    "again: what is done stays done and nothing is re-masked twice.\n"
+    "\n"
+    "  --dry-run        count the values by key id; change nothing\n"
+    "  --verify         count, and exit 1 while any value is under another key id\n"
+    "                   (retire a key only after this passes)\n"
+    "  --batch ROWS     most rows one transaction writes (default 2000, 100 to 100000)\n"
+    "  --busy-share P   while other sessions write to the database (the function is\n"
+    "                   loading), work only P% of the time, pausing after each batch\n"
+    "                   (default 20; 100: never pause)\n"
+    "  --max-rate N     visit at most N rows a second on average (default: no limit)\n"
+    "  --max-txn-ms MS  lock_timeout of each transaction; batches are made smaller while\n"
+    "                   one takes more than half of it (default 200, 20 to 10000)\n"
+    "\n"
+    "settings, as the function reads them: DATABASE_URL or PGHOST, PGPORT, PGUSER,\n"
+    "PGPASSWORD, PGDATABASE, PGSSLMODE...; DB_AUTH=iam; MASKING_KEY (the current key in\n"
+    "hex, or the keyset document the masking secret holds), MASKING_KEY_ID,\n"
+    "MASKING_KEYS_RETIRED=id=<128 hex>[,...].  The database user needs SELECT and UPDATE\n"
+    "on the tables and on each of their partitions.\n"
+    "\n"
+    "progress on stderr; the summary on stdout.  exit status: 0 done (every value under\n"
+    "the current key), 1 values left under other key ids, 2 usage or settings, 3 stopped\n"
+    "before the end (database failure, SIGINT, SIGTERM): run it again\n";
+
+/* Writes v with thousands separators into out; returns out.  Cannot fail. */
+static const char *rekey_num(uint64_t v, char out[REKEY_NUM_LEN])
+{
+    char digits[24];
+    size_t n = (size_t)snprintf(digits, sizeof digits, "%llu", (unsigned long long)v), o = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && (n - i) % 3 == 0)
+            out[o++] = ',';
+        out[o++] = digits[i];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* See rekey_int.h: "rekey: DONE of TOTAL rows (P%), RATE rows/s, about S s
+ * left", every REKEY_PROGRESS_MS. */
+void rekey_progress(struct rekey *r)
+{
+    char done[REKEY_NUM_LEN], total[REKEY_NUM_LEN], rate_s[REKEY_NUM_LEN];
+    int64_t now = clock_mono_ms();
+    uint64_t seen = r->st.rows_visited;
+    double secs = (double)(now - r->started_ms) / 1000.0;
+    double rate = secs > 0 ? (double)seen / secs : 0;
+    double pct = r->total ? 100.0 * (double)seen / (double)r->total : 100.0;
+
+    if (now - r->progress_ms < REKEY_PROGRESS_MS)
+        return;
+    r->progress_ms = now;
+    fprintf(stderr, "rekey: %s of %s rows (%.1f%%), %s rows/s", rekey_num(seen, done),
+            rekey_num(r->total, total), pct > 100 ? 100.0 : pct, rekey_num((uint64_t)rate, rate_s));
+    if (rate > 0 && seen < r->total)
+        fprintf(stderr, ", about %.0f s left", (double)(r->total - seen) / rate);
+    if (r->busy)
+        fprintf(stderr, "; the tables are being loaded: working %ld%% of the time", r->busy_share);
+    fputc('\n', stderr);
+}
+
+/* Parses the value of option argv[*i] into *out within [min, max].
+ * Returns 1, or 0 after printing why on stderr. */
+static int rekey_opt_num(int argc, char **argv, int *i, int64_t min, int64_t max, long *out)
+{
+    const char *name = argv[*i];
+    int64_t v = 0;
+
+    if (*i + 1 >= argc ||
+        num_parse_i64(argv[*i + 1], strlen(argv[*i + 1]), min, max, &v) != RC_OK) {
+        fprintf(stderr, "bootstrap rekey: %s takes a number from %lld to %lld\n", name,
+                (long long)min, (long long)max);
+        return 0;
+    }
+    *out = (long)v;
+    (*i)++;
+    return 1;
+}
+
+/* Reads the options into r and *mode.  Returns REKEY_EXIT_DONE to go on,
+ * REKEY_EXIT_USAGE after printing why (or the help, with *help set). */
+static int rekey_options(int argc, char **argv, struct rekey *r, enum rekey_mode *mode, int *help)
+{
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--dry-run") == 0 && *mode == REKEY_MODE_RUN) {
+            *mode = REKEY_MODE_DRY_RUN;
+        } else if (strcmp(a, "--verify") == 0 && *mode == REKEY_MODE_RUN) {
+            *mode = REKEY_MODE_VERIFY;
+        } else if (strcmp(a, "--batch") == 0) {
+            if (!rekey_opt_num(argc, argv, &i, 100, 100000, &r->batch_rows))
+                return REKEY_EXIT_USAGE;
+        } else if (strcmp(a, "--max-rate") == 0) {
+            if (!rekey_opt_num(argc, argv, &i, 1, 100000000, &r->max_rate))
+                return REKEY_EXIT_USAGE;
+        } else if (strcmp(a, "--busy-share") == 0) {
+            if (!rekey_opt_num(argc, argv, &i, 1, 100, &r->busy_share))
+                return REKEY_EXIT_USAGE;
+        } else if (strcmp(a, "--max-txn-ms") == 0) {
+            if (!rekey_opt_num(argc, argv, &i, 20, 10000, &r->max_txn_ms))
+                return REKEY_EXIT_USAGE;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            fputs(rekey_usage_text, stdout);
+            *help = 1;
+            return REKEY_EXIT_USAGE;
+        } else {
+            /* Not echoed: whatever was typed here may be a secret. */
+            fprintf(stderr, "bootstrap rekey: unknown or repeated option (see `bootstrap rekey "
+                            "-h`)\n");
+            return REKEY_EXIT_USAGE;
+        }
+    }
+    return REKEY_EXIT_DONE;
+}
+
+/* Reads the settings: the keyset (into *keys) and the connection (into r,
+ * and *iam with DB_AUTH=iam).  Returns REKEY_EXIT_DONE, or REKEY_EXIT_USAGE
+ * after printing why (never a key).  The settings' copies of the keys are
+ * wiped before return. */
+static int rekey_settings(struct rekey *r, struct config *cfg, struct keyset **keys,
+                          struct rds_iam **iam)
+{
+    char err[ERR_LEN];
+    rc_t rc;
+    int status = REKEY_EXIT_USAGE;
+
+    if (config_load(cfg, err) != RC_OK) {
+        fprintf(stderr, "bootstrap rekey: %s\n", err);
+        return status;
+    }
+    if (cfg->db_secret_id) {
+        fprintf(stderr, "bootstrap rekey: DB_SECRET_ID is read through the Lambda extension, "
+                        "which runs only in Lambda: give DATABASE_URL or the PG* variables\n");
+        goto out;
+    }
+    if (!cfg->masking_key) {
+        fprintf(stderr, "bootstrap rekey: MASKING_KEY_SECRET_ID is read through the Lambda "
+                        "extension, which runs only in Lambda: set MASKING_KEY to the secret's "
+                        "value (docs/operations.md)\n");
+        goto out;
+    }
+    *keys = keyset_load("MASKING_KEY", cfg->masking_key, strlen(cfg->masking_key),
+                        cfg->masking_key_id_env, cfg->masking_keys_retired, err);
+    if (!*keys) {
+        fprintf(stderr, "bootstrap rekey: %s\n", err);
+        goto out;
+    }
+    if (cfg->db_auth_iam) {
+        *iam = rds_iam_new(cfg->database_url, cfg->iam_renew_s, &rc, err);
+        if (!*iam) {
+            fprintf(stderr, "bootstrap rekey: %s\n", err);
+            goto out;
+        }
+        r->password_fn = rds_iam_password;
+        r->password_ctx = *iam;
+    }
+    r->conninfo = cfg->database_url;
+    r->keys = *keys;
+    snprintf(r->prefix, sizeof r->prefix, "%s:", mask_key_id(keyset_current(*keys)));
+    status = REKEY_EXIT_DONE;
+out:
+    config_free(cfg);
+    return status;
+}
+
+/* Writes the kind of a counted key id ("current", "retired", "not in the
+ * set") for the tables; cannot fail. */
+static const char *rekey_id_kind(const struct rekey *r, const char *id)
+{
+    for (size_t i = 0; i < keyset_count(r->keys); i++)
+        if (strcmp(mask_key_id(keyset_key(r->keys, i)), id) == 0)
+            return i == 0 ? "current" : "retired";
+    return "not in the set";
+}
+
+/* Prints t's counts by key id to out, one line per id, one column per
+ * masked column; *left gets the values under another key id than the
+ * current one (retired or unknown).  Cannot fail. */
+static void rekey_print_ids(FILE *out, const struct rekey *r, const struct rekey_table *t,
+                            uint64_t *left)
+{
+    char num[REKEY_NUM_LEN], label[64];
+
+    fprintf(out, "  %-26s", "key id");
+    for (size_t j = 0; j < t->ncols; j++)
+        fprintf(out, " %18s", t->column[j]);
+    fputc('\n', out);
+    for (size_t i = 0; i < t->ids.count; i++) {
+        const char *id = t->ids.id[i];
+        int other = *id && strcmp(rekey_id_kind(r, id), "current") != 0;
+        if (*id)
+            snprintf(label, sizeof label, "%s (%s)", id, rekey_id_kind(r, id));
+        else
+            snprintf(label, sizeof label, "(not masked values)");
+        fprintf(out, "  %-26s", label);
+        for (size_t j = 0; j < t->ncols; j++) {
+            fprintf(out, " %18s", rekey_num(t->ids.n[i][j], num));
+            *left += other ? t->ids.n[i][j] : 0;
+        }
+        fputc('\n', out);
+    }
+    if (t->ids.beyond) {
+        fprintf(out, "  %-26s %18s\n", "(more key ids)", rekey_num(t->ids.beyond, num));
+        *left += t->ids.beyond;
+    }
+}
+
+/* Counts every present table by key id and prints the tables to out (with
+ * the row counts for the dry run).  *left gets the values under other key
+ * ids.  Returns RC_OK or the database failure. */
+static rc_t rekey_report(FILE *out, struct rekey *r, enum rekey_mode mode, uint64_t *left)
+{
+    char a[REKEY_NUM_LEN], b[REKEY_NUM_LEN];
+    rc_t rc = RC_OK;
+
+    *left = 0;
+    for (size_t i = 0; i < r->ntables && rc == RC_OK; i++) {
+        struct rekey_table *t = &r->table[i];
+        if (!t->present || t->ncols == 0)
+            continue;
+        if ((mode == REKEY_MODE_DRY_RUN && (rc = rekey_db_count_rows(r, t)) != RC_OK) ||
+            (rc = rekey_db_count_ids(r, t)) != RC_OK)
+            break;
+        fprintf(out, "%s (%zu heap relation%s", t->name, t->nleaves, t->nleaves == 1 ? "" : "s");
+        if (t->skipped_leaves)
+            fprintf(out, ", %zu foreign partitions not re-masked", t->skipped_leaves);
+        fprintf(out, ")");
+        if (mode == REKEY_MODE_DRY_RUN)
+            fprintf(out, ": %s rows, %s with a value not under the current key %.*s",
+                    rekey_num(t->rows, a), rekey_num(t->to_visit, b), (int)strlen(r->prefix) - 1,
+                    r->prefix);
+        fputc('\n', out);
+        rekey_print_ids(out, r, t, left);
+    }
+    return rc;
+}
+
+/* The summary line of a run that went to its end, and its status: done when
+ * the count after it finds nothing under another key id. */
+static int rekey_summary(const struct rekey *r, uint64_t left)
+{
+    char a[REKEY_NUM_LEN], b[REKEY_NUM_LEN], c[REKEY_NUM_LEN];
+    double secs = (double)(r->finished_ms - r->started_ms) / 1000.0;
+    const struct rekey_stats *s = &r->st;
+
+    printf("rekey: %s: %s rows re-masked (%s values) to key %.*s in %.1f s, %s rows/s; "
+           "longest transaction %lld ms",
+           left ? "incomplete" : "done", rekey_num(s->rows_written, a),
+           rekey_num(s->values_remasked, b), (int)strlen(r->prefix) - 1, r->prefix, secs,
+           rekey_num(secs > 0 ? (uint64_t)((double)s->rows_visited / secs) : 0, c),
+           (long long)s->longest_txn_ms);
+    if (s->yielded_ms)
+        printf(", %.1f s paused while other sessions wrote", (double)s->yielded_ms / 1000.0);
+    if (s->values_failed)
+        printf("; %s values do not authenticate under their key id's key",
+               rekey_num(s->values_failed, a));
+    if (s->values_unknown)
+        printf("; %s values under key ids not in the set", rekey_num(s->values_unknown, a));
+    if (s->values_too_long)
+        printf("; %s values would not fit their column", rekey_num(s->values_too_long, a));
+    if (left)
+        printf("; %s values left under other key ids: see docs/operations.md\n",
+               rekey_num(left, a));
+    else
+        printf("; every value is under the current key\n");
+    return left ? REKEY_EXIT_LEFT : REKEY_EXIT_DONE;
+}
+
+/* The work of a run: counts the rows to visit, re-masks every table, counts
+ * again.  Returns the exit status; prints the summary or why it stopped. */
+static int rekey_work(struct rekey *r)
+{
+    char a[REKEY_NUM_LEN], b[REKEY_NUM_LEN];
+    uint64_t left = 0;
+    rc_t rc = RC_OK;
+
+    for (size_t i = 0; i < r->ntables && rc == RC_OK; i++)
+        if (r->table[i].present && r->table[i].ncols > 0 &&
+            (rc = rekey_db_count_rows(r, &r->table[i])) == RC_OK)
+            r->total += r->table[i].to_visit;
+    if (rc)
+        goto stopped;
+    fprintf(stderr,
+            "rekey: %s rows with a value not under the current key %.*s (%zu keys in "
+            "the set)\n",
+            rekey_num(r->total, a), (int)strlen(r->prefix) - 1, r->prefix, keyset_count(r->keys));
+    r->started_ms = clock_mono_ms();
+    r->progress_ms = r->started_ms;
+    for (size_t i = 0; i < r->ntables && rc == RC_OK && !rekey_stopping; i++)
+        if (r->table[i].present && r->table[i].ncols > 0)
+            rc = rekey_scan_table(r, &r->table[i]);
+    if (rc)
+        goto stopped;
+    if (rekey_stopping) {
+        snprintf(r->why, ERR_LEN, "interrupted");
+        goto stopped;
+    }
+    r->finished_ms = clock_mono_ms();
+    r->progress_ms = 0;
+    rekey_progress(r);
+    if ((rc = rekey_report(stderr, r, REKEY_MODE_RUN, &left)) != RC_OK)
+        goto stopped;
+    return rekey_summary(r, left);
+stopped:
+    printf("rekey: stopped: %s; %s of %s rows done (committed, kept): run it again to "
+           "finish\n",
+           r->why, rekey_num(r->st.rows_visited, a), rekey_num(r->total, b));
+    return REKEY_EXIT_STOPPED;
+}
+
+/* SIGINT, SIGTERM: asks the run to end after the range in progress, so that
+ * the summary still says what was done.  Cannot fail. */
+static void rekey_on_signal(int sig)
+{
+    (void)sig;
+    rekey_stopping = 1;
+}
+
+/* See rekey.h. */
+int rekey_cli(int argc, char **argv)
+{
+    struct rekey r = {
+        .batch_rows = 2000, .max_txn_ms = 200, .busy_share = 20, .stop = &rekey_stopping};
+    struct config cfg;
+    struct keyset *keys = NULL;
+    struct rds_iam *iam = NULL;
+    enum rekey_mode mode = REKEY_MODE_RUN;
+    uint64_t left = 0;
+    int help = 0, status;
+
+    buf_init(&r.sql, 64 * 1024);
+    for (size_t k = 0; k < 1 + 2 * REKEY_COLUMNS_MAX; k++)
+        buf_init(&r.arg[k], 64 * 1024 * 1024);
+    if ((status = rekey_options(argc, argv, &r, &mode, &help)) != REKEY_EXIT_DONE) {
+        status = help ? REKEY_EXIT_DONE : status;
+        goto out;
+    }
+    /* Transactions start small and grow while they stay short. */
+    r.target_rows = r.batch_rows < REKEY_ROWS_FIRST ? r.batch_rows : REKEY_ROWS_FIRST;
+    if ((status = rekey_settings(&r, &cfg, &keys, &iam)) != REKEY_EXIT_DONE)
+        goto out;
+    status = REKEY_EXIT_STOPPED;
+    if (rekey_db_connect(&r) != RC_OK || rekey_db_discover(&r) != RC_OK) {
+        printf("rekey: stopped: %s\n", r.why);
+        goto out;
+    }
+    if (PQserverVersion(r.conn) < REKEY_SERVER_MIN) {
+        /* Before 14 a range of blocks is read by scanning the whole relation. */
+        fprintf(stderr,
+                "bootstrap rekey: the server is PostgreSQL %d.%d: rekey needs 14 or "
+                "later (TID range scans)\n",
+                PQserverVersion(r.conn) / 10000, PQserverVersion(r.conn) % 10000 / 100);
+        status = REKEY_EXIT_USAGE;
+        goto out;
+    }
+    if (!r.table[0].present) {
+        fprintf(stderr, "bootstrap rekey: table user_logins not found: is this the function's "
+                        "database and search_path?\n");
+        status = REKEY_EXIT_USAGE;
+        goto out;
+    }
+    if (mode != REKEY_MODE_RUN) {
+        if (rekey_report(stdout, &r, mode, &left) != RC_OK) {
+            printf("rekey: stopped: %s\n", r.why);
+            goto out;
+        }
+        if (mode == REKEY_MODE_VERIFY)
+            printf("rekey --verify: %s\n",
+                   left ? "FAILED: values remain under other key ids than the current one"
+                        : "ok: every masked value is under the current key");
+        status = mode == REKEY_MODE_VERIFY && left ? REKEY_EXIT_LEFT : REKEY_EXIT_DONE;
+        goto out;
+    }
+    signal(SIGINT, rekey_on_signal);
+    signal(SIGTERM, rekey_on_signal);
+    status = rekey_work(&r);
+out:
+    fflush(stdout);
+    rekey_db_close(&r);
+    PQclear(r.last_error);
+    rekey_db_free_tables(&r);
+    buf_free(&r.sql);
+    for (size_t k = 0; k < 1 + 2 * REKEY_COLUMNS_MAX; k++)
+        buf_free(&r.arg[k]);
+    keyset_free(keys);
+    rds_iam_free(iam);
+    return status;
+}

@@ -1,6 +1,6 @@
 /* main.c - wires the runtime loop to the ETL handler.  With an argument it
  * is the operators' tool instead: `bootstrap mask VALUE`, `bootstrap unmask
- * MASKED` (see mask_cli.h). */
+ * MASKED` (see mask_cli.h), `bootstrap --version` (see version.h). */
 #define _DEFAULT_SOURCE /* mallopt */
 #include <malloc.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 #include "log.h"
 #include "mask_cli.h"
 #include "rt.h"
+#include "version.h"
 
 int main(int argc, char **argv)
 {
@@ -19,6 +20,8 @@ int main(int argc, char **argv)
     const char *err_type = NULL;
     int status = 1;
 
+    if (argc == 2 && strcmp(argv[1], "--version") == 0)
+        return version_print(stdout);
     if (argc > 1)
         return mask_cli(argc, argv);
 
@@ -30,6 +33,7 @@ int main(int argc, char **argv)
      * 64.4 MiB that way, against 43 MiB in a fresh process (measured). */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     log_init(&lg, getenv("AWS_LAMBDA_LOG_LEVEL"), getenv("AWS_LAMBDA_LOG_FORMAT"), 1);
+    lg.version = version_release();
     const char *api = getenv("AWS_LAMBDA_RUNTIME_API");
     if (!api || !*api) {
         log_msg(&lg, LOG_FATAL,

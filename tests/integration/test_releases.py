@@ -5,6 +5,9 @@ the code has. Every valid message is one row, and one ledger entry, after every 
 docs/releases.md ("Compatibility") is the rule this checks."""
 import datetime
 import random
+import subprocess
+import sys
+import tempfile
 import threading
 
 from events.generate import event_bytes, make_event, make_messages
@@ -173,3 +176,15 @@ def test_the_release_table_agrees_with_the_tags():
         # Each listed commit is in this clone's history (a release is never rewritten).
         r = releases._git("merge-base", "--is-ancestor", commit, "HEAD", check=False)
         assert r.returncode == 0, f"{tag}'s commit {commit} is not an ancestor of HEAD"
+    # A clone without tags finds the previous release from the table alone.
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(["git", "clone", "-q", "--no-tags", str(releases.paths.ROOT), d],
+                       check=True, capture_output=True)
+        assert subprocess.run(["git", "-C", d, "tag"], capture_output=True, text=True,
+                              check=True).stdout == ""
+        r = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'tests'); "
+                            "from rig import releases; print(*releases.previous())"], cwd=d,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        tag, commit = r.stdout.split()
+        assert listed[tag] == commit and tag == releases.previous()[0]

@@ -2,7 +2,11 @@
 #
 #   make                  build/bootstrap, fully static (glibc, OpenSSL, libpq, cJSON inside)
 #   make ARCH=arm64       build/arm64/bootstrap, cross-built (also ARCH=x86_64 on an arm64 machine)
-#   make package          build/function.zip with bootstrap at its root (build/arm64/... with ARCH)
+#   make package          build/login-etl-<version>-<arch>.zip (and its copy build/function.zip):
+#                         bootstrap and the RDS CA bundle at its root (build/arm64/... with ARCH);
+#                         CA=none for a zip only for local work (LocalStack, no TLS)
+#   make dist             build/login-etl-<version>.tar.gz: the source of HEAD with a VERSION file
+#   build/bootstrap --version   the release and the OpenSSL, libpq and cJSON versions inside
 #   make install-deps     the Debian packages the build and tests need (root; tools/test-deps.sh)
 #   make test             every test: unit, integration, fuzz smoke, valgrind, and the other
 #                         architecture's binary under qemu-user; ends "N passed, N failed"
@@ -59,6 +63,17 @@ endif
 DEPS_OK  := $(DEPS)/.done-v2
 REL      := $(OUT)/release
 
+# The release this tree is (tools/version.sh: `git describe --tags --dirty`, or
+# the VERSION file of a source tarball).  build/version.txt is rewritten only
+# when it changes, and only function/version.o depends on it, so a new commit
+# recompiles one file.
+VERSION  := $(shell tools/version.sh)
+$(shell mkdir -p build && { [ "$$(cat build/version.txt 2>/dev/null)" = "$(VERSION)" ] || \
+  printf '%s\n' "$(VERSION)" > build/version.txt; })
+VERSION_OBJS := $(foreach d,$(REL) build/asan build/plain build/fuzz,$(d)/function/version.o)
+$(VERSION_OBJS): build/version.txt
+$(VERSION_OBJS): VERSION_DEF = -DLOGIN_ETL_VERSION='"$(VERSION)"'
+
 # One line per step unless V=1: `$(call step,CC,$@)` in front of a command.
 V ?= 0
 step = $(if $(filter-out 0,$(V)),,@printf '  %-8s %s\n' '$(1)' '$(2)';)
@@ -89,7 +104,7 @@ FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 # The object files of one build directory: the project's sources and cJSON.
 objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/cJSON.o
 
-.PHONY: all deps install-deps package test unit test-build cross-test-build cross-test-build-here \
+.PHONY: all deps install-deps package dist test unit test-build cross-test-build cross-test-build-here \
         fuzz fuzz-build \
         bench demo demo-stop invoke psql format format-check lint clean distclean \
         build-LoginEtlFunction sam-artifacts print-sam-arch
@@ -111,16 +126,16 @@ $(DEPS_OK):
 # --- object files, one pattern per build ---------------------------------------------------
 $(REL)/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(call step,CC,$@) $(XCC) $(RELEASE_CFLAGS) -MMD -MP -c $< -o $@
+	$(call step,CC,$@) $(XCC) $(RELEASE_CFLAGS) $(VERSION_DEF) -MMD -MP -c $< -o $@
 build/asan/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(call step,CC,$@) $(CC) $(ASAN_CFLAGS) -MMD -MP -c $< -o $@
+	$(call step,CC,$@) $(CC) $(ASAN_CFLAGS) $(VERSION_DEF) -MMD -MP -c $< -o $@
 build/plain/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(call step,CC,$@) $(CC) $(PLAIN_CFLAGS) -MMD -MP -c $< -o $@
+	$(call step,CC,$@) $(CC) $(PLAIN_CFLAGS) $(VERSION_DEF) -MMD -MP -c $< -o $@
 build/fuzz/%.o: %.c $(DEPS_OK)
 	@mkdir -p $(dir $@)
-	$(call step,CC,$@) $(CLANG) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+	$(call step,CC,$@) $(CLANG) $(FUZZ_CFLAGS) $(VERSION_DEF) -MMD -MP -c $< -o $@
 
 # cJSON is third-party code: compiled with each build's compiler, optimisation
 # and sanitizers, but not with the project's warning set.  One rule for every
@@ -177,31 +192,50 @@ build/plain/bootstrap: $(call objs,build/plain) build/plain/function/main.o
 # endpoints present, taken from this machine's ca-certificates.
 RDS_CA_URL    := https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem
 RDS_CA_BUNDLE ?= build/rds-global-bundle.pem
+CA_HOWTO := make build/rds-global-bundle.pem downloads it from $(RDS_CA_URL); on a machine without internet access, fetch that file elsewhere and pass RDS_CA_BUNDLE=/path/to/global-bundle.pem; for a zip that is only for local work (LocalStack, a database without TLS): make package CA=none
 
 build/rds-global-bundle.pem:
 	@mkdir -p build
 	@curl -fsSL --retry 3 -o $@.tmp $(RDS_CA_URL) && grep -q 'BEGIN CERTIFICATE' $@.tmp && mv $@.tmp $@ || \
-	  { rm -f $@.tmp; echo "cannot download $(RDS_CA_URL): download it elsewhere and set RDS_CA_BUNDLE=/path/to/global-bundle.pem" >&2; exit 1; }
+	  { rm -f $@.tmp; echo "cannot download RDS's CA bundle ($(RDS_CA_URL)): without it TLS to RDS fails. $(CA_HOWTO)" >&2; exit 1; }
 
-# A bundle RDS_CA_BUNDLE names that does not exist: say which and how to get one,
-# rather than make's bare "No rule to make target".  (An existing file is up to date.)
+# A bundle named by RDS_CA_BUNDLE that is not there: say so, rather than make's
+# bare "No rule to make target".
 ifneq ($(RDS_CA_BUNDLE),build/rds-global-bundle.pem)
 $(RDS_CA_BUNDLE):
-	@echo "RDS_CA_BUNDLE=$@: no such file. Download RDS's CA bundle there ($(RDS_CA_URL)), or leave RDS_CA_BUNDLE unset and make downloads it into build/rds-global-bundle.pem" >&2; exit 1
+	@echo "RDS_CA_BUNDLE=$@: no such file. $(CA_HOWTO)" >&2; exit 1
 endif
 
-# The zip for LocalStack and manual uploads: the CA bundle goes in when there
-# is one (a local database without TLS does not need it).
-package: $(OUT)/function.zip
+# `make package`: build/login-etl-<version>-<arch>.zip (build/<arch>/... for a
+# cross build) with bootstrap and rds-global-bundle.pem at its root, named by
+# the release it holds (tools/version.sh), and a copy of it as function.zip
+# beside it, the name LocalStack's init hook (tools/localstack) and manual
+# uploads use.  The bundle must hold RDS's CAs: without them a zip uploaded to
+# AWS fails TLS to RDS, so the package fails instead, saying how to get them.
+# CA=none is the escape for local work (LocalStack, a database without TLS):
+# the zip, named ...-local.zip so that it is not mistaken for a release,
+# carries only RDS Proxy's roots.  Made afresh on every call (cheap), so that
+# it never holds a stale bundle.
+CA ?= rds
+ifeq ($(CA),none)
+ZIP    := $(OUT)/login-etl-$(VERSION)-$(ARCH)-local.zip
+ZIP_CA :=
+else ifeq ($(CA),rds)
+ZIP    := $(OUT)/login-etl-$(VERSION)-$(ARCH).zip
+ZIP_CA := $(RDS_CA_BUNDLE)
+else
+$(error CA=$(CA): rds (the default: RDS's CA bundle is required) or none (local work only))
+endif
 
-$(OUT)/function.zip: $(OUT)/bootstrap tools/ca-bundle.sh
-	@rm -f $@ && rm -rf $(OUT)/pkg && mkdir -p $(OUT)/pkg
-	@cp $< $(OUT)/pkg/bootstrap
-	@tools/ca-bundle.sh $(OUT)/pkg/rds-global-bundle.pem $(wildcard $(RDS_CA_BUNDLE))
-	@[ -f "$(RDS_CA_BUNDLE)" ] || echo "  note: the zip's CA bundle lacks RDS's CAs, only RDS Proxy's (make build/rds-global-bundle.pem, or RDS_CA_BUNDLE=...)"
-	$(call step,ZIP,$@) cd $(OUT)/pkg && zip -q -X ../function.zip bootstrap rds-global-bundle.pem
+package: $(OUT)/bootstrap tools/ca-bundle.sh $(ZIP_CA)
+	@rm -f $(ZIP) && rm -rf $(OUT)/pkg && mkdir -p $(OUT)/pkg
+	@cp $(OUT)/bootstrap $(OUT)/pkg/bootstrap
+	@tools/ca-bundle.sh $(OUT)/pkg/rds-global-bundle.pem $(ZIP_CA)
+	$(call step,ZIP,$(ZIP)) cd $(OUT)/pkg && zip -q -X $(abspath $(ZIP)) bootstrap rds-global-bundle.pem
 	@rm -rf $(OUT)/pkg
-	@echo "  $@: $(ARCH), $$(stat -c %s $@) bytes"
+	@cp $(ZIP) $(OUT)/function.zip
+	@echo "  $(ZIP): login-etl $(VERSION), $(ARCH), $$(stat -c %s $(ZIP)) bytes, CA bundle: $(if $(ZIP_CA),RDS's and RDS Proxy's,RDS Proxy's only (CA=none: local work only))"
+	@echo "  $(OUT)/function.zip: a copy of it"
 
 # AWS SAM `BuildMethod: makefile` runs `make build-<LogicalId>` with ARTIFACTS_DIR set,
 # and tells make nothing about the function's Architectures (aws-sam-cli issue 3349).
@@ -278,8 +312,10 @@ FUZZ_SECONDS ?= 60
 fuzz: fuzz-build
 	$(PYTHON) tests/run.py --only fuzz --fuzz-seconds $(FUZZ_SECONDS)
 
+# The zip's size is one of the figures: with RDS's CA bundle when there is one.
 BENCH ?=
-bench: test-build package
+bench: test-build
+	@$(MAKE) --no-print-directory package $(if $(wildcard $(RDS_CA_BUNDLE)),,CA=none)
 	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--$(BENCH))
 
 # The README's demo command: installs what a fresh machine lacks, like `make test`.
@@ -301,6 +337,18 @@ invoke:
 	@$(MAKE) --no-print-directory build/bootstrap >&2
 	@$(PYTHON) tools/invoke.py $(EVENT)
 
+# --- a source tarball ----------------------------------------------------------------------
+# The committed tree of HEAD with a VERSION file holding its release, for a
+# build without git (tools/version.sh reads VERSION when there is no checkout).
+DIST := build/login-etl-$(VERSION).tar.gz
+dist:
+	@git diff --quiet HEAD -- || { echo "make dist: uncommitted changes: commit them first (the tarball holds HEAD)" >&2; exit 1; }
+	@rm -rf build/dist && mkdir -p build/dist && printf '%s\n' "$(VERSION)" > build/dist/VERSION
+	$(call step,DIST,$(DIST)) git archive --format=tar.gz --prefix=login-etl-$(VERSION)/ \
+	  --add-file=build/dist/VERSION -o $(DIST) HEAD
+	@rm -rf build/dist
+	@echo "  $(DIST): login-etl $(VERSION)"
+
 # --- hygiene -------------------------------------------------------------------------------
 C_FILES = $(wildcard base/*.[ch] runtime/*.[ch] function/*.[ch] tests/unit/*.[ch] tests/rig/*.[ch] tests/rig/preload/*.c tests/fuzz/*.c tests/bench/*.c)
 
@@ -315,9 +363,12 @@ lint:
 
 clean:
 	rm -rf build/release build/asan build/plain build/fuzz build/bootstrap build/function.zip \
-	  $(foreach a,x86_64 arm64,build/$(a)/release build/$(a)/tests build/$(a)/bootstrap build/$(a)/function.zip)
+	  build/login-etl-*.zip build/login-etl-*.tar.gz build/version.txt \
+	  $(foreach a,x86_64 arm64,build/$(a)/release build/$(a)/tests build/$(a)/bootstrap \
+	    build/$(a)/function.zip build/$(a)/login-etl-*.zip)
 
 distclean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+# (not the earlier releases' own builds under build/releases: tests/rig/releases.py)
+-include $(shell find build -path build/releases -prune -o -name '*.d' -print 2>/dev/null)

@@ -22,6 +22,7 @@ void log_init(struct logger *lg, const char *level, const char *format, int fd)
     lg->trace_id = NULL;
     lg->cold_start = 0;
     lg->fd = fd;
+    lg->version = NULL;
     for (size_t i = 0; level && i < sizeof level_names / sizeof level_names[0]; i++)
         if (strcasecmp(level, level_names[i]) == 0)
             lg->min = (enum log_level)i;
@@ -114,10 +115,18 @@ void log_emit(const struct logger *lg, enum log_level level, const char *message
                 append_text(&b, fields[i].str ? fields[i].str : "");
             }
         }
+        if (lg->version) {
+            buf_appends(&b, " version=");
+            append_text(&b, lg->version);
+        }
     } else {
         buf_appends(&b, "{\"timestamp\":\"");
         append_timestamp(&b);
         buf_printf(&b, "\",\"level\":\"%s\"", level_names[level]);
+        if (lg->version) {
+            buf_appends(&b, ",\"version\":");
+            buf_append_json(&b, lg->version, strlen(lg->version));
+        }
         if (lg->request_id) {
             /* Inside an invocation: what ties the line to X-Ray and to the
              * first, slower invocation of an execution environment. */
@@ -153,7 +162,33 @@ void log_emit(const struct logger *lg, enum log_level level, const char *message
 
 void log_raw(const struct logger *lg, const char *line, size_t len)
 {
-    write_all(lg->fd, line, len);
-    if (len == 0 || line[len - 1] != '\n')
+    struct buf b;
+    char stack[2048];
+    size_t body = len > 0 && line[len - 1] == '\n' ? len - 1 : len;
+    size_t version_len = lg->version ? strlen(lg->version) : 0;
+
+    /* The line is copied, with the version spliced in after its '{', so that
+     * it still goes out in one write. */
+    buf_wrap(&b, stack, sizeof stack);
+    if (body + version_len + 16 > sizeof stack)
+        buf_init(&b, body + version_len + 16);
+    if (lg->version && body >= 2 && line[0] == '{') {
+        buf_appends(&b, "{\"version\":");
+        buf_append_json(&b, lg->version, version_len);
+        if (line[1] != '}')
+            buf_appendc(&b, ',');
+        buf_append(&b, line + 1, body - 1);
+    } else {
+        buf_append(&b, line, body);
+    }
+    buf_appendc(&b, '\n');
+    if (b.err) {
+        /* No memory for the copy: the line as it is, without the version. */
+        write_all(lg->fd, line, body);
         write_all(lg->fd, "\n", 1);
+    } else {
+        write_all(lg->fd, b.data, b.len);
+    }
+    if (b.data != stack)
+        buf_free(&b);
 }

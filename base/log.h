@@ -30,10 +30,13 @@ struct logger {
     const char *trace_id;   /* borrowed; its Lambda-Runtime-Trace-Id, or NULL when none */
     int cold_start;         /* 1 during the first invocation of this process, else 0 */
     int fd;                 /* where lines go; 1 (stdout) in Lambda */
+    const char *version;    /* borrowed; the release every line carries as "version"
+                               (JSON-safe: [A-Za-z0-9._+-]), or NULL for none */
 };
 
-/* Sets up a logger from the two Lambda settings (either may be NULL: INFO, JSON).
- * Unknown values fall back to the defaults; cannot fail. */
+/* Sets up a logger from the two Lambda settings (either may be NULL: INFO, JSON),
+ * with no version (the caller sets lg->version).  Unknown values fall back to
+ * the defaults; cannot fail. */
 void log_init(struct logger *lg, const char *level, const char *format, int fd);
 
 /* Writes one line with a single write(2), so lines never interleave; drops it
@@ -41,7 +44,12 @@ void log_init(struct logger *lg, const char *level, const char *format, int fd);
 void log_emit(const struct logger *lg, enum log_level level, const char *message,
               const struct log_field *fields, size_t nfields);
 
-/* Writes one pre-built JSON line as is (used for Embedded Metric Format). */
+/* Writes one pre-built JSON object line (used for Embedded Metric Format) with
+ * the logger's "version" added as its first member, so that it carries the
+ * version as every other line does (a property, not a dimension or a metric:
+ * EMF leaves members its directive does not name alone).  A line that is not
+ * an object, or too long to copy when memory is short, goes as it is.  Cannot
+ * fail (a failed write is ignored). */
 void log_raw(const struct logger *lg, const char *line, size_t len);
 
 #define LOG_NFIELDS(...) (sizeof((struct log_field[]){__VA_ARGS__}) / sizeof(struct log_field))

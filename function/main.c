@@ -1,6 +1,7 @@
 /* main.c - wires the runtime loop to the ETL handler.  With an argument it
  * is the operators' tool instead: `bootstrap mask VALUE`, `bootstrap unmask
- * MASKED` (see mask_cli.h), `bootstrap rekey` (see rekey.h). */
+ * MASKED` (see mask_cli.h), `bootstrap rekey` (see rekey.h), `bootstrap --version`
+ * (see version.h). */
 #define _DEFAULT_SOURCE /* mallopt */
 #include <malloc.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include "mask_cli.h"
 #include "rekey.h"
 #include "rt.h"
+#include "version.h"
 
 int main(int argc, char **argv)
 {
@@ -22,6 +24,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "rekey") == 0)
         return rekey_cli(argc, argv);
+    if (argc == 2 && strcmp(argv[1], "--version") == 0)
+        return version_print(stdout);
     if (argc > 1)
         return mask_cli(argc, argv);
 
@@ -38,6 +42,7 @@ int main(int argc, char **argv)
      * 64.4 MiB that way, against 43 MiB in a fresh process (measured). */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     log_init(&lg, getenv("AWS_LAMBDA_LOG_LEVEL"), getenv("AWS_LAMBDA_LOG_FORMAT"), 1);
+    lg.version = version_release();
     if (signals != RC_OK) {
         log_at(&lg, LOG_FATAL, "init failed", LF_STR("error", err));
         return 1;

@@ -3,6 +3,7 @@ requestId, its X-Ray trace id (Lambda-Runtime-Trace-Id) when Lambda sent one,
 and whether it is the execution environment's first invocation (coldStart);
 the metrics line has a ColdStart metric."""
 import json
+import subprocess
 
 from events.generate import event_bytes, make_event, make_messages
 from rig.harness import Etl
@@ -55,3 +56,34 @@ def test_metrics_line_has_a_cold_start_metric():
             assert names["ColdStart"] == "Count"
             # Every declared metric has its value in the line (EMF's rule).
             assert all(isinstance(m[n], int) for n in names), json.dumps(m)
+
+
+def _release(binary):
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    return out.split()[1]  # "login-etl <release> (<arch>)"
+
+
+def test_every_line_and_the_metrics_line_carry_the_version():
+    messages = make_messages(20, seed=43, invalid_rate=0.3)
+    with Etl() as etl:
+        release = _release(etl.boot.binary)
+        assert release and release != "unknown", release
+        etl.answer(event_bytes(make_event(messages)))
+        logs = etl.boot.logs()
+        lines = [l for l in logs if isinstance(l, dict)]
+        assert len(lines) == len(logs), [l for l in logs if not isinstance(l, dict)]
+        assert any(l.get("message") == "record rejected" for l in lines)
+        for l in lines:
+            assert l.get("version") == release, l
+        (m,) = etl.boot.metrics()
+        # A property of the line: neither a dimension (the metrics' cardinality stays
+        # one series per function) nor a metric.
+        (directive,) = m["_aws"]["CloudWatchMetrics"]
+        assert directive["Dimensions"] == [["FunctionName"]]
+        assert "version" not in {d["Name"] for d in directive["Metrics"]}
+        assert m["RecordsReceived"] == 20
+    # AWS_LAMBDA_LOG_FORMAT=Text: "... key=value" lines end with version=.
+    with Etl(env={"AWS_LAMBDA_LOG_FORMAT": "Text"}) as etl:
+        etl.answer(event_bytes(make_event(messages[:3])))
+        text = [l for l in etl.boot.logs() if isinstance(l, str) and " batch done " in l]
+        assert len(text) == 1 and text[0].endswith(f" version={release}"), text

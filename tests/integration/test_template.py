@@ -108,6 +108,8 @@ def test_cfn_lint_fails_on_broken_templates():
         "missing Handler": ("      Handler: bootstrap\n", "", r"^E\d{4} .*Handler"),
         "misspelled ReportBatchItemFailures": (
             "- ReportBatchItemFailures", "- ReportBatchItemFailure", r"^E\d{4} .*ReportBatchItemFailure"),
+        "a deployment preference without the alias it moves": (
+            "      AutoPublishAlias: live\n", "", r"^E0001 .*AutoPublishAlias"),
         "MaximumConcurrency below 2": (
             "    Default: 5\n    MinValue: 2\n", "    Default: 1\n    MinValue: 1\n",
             r"^W\d{4} .*MaximumConcurrency.*minimum of 2"),
@@ -442,16 +444,108 @@ def test_sam_translator_output():
     res = out["Resources"]
     types = {k: v["Type"] for k, v in res.items()}
     assert types[FN] == "AWS::Lambda::Function"
-    assert [k for k, t in types.items() if t == "AWS::IAM::Role"] == ["LoginEtlRole"]
+    # The function's role, and the one SAM makes for CodeDeploy (AWS's managed policy for
+    # Lambda deployments: read the alarms, move the alias).
+    assert sorted(k for k, t in types.items() if t == "AWS::IAM::Role") == [
+        "CodeDeployServiceRole", "LoginEtlRole"]
+    assert res["CodeDeployServiceRole"]["Properties"]["ManagedPolicyArns"] == [
+        "arn:aws:iam::aws:policy/service-role/AWSCodeDeployRoleForLambda"]
     (esm,) = [v["Properties"] for v in res.values()
               if v["Type"] == "AWS::Lambda::EventSourceMapping"]
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert esm["ScalingConfig"] == {"MaximumConcurrency": ref("MaximumConcurrency")}
     assert esm["EventSourceArn"] == getatt("LoginQueue", "Arn")
+    # The queue invokes the alias, which CodeDeploy moves from version to version.
+    (alias_id,) = [k for k, t in types.items() if t == "AWS::Lambda::Alias"]
+    (version_id,) = [k for k, t in types.items() if t == "AWS::Lambda::Version"]
+    assert esm["FunctionName"] == ref(alias_id)
+    alias = res[alias_id]
+    assert alias["Properties"]["Name"] == "live"
+    assert alias["Properties"]["FunctionVersion"] == getatt(version_id, "Version")
+    update = alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"]
+    (group_id,) = [k for k, t in types.items() if t == "AWS::CodeDeploy::DeploymentGroup"]
+    assert update["DeploymentGroupName"] == ref(group_id)
+    group = res[group_id]["Properties"]
+    # (the translator resolves the parameter to its default)
+    assert group["DeploymentConfigName"] == {"Fn::Sub": ["CodeDeployDefault.Lambda${ConfigName}",
+                                                         {"ConfigName": default("DeploymentType")}]}
+    assert group["AlarmConfiguration"]["Enabled"] is True
+    assert [a["Name"] for a in group["AlarmConfiguration"]["Alarms"]] == [ref(a) for a in
+                                                                          DEPLOY_ALARMS]
+    assert not group["AlarmConfiguration"].get("IgnorePollAlarmFailure", False)
+    rollback = group["AutoRollbackConfiguration"]
+    assert rollback["Enabled"] is True and "DEPLOYMENT_STOP_ON_ALARM" in rollback["Events"]
+    # The new version's error alarm names the version this deployment publishes.
+    dims = {d["Name"]: d["Value"] for d in
+            res["DeployNewVersionErrorsAlarm"]["Properties"]["Dimensions"]}
+    assert dims["ExecutedVersion"] == getatt(version_id, "Version")
+    assert out["Outputs"]["FunctionVersion"]["Value"] == getatt(version_id, "Version")
+    assert out["Outputs"]["FunctionAliasArn"]["Value"] == ref(alias_id)
     fn = res[FN]["Properties"]
     assert fn["Role"] == getatt("LoginEtlRole", "Arn")
     assert fn["LoggingConfig"]["LogFormat"] == "JSON"
     assert fn["Runtime"] == "provided.al2023" and fn["Handler"] == "bootstrap"
+
+
+DEPLOY_ALARMS = ["DeployNewVersionErrorsAlarm", "DeployRecordsFailedAlarm", "DeployDeadLetterAlarm"]
+# CodeDeploy's predefined Lambda deployment configurations, as SAM's DeploymentPreference
+# Type names them (CodeDeployDefault.Lambda<name>).
+CODEDEPLOY_TYPES = {"Canary10Percent5Minutes", "Canary10Percent10Minutes",
+                    "Canary10Percent15Minutes", "Canary10Percent30Minutes",
+                    "Linear10PercentEvery1Minute", "Linear10PercentEvery2Minutes",
+                    "Linear10PercentEvery3Minutes", "Linear10PercentEvery10Minutes", "AllAtOnce"}
+
+
+def test_deployments_shift_through_an_alias_and_roll_back_on_the_functions_alarms():
+    p = RES[FN]["Properties"]
+    assert p["AutoPublishAlias"] == "live"
+    dp = p["DeploymentPreference"]
+    assert dp["Type"] == ref("DeploymentType")
+    assert set(PARAMS["DeploymentType"]["AllowedValues"]) == CODEDEPLOY_TYPES
+    assert default("DeploymentType").startswith("Canary")
+    assert dp["Alarms"] == [ref(a) for a in DEPLOY_ALARMS]
+    assert dp.get("Enabled", True) is True
+    for name in DEPLOY_ALARMS:
+        a = RES[name]["Properties"]
+        assert RES[name]["Type"] == "AWS::CloudWatch::Alarm"
+        # Inside the shortest canary (5 minutes): one-minute periods, a few of them.
+        periods = [a.get("Period")] + [m["MetricStat"]["Period"] for m in a.get("Metrics", [])
+                                       if "MetricStat" in m]
+        assert all(x in (None, 60) for x in periods) and 60 in periods, (name, periods)
+        assert a["EvaluationPeriods"] * 60 <= 180, name
+        assert a["Threshold"] == 0 and a["ComparisonOperator"] == "GreaterThanThreshold", name
+        assert a["TreatMissingData"] == "notBreaching", name
+        assert a["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [ref("AlarmTopicArn")],
+                                                ref("AWS::NoValue")]}, name
+    # Invocation errors of the new version only: the alias's invocations, by the version
+    # that ran them.
+    e = RES["DeployNewVersionErrorsAlarm"]["Properties"]
+    assert (e["Namespace"], e["MetricName"], e["Statistic"]) == ("AWS/Lambda", "Errors", "Sum")
+    assert e["Dimensions"] == [
+        {"Name": "FunctionName", "Value": ref(FN)},
+        {"Name": "Resource", "Value": {"Fn::Sub": "${LoginEtlFunction}:live"}},
+        {"Name": "ExecutedVersion", "Value": getatt(FN, "Version.Version")}]
+    # The function's own metric, as its EMF line names it (one dimension: FunctionName).
+    r = RES["DeployRecordsFailedAlarm"]["Properties"]
+    assert (r["Namespace"], r["MetricName"], r["Statistic"]) == ("LoginEtl", "RecordsFailed", "Sum")
+    assert r["Dimensions"] == [{"Name": "FunctionName", "Value": ref("FunctionName")}]
+    # Growth of the DLQ, not its depth (messages already there must not stop every
+    # deployment), and not NumberOfMessagesSent (SQS does not count redrive moves there).
+    d = RES["DeployDeadLetterAlarm"]["Properties"]
+    assert "MetricName" not in d
+    (stat,) = [m for m in d["Metrics"] if "MetricStat" in m]
+    (expr,) = [m for m in d["Metrics"] if "Expression" in m]
+    assert stat["ReturnData"] is False and expr["ReturnData"] is True
+    metric = stat["MetricStat"]["Metric"]
+    assert (metric["Namespace"], metric["MetricName"]) == ("AWS/SQS",
+                                                          "ApproximateNumberOfMessagesVisible")
+    assert metric["Dimensions"] == [{"Name": "QueueName",
+                                     "Value": getatt("LoginDeadLetterQueue", "QueueName")}]
+    assert expr["Expression"] == f"DIFF({stat['Id']})"
+    # The EMF line the function writes must still match what the alarm reads.
+    etl = "".join(f.read_text() for f in sorted((ROOT / "function").glob("*.c")))
+    assert '\\"Namespace\\":\\"LoginEtl\\"' in etl and '[[\\"FunctionName\\"]]' in etl
+    assert '{\\"Name\\":\\"RecordsFailed\\"' in etl
 
 
 def test_makefile_ships_the_ca_bundle_the_template_names():

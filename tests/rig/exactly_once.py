@@ -54,6 +54,19 @@ class Sent:
 def assert_database(db, book, where=""):
     """user_logins and the ledger (login_etl_ledger_v3) hold exactly one row for each valid message of
     the book, and nothing else."""
+    assert_rows(db, book, where)
+    prefix = f"{where}: " if where else ""
+    ids = ledger.ids(db)
+    want_ids = ledger.keys(book.valid())
+    assert len(ids) == len(set(ids)), f"{prefix}an id is in the ledger twice"
+    assert set(ids) == want_ids, (
+        f"{prefix}ledger: {len(set(ids) - want_ids)} unexpected ids, "
+        f"{len(want_ids - set(ids))} missing")
+
+
+def assert_rows(db, book, where=""):
+    """user_logins holds exactly one row for each valid message of the book, and nothing
+    else (compared column by column, as multisets)."""
     cols = ", ".join(ROW_COLUMNS).replace("create_date", "create_date::text AS create_date")
     got = sorted(db.query(f"SELECT {cols} FROM user_logins"), key=row_key)
     want = book.expected_rows()
@@ -70,9 +83,3 @@ def assert_database(db, book, where=""):
             f"(of which {twice} are copies of an expected row); "
             f"first missing {[by_key[k] for k in list(missing)[:2]]}, "
             f"first unexpected {[by_key[k] for k in list(extra)[:2]]}")
-    ids = ledger.ids(db)
-    want_ids = ledger.keys(book.valid())
-    assert len(ids) == len(set(ids)), f"{prefix}an id is in the ledger twice"
-    assert set(ids) == want_ids, (
-        f"{prefix}ledger: {len(set(ids) - want_ids)} unexpected ids, "
-        f"{len(want_ids - set(ids))} missing")

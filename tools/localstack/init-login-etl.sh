@@ -27,7 +27,7 @@
 #   LOGIN_ETL_FUNCTION_TIMEOUT    60 (the queue's visibility timeout is 6x this + the window)
 #   LOGIN_ETL_BATCH_SIZE          100               LOGIN_ETL_BATCH_WINDOW  1 (seconds)
 #   LOGIN_ETL_EVENTS_FILE         <repo>/events/batch.json
-#   LOGIN_ETL_ZIP                 <repo>/build/function.zip (`make package` builds it)
+#   LOGIN_ETL_ZIP                 <repo>/build/function.zip (`make package CA=none` builds it)
 #   LOGIN_ETL_DATABASE_URL        postgresql://login_etl:localdev@postgres:5432/logins?sslmode=disable
 #   LOGIN_ETL_MASKING_KEY         128 hex characters; a random key when unset (printed
 #                                 nowhere: set it yourself to unmask values later)
@@ -139,7 +139,7 @@ PY
 
 step_function() {
   local arch role_arn key
-  [[ -f $zip ]] || die "no $zip: run \`make package\` (on Linux) before starting the stack"
+  [[ -f $zip ]] || die "no $zip: run \`make package CA=none\` (on Linux) before starting the stack"
   # The architecture the bootstrap inside the zip was built for (its ELF header).
   arch=$(python3 - "$zip" <<'PY'
 import sys, zipfile

@@ -4,12 +4,15 @@
 #   make ARCH=arm64       build/arm64/bootstrap, cross-built (also ARCH=x86_64 on an arm64 machine)
 #   make package          build/function.zip with bootstrap at its root (build/arm64/... with ARCH)
 #   make install-deps     the Debian packages the build and tests need (root; tools/test-deps.sh)
+#                         and the pinned Python packages into build/venv (tools/venv.sh)
 #   make test             every test: unit, integration, fuzz smoke, valgrind, and the other
 #                         architecture's binary under qemu-user; ends "N passed, N failed"
 #   make demo / demo-stop the whole job end to end on a private Postgres; stop that Postgres
 #   make invoke EVENT=events/batch.json   one event through bootstrap against the demo database
 #   make bench            throughput and resource figures (reports, never gates)
 #   make fuzz             libFuzzer targets for FUZZ_SECONDS each
+#   make fresh-check      make demo and make test in fresh Debian 12 and 13 chroots (root;
+#                         tools/fresh-check.sh, FRESH_SUITES="bookworm trixie")
 #   V=1                   show the full commands instead of one line per step
 #
 # Builds of the same sources, each in its own directory:
@@ -89,7 +92,8 @@ objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/cJSON.o
 
 .PHONY: all deps install-deps package test unit test-build cross-test-build cross-test-build-here \
         fuzz fuzz-build \
-        bench demo demo-stop invoke psql format format-check lint clean distclean \
+        bench demo demo-deps demo-stop invoke psql format format-check lint clean distclean \
+        fresh-check \
         build-LoginEtlFunction sam-artifacts print-sam-arch
 .DELETE_ON_ERROR:
 # Object files reached only through pattern rules stay (no rebuild of the fuzz
@@ -101,7 +105,13 @@ all: $(OUT)/bootstrap
 deps: $(DEPS_OK)
 
 install-deps:
-	tools/test-deps.sh
+	tools/test-deps.sh test
+	tools/venv.sh test
+
+# What the demo alone needs: no cross toolchain, clang, valgrind, qemu or pgbouncer.
+demo-deps:
+	tools/test-deps.sh demo
+	tools/venv.sh demo
 
 $(DEPS_OK):
 	$(call step,DEPS,$(DEPS) for $(ARCH) from Debian source packages (once)) tools/deps.sh $(DEPS) $(ARCH)
@@ -272,8 +282,9 @@ fuzz: fuzz-build
 bench: test-build package
 	$(PYTHON) tests/bench/bench.py
 
-# The README's demo command: installs what a fresh machine lacks, like `make test`.
-demo: install-deps
+# The README's demo command: installs what a fresh machine lacks for the demo
+# (less than `make test` needs), then builds and runs.
+demo: demo-deps
 	@$(MAKE) --no-print-directory build/bootstrap
 	$(PYTHON) tools/demo.py
 
@@ -309,5 +320,11 @@ clean:
 
 distclean:
 	rm -rf build
+
+# The README's two commands in fresh minimal Debian chroots, as a new user runs
+# them (root: debootstrap, chroot, mounts).
+FRESH_SUITES ?= bookworm trixie
+fresh-check:
+	tools/fresh-check.sh $(FRESH_SUITES)
 
 -include $(shell find build -name '*.d' 2>/dev/null)

@@ -327,4 +327,5 @@ FRESH_SUITES ?= bookworm trixie
 fresh-check:
 	tools/fresh-check.sh $(FRESH_SUITES)
 
--include $(shell find build -name '*.d' 2>/dev/null)
+# (build/fresh holds the fresh check's chroots: not this build's.)
+-include $(shell find build -path build/fresh -prune -o -name '*.d' -type f -print 2>/dev/null)

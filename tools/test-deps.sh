@@ -4,12 +4,12 @@
 # script that installs Debian packages: `make install-deps` runs it, and so do
 # `make test` and `make demo` as their first step; build rules never install
 # anything.  The Python packages Debian does not have come from a pinned
-# requirement file into build/venv (tools/venv.sh, the next step).
+# requirement file into build/venv (the next step of those commands: venv.sh).
 #
 #   tools/test-deps.sh [test]     build, both architectures, and every test (the default)
 #   tools/test-deps.sh demo       `make demo`: the native build, PostgreSQL, Python
 #   tools/test-deps.sh build      only what `make` and `make ARCH=...` need
-#   tools/test-deps.sh fresh-check  what tools/fresh-check.sh needs on the host
+#   tools/test-deps.sh fresh-check  what `make fresh-check` needs on the host
 #
 # Not root: with sudo it installs through sudo; without, it stops at once and
 # prints the command to run as root.

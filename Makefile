@@ -8,6 +8,7 @@
 #   make dist             build/login-etl-<version>.tar.gz: the source of HEAD with a VERSION file
 #   build/bootstrap --version   the release and the OpenSSL, libpq and cJSON versions inside
 #   make install-deps     the Debian packages the build and tests need (root; tools/test-deps.sh)
+#                         and the pinned Python packages into build/venv (tools/venv.sh)
 #   make test             every test: unit, integration, fuzz smoke, valgrind, and the other
 #                         architecture's binary under qemu-user; ends "N passed, N failed"
 #   make demo / demo-stop the whole job end to end on a private Postgres; stop that Postgres
@@ -15,6 +16,8 @@
 #   make bench            throughput and resource figures (reports, never gates);
 #                         BENCH=fleet|history|rekey|throughput: that part alone
 #   make fuzz             libFuzzer targets for FUZZ_SECONDS each
+#   make fresh-check      make demo and make test in fresh Debian 12 and 13 chroots (root;
+#                         tools/fresh-check.sh, FRESH_SUITES="bookworm trixie")
 #   V=1                   show the full commands instead of one line per step
 #
 # Builds of the same sources, each in its own directory:
@@ -106,7 +109,8 @@ objs = $(patsubst %.c,$(1)/%.o,$(LIB_SRC)) $(1)/cJSON.o
 
 .PHONY: all deps install-deps package dist test unit test-build cross-test-build cross-test-build-here \
         fuzz fuzz-build \
-        bench demo demo-stop invoke psql format format-check lint clean distclean \
+        bench demo demo-deps demo-stop invoke psql format format-check lint clean distclean \
+        fresh-check \
         build-LoginEtlFunction sam-artifacts print-sam-arch
 .DELETE_ON_ERROR:
 # Object files reached only through pattern rules stay (no rebuild of the fuzz
@@ -118,7 +122,13 @@ all: $(OUT)/bootstrap
 deps: $(DEPS_OK)
 
 install-deps:
-	tools/test-deps.sh
+	tools/test-deps.sh test
+	tools/venv.sh test
+
+# What the demo alone needs: no cross toolchain, clang, valgrind, qemu or pgbouncer.
+demo-deps:
+	tools/test-deps.sh demo
+	tools/venv.sh demo
 
 $(DEPS_OK):
 	$(call step,DEPS,$(DEPS) for $(ARCH) from Debian source packages (once)) tools/deps.sh $(DEPS) $(ARCH)
@@ -318,8 +328,9 @@ bench: test-build
 	@$(MAKE) --no-print-directory package $(if $(wildcard $(RDS_CA_BUNDLE)),,CA=none)
 	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--$(BENCH))
 
-# The README's demo command: installs what a fresh machine lacks, like `make test`.
-demo: install-deps
+# The README's demo command: installs what a fresh machine lacks for the demo
+# (less than `make test` needs), then builds and runs.
+demo: demo-deps
 	@$(MAKE) --no-print-directory build/bootstrap
 	$(PYTHON) tools/demo.py
 
@@ -370,5 +381,12 @@ clean:
 distclean:
 	rm -rf build
 
-# (not the earlier releases' own builds under build/releases: tests/rig/releases.py)
--include $(shell find build -path build/releases -prune -o -name '*.d' -print 2>/dev/null)
+# The README's two commands in fresh minimal Debian chroots, as a new user runs
+# them (root: debootstrap, chroot, mounts).
+FRESH_SUITES ?= bookworm trixie
+fresh-check:
+	tools/fresh-check.sh $(FRESH_SUITES)
+
+# (Not the fresh check's chroots, build/fresh, nor the earlier releases' own
+# builds, build/releases: tests/rig/releases.py.)
+-include $(shell find build \( -path build/fresh -o -path build/releases \) -prune -o -name '*.d' -type f -print 2>/dev/null)

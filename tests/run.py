@@ -24,6 +24,10 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(ROOT))
+# The tools the tests run from Python packages (moto_server, cfn-lint) are the
+# ones next to this interpreter: build/venv/bin when `make test` runs it
+# (tools/venv.sh installed them there), first on PATH for every child process.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 results = []  # (kind, name, ok, seconds, detail)
 

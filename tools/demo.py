@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`make demo`: the whole job end to end on an embedded default.
 
-Starts a private PostgreSQL server (kept in .demo/, left running for
+Starts a private PostgreSQL server (kept in .demo/, or in /var/tmp when the
+server's user cannot enter the clone: server_dir(); left running for
 `make psql`), generates a realistic data set (logins with content duplicates,
 bad messages), feeds it through the real static `bootstrap` via the local
 runner (tools/local_runner.py), which behaves like Lambda's SQS event source
@@ -13,8 +14,10 @@ redriven to a dead-letter queue by SQS itself.  Otherwise an in-memory queue
 follows the same rules.  --endpoint-url points it at LocalStack or AWS.
 """
 import argparse
+import hashlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -25,13 +28,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
+# moto_server is the one next to this interpreter (build/venv/bin under `make demo`).
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 import local_runner  # noqa: E402
 from events.generate import make_messages  # noqa: E402
 from rig import pg  # noqa: E402
 
-DEMO_DIR = Path(os.environ.get("LOGIN_ETL_DEMO_DIR", ROOT / ".demo"))
+DEMO_DIR = Path(os.environ.get("LOGIN_ETL_DEMO_DIR", ROOT / ".demo")).absolute()
 DEMO_KEY_FILE = DEMO_DIR / "masking-key"
+
+
+def server_dir():
+    """Where the demo's PostgreSQL server lives: DEMO_DIR/pg, next to the key.  Run
+    as root, the server runs as the postgres user, which must be able to enter
+    that directory; a clone inside /root (0700 on Debian and Ubuntu) is closed
+    to it.  Then the server goes to /var/tmp/login-etl-demo-<hash of DEMO_DIR>
+    (a directory every user may enter, kept across reboots), one per demo
+    directory, and the masking key stays in DEMO_DIR, readable by root alone."""
+    inside = DEMO_DIR / "pg"
+    if os.geteuid() != 0 or pg.reachable_by(inside, "postgres"):
+        return inside
+    tag = hashlib.sha256(str(DEMO_DIR).encode()).hexdigest()[:12]
+    outside = Path("/var/tmp") / f"login-etl-demo-{tag}"
+    outside.mkdir(mode=0o755, exist_ok=True)
+    return outside / "pg"
+
+
+def shown(path):
+    """A path as a user types it from the current directory: relative below it."""
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else str(path)
 BATCH_SIZE = 500
 MAX_RECEIVE = 3
 
@@ -47,12 +74,12 @@ ORDER BY users DESC, logins DESC"""
 
 
 def demo_db():
-    return pg.Server(directory=str(DEMO_DIR / "pg"))
+    return pg.Server(directory=str(server_dir()))
 
 
 def demo_key():
     """The demo's own masking key, made once (never a production key)."""
-    DEMO_DIR.mkdir(exist_ok=True)
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
     if not DEMO_KEY_FILE.exists():
         DEMO_KEY_FILE.write_text(os.urandom(64).hex() + "\n")
         DEMO_KEY_FILE.chmod(0o600)
@@ -62,13 +89,14 @@ def demo_key():
 def stop_demo_db():
     """`make demo-stop`: stops the demo's PostgreSQL server if it runs; its data
     stays in .demo/ for the next `make demo`, `make invoke` or `make psql`."""
-    data = DEMO_DIR / "pg" / "data"
-    if not (data / "postmaster.pid").exists():
-        print(f"demo database: not running ({DEMO_DIR / 'pg'})")
+    where = server_dir()
+    if not (where / "data" / "postmaster.pid").exists():
+        print(f"demo database: not running ({where})")
         return 0
     db = demo_db()  # finds the running server; does not start another
     db.stop()
-    print(f"demo database: stopped ({DEMO_DIR / 'pg'}; `rm -rf {DEMO_DIR}` forgets it)")
+    forget = f"rm -rf {DEMO_DIR}" + (f" {where.parent}" if where.parent != DEMO_DIR else "")
+    print(f"demo database: stopped ({where}; `{forget}` forgets it)")
     return 0
 
 
@@ -126,7 +154,7 @@ def main():
     if args.stop:
         return stop_demo_db()
 
-    print(f"== database: a private PostgreSQL server in {DEMO_DIR / 'pg'}")
+    print(f"== database: a private PostgreSQL server in {server_dir()}")
     db = demo_db()
     if args.psql:
         psql(db)
@@ -223,8 +251,8 @@ def main():
     print()
     print(f"The database is still running: `make psql` opens it, `make demo-stop` stops it. "
           f"Logs: {DEMO_DIR}/bootstrap.log")
-    print("Recover a masked value:  MASKING_KEY=$(cat .demo/masking-key) MASKING_KEY_ID=demo "
-          "build/bootstrap unmask 'demo:...'")
+    print(f"Recover a masked value:  MASKING_KEY=$(cat {shlex.quote(shown(DEMO_KEY_FILE))}) "
+          f"MASKING_KEY_ID=demo {shlex.quote(shown(args.bootstrap))} unmask 'demo:...'")
     ok = (rows == len(messages) - bad and added_by_replay == 0 and dead == bad
           and failed == bodies_bad)
     print("demo: OK" if ok else "demo: UNEXPECTED RESULT (see above)")

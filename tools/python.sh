@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Prints the Python interpreter the tests and tools use: the first python3 on
-# PATH that has `cryptography` (an independent AES-SIV to check the masking
-# against), else Debian's /usr/bin/python3 (tools/test-deps.sh gives it the
-# Debian packages).  Prints nothing else; cannot fail.
-for py in python3 /usr/bin/python3; do
-  if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import cryptography' >/dev/null 2>&1; then
-    command -v "$py"
-    exit 0
-  fi
-done
-echo /usr/bin/python3
+# Prints the Python interpreter the tests and tools use: the project's virtual
+# environment, build/venv/bin/python (tools/venv.sh makes it, with the pinned
+# packages of tools/requirements-*.txt), when it exists and runs; else the
+# interpreter that venv is made from.  Prints nothing else; cannot fail.
+#
+#   tools/python.sh          the venv's interpreter, or the base one without a venv
+#   tools/python.sh --base   the base one: the first python3 on PATH (on a
+#                            fresh Debian, /usr/bin/python3), else /usr/bin/python3
+cd "$(dirname "$0")/.."
+if [[ ${1:-} != --base ]] && build/venv/bin/python -c '' >/dev/null 2>&1; then
+  echo "$PWD/build/venv/bin/python"
+  exit 0
+fi
+command -v python3 2>/dev/null || echo /usr/bin/python3

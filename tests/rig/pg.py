@@ -5,9 +5,19 @@ a loopback port, SCRAM passwords, torn down at exit.
     srv.env()                      # PG* variables for the bootstrap
     srv.query("select ...")        # rows as dicts (through psql, JSON-encoded)
     srv.stop(); srv.start()        # outages
+    srv.kill()                     # a crash: SIGKILL to the postmaster and its children
+
+The server runs as the postgres user when the tests run as root (initdb refuses
+root), always with "/" as its working directory: a repository cloned into a
+directory that user cannot enter (/root is 0700 on Debian) must not stop it.
+Processes are found through /proc, with no external tool (procps is not part of
+a minimal Debian).  server() checks that the shared server is alive before
+handing it out and starts it again when a test left it dead, so one test that
+breaks it fails alone.
 """
 import atexit
 import glob
+import grp
 import json
 import os
 import pwd
@@ -31,6 +41,58 @@ def _bindir():
     if not found:
         raise RuntimeError("PostgreSQL server binaries not found; run tools/test-deps.sh as root")
     return os.path.dirname(found[-1])
+
+
+def _pid_alive(pid):
+    """True when process pid exists and is not a zombie.  Cannot fail."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may hold any byte.
+    return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X", "")
+
+
+def processes_in(directory):
+    """The ids of the processes whose working directory is `directory`: a PostgreSQL
+    server's postmaster and every child of it run in their data directory, also
+    after the postmaster died and they were handed to init.  Cannot fail."""
+    want = os.path.realpath(directory)
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd") == want:
+                pids.append(int(entry))
+        except OSError:
+            pass  # gone, or not ours to look at
+    return pids
+
+
+def reachable_by(path, user):
+    """True when `user` may enter `path` and every directory above it (the search
+    bit for its owner, group or others).  Cannot fail: a path that does not
+    exist yet is judged by its nearest existing ancestor."""
+    pw = pwd.getpwnam(user)
+    groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    p = os.path.realpath(path)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    while True:
+        st = os.stat(p)
+        if st.st_uid == pw.pw_uid:
+            ok = st.st_mode & 0o100
+        elif st.st_gid in groups:
+            ok = st.st_mode & 0o010
+        else:
+            ok = st.st_mode & 0o001
+        if not ok:
+            return False
+        if p == "/":
+            return True
+        p = os.path.dirname(p)
 
 
 def free_port():
@@ -83,12 +145,27 @@ class Server:
         argv = [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "status"]
         if self.as_user:
             argv = ["runuser", "-u", self.as_user, "--"] + argv
-        return subprocess.run(argv, capture_output=True).returncode == 0
+        return subprocess.run(argv, capture_output=True, cwd="/").returncode == 0
+
+    def postmaster_pid(self):
+        """The postmaster's process id from postmaster.pid, or None without one."""
+        try:
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                return int(f.readline())
+        except (OSError, ValueError):
+            return None
+
+    def alive(self):
+        """True when the postmaster of this data directory is running.  Cannot fail."""
+        pid = self.postmaster_pid()
+        return pid is not None and _pid_alive(pid)
 
     def _run(self, argv, **kw):
         if self.as_user:
             argv = ["runuser", "-u", self.as_user, "--"] + argv
-        r = subprocess.run(argv, capture_output=True, text=True, **kw)
+        # "/" as the working directory: the postgres user may not be allowed into
+        # ours, and initdb and pg_ctl refuse to run where they cannot return to.
+        r = subprocess.run(argv, capture_output=True, text=True, cwd="/", **kw)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
         return r
@@ -136,25 +213,37 @@ class Server:
             self.running = False
 
     def kill(self):
-        """Kills the postmaster and its children with SIGKILL (a crash)."""
-        with open(os.path.join(self.data, "postmaster.pid")) as f:
-            pid = int(f.readline())
-        os.kill(pid, signal.SIGKILL)
-        # The children notice the postmaster's death and exit on their own.
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            except ProcessLookupError:
-                break
-        out = subprocess.run(["pgrep", "-f", f"postgres.*{self.data}"], capture_output=True,
-                             text=True).stdout.split()
-        for p in out:
-            try:
-                os.kill(int(p), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
+        """Kills the postmaster and its children with SIGKILL (a crash) and waits
+        until they are gone.  The children are the processes working in the data
+        directory: found before the postmaster dies, and again after, for any it
+        started meanwhile."""
+        pids = set(processes_in(self.data))
+        pid = self.postmaster_pid()
+        if pid is not None:
+            pids.add(pid)
+        for _ in range(2):
+            for p in sorted(pids):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            for _ in range(200):
+                if not any(_pid_alive(p) for p in pids):
+                    break
+                time.sleep(0.025)
+            pids = set(processes_in(self.data))
+        # A killed postmaster stays a zombie until its parent (init, after pg_ctl
+        # left it) reaps it, which some inits do late, and a new postmaster
+        # refuses to start while the PID in its lock files (postmaster.pid, and
+        # the Unix socket's) exists.  Nothing runs in the data directory any
+        # more, so those lock files are stale: remove them.
+        if not any(_pid_alive(p) for p in processes_in(self.data)):
+            for lock in [os.path.join(self.data, "postmaster.pid")] + \
+                    glob.glob(os.path.join(self.dir, ".s.PGSQL.*.lock")):
+                try:
+                    os.unlink(lock)
+                except FileNotFoundError:
+                    pass
         self.running = False
 
     def _bootstrap_roles(self):
@@ -256,6 +345,9 @@ def server():
     if _shared is None:
         _shared = Server()
         atexit.register(_shared.destroy)
-    if not _shared.running:
+    if not _shared.running or not _shared.alive():
+        # Left stopped or dead by an earlier test (a crash it caused, a kill that
+        # failed half way): clear what is left of it and start it again.
+        _shared.kill()
         _shared.start()
     return _shared

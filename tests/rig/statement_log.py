@@ -37,7 +37,7 @@ SERVER_CONF = [
     "log_connections = on",
 ]
 
-# csvlog columns (PostgreSQL 15)
+# csvlog columns (the same in PostgreSQL 14 to 17)
 _USER, _SESSION, _SEVERITY, _MESSAGE, _APP = 1, 5, 11, 13, 22
 
 # What a pooler itself sends when it hands a server connection to a client whose

@@ -86,7 +86,14 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototy
 CSTD     := -std=c11 -D_POSIX_C_SOURCE=200809L
 INCLUDES := -Ibase -Iruntime -Ifunction -I$(DEPS)/include
 LIBS_PG  := -L$(DEPS)/lib -lpq -lpgcommon -lpgport
-LIBS     := $(LIBS_PG) -lssl -lcrypto -lm -pthread
+# What this machine's static libcrypto.a needs besides, as its pkg-config file
+# says: Debian 13's OpenSSL is built with zlib and zstd (certificate
+# compression), Debian 12's with neither.  A cross build links Debian 12's
+# libcrypto.a of the other architecture (tools/deps.sh), which needs none.
+ifeq ($(ARCH),$(HOST_ARCH))
+SSL_PRIVATE := $(filter-out -lcrypto -lssl,$(filter -l%,$(shell pkg-config --static --libs libcrypto 2>/dev/null)))
+endif
+LIBS     := $(LIBS_PG) -lssl -lcrypto $(SSL_PRIVATE) -lm -pthread
 
 RELEASE_CFLAGS := $(CSTD) $(WARN) -O2 -g -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(INCLUDES)
 ASAN_CFLAGS    := $(CSTD) $(WARN) -O1 -g -fno-omit-frame-pointer \

@@ -47,7 +47,8 @@ if [[ $arch != "$host_arch" ]]; then
   esac
 fi
 
-need_pkgs=(build-essential pkg-config libssl-dev bison flex dpkg-dev file zip ca-certificates)
+need_pkgs=(build-essential pkg-config libssl-dev zlib1g-dev libzstd-dev bison flex dpkg-dev file zip
+  ca-certificates)
 [[ -n $cross ]] && need_pkgs+=("${cross_pkgs[@]}")
 missing=()
 for p in "${need_pkgs[@]}"; do

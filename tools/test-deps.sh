@@ -19,8 +19,10 @@ what=${1:-test}
 
 # The build of this machine's architecture: compilers, the tools libpq's
 # configure wants, OpenSSL's headers and static libraries, curl for the RDS CA
-# bundle.
-native=(build-essential pkg-config libssl-dev bison flex dpkg-dev file zip curl ca-certificates)
+# bundle; zlib's and zstd's static libraries, which Debian 13's static libcrypto
+# needs (the Makefile asks pkg-config; Debian 12's needs neither).
+native=(build-essential pkg-config libssl-dev zlib1g-dev libzstd-dev bison flex dpkg-dev file zip
+  curl ca-certificates)
 # The cross toolchain for the other architecture (`make ARCH=arm64` on x86_64,
 # `make ARCH=x86_64` on arm64).
 case $(uname -m) in

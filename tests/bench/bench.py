@@ -7,6 +7,7 @@ what the database itself can do.  It reports; it never fails on a figure.
     tests/bench/bench.py --fleet         only the fleet figures (7); --history: only 8;
                                          --rekey: only 9 (make bench BENCH=rekey)
     tests/bench/bench.py --throughput    only 1-2 at fsync=off and 4 (a minute or two)
+    tests/bench/bench.py --refused       only 5 and 5c (memory, refused rows)
     tests/bench/bench.py --profile       also a perf profile of one end-to-end pass (also with
                                          --throughput; the data stays in build/bench/perf.data)
     tests/bench/bench.py --json FILE     also write every figure as JSON
@@ -467,6 +468,9 @@ def memory(tmp, srv, events, msgs, small_count):
     # cost (record, id set, status) and nothing to amortise it over.  All of
     # them are rejected (an empty body object), so every id is also listed in
     # the answer; then 115,000 that are valid (the smallest valid body).
+    # Then the valid ones delivered again (every id a duplicate the ledger lookup finds),
+    # and 111,598 tiny valid records filling 6.29 MB (Lambda's limit) that a BEFORE
+    # trigger refuses one by one (each refused row a COPY rolled back to its savepoint).
     run = Runner(tmp, srv, name="memory-tiny")
     try:
         for key, n, body in (("tiny_rejected", 170000, '"{}"'),
@@ -476,10 +480,43 @@ def memory(tmp, srv, events, msgs, small_count):
             _, results = run.run([ev])
             out[key] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
                             answered=results[0].kind == "response")
+        _, results = run.run([ev])
+        out["tiny_replayed"] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
+                                    answered=results[0].kind == "response")
+        n = 111_598
+        ev = tiny_event(n, PAYLOAD_MAX)
+        superuser_psql(srv, REFUSE_ALL)
+        try:
+            _, results = run.run([ev])
+        finally:
+            superuser_psql(srv, "DROP TRIGGER IF EXISTS bench_refuse_all ON user_logins;")
+        out["tiny_refused"] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
+                                   answered=results[0].kind == "response",
+                                   listed=len(results[0].json()["batchItemFailures"])
+                                   if results[0].kind == "response" else -1)
     finally:
         run.close()
     srv.reset()
     return out
+
+
+PAYLOAD_MAX = 6 * 1024 * 1024  # Lambda's invocation payload limit
+REFUSE_ALL = """
+CREATE OR REPLACE FUNCTION bench_refuse_all() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused'; END $$;
+CREATE TRIGGER bench_refuse_all BEFORE INSERT ON user_logins
+  FOR EACH ROW EXECUTE FUNCTION bench_refuse_all();
+"""
+
+
+def tiny_event(n, size):
+    """An event of n of the smallest valid records, `size` bytes long or a little less: ids
+    of 10 digits, some of 11 to fill it."""
+    record = '{"messageId":"%s","body":"{\\"user_id\\":\\"u\\"}"}'
+    base = len('{"Records":[]}') + n * (len(record % ("0" * 10)) + 1) - 1
+    longer = max(0, min(n, size - base))
+    return ('{"Records":[' + ",".join(record % ("%011d" % i if i < longer else "%010d" % i)
+                                      for i in range(n)) + ']}').encode()
 
 
 # --- 5c. refused rows ----------------------------------------------------------------------
@@ -494,11 +531,39 @@ CREATE CONSTRAINT TRIGGER bench_refuse_late AFTER INSERT ON user_logins
 """
 
 
-def refused(tmp, srv, repeats, n=8000):
+def refusing_trigger(when):
+    """A row trigger refusing the rows whose user_id starts with "refuse-": BEFORE (the
+    error names the COPY line), AFTER (fired at the end of the COPY: no line) or DEFERRED
+    (a constraint trigger fired at COMMIT: no line); or CHECK, the same rule as a CHECK
+    constraint (its error names the line)."""
+    if when == "CHECK":
+        return ("ALTER TABLE user_logins ADD CONSTRAINT bench_refuse_kind "
+                "CHECK (user_id NOT LIKE 'refuse-%');")
+    create = {"BEFORE": "CREATE TRIGGER bench_refuse_kind BEFORE INSERT ON user_logins",
+              "AFTER": "CREATE TRIGGER bench_refuse_kind AFTER INSERT ON user_logins",
+              "DEFERRED": "CREATE CONSTRAINT TRIGGER bench_refuse_kind AFTER INSERT ON "
+                          "user_logins DEFERRABLE INITIALLY DEFERRED"}[when]
+    return f"""
+CREATE OR REPLACE FUNCTION bench_refuse_kind() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.user_id LIKE 'refuse-%' THEN RAISE EXCEPTION 'refused'; END IF;
+  RETURN {"NEW" if when == "BEFORE" else "NULL"};
+END $$;
+{create} FOR EACH ROW EXECUTE FUNCTION bench_refuse_kind();
+"""
+
+
+REFUSED_KINDS = ("BEFORE", "AFTER", "DEFERRED", "CHECK")
+REFUSED_SHARES = (("1pct", 100), ("30pct", 3), ("all", 1))  # (name, one row in every k)
+
+
+def refused(tmp, srv, repeats, n=8000, matrix_repeats=3):
     """Handler time (metric Duration) of an n-row batch with one row refused in the
     middle, against the same batch without it, for each way of finding the row; and with
-    1% of the rows refused (spread evenly).  Clean and refused runs alternate on one warm
-    bootstrap; medians."""
+    1% of the rows refused (spread evenly).  Then each kind of rule (BEFORE, AFTER,
+    DEFERRED trigger, CHECK) refusing 1%, 30% and all of the rows, against the clean batch, with the peak
+    of transaction-id locks the function's backend held.  Clean and refused runs alternate
+    on one warm bootstrap; medians."""
     check = "ALTER TABLE user_logins ADD CONSTRAINT bench_refuse CHECK (user_id NOT LIKE 'refuse-%');"
 
     def batch(tag, bad):
@@ -538,10 +603,69 @@ def refused(tmp, srv, repeats, n=8000):
             out[how]["ratio"] = out[how]["refused_ms"] / out[how]["clean_ms"]
             note(f"{how}: clean {out[how]['clean_ms']:.0f} ms, one refused "
                  f"{out[how]['refused_ms']:.0f} ms, ratio {out[how]['ratio']:.2f}")
+        out["kinds"] = {}
+        for when in REFUSED_KINDS:
+            superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger_v3;\n"
+                           + refusing_trigger(when))
+            for share, every in REFUSED_SHARES:
+                bad_rows = set(range(every // 2, n, every)) if every > 1 else set(range(n))
+                clean, bad, locks, wrong = [], [], [], 0
+                for r in range(matrix_repeats):
+                    for rows, into in ((set(), clean), (bad_rows, bad)):
+                        skip = len(run.durations_ms())
+                        watch = LockWatch(srv) if rows else None
+                        try:
+                            _, results = run.run([batch(f"{when[0]}{every}{r}{'b' if rows else 'c'}",
+                                                        rows)])
+                        finally:
+                            if watch:
+                                locks.append(watch.stop())
+                        ok = results[0].kind == "response" and \
+                            len(results[0].json()["batchItemFailures"]) == len(rows)
+                        wrong += not ok
+                        into.append(run.durations_ms()[skip:][0])
+                key = f"{when}_{share}"
+                out["kinds"][key] = {
+                    "clean_ms": statistics.median(clean), "refused_ms": statistics.median(bad),
+                    "refused_rows": len(bad_rows), "peak_xid_locks": max(locks),
+                    "wrong_answers": wrong}
+                out["kinds"][key]["ratio"] = out["kinds"][key]["refused_ms"] / \
+                    out["kinds"][key]["clean_ms"]
+                note(f"{when} {share}: clean {out['kinds'][key]['clean_ms']:.0f} ms, refused "
+                     f"{out['kinds'][key]['refused_ms']:.0f} ms, ratio "
+                     f"{out['kinds'][key]['ratio']:.2f}, peak {max(locks)} xid locks"
+                     + (f", {wrong} WRONG ANSWERS" if wrong else ""))
+            superuser_psql(srv, "DROP TRIGGER IF EXISTS bench_refuse_kind ON user_logins;"
+                                "ALTER TABLE user_logins DROP CONSTRAINT IF EXISTS bench_refuse_kind;")
     finally:
         run.close()
     srv.reset()
     return out
+
+
+class LockWatch:
+    """The most transaction-id locks the function's backend held at once (one for its
+    transaction, one per subtransaction that wrote), sampled while it runs."""
+
+    def __init__(self, srv):
+        import threading
+        self.srv, self.peak, self._stop = srv, 0, False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        sql = ("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+               "WHERE a.application_name = 'login-etl' AND l.locktype = 'transactionid';")
+        while not self._stop:
+            try:
+                self.peak = max(self.peak, int(superuser_psql(srv=self.srv, script=sql).strip()))
+            except (RuntimeError, ValueError):
+                pass
+
+    def stop(self):
+        self._stop = True
+        self._thread.join()
+        return self.peak
 
 
 # --- 5b. the id set ------------------------------------------------------------------------
@@ -823,8 +947,11 @@ def report(f):
                 f"growth {m['after_n_small']['VmRSS'] - m['after_10_small']['VmRSS']:+.2f} MiB RSS"]]
               + [[f"{m[k]['records']:,} tiny {what} records ({m[k]['bytes']:,} bytes), "
                   "another process", f"{m[k]['VmHWM']:.1f}", f"{m[k]['VmRSS']:.1f}",
-                  ("met" if m[k]["VmHWM"] <= 48 else "NOT met") if k == "tiny_rejected" else ""]
-                 for k, what in (("tiny_rejected", "rejected"), ("tiny_valid", "valid")) if k in m],
+                  "met" if m[k]["VmHWM"] <= 48 else "NOT met"]
+                 for k, what in (("tiny_rejected", "rejected"), ("tiny_valid", "valid"),
+                                 ("tiny_replayed", "valid delivered again (all duplicates)"),
+                                 ("tiny_refused", "valid, all refused by a BEFORE trigger"))
+                 if k in m],
               ["when", "VmHWM", "VmRSS", "note"])
 
     rf = f.get("refused")
@@ -842,6 +969,23 @@ def report(f):
             rows.append([label, f"{x['clean_ms']:.0f}", f"{x['refused_ms']:.0f}",
                          f"{x['ratio']:.2f}", goal])
         table(rows, ["how the rows are found", "clean ms", "refused ms", "ratio", "goal < 2"])
+        if rf.get("kinds"):
+            say(f"\n    By trigger kind and share refused ({rf['rows']:,} rows; handler time against "
+                "the clean batch, median of 3; peak transaction-id locks of the function's "
+                "backend, goal <= 66)")
+            rows = []
+            for when in REFUSED_KINDS:
+                for share, _ in REFUSED_SHARES:
+                    x = rf["kinds"].get(f"{when}_{share}")
+                    if not x:
+                        continue
+                    rows.append([when, f"{x['refused_rows']:,}", f"{x['clean_ms']:.0f}",
+                                 f"{x['refused_ms']:.0f}", f"{x['ratio']:.2f}",
+                                 str(x["peak_xid_locks"]),
+                                 "" if not x["wrong_answers"] else
+                                 f"{x['wrong_answers']} wrong answers"])
+            table(rows, ["trigger", "refused", "clean ms", "refused ms", "ratio", "xid locks",
+                         "note"])
 
     i = f.get("idset")
     if i:
@@ -1123,6 +1267,8 @@ def main():
     ap.add_argument("--throughput", action="store_true", help="only end to end and the floors "
                     "at fsync=off (1-2), then the stages (4) unless --stage-repeats 0: a quick "
                     "loop for work on the handler's speed")
+    ap.add_argument("--refused", action="store_true", help="only the refused rows (5c) and "
+                    "memory (5) figures: a quick loop for work on isolation and memory")
     ap.add_argument("--fleet-records", type=int, default=80000)
     ap.add_argument("--fleet-repeats", type=int, default=3)
     ap.add_argument("--history-preload", type=int, default=5_000_000)
@@ -1175,10 +1321,20 @@ def main():
         say(f"generating {args.records:,} records ...")
         msgs, events, ten_k, figures["data"] = make_data(args.records, args.seed)
         note(f"{len(events)} events in {figures['data']['generate_s']:.1f} s")
-        figures["throughput_off"], srv = throughput(tmp, events, figures["data"], False,
-                                                    args.repeats, 0, not args.throughput)
-        figures["machine"] = (f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL "
-                              f"{figures['throughput_off']['server_version']} on loopback")
+        if args.refused:
+            srv = pg.Server()
+            figures["machine"] = f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL on loopback"
+            say("\n[refused] refused rows in an 8,000-row batch")
+            figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
+            say("\n[memory] 6 MB events, then small invocations")
+            figures["memory"] = memory(tmp, srv, events, msgs, args.small)
+            args.throughput, args.stage_repeats = True, 0  # nothing else
+        else:
+            figures["throughput_off"], srv = throughput(tmp, events, figures["data"], False,
+                                                        args.repeats, 0, not args.throughput)
+        if "throughput_off" in figures:
+            figures["machine"] = (f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL "
+                                  f"{figures['throughput_off']['server_version']} on loopback")
         if args.throughput and args.profile:
             say("\n[profile] perf record during one end-to-end pass")
             figures["profile"] = profile(tmp, srv, events)
@@ -1217,7 +1373,8 @@ def main():
     figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["bench_seconds"] = time.monotonic() - t_start
     figures["seed"] = args.seed
-    last = OUT / ("throughput.json" if args.throughput else "last.json")
+    last = OUT / ("refused.json" if args.refused else
+                  "throughput.json" if args.throughput else "last.json")
     for path in filter(None, (last, args.json)):
         with open(path, "w") as f:
             json.dump(figures, f, indent=1)
@@ -1225,8 +1382,8 @@ def main():
     say(f"figures written to {args.json or last} "
         f"(tests/bench/bench.py --report FILE prints them again)")
     # Only a full run with the default data and the shipped build speaks for the project.
-    standard = not (args.quick or args.throughput or args.bootstrap or args.stages
-                    or args.no_fsync_on) and (args.records, args.seed) == (100000, 1)
+    standard = not (args.quick or args.throughput or args.refused or args.bootstrap
+                    or args.stages or args.no_fsync_on) and (args.records, args.seed) == (100000, 1)
     target = args.readme or (str(README) if standard and not args.no_readme else None)
     if target:
         write_readme_table(figures, target)

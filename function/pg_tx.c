@@ -219,7 +219,7 @@ static rc_t step_commit(struct pg_sink *s, enum tx_step *next)
         return RC_DB;
     }
     /* Once a verdict is in, a failure to read the rest changes nothing. */
-    rc = pg_drain(s, take_commit, &c, NULL);
+    rc = pg_drain(s, IO_BLOCK, take_commit, &c, NULL, NULL);
     if (rc && c.failed < 0 && c.seen < 2) {
         pg_fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : "commit");
         return rc;

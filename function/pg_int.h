@@ -404,7 +404,7 @@ int pg_next_part(struct pg_sink *s);
 rc_t pg_after_refusal(struct pg_sink *s, enum tx_step *next);
 rc_t pg_back_to_batch(struct pg_sink *s, enum tx_step *next);
 rc_t pg_unattributed(struct pg_sink *s, enum tx_step *next);
-rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, int *whole);
+rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, enum tried *tried);
 rc_t pg_isolate_rows(struct pg_sink *s);
 
 /* --- pg_tx.c: one transaction --- */

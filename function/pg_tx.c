@@ -375,7 +375,7 @@ rc_t pg_isolate_by_transactions(struct pg_sink *s)
 {
     struct isolation iso = {try_in_transaction, KEY_NOT_IN_LEDGER, 0};
     struct range all = {0, s->n, RANGE_BAD};
-    int whole;
+    enum tried tried;
 
-    return pg_isolate_range(s, &iso, all, &whole);
+    return pg_isolate_range(s, &iso, all, &tried);
 }

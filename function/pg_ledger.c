@@ -303,7 +303,7 @@ static rc_t lookup_chunk(struct pg_sink *s, const char *sql, enum keys keys, con
     }
     if ((rc = send_keys(s, sql, c, keys, "duplicates")) != RC_OK)
         return rc;
-    rc = pg_drain(s, take_found, &f, "duplicates");
+    rc = pg_drain(s, IO_BLOCK, take_found, &f, "duplicates", NULL);
     *found += f.count;
     return rc ? rc : f.rc;
 }
@@ -425,7 +425,7 @@ rc_t pg_unledger(struct pg_sink *s)
         if (keys_in(s, &c) == 0)
             continue;
         if ((rc = send_keys(s, UNLEDGER_SQL, &c, KEYS_LEDGER, "unledger")) == RC_OK)
-            rc = pg_drain(s, take_unledger, &answer, "unledger");
+            rc = pg_drain(s, IO_BLOCK, take_unledger, &answer, "unledger", NULL);
     }
     return rc ? rc : answer;
 }

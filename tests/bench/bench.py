@@ -1423,7 +1423,8 @@ def main():
             figures["stages"] = stages(tmp, srv, ten_k, args.stage_repeats)
         if not args.throughput:
             say("\n[refused] one refused row in an 8,000-row batch")
-            figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
+            figures["refused"] = refused(tmp, srv, max(args.repeats, 3),
+                                         matrix_repeats=1 if args.quick else 3)
             say("\n[memory] 6 MB events, then small invocations")
             figures["memory"] = memory(tmp, srv, events, msgs, args.small)
             say("\n[id set] plain and colliding message ids")

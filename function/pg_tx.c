@@ -131,8 +131,8 @@ static rc_t step_copy(struct pg_sink *s, enum tx_step *next)
 
 /* TX_ISOLATE: deferred constraints made immediate, the rows written part by
  * part behind savepoints (pg_isolate_rows); then TX_EARLIER.  A row that
- * SET CONSTRAINTS itself refuses cannot be found this way:
- * TX_UNATTRIBUTED.  Returns RC_OK or the failure. */
+ * SET CONSTRAINTS itself refuses cannot be found this way, nor can a row
+ * the server's lock memory cannot take (53200): TX_UNATTRIBUTED.  Returns RC_OK or the failure. */
 static rc_t step_isolate(struct pg_sink *s, enum tx_step *next)
 {
     rc_t rc = pg_run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL);
@@ -141,6 +141,11 @@ static rc_t step_isolate(struct pg_sink *s, enum tx_step *next)
         return pg_unattributed(s, next);
     if (rc == RC_OK && (rc = pg_isolate_rows(s)) == RC_OK)
         *next = pg_final_part(s) ? TX_COPY : TX_EARLIER;
+    /* A row that alone is more than the server's lock memory can take in
+     * this transaction (the locks of the parts before it stay until the
+     * end): parts in transactions of their own hold fewer. */
+    if (rc == RC_DB && strcmp(s->sqlstate, "53200") == 0)
+        return pg_unattributed(s, next);
     return rc;
 }
 

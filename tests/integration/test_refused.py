@@ -532,3 +532,55 @@ def test_a_6_mb_event_replayed_or_refused_stays_within_the_memory_goal():
 
 
 test_a_6_mb_event_replayed_or_refused_stays_within_the_memory_goal.time_limit = 600
+
+
+def test_a_batch_more_than_the_lock_table_holds_in_one_transaction_is_written_in_parts():
+    """user_logins partitioned by day into 300 partitions on a server whose lock table is
+    small (max_locks_per_transaction = 10): a batch of 1,200 logins over those 300 days
+    needs a lock on every partition, more than one transaction may hold, and its rows COPY
+    fails for lock memory (SQLSTATE 53200).  That is no refused row: the batch is cut into
+    parts, in transactions of their own at need, and every record is written, none listed
+    or logged database_rejected."""
+    import atexit
+    from rig import proc, runtime_api
+    days, n = 800, 1600
+    srv = pg.Server(conf=["max_locks_per_transaction = 10", "max_connections = 5",
+                          "max_wal_senders = 0", "wal_level = minimal",
+                          "max_worker_processes = 2", "autovacuum_max_workers = 1"])
+    atexit.register(srv.destroy)
+    srv.psql("CREATE TABLE user_logins (user_id varchar(128), device_type varchar(32), "
+             "masked_ip varchar(256), masked_device_id varchar(256), locale varchar(32), "
+             "app_version integer, create_date date) PARTITION BY RANGE (create_date)")
+    for first in range(0, days, 20):  # a few partitions a transaction: the locks are few
+        srv.psql("; ".join(
+            f"CREATE TABLE user_logins_d{d} PARTITION OF user_logins FOR VALUES FROM "
+            f"('2024-01-01'::date + {d}) TO ('2024-01-01'::date + {d + 1})"
+            for d in range(first, first + 20)))
+    day0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+    msgs = [dict(_msg(f"p{i}", f"user-{i}"), sentTimestamp=day0 + (i * days // n) * 86_400_000
+                 + 3_600_000) for i in range(n)]
+    emu = runtime_api.Emulator()
+    boot = proc.Bootstrap(emu.address, db=srv)
+    try:
+        for delivery in (1, 2):
+            rid = emu.enqueue(event_bytes(make_event(msgs, receive_count=delivery)),
+                              deadline_ms=int(time.time() * 1000) + 120_000)
+            res = emu.wait_result(rid, timeout=150)
+            assert res.kind == "response", res.body[:300]
+            assert res.failures() == set(), len(res.failures())
+        # Counted 100 days at a time: all the partitions at once are more than the server's
+        # lock table holds in one transaction.
+        assert sum(int(srv.scalar(
+            f"SELECT count(*) FROM user_logins WHERE create_date >= '2024-01-01'::date + {d} "
+            f"AND create_date < '2024-01-01'::date + {d + 100}")) for d in range(0, days, 100)) == n
+        assert srv.scalar("SELECT count(DISTINCT message_id) FROM login_etl_ledger_v3 "
+                          "WHERE slot < 18") == str(n)
+        reasons = [l.get("reason", "") for l in boot.logs() if isinstance(l, dict)]
+        assert any("53200" in r for r in reasons), "the lock table was never short"
+        assert not [l for l in boot.logs() if isinstance(l, dict)
+                    and l.get("message") in ("record rejected", "database refused a row")]
+        m = boot.metrics()
+        assert [(x["RecordsWritten"], x["RecordsDuplicate"]) for x in m] == [(n, 0), (0, n)], m
+    finally:
+        boot.stop()
+        emu.close()

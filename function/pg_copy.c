@@ -81,6 +81,8 @@ static rc_t start_op(struct pg_sink *s)
     if (s->tx.op == OP_LEDGER) {
         if (!s->conn && (rc = pg_open(s)) != RC_OK)
             return rc;
+        if (clock_mono_ms() >= s->earlier_due && (rc = pg_find_earlier(s)) != RC_OK)
+            return rc; /* a warm process looks at the earlier ledgers again */
         /* The server enforces the give-up time too, so a statement that waits
          * on a lock ends there even if this process is frozen meanwhile, and
          * a transaction left idle between statements (a process frozen or

@@ -287,11 +287,13 @@ struct pg_sink {
     int64_t give_up_at;
 
     /* What the database is like, learnt once per process. */
-    int schema_ready; /* the tables were checked on this process's behalf (pg_schema.c) */
-    unsigned earlier; /* bit k: the earlier ledger layout k is consulted (pg_ledger.c) */
-    int no_delete;    /* the user may not DELETE from the ledger: keys go out only once
-                         their row is known (pg_copy.c), and refused rows are left out by
-                         writing the batch again (pg_tx.c) */
+    int schema_ready;    /* the tables were checked on this process's behalf (pg_schema.c) */
+    unsigned earlier;    /* bit k: the earlier ledger layout k is consulted (pg_ledger.c) */
+    int64_t earlier_due; /* clock_mono_ms: the earlier layouts are looked at again; 0 before
+                            the first look (pg_find_earlier) */
+    int no_delete;       /* the user may not DELETE from the ledger: keys go out only once
+                            their row is known (pg_copy.c), and refused rows are left out by
+                            writing the batch again (pg_tx.c) */
 
     /* Why the current attempt failed (pg_fail). */
     char why[ERR_LEN]; /* the reason: SQLSTATE, table, constraint; never the server's text */

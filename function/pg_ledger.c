@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clock.h"
+
 #define TEXT_OID 25
 #define TEXT_ARRAY_OID 1009
 #define INT2_OID 21
@@ -63,8 +65,9 @@
  * SLOT_NONE whose message_id is a reserved version-0 UUID that no message
  * can have (pg_ledger_key never yields version 0), which retention never
  * deletes.  A dropped earlier table (42P01) stops being consulted. */
-#define EARLIER_V1 "login_etl_ledger"    /* message_id alone */
-#define EARLIER_V2 "login_etl_ledger_v2" /* (sent_at, message_id text) */
+#define EARLIER_V1 "login_etl_ledger"       /* message_id alone */
+#define EARLIER_RECHECK_MS (15 * 60 * 1000) /* a warm process looks again this often */
+#define EARLIER_V2 "login_etl_ledger_v2"    /* (sent_at, message_id text) */
 #define EARLIER_MARK_SQL(table, holding, marker)                                                   \
     "INSERT INTO " LEDGER " (slot, sent_at, message_id) SELECT " SLOT_NONE_SQL                     \
     ", '-infinity', '" marker "' "                                                                 \
@@ -365,8 +368,12 @@ rc_t pg_consult_earlier(struct pg_sink *s, int *stale)
     return rc;
 }
 
-/* Finds which earlier ledger layouts must be consulted (s->earlier), on the
- * first connection of the process: a layout whose table exists gets its
+/* Finds which earlier ledger layouts must be consulted (s->earlier), on each
+ * new connection and every EARLIER_RECHECK_MS (pg_open, pg_copy.c's
+ * start_op), so that a warm process that found a layout no longer mattered
+ * sees an earlier release run again (a rollback and then this release
+ * again, while the process lived) write there.  A layout whose table exists
+ * gets its
  * marker (the first time it is seen holding entries), and is consulted
  * until LEDGER_RETENTION has passed since then, or longer while it holds
  * entries committed since (EARLIER_ACTIVE_SQL).  Returns RC_OK, RC_TIMEOUT
@@ -374,9 +381,9 @@ rc_t pg_consult_earlier(struct pg_sink *s, int *stale)
 rc_t pg_find_earlier(struct pg_sink *s)
 {
     PGresult *res = NULL;
+    unsigned earlier = 0;
     rc_t rc;
 
-    s->earlier = 0;
     for (size_t k = 0; k < N_EARLIER; k++) {
         char sql[120];
         snprintf(sql, sizeof sql, "SELECT to_regclass('%s') IS NOT NULL", EARLIER[k].table);
@@ -391,12 +398,15 @@ rc_t pg_find_earlier(struct pg_sink *s)
             return rc;
         int active = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         PQclear(res);
-        s->earlier |= active ? 1u << k : 0;
-        log_at(s->lg, LOG_INFO,
-               active ? "the earlier ledger is consulted until its entries expire"
-                      : "the earlier ledger no longer matters and may be dropped",
-               LF_STR("table", EARLIER[k].table));
+        earlier |= active ? 1u << k : 0;
+        if (s->earlier_due == 0 || ((s->earlier ^ earlier) & (1u << k)))
+            log_at(s->lg, LOG_INFO,
+                   active ? "the earlier ledger is consulted until its entries expire"
+                          : "the earlier ledger no longer matters and may be dropped",
+                   LF_STR("table", EARLIER[k].table));
     }
+    s->earlier = earlier;
+    s->earlier_due = clock_mono_ms() + EARLIER_RECHECK_MS;
     return RC_OK;
 }
 

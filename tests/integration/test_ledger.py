@@ -584,3 +584,42 @@ def test_a_rollback_at_any_age_of_the_upgrade_writes_nothing_twice():
                 (age_days, len(got), len(book.expected_rows()))
             m = etl.boot.metrics()[-1]
             assert (m["RecordsWritten"], m["RecordsDuplicate"]) == (0, 25), (age_days, m)
+
+
+def test_a_warm_process_sees_a_rollback_write_the_earlier_ledger_again():
+    """A process finds the v2 ledger no longer matters (its marker and its entries older
+    than 15 days).  Then the earlier version runs again (a rollback) and commits messages
+    there, and this release comes back while that process is still warm: once it connects
+    again (its connection ended meanwhile, as a proxy's idle timeout ends it) it looks at
+    the earlier ledger again, and the messages redelivered to it are duplicates."""
+    now_ms = int(time.time() * 1000)
+    db = pg.server()
+    db.reset()
+    old = make_messages(20, seed=420, invalid_rate=0, start_ms=now_ms - 60 * DAY_MS)
+    _earlier_database(db, old, V2_DDL, ("login_etl_ledger_v2 (sent_at, message_id)", _v2_line))
+    book = exactly_once.Sent()
+    book.add(old)
+    first = make_messages(10, seed=421, invalid_rate=0, start_ms=now_ms - 3 * 3600_000)
+    with Etl(reset_db=False) as etl:  # the upgrade
+        assert etl.answer(event_bytes(make_event(first))) == set()
+    book.add(first)
+    db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '16 days' WHERE message_id "
+            f"= '{ledger.MARKER_V2}'; UPDATE login_etl_ledger_v2 SET committed_at = "
+            "committed_at - interval '16 days'")
+    with Etl(reset_db=False) as etl:
+        more = make_messages(5, seed=422, invalid_rate=0, start_ms=now_ms - 2 * 3600_000)
+        assert etl.answer(event_bytes(make_event(more))) == set()
+        book.add(more)
+        assert _logged(etl, "the earlier ledger no longer matters and may be dropped")
+        # The rollback: the earlier version commits messages sent an hour ago.
+        rolled = make_messages(15, seed=423, invalid_rate=0, start_ms=now_ms - 3600_000)
+        _earlier_version_commits(db, rolled)
+        book.add(rolled)
+        db.superuser("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'login-etl'")
+        assert etl.answer(event_bytes(make_event(rolled, receive_count=2))) == set()
+        got = sorted(etl.rows(), key=row_key)
+        assert got == book.expected_rows(), (len(got), len(book.expected_rows()))
+        m = etl.boot.metrics()[-1]
+        assert (m["RecordsWritten"], m["RecordsDuplicate"]) == (0, 15), m
+        assert _logged(etl, "the earlier ledger is consulted until its entries expire")

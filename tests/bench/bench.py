@@ -74,6 +74,7 @@ from events.generate import (  # noqa: E402
     event_bytes, fill_events, fit_event, make_event, make_messages)
 from rig import paths, pg, proc, runtime_api  # noqa: E402
 
+import cost  # noqa: E402  (tests/bench/cost.py)
 import fleet  # noqa: E402  (tests/bench/fleet.py)
 import rekey_bench  # noqa: E402  (tests/bench/rekey_bench.py)
 
@@ -729,13 +730,13 @@ def cost_inputs(tmp, batches):
                 (first,) = run.run([events[0]])[1]
                 cold = (first.time - t0) * 1000
                 size0 = os.path.getsize(run.out_path)
-                cpu0 = cpu_of(run.proc.pid)
+                cpu0, server0 = cpu_of(run.proc.pid), server_cpu(srv)
                 walls = []
                 for e in events[1:]:
                     t0 = time.monotonic()
                     res = run.emu.wait_result(run.emu.enqueue(e, timeout_s=900), timeout=600)
                     walls.append((res.time - t0) * 1000)
-                cpu1 = cpu_of(run.proc.pid)
+                cpu1, server1 = cpu_of(run.proc.pid), server_cpu(srv)
                 handler = run.durations_ms()[1:]
                 logged = os.path.getsize(run.out_path) - size0
             finally:
@@ -749,6 +750,8 @@ def cost_inputs(tmp, batches):
                 "invocation_median_ms": statistics.median(walls),
                 "handler_ms": statistics.median(handler),
                 "cpu_ms": (cpu1 - cpu0) * 1000 / batches, "first_invocation_ms": cold,
+                # Every postgres process, per 100,000 messages: what RDS's CPU bears.
+                "server_cpu_s_per_100k": (server1 - server0) * 1e5 / (batches * COST_BATCH),
                 "how": "cgroup CPU quota" if cgroup else "the whole CPU"}
             out["log_bytes_per_invocation"] = round(logged / batches)
             note(f"cost, {label}: {out['runs'][label]['invocation_ms']:.1f} ms billed per "
@@ -777,10 +780,10 @@ def cost_report(c):
         f"{k}={runs[k]['invocation_ms']:.1f}" for k in ["full"] + [str(m) for m in COST_MEMORIES])
         + f" ms per invocation; handler {full['handler_ms']:.1f} ms, bootstrap CPU "
         f"{full['cpu_ms']:.1f} ms, first invocation {full['first_invocation_ms']:.1f} ms; "
+        f"server CPU-s per 100,000 messages {full['server_cpu_s_per_100k']:.2f}; "
         f"log bytes per invocation {c['log_bytes_per_invocation']}")
     for m in COST_MEMORIES:
         say(f"  {m} MB: {runs[str(m)]['how']}")
-    import cost  # noqa: E402  (tests/bench/cost.py)
     ms = {m: runs[str(m)]["invocation_ms"] for m in COST_MEMORIES}
     say("")
     say(cost.table(ms, c["batch"], c["log_bytes_per_invocation"]))
@@ -1093,6 +1096,12 @@ def _summary_rows(f):
         h = f["history"]
         return f"{h['function_ledger_bytes'] / h['function_ledger_rows']:.0f}"
 
+    def cost_per_million():
+        c = f["cost"]
+        ms = {m: c["runs"][str(m)]["invocation_ms"] for m in cost.MEMORIES}
+        terms = cost.per_million(ms, c["batch"], c["log_bytes_per_invocation"])[(512, "x86_64")]
+        return f"${sum(terms.values()):.4f}"
+
     m, st, sz = f.get("memory"), f.get("startup"), f.get("sizes")
     return [
         ("1. end to end, fsync=off (release bootstrap + emulator)",
@@ -1141,6 +1150,13 @@ def _summary_rows(f):
          lambda: rekey_bench.both_summary(f["rekey"], "both"), ">= 0.8x"),
         ("9. the same with rekey --busy-share 100 (it never pauses)",
          lambda: rekey_bench.both_summary(f["rekey"], "unyielding"), ""),
+        ("10. ms billed per 1,000-message invocation, fsync=on: whole CPU / 128 / 256 / 512 MB",
+         lambda: " / ".join(f"{f['cost']['runs'][k]['invocation_ms']:.1f}"
+                            for k in ("full", "128", "256", "512")), ""),
+        ("10. server CPU-s per 100,000 messages in 1,000-message batches, fsync=on",
+         lambda: f"{f['cost']['runs']['full']['server_cpu_s_per_100k']:.2f}", ""),
+        ("10. dollars per million messages, 512 MB x86_64 (docs/cost.md)", cost_per_million,
+         ""),
     ]
 
 

@@ -99,9 +99,8 @@ void etl_free(struct etl *e)
 
 /* Frees what an outsized event left allocated (the record array, the id
  * set, the per-record arrays, the sink's rows), before the next event, so
- * that its peak does not stack on the last one's: 6 MB of tiny valid
- * records after 6 MB of tiny rejected ones peaked at 64 MiB without this.
- * Cannot fail. */
+ * that its peak does not stack on the last one's (measured:
+ * tests/bench/README.md).  Cannot fail. */
 static void trim(struct etl *e)
 {
     sqs_trim(&e->ev, TRIM_RECORDS);

@@ -263,6 +263,10 @@ static rc_t transform(struct etl *e, int64_t stop_at, size_t *rows)
                    LF_NUM("processed", i), LF_NUM("records", ev->n));
         }
         if (fifo_stopped || late) {
+            /* A repeat keeps ST_REPEAT: it takes the fate of the record it
+             * repeats, and its messageId is listed once, with that record. */
+            if (e->status[i] == ST_REPEAT)
+                continue;
             if (e->status[i] == ST_PENDING)
                 pg_batch_no_row(e->sink);
             e->status[i] = ST_NOT_DONE;

@@ -372,10 +372,14 @@ def test_a_deferred_trigger_on_the_ledger_refuses_its_record_alone():
 
 
 # An operator's second uniqueness rule on the ledger: one message id a day slot, whatever
-# its SentTimestamp.  As an index, and as triggers raising 23505 (unique_violation) for an
-# id the slot already holds under another SentTimestamp: BEFORE (the error names the
-# ledger COPY's line) and AFTER (it names none).
+# its SentTimestamp.  As an index, as a deferred unique constraint (checked at COMMIT), and
+# as triggers raising 23505 (unique_violation) for an id the slot already holds under
+# another SentTimestamp: BEFORE (the error names the ledger COPY's line) and AFTER (it
+# names none).
 SECOND_UNIQUE_INDEX = "CREATE UNIQUE INDEX one_id_a_slot ON login_etl_ledger_v3 (slot, message_id)"
+# The same checked at COMMIT: its error names no line, and comes after the rows are in.
+SECOND_UNIQUE_DEFERRED = ("ALTER TABLE login_etl_ledger_v3 ADD CONSTRAINT one_id_a_slot "
+                          "UNIQUE (slot, message_id) DEFERRABLE INITIALLY DEFERRED")
 _SAME_ID_OTHER_TIME = ("EXISTS (SELECT 1 FROM login_etl_ledger_v3 o WHERE o.slot = NEW.slot "
                        "AND o.message_id = NEW.message_id AND o.sent_at <> NEW.sent_at)")
 SECOND_UNIQUE_TRIGGERS = {
@@ -394,7 +398,9 @@ def test_a_second_unique_rule_on_the_ledger_refuses_only_the_records_it_names():
     new = [_msg(f"n{i}", f"user-n{i}") for i in range(40)]
     batch = new[:10] + again[:2] + new[10:30] + again[2:] + new[30:]
     refused = {m["messageId"] for m in again}
-    cases = [("index", SECOND_UNIQUE_INDEX, "DROP INDEX one_id_a_slot")] + [
+    cases = [("index", SECOND_UNIQUE_INDEX, "DROP INDEX one_id_a_slot"),
+             ("deferred constraint", SECOND_UNIQUE_DEFERRED,
+              "ALTER TABLE login_etl_ledger_v3 DROP CONSTRAINT one_id_a_slot")] + [
         (f"{when} trigger", sql, "DROP TRIGGER one_id_a_slot ON login_etl_ledger_v3")
         for when, sql in SECOND_UNIQUE_TRIGGERS.items()]
     for name, sql, undo in cases:

@@ -29,13 +29,15 @@
 #include "sqs.h"
 
 enum status {
-    ST_PENDING,   /* handed to the database, not yet committed */
-    ST_WRITTEN,   /* committed in this invocation */
-    ST_DUPLICATE, /* its messageId was committed by an earlier invocation */
-    ST_REPEAT,    /* its messageId appeared earlier in this batch: shares that record's fate */
-    ST_REJECTED,  /* broke a rule, or the database refused it: listed, so SQS redrives it to
-                   * the dead-letter queue */
-    ST_NOT_DONE   /* not committed (FIFO stop, deadline, write failure): listed, retried */
+    ST_PENDING,      /* handed to the database, not yet committed */
+    ST_WRITTEN,      /* committed in this invocation */
+    ST_DUPLICATE,    /* its messageId was committed by an earlier invocation */
+    ST_REPEAT,       /* its messageId appeared earlier in this batch: shares that record's fate */
+    ST_REJECTED,     /* broke a rule, or the database refused it: listed, so SQS redrives it to
+                      * the dead-letter queue */
+    ST_NOT_DONE,     /* not committed (FIFO stop, deadline, write failure): listed, retried */
+    ST_QUARANTINING, /* rejected, handed to the sink's quarantine (link: its entry) */
+    ST_QUARANTINED   /* rejected, and committed to login_etl_rejected: answered done */
 };
 
 struct etl {
@@ -51,23 +53,26 @@ struct etl {
                                     without keeping the password */
     struct sqs_event ev;         /* reused across invocations */
     struct login_parser lp;
-    struct idset seen; /* messageIds of this batch */
-    uint8_t *status;   /* per record: enum status */
-    uint32_t *link;    /* per record: its key (and row) in the sink, or the record it repeats
-                          (32 bits: an event holds far fewer records; 4 bytes a record
-                          count when 170,000 tiny ones fill 6 MB) */
-    uint8_t *outcome;  /* per key: enum pg_outcome, answer of pg_batch_commit */
-    size_t cap;        /* records the arrays hold */
-    size_t keys;       /* keys handed to the sink in this invocation */
-    int64_t start;     /* the invocation's start, epoch ms: the date of rows without
-                          SentTimestamp */
-    int cut;           /* FIFO: a record was rejected while parsing, so no later one
-                          gets a key */
+    struct idset seen;   /* messageIds of this batch */
+    uint8_t *status;     /* per record: enum status */
+    uint32_t *link;      /* per record: its key (and row) in the sink, or the record it repeats
+                            (32 bits: an event holds far fewer records; 4 bytes a record
+                            count when 170,000 tiny ones fill 6 MB) */
+    uint8_t *outcome;    /* per key: enum pg_outcome, answer of pg_batch_commit */
+    uint32_t *record;    /* per key: its record (the body of a refused row, quarantined) */
+    size_t quarantining; /* records handed to the sink's quarantine in this invocation */
+    size_t cap;          /* records the arrays hold */
+    size_t keys;         /* keys handed to the sink in this invocation */
+    int64_t start;       /* the invocation's start, epoch ms: the date of rows without
+                            SentTimestamp */
+    int cut;             /* FIFO: a record was rejected while parsing, so no later one
+                            gets a key */
 };
 
 /* Counters of one invocation, for the log and the metrics line. */
 struct tally {
     size_t received, written, duplicate, rejected, failed;
+    size_t quarantined; /* of the rejected, those kept in login_etl_rejected (answered done) */
     size_t reasons[LOGIN__COUNT];
 };
 
@@ -89,6 +94,45 @@ static void log_keys(const struct etl *e)
                "MASKING_KEY_ID names another key than the keyset document's current one, "
                "which masks",
                LF_STR("MASKING_KEY_ID", e->cfg.masking_key_id_env), LF_STR("current", current));
+}
+
+/* The masked body of record r, appended to out, for the quarantine.
+ * Returns RC_OK, RC_NOMEM, RC_TOOBIG or RC_CRYPTO. */
+static rc_t refused_body_of(struct etl *e, const struct sqs_record *r, struct buf *out)
+{
+    return mask_value_long(keyset_current(e->masking), r->body ? r->body : "",
+                           r->body ? r->body_len : 0, out);
+}
+
+/* pg_body_fn: the masked body of the record of key `key` (a row the
+ * database refused). */
+static rc_t refused_body(void *ctx, size_t key, struct buf *out)
+{
+    struct etl *e = ctx;
+    return refused_body_of(e, &e->ev.records[e->record[key]], out);
+}
+
+/* Hands rejected record i to the sink's quarantine, its body masked whole
+ * (nothing of it is stored in the clear).  Returns RC_OK, or RC_NOMEM /
+ * RC_CRYPTO / RC_TOOBIG (the batch fails). */
+static rc_t quarantine(struct etl *e, size_t i, enum login_reason why)
+{
+    const struct sqs_record *r = &e->ev.records[i];
+    struct buf masked;
+    size_t index = 0;
+
+    buf_init(&masked, SIZE_MAX / 4);
+    rc_t rc = refused_body_of(e, r, &masked);
+    if (rc == RC_OK)
+        rc = pg_batch_quarantine(e->sink, r->message_id, r->message_id_len, r->sent_ms,
+                                 login_reason_code(why), masked.data, masked.len, &index);
+    buf_free(&masked);
+    if (rc == RC_OK) {
+        e->status[i] = ST_QUARANTINING;
+        e->link[i] = (uint32_t)index;
+        e->quarantining++;
+    }
+    return rc;
 }
 
 struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
@@ -130,6 +174,8 @@ struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
         snprintf(err, ERR_LEN, "out of memory");
         goto fail;
     }
+    if (e->cfg.rejected == REJECTED_QUARANTINE)
+        pg_sink_quarantine(e->sink, refused_body, e);
     if (e->cfg.db_auth_iam) {
         e->iam = rds_iam_new(e->cfg.database_url, e->cfg.iam_renew_s, &rc, err);
         if (!e->iam) {
@@ -156,6 +202,8 @@ static void free_records(struct etl *e)
     free(e->status);
     free(e->link);
     free(e->outcome);
+    free(e->record);
+    e->record = NULL;
     e->status = NULL;
     e->link = NULL;
     e->outcome = NULL;
@@ -321,6 +369,7 @@ static rc_t reserve(struct etl *e, size_t n)
         {&e->status, sizeof *e->status},
         {&e->link, sizeof *e->link},
         {&e->outcome, sizeof *e->outcome},
+        {&e->record, sizeof *e->record},
     };
     return grow_arrays(arrays, sizeof arrays / sizeof *arrays, &e->cap, n, 1024);
 }
@@ -337,7 +386,7 @@ static int listed(const struct etl *e, size_t i)
     uint8_t st = e->status[i];
     if (st == ST_REPEAT)
         st = e->status[e->link[i]];
-    return st == ST_REJECTED || st == ST_NOT_DONE;
+    return st == ST_REJECTED || st == ST_NOT_DONE || st == ST_QUARANTINING;
 }
 
 /* Writes {"batchItemFailures":[...]}: each listed messageId once. */
@@ -371,15 +420,16 @@ static void write_metrics(const struct etl *e, const struct tally *t, int64_t du
                "{\"Name\":\"RecordsDuplicate\",\"Unit\":\"Count\"},"
                "{\"Name\":\"RecordsRejected\",\"Unit\":\"Count\"},"
                "{\"Name\":\"RecordsFailed\",\"Unit\":\"Count\"},"
+               "{\"Name\":\"RecordsQuarantined\",\"Unit\":\"Count\"},"
                "{\"Name\":\"Duration\",\"Unit\":\"Milliseconds\"},"
                "{\"Name\":\"ColdStart\",\"Unit\":\"Count\"}]}]},\"FunctionName\":",
                (long long)clock_epoch_ms());
     buf_append_json(&b, e->cfg.function_name, strlen(e->cfg.function_name));
     buf_printf(&b,
                ",\"RecordsReceived\":%zu,\"RecordsWritten\":%zu,\"RecordsDuplicate\":%zu,"
-               "\"RecordsRejected\":%zu,\"RecordsFailed\":%zu,\"Duration\":%lld,"
-               "\"ColdStart\":%d,\"requestId\":",
-               t->received, t->written, t->duplicate, t->rejected, t->failed,
+               "\"RecordsRejected\":%zu,\"RecordsFailed\":%zu,\"RecordsQuarantined\":%zu,"
+               "\"Duration\":%lld,\"ColdStart\":%d,\"requestId\":",
+               t->received, t->written, t->duplicate, t->rejected, t->failed, t->quarantined,
                (long long)duration_ms, inv->cold_start ? 1 : 0);
     buf_append_json(&b, inv->request_id, strlen(inv->request_id));
     buf_appends(&b, "}\n");
@@ -456,8 +506,9 @@ static rc_t on_record(void *ctx, const struct sqs_event *ev, size_t idx, char er
     if (why != LOGIN_OK) {
         e->status[idx] = ST_REJECTED;
         e->link[idx] = (uint32_t)why;
-        /* FIFO: nothing after a failure may be written, or order breaks. */
-        e->cut = ev->fifo;
+        /* FIFO: nothing after a failure may be written, or order breaks;
+         * a quarantined record is done, and its group goes on. */
+        e->cut = ev->fifo && e->cfg.rejected == REJECTED_RETRY;
         return RC_OK;
     }
     if ((rc = pg_batch_key(e->sink, r->message_id, r->message_id_len, r->sent_ms)) != RC_OK) {
@@ -465,6 +516,7 @@ static rc_t on_record(void *ctx, const struct sqs_event *ev, size_t idx, char er
         return rc;
     }
     e->status[idx] = ST_PENDING;
+    e->record[e->keys] = (uint32_t)idx;
     e->link[idx] = (uint32_t)e->keys++;
     return RC_OK;
 }
@@ -505,6 +557,12 @@ static rc_t transform(struct etl *e, int64_t stop_at, struct tally *t, size_t *r
             t->reasons[why]++;
             log_at(e->lg, LOG_WARN, "record rejected", LF_STR("messageId", r->message_id),
                    LF_STR("reason", login_reason_code(why)));
+            if (e->cfg.rejected == REJECTED_QUARANTINE) {
+                rc_t rc = quarantine(e, i, why);
+                if (rc)
+                    return rc;
+                continue;
+            }
             fifo_stopped = ev->fifo;
             continue;
         }
@@ -520,6 +578,11 @@ static rc_t transform(struct etl *e, int64_t stop_at, struct tally *t, size_t *r
             t->reasons[why]++;
             log_at(e->lg, LOG_WARN, "record rejected", LF_STR("messageId", r->message_id),
                    LF_STR("reason", login_reason_code(why)));
+            if (e->cfg.rejected == REJECTED_QUARANTINE) {
+                if ((rc = quarantine(e, i, why)) != RC_OK)
+                    return rc;
+                continue;
+            }
             /* FIFO: nothing after a failure may be written, or order breaks. */
             fifo_stopped = ev->fifo;
             continue;
@@ -544,9 +607,27 @@ static uint8_t record_status(const struct etl *e, size_t i, rc_t rc)
     case PG_DUPLICATE:
         return ST_DUPLICATE;
     case PG_REFUSED:
+    case PG_QUARANTINED:
         log_at(e->lg, LOG_WARN, "record rejected", LF_STR("messageId", e->ev.records[i].message_id),
                LF_STR("reason", "database_rejected"));
-        return ST_REJECTED;
+        return e->outcome[e->link[i]] == PG_QUARANTINED ? ST_QUARANTINED : ST_REJECTED;
+    default:
+        return ST_NOT_DONE;
+    }
+}
+
+/* The status of quarantined record i once the batch was written (rc: what
+ * pg_batch_commit returned): stored, committed before, or left for a
+ * retry. */
+static uint8_t quarantine_status(const struct etl *e, size_t i, rc_t rc)
+{
+    if (rc)
+        return ST_NOT_DONE;
+    switch (pg_batch_quarantined(e->sink, e->link[i])) {
+    case PG_QUARANTINED:
+        return ST_QUARANTINED;
+    case PG_DUPLICATE:
+        return ST_DUPLICATE;
     default:
         return ST_NOT_DONE;
     }
@@ -589,6 +670,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
      * (on_record); the ledger COPY ends when the event is. */
     pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
     e->keys = 0;
+    e->quarantining = 0;
     e->start = start;
     e->cut = 0;
     rc = sqs_parse_stream(&e->ev, inv->event, inv->event_len, on_record, e, err);
@@ -617,8 +699,8 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         return rc;
     }
     t.received = e->ev.n;
-    if (e->ev.fifo)
-        pg_batch_fifo(e->sink);
+    if (e->ev.fifo && e->cfg.rejected == REJECTED_RETRY)
+        pg_batch_fifo(e->sink); /* quarantined, a refused row holds nothing up */
     pg_batch_keys_done(e->sink);
     rc = transform(e, clock_mono_deadline(give_up_at - margin), &t, &rows);
     if (rc) {
@@ -628,7 +710,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         log_at(e->lg, LOG_ERROR, "batch failed", LF_STR("error", rc_strerror(rc)));
         return rc;
     }
-    if (rows) {
+    if (rows || e->quarantining) {
         rc = pg_batch_commit(e->sink, e->outcome, err);
         if (rc == RC_DB && e->cfg.db_secret_id && pg_sink_auth_refused(e->sink))
             rc = commit_with_fresh_secret(e, give_up_at, err);
@@ -650,15 +732,18 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
         uint8_t *st = &e->status[i];
         if (*st == ST_PENDING)
             *st = record_status(e, i, rc);
+        else if (*st == ST_QUARANTINING)
+            *st = quarantine_status(e, i, rc);
         /* Every record is counted once, by its fate; a repeat shares the fate
          * of the record it repeats (which comes first, so is settled), except
          * that a repeat of a written record wrote nothing: a duplicate. */
         uint8_t fate = *st == ST_REPEAT ? e->status[e->link[i]] : *st;
-        if (*st == ST_REPEAT && fate == ST_WRITTEN)
+        if (*st == ST_REPEAT && (fate == ST_WRITTEN || fate == ST_QUARANTINED))
             fate = ST_DUPLICATE;
         t.written += fate == ST_WRITTEN;
         t.duplicate += fate == ST_DUPLICATE;
-        t.rejected += fate == ST_REJECTED;
+        t.rejected += fate == ST_REJECTED || fate == ST_QUARANTINED;
+        t.quarantined += fate == ST_QUARANTINED;
         t.failed += fate == ST_NOT_DONE;
     }
     if (write_answer(e, answer) != RC_OK) {
@@ -670,8 +755,9 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     int64_t duration = clock_mono_ms() - started;
     log_at(e->lg, LOG_INFO, "batch done", LF_NUM("received", t.received),
            LF_NUM("written", t.written), LF_NUM("duplicate", t.duplicate),
-           LF_NUM("rejected", t.rejected), LF_NUM("failed", t.failed),
-           LF_NUM("attempts", ps.attempts), LF_NUM("durationMs", duration));
+           LF_NUM("rejected", t.rejected), LF_NUM("quarantined", t.quarantined),
+           LF_NUM("failed", t.failed), LF_NUM("attempts", ps.attempts),
+           LF_NUM("durationMs", duration));
     write_metrics(e, &t, duration, inv);
     return RC_OK;
 }

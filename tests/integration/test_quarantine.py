@@ -1,0 +1,137 @@
+"""Quarantine, the default (REJECTED_RECORDS unset): a record the function will never
+accept (any rejection reason, and a row the database refuses) is stored in
+login_etl_rejected by the batch's own transaction, its whole body masked (the oracle and
+`bootstrap unmask` recover it), and answered done, so SQS deletes it; a replay adds
+nothing; a FIFO group goes on past it; RecordsQuarantined counts each message once.
+REJECTED_RECORDS=retry keeps listing them."""
+import json
+import subprocess
+
+from events.generate import event_bytes, make_event
+from rig import keys, paths, proc
+from rig.harness import Etl
+from rig.messages import msg
+
+QUARANTINE = {"REJECTED_RECORDS": None}  # the function's default
+KEYRING = [keys.OLD]
+
+
+def _valid(mid, user="user-1", **fields):
+    body = {"user_id": user, "device_type": "ios", "ip": "192.0.2.7", "device_id": "d-1",
+            "locale": "en_US", "app_version": "3.1.4"}
+    body.update(fields)
+    return msg(mid, body)
+
+
+# One record per kind of rejection, with its reason code.
+REJECTED = [
+    (msg("bad-ip", {"user_id": "u-ip", "ip": "999.1.1.1"}), "ip_invalid"),
+    (msg("not-json", "this is {not json"), "body_not_json"),
+    (msg("no-user", {"ip": "192.0.2.8"}), "user_id_missing"),
+    (msg("not-object", [1, 2, 3]), "body_not_object"),
+]
+
+
+def _quarantine(etl):
+    return {r["message_id"]: r for r in etl.db.query(
+        "SELECT message_id, reason, masked_body AS body, sent_at::text AS sent_at, received_at::text AS "
+        "received_at FROM login_etl_rejected")}
+
+
+def _last_metrics(etl):
+    return etl.boot.metrics()[-1]
+
+
+def test_rejected_records_are_quarantined_masked_and_answered_done():
+    good = [_valid(f"ok-{i}", user=f"user-{i}") for i in range(3)]
+    bad = [m for m, _ in REJECTED]
+    event = event_bytes(make_event(good[:1] + bad[:2] + good[1:] + bad[2:]))
+    with Etl(env=QUARANTINE) as etl:
+        assert etl.answer(event) == set()
+        assert sorted(r["user_id"] for r in etl.rows()) == ["user-0", "user-1", "user-2"]
+        stored = _quarantine(etl)
+        assert set(stored) == {m["messageId"] for m in bad}
+        for m, reason in REJECTED:
+            row = stored[m["messageId"]]
+            assert row["reason"] == reason
+            assert row["sent_at"] is not None and row["received_at"] is not None
+            # Nothing raw: the body is the masked form, recovered with the key alone.
+            assert m["body"] not in row["body"]
+            assert row["body"].startswith(keys.OLD.id + ":")
+            assert keys.unmask(KEYRING, row["body"]) == m["body"]
+            assert row["body"] == keys.mask(keys.OLD, m["body"])
+        # The ledger holds every message: a replay writes and stores nothing more.
+        assert etl.answer(event) == set()
+        assert etl.count() == 3 and len(_quarantine(etl)) == len(bad)
+        first, replay = etl.boot.metrics()[-2:]
+        assert (first["RecordsReceived"], first["RecordsWritten"], first["RecordsRejected"],
+                first["RecordsQuarantined"], first["RecordsFailed"]) == (7, 3, 4, 4, 0)
+        assert (replay["RecordsDuplicate"], replay["RecordsQuarantined"],
+                replay["RecordsRejected"]) == (7, 0, 0)
+        for m in (first, replay):
+            assert m["RecordsReceived"] == (m["RecordsWritten"] + m["RecordsDuplicate"]
+                                            + m["RecordsRejected"] + m["RecordsFailed"])
+        out = etl.boot.output()
+    for m, _ in REJECTED:
+        assert m["body"] not in out
+
+
+def test_bootstrap_unmask_recovers_a_quarantined_body():
+    big = {"user_id": "u", "ip": "not-an-ip", "note": "x" * 3000}
+    with Etl(env=QUARANTINE) as etl:
+        assert etl.answer(event_bytes(make_event([msg("big", big)]))) == set()
+        (row,) = _quarantine(etl).values()
+    r = subprocess.run([str(paths.ASAN), "unmask", "-"], input=row["body"] + "\n",
+                       capture_output=True, text=True,
+                       env={"MASKING_KEY": proc.MASKING_KEY, "MASKING_KEY_ID": proc.MASKING_KEY_ID,
+                            "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == big
+
+
+def test_a_batch_of_rejected_records_only_is_quarantined_once():
+    event = event_bytes(make_event([m for m, _ in REJECTED]))
+    with Etl(env=QUARANTINE) as etl:
+        assert etl.answer(event) == set()
+        assert etl.answer(event) == set()
+        assert len(_quarantine(etl)) == len(REJECTED) and etl.count() == 0
+        assert [m["RecordsQuarantined"] for m in etl.boot.metrics()] == [4, 0]
+
+
+def test_a_row_the_database_refuses_is_quarantined_and_a_replay_adds_nothing():
+    msgs = [_valid("a"), _valid("b", user="refuse-me"), _valid("c", user="user-3")]
+    event = event_bytes(make_event(msgs))
+    with Etl(env=QUARANTINE) as etl:
+        assert etl.answer(event_bytes(make_event([_valid("warm")]))) == set()
+        etl.db.superuser("ALTER TABLE user_logins ADD CONSTRAINT no_refuse "
+                         "CHECK (user_id NOT LIKE 'refuse-%')")
+        assert etl.answer(event) == set()
+        stored = _quarantine(etl)
+        assert list(stored) == ["b"] and stored["b"]["reason"] == "database_rejected"
+        assert keys.unmask(KEYRING, stored["b"]["body"]) == msgs[1]["body"]
+        assert etl.answer(event) == set()
+        assert len(_quarantine(etl)) == 1
+        assert sorted(r["user_id"] for r in etl.rows()) == ["user-1", "user-1", "user-3"]
+        m = etl.boot.metrics()[-2]
+        assert (m["RecordsWritten"], m["RecordsRejected"], m["RecordsQuarantined"]) == (2, 1, 1)
+        assert "refuse-me" not in etl.boot.output()
+
+
+def test_a_fifo_group_goes_on_past_a_quarantined_record():
+    msgs = [_valid("f1", user="u1"), REJECTED[0][0], _valid("f3", user="u3"),
+            _valid("f4", user="refuse-4"), _valid("f5", user="u5")]
+    with Etl(env=QUARANTINE) as etl:
+        assert etl.answer(event_bytes(make_event([_valid("warm")]))) == set()
+        etl.db.superuser("ALTER TABLE user_logins ADD CONSTRAINT no_refuse "
+                         "CHECK (user_id NOT LIKE 'refuse-%')")
+        assert etl.answer(event_bytes(make_event(msgs, fifo=True))) == set()
+        assert sorted(r["user_id"] for r in etl.rows()) == ["u1", "u3", "u5", "user-1"]
+        assert set(_quarantine(etl)) == {"bad-ip", "f4"}
+
+
+def test_retry_keeps_listing_rejected_records():
+    event = event_bytes(make_event([_valid("ok")] + [m for m, _ in REJECTED]))
+    with Etl(env={"REJECTED_RECORDS": "retry"}) as etl:
+        assert etl.answer(event) == {m["messageId"] for m, _ in REJECTED}
+        assert _quarantine(etl) == {}
+        assert _last_metrics(etl)["RecordsQuarantined"] == 0

@@ -53,6 +53,7 @@ struct etl {
                                     without keeping the password */
     struct sqs_event ev;         /* reused across invocations */
     struct login_parser lp;
+    struct drift drift;  /* this invocation's schema drift, counted while parsing */
     struct idset seen;   /* messageIds of this batch */
     uint8_t *status;     /* per record: enum status */
     uint32_t *link;      /* per record: its key (and row) in the sink, or the record it repeats
@@ -669,6 +670,8 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     /* Each record's key goes to the sink as soon as the record is parsed
      * (on_record); the ledger COPY ends when the event is. */
     pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
+    drift_reset(&e->drift);
+    e->lp.drift = &e->drift; /* each body counted once: while parsing, not in transform */
     e->keys = 0;
     e->quarantining = 0;
     e->start = start;
@@ -679,6 +682,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
          * event's.  Rare enough to start the batch again. */
         pg_batch_abort(e->sink);
         pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
+        drift_reset(&e->drift);
         e->keys = 0;
         e->cut = 0;
         if ((rc = idset_reset(&e->seen, e->ev.n)) != RC_OK)
@@ -686,6 +690,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
     }
     for (size_t i = e->ev.handed; rc == RC_OK && i < e->ev.n; i++)
         rc = on_record(e, &e->ev, i, err);
+    e->lp.drift = NULL;
     if (rc) {
         /* Keys already sent are rolled back: nothing of the event is written. */
         pg_batch_abort(e->sink);
@@ -759,5 +764,7 @@ rc_t etl_handle(void *ctx, const struct rt_invocation *inv, struct buf *answer,
            LF_NUM("failed", t.failed), LF_NUM("attempts", ps.attempts),
            LF_NUM("durationMs", duration));
     write_metrics(e, &t, duration, inv);
+    drift_report(&e->drift, e->lg, e->cfg.function_name, login_field_name, LOGIN_FIELDS,
+                 inv->request_id);
     return RC_OK;
 }

@@ -47,8 +47,8 @@
     "    reason              text NOT NULL,\n"                                                     \
     "    masked_body         text NOT NULL\n"                                                      \
     ");\n"                                                                                         \
-    "CREATE INDEX IF NOT EXISTS " REJECTED "_message_id ON " REJECTED " (message_id);\n"           \
-    "CREATE INDEX IF NOT EXISTS " REJECTED "_received_at ON " REJECTED " (received_at);\n"         \
+    "CREATE INDEX IF NOT EXISTS " REJECTED "_received_at ON " REJECTED                             \
+    " (received_at, message_id);\n"                                                                \
     "EXCEPTION WHEN insufficient_privilege THEN NULL;\n"                                           \
     "END;\n"                                                                                       \
     "END IF;\n"                                                                                    \

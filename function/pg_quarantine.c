@@ -314,7 +314,7 @@ rc_t pg_quarantine_send(struct pg_sink *s)
         rc = RC_DB;
         goto out;
     }
-    rc = pg_drain(s, take_stored, &st, "quarantine");
+    rc = pg_drain(s, IO_BLOCK, take_stored, &st, "quarantine", NULL);
     if (rc == RC_OK)
         rc = st.rc;
     for (size_t k = 0; rc == RC_OK && k < st.count; k++)

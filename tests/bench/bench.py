@@ -259,11 +259,11 @@ def make_data(n, seed):
 
 
 # --- 1. end to end -------------------------------------------------------------------------
-def end_to_end(tmp, srv, events, data, repeats, label):
+def end_to_end(tmp, srv, events, data, repeats, label, binary=None):
     runs = []
     for r in range(repeats):
         srv.reset()
-        run = Runner(tmp, srv, name=f"e2e-{label}-{r}")
+        run = Runner(tmp, srv, binary=binary, name=f"e2e-{label}-{r}")
         try:
             # Steady state, as between invocations in Lambda: the connection is
             # open and the tables exist (one record written, then removed).
@@ -1117,6 +1117,81 @@ def write_readme_table(f, path=README):
                           + TABLE_END + tail, encoding="utf-8")
 
 
+# --- a baseline: another commit's build, measured in the same run ---------------------------
+def build_baseline(ref):
+    """REF's release bootstrap, built from `git archive REF` in build/baseline/<commit>/
+    with this tree's static libraries (kept: the next run against REF reuses it).
+    Returns (commit, path)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    top = BUILD / "baseline" / commit[:12]
+    binary = top / "build" / "bootstrap"
+    if binary.exists():
+        return commit, binary
+    say(f"building the baseline {ref} ({commit[:12]}) in {top} ...")
+    shutil.rmtree(top, ignore_errors=True)
+    (top / "build").mkdir(parents=True)
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(top)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        sys.exit(f"bench: git archive {ref} failed")
+    (top / "VERSION").write_text(f"baseline-{commit[:12]}\n")  # no .git there: tools/version.sh
+    os.symlink(BUILD / "deps", top / "build" / "deps")
+    subprocess.run(["make", "-C", str(top), "--no-print-directory", f"-j{min(2, os.cpu_count())}",
+                    "build/bootstrap"], check=True, stdout=subprocess.DEVNULL)
+    return commit, binary
+
+
+# The end-to-end figures the comparison puts side by side: (key, what it is).
+COMPARED = [("seconds", "end to end, s"), ("handler_s", "handler time, s"),
+            ("bootstrap_cpu_s", "bootstrap CPU, s"), ("postgres_cpu_s", "server CPU, s")]
+
+
+def compare(args):
+    """--baseline REF: the end-to-end figure (1, fsync=off) of this build and of REF's,
+    run in turn on the same server and data (ABBA order), and their ratios."""
+    if not BOOTSTRAP.exists():
+        sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
+    commit, base = build_baseline(args.baseline)
+    t_start = time.monotonic()
+    figures["load_start"] = [round(x, 2) for x in os.getloadavg()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="login-etl-bench-")
+    runs = {"baseline": [], "this build": []}
+    srv = None
+    try:
+        say(f"generating {args.records:,} records ...")
+        msgs, events, ten_k, data = make_data(args.records, args.seed)
+        srv = pg.Server(fsync=False, async_commit=True)
+        for r in range(args.repeats):
+            order = [("baseline", base), ("this build", BOOTSTRAP)]
+            for label, binary in order if r % 2 == 0 else order[::-1]:
+                runs[label].append(end_to_end(tmp, srv, events, data, 1, f"{label}-{r}", binary))
+    finally:
+        if srv is not None:
+            srv.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {label: {k: statistics.median(x[k] for x in rs) for k, _ in COMPARED}
+           for label, rs in runs.items()}
+    figures.update(baseline={"ref": args.baseline, "commit": commit, "runs": runs,
+                             "medians": med, "records": args.records, "repeats": args.repeats},
+                   load_end=[round(x, 2) for x in os.getloadavg()],
+                   bench_seconds=time.monotonic() - t_start)
+    for path in filter(None, (OUT / "baseline.json", args.json)):
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=1)
+    say(f"\nthis build against {args.baseline} ({commit[:12]}): {args.records:,} records, "
+        f"medians of {args.repeats} runs each, taken in turn")
+    table([[what, f"{med['baseline'][k]:.3f}", f"{med['this build'][k]:.3f}",
+            f"{med['this build'][k] / med['baseline'][k]:.2f}" if med["baseline"][k] else "—"]
+           for k, what in COMPARED], ["figure", "baseline", "this build", "ratio"])
+    ok = all(x["ok"] for rs in runs.values() for x in rs)
+    say(f"every run wrote the expected rows: {'yes' if ok else 'NO (see the warnings)'}; load "
+        f"average at start {figures['load_start']}, at end {figures['load_end']}; figures "
+        f"written to {args.json or OUT / 'baseline.json'}")
+    return 0
+
+
 def fleet_only(args):
     """--fleet, --history and/or --rekey: those figures alone, to build/bench/fleet.json
     (rekey.json for --rekey alone)."""
@@ -1210,6 +1285,9 @@ def main():
                     "(5d), to build/bench/quarantine.json")
     ap.add_argument("--rekey", action="store_true", help="only the rekey figure (9), to "
                     "build/bench/rekey.json (make bench BENCH=rekey)")
+    ap.add_argument("--baseline", metavar="REF", help="only the end-to-end figure of this "
+                    "build against REF's (a commit, branch or tag; built into build/baseline/), "
+                    "run in turn, and their ratios")
     ap.add_argument("--rekey-rows", type=int, default=1_000_000)
     ap.add_argument("--rekey-records", type=int, default=100_000,
                     help="records a pass of the function loads during figure 9")
@@ -1235,6 +1313,8 @@ def main():
         args.fleet_records, args.fleet_repeats = 20000, 1
         args.history_preload, args.history_records, args.history_repeats = 500_000, 20000, 1
         args.rekey_rows, args.rekey_records = 100_000, 20000
+    if args.baseline:
+        return compare(args)
     if args.fleet or args.history or args.rekey:
         return fleet_only(args)
     if args.quarantine:

@@ -342,10 +342,25 @@ def test_every_command_runs_as_written_or_is_marked_as_needing_aws():
             out = _sql(b, deployed.MASTER, db).splitlines()
             assert sum(int(line.split("|")[1]) for line in out) == int(
                 db.scalar(f"SELECT count(*) FROM {ledger.LEDGER}")) > 0, out
+        elif b.lang == "sh" and first.startswith("# on the demo's rows (make demo)"):
+            # In a directory laid out like the repository after `make demo`.
+            with tempfile.TemporaryDirectory() as d:
+                os.makedirs(os.path.join(d, ".demo"))
+                os.makedirs(os.path.join(d, "build"))
+                with open(os.path.join(d, ".demo", "masking-key"), "w") as f:
+                    f.write(proc.MASKING_KEY + "\n")
+                os.symlink(paths.RELEASE, os.path.join(d, "build", "bootstrap"))
+                r = subprocess.run(["bash", "-euo", "pipefail", "-c", b.text], cwd=d,
+                                   capture_output=True, text=True, timeout=60)
+                assert r.returncode == 0, f"{b.where()} failed as written:\n{r.stderr}"
+                out = r.stdout.split()
+                assert out[0] == expect.mask("199.172.111.135", key_id="demo"), out
+                assert out[1:] == ["199.172.111.135", "203.0.113.42"], out
         elif b.lang == "sh" and first.startswith("# the new key, 128 hex characters"):
             with tempfile.TemporaryDirectory() as d:
                 r = subprocess.run(["bash", "-euo", "pipefail", "-c", b.text], cwd=d,
-                                   capture_output=True, text=True, timeout=60)
+                                   env=dict(os.environ, HOME=d), capture_output=True, text=True,
+                                   timeout=60)
                 assert r.returncode == 0, f"{b.where()} failed as written:\n{r.stderr}"
                 key = os.path.join(d, "new-key.hex")
                 assert re.fullmatch(r"[0-9a-f]{128}", open(key).read()), b.where()

@@ -16,7 +16,7 @@ import time
 
 from events.generate import event_bytes, make_event, make_messages
 from rig import expect, keys, ledger, paths, pg, proc
-from rig.harness import ROW_COLUMNS, Etl
+from rig.harness import ROW_COLUMNS, Etl, wait_for
 from rig.keys import NEW, NEWER, OLD
 
 ROTATED = keys.env(NEW, [OLD])  # after the rotation: NEW masks, OLD recovers the old rows
@@ -233,9 +233,16 @@ def test_rekey_killed_at_random_moments_then_finishes():
     total = sum(want.values())
     rnd = random.Random(7301)
     kills, mixed = 0, 0
+    def done_now():
+        return int(db.scalar("SELECT count(*) FROM user_logins WHERE masked_ip LIKE 'k2:%'"))
+
     for attempt in range(6):
-        p = start_rekey(db, "--batch", "300", "--max-rate", "6000")
-        time.sleep(rnd.uniform(0.3, 2.0))
+        before = done_now()
+        p = start_rekey(db, "--batch", "300", "--max-rate", "3000")
+        # Each interruption lands mid-run whatever the machine's load: once this run has
+        # committed something, after a random further moment.
+        wait_for(lambda: done_now() > before or p.poll() is not None, timeout=60)
+        time.sleep(rnd.uniform(0.0, 0.8))
         if attempt == 3:
             p.send_signal(signal.SIGTERM)
             assert p.wait(timeout=60) == 3

@@ -313,6 +313,10 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
         isolated = 1;
         rc = pg_isolate_by_transactions(s);
     }
+    /* Isolation by transactions may end without a transaction left to carry
+     * the quarantine (the last refused rows found alone): it goes alone. */
+    if (rc == RC_OK && pg_quarantine_pending(s))
+        rc = pg_quarantine_alone(s);
     for (size_t i = 0; i < s->n; i++) {
         enum pg_outcome o = outcome_of(s, i, rc, isolated);
         settled += o == PG_WRITTEN || o == PG_REFUSED || o == PG_QUARANTINED;

@@ -55,13 +55,22 @@
     "SELECT message_id, nullif(sent_at, '-infinity'), reason, body FROM k) "                       \
     "SELECT ord FROM k"
 
+/* The quarantine's statement runs behind a savepoint of its own, so that a
+ * refusal of its data (store_one_by_one) costs it alone. */
+#define QUARANTINE_SAVEPOINT_SQL "SAVEPOINT login_etl_quarantine"
+#define QUARANTINE_UNDO_SQL                                                                        \
+    "ROLLBACK TO SAVEPOINT login_etl_quarantine; RELEASE SAVEPOINT login_etl_quarantine"
+#define QUARANTINE_RELEASE_SQL "RELEASE SAVEPOINT login_etl_quarantine"
+
 /* Where a quarantine entry is (struct q_entry.state). */
 enum q_state {
     Q_PENDING,     /* to be stored by the next transaction */
     Q_IN_TX,       /* stored by the open transaction, not yet committed */
     Q_DUP_IN_TX,   /* its id was committed before: the open transaction stores nothing */
     Q_QUARANTINED, /* committed in login_etl_rejected */
-    Q_DUPLICATE    /* its id was committed before, by another invocation */
+    Q_DUPLICATE,   /* its id was committed before, by another invocation */
+    Q_REFUSED      /* the server refused to store it (a trigger on the ledger or the
+                    * quarantine): left for a retry, listed */
 };
 
 /* One message to quarantine. */
@@ -149,7 +158,7 @@ rc_t pg_batch_quarantine(struct pg_sink *s, const char *message_id, size_t messa
 static int wanted(const struct pg_sink *s, size_t i)
 {
     const struct q_entry *q = &s->q.e[i];
-    return q->state != Q_QUARANTINED && q->state != Q_DUPLICATE &&
+    return q->state != Q_QUARANTINED && q->state != Q_DUPLICATE && q->state != Q_REFUSED &&
            (q->row == NO_ROW || s->state[q->row] == RS_REFUSED);
 }
 
@@ -201,9 +210,9 @@ size_t pg_quarantine_pending(const struct pg_sink *s)
 }
 
 /* Builds QUARANTINE_SQL's parameters in s->scratch, one binary array each,
- * of the wanted entries; at[k] is where parameter k starts.  Returns RC_OK
+ * of the `count` entries order[]; at[k] is where parameter k starts.  Returns RC_OK
  * or the buffer's failure. */
-static rc_t params(struct pg_sink *s, size_t count, size_t at[Q_PARAMS + 1])
+static rc_t params(struct pg_sink *s, const size_t *order, size_t count, size_t at[Q_PARAMS + 1])
 {
     static const uint32_t oid[Q_PARAMS] = {Q_INT2_OID, Q_TIMESTAMPTZ_OID, Q_UUID_OID,
                                            Q_TEXT_OID, Q_TEXT_OID,        Q_TEXT_OID};
@@ -213,10 +222,8 @@ static rc_t params(struct pg_sink *s, size_t count, size_t at[Q_PARAMS + 1])
     for (int k = 0; k < Q_PARAMS; k++) {
         at[k] = b->len;
         pg_put_array_header(b, oid[k], count);
-        for (size_t i = 0; i < s->q.n; i++) {
-            const struct q_entry *q = &s->q.e[i];
-            if (!wanted(s, i))
-                continue;
+        for (size_t j = 0; j < count; j++) {
+            const struct q_entry *q = &s->q.e[order[j]];
             switch (k) {
             case 0:
                 pg_put_u32(b, 2);
@@ -273,19 +280,81 @@ static void take_stored(struct pg_sink *s, PGresult *res, void *ctx)
     PQclear(res);
 }
 
-/* TX_QUARANTINE: stores the wanted entries in the open transaction
+/* Stores the `count` entries order[] in the open transaction
  * (QUARANTINE_SQL), each then Q_IN_TX, or Q_DUP_IN_TX when its id was
- * committed before.  Returns RC_OK, RC_NOMEM, RC_CRYPTO (a body could not
- * be masked), RC_TIMEOUT or RC_DB. */
-rc_t pg_quarantine_send(struct pg_sink *s)
+ * committed before.  Returns RC_OK, RC_NOMEM, RC_TIMEOUT or RC_DB. */
+static rc_t store(struct pg_sink *s, size_t *order, size_t count)
 {
     static const Oid types[Q_PARAMS] = {Q_INT2_ARRAY_OID, Q_TIMESTAMPTZ_ARRAY_OID,
                                         Q_UUID_ARRAY_OID, Q_TEXT_ARRAY_OID,
                                         Q_TEXT_ARRAY_OID, Q_TEXT_ARRAY_OID};
     const char *values[Q_PARAMS];
     int lengths[Q_PARAMS], formats[Q_PARAMS];
-    size_t at[Q_PARAMS + 1], count = 0;
-    struct stored st = {NULL, 0, RC_OK};
+    size_t at[Q_PARAMS + 1];
+    struct stored st = {order, count, RC_OK};
+    rc_t rc;
+
+    if ((rc = params(s, order, count, at)) != RC_OK)
+        return rc;
+    for (int k = 0; k < Q_PARAMS; k++) {
+        values[k] = s->scratch.data + at[k];
+        lengths[k] = (int)(at[k + 1] - at[k]);
+        formats[k] = 1;
+    }
+    if (!PQsendQueryParams(s->conn, QUARANTINE_SQL, Q_PARAMS, types, values, lengths, formats, 0)) {
+        pg_fail(s, NULL, "quarantine");
+        return RC_DB;
+    }
+    rc = pg_drain(s, IO_BLOCK, take_stored, &st, "quarantine", NULL);
+    if (rc == RC_OK)
+        rc = st.rc;
+    for (size_t k = 0; rc == RC_OK && k < count; k++)
+        if (s->q.e[order[k]].state == Q_PENDING)
+            s->q.e[order[k]].state = Q_DUP_IN_TX;
+    return rc;
+}
+
+/* The server refused the statement for a row's data (a trigger an operator
+ * put on the ledger or on the quarantine): back to the savepoint, then each
+ * entry alone behind one of its own, so that only the refused ones are left
+ * for a retry (Q_REFUSED, listed).  Three round trips an entry, in that case
+ * only.  Returns RC_OK or the failure. */
+static rc_t store_one_by_one(struct pg_sink *s, size_t *order, size_t count, enum phase phase)
+{
+    rc_t rc = RC_OK;
+
+    log_at(s->lg, LOG_WARN, "the quarantine was refused: storing its records one by one",
+           LF_STR("reason", s->why));
+    for (size_t k = 0; k <= count && rc == RC_OK; k++) {
+        if (s->tx.phase == PH_BROKEN) {
+            /* The statement before was refused for its data: undone alone. */
+            s->tx.phase = phase;
+            s->why[0] = '\0';
+            rc = pg_run(s, QUARANTINE_UNDO_SQL, PGRES_COMMAND_OK, NULL);
+            if (k > 0 && rc == RC_OK)
+                s->q.e[order[k - 1]].state = Q_REFUSED;
+        }
+        if (k == count || rc != RC_OK)
+            break;
+        if ((rc = pg_run(s, QUARANTINE_SAVEPOINT_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK)
+            break;
+        rc = store(s, &order[k], 1);
+        if (rc == RC_DB && pg_row_data_error(s->sqlstate))
+            rc = RC_OK; /* undone at the top of the next round */
+        else if (rc == RC_OK)
+            rc = pg_run(s, QUARANTINE_RELEASE_SQL, PGRES_COMMAND_OK, NULL);
+    }
+    return rc;
+}
+
+/* TX_QUARANTINE: stores the wanted entries in the open transaction, behind a
+ * savepoint (store; store_one_by_one when the server refuses the
+ * statement).  Returns RC_OK, RC_NOMEM, RC_CRYPTO (a body could not be
+ * masked), RC_TIMEOUT or RC_DB. */
+rc_t pg_quarantine_send(struct pg_sink *s)
+{
+    enum phase phase = s->tx.phase;
+    size_t count, n = 0, *order;
     rc_t rc;
 
     if (s->q.body_fn && (rc = add_refused(s)) != RC_OK)
@@ -297,31 +366,17 @@ rc_t pg_quarantine_send(struct pg_sink *s)
             s->q.e[i].state = Q_PENDING;
     if ((count = pg_quarantine_pending(s)) == 0)
         return RC_OK;
-    if (!(st.order = malloc(count * sizeof *st.order)))
+    if (!(order = malloc(count * sizeof *order)))
         return RC_NOMEM;
-    for (size_t i = 0; i < s->q.n; i++)
+    for (size_t i = 0; i < s->q.n && n < count; i++)
         if (wanted(s, i))
-            st.order[st.count++] = i;
-    if ((rc = params(s, count, at)) != RC_OK)
-        goto out;
-    for (int k = 0; k < Q_PARAMS; k++) {
-        values[k] = s->scratch.data + at[k];
-        lengths[k] = (int)(at[k + 1] - at[k]);
-        formats[k] = 1;
-    }
-    if (!PQsendQueryParams(s->conn, QUARANTINE_SQL, Q_PARAMS, types, values, lengths, formats, 0)) {
-        pg_fail(s, NULL, "quarantine");
-        rc = RC_DB;
-        goto out;
-    }
-    rc = pg_drain(s, IO_BLOCK, take_stored, &st, "quarantine", NULL);
+            order[n++] = i;
+    rc = pg_run(s, QUARANTINE_SAVEPOINT_SQL, PGRES_COMMAND_OK, NULL);
     if (rc == RC_OK)
-        rc = st.rc;
-    for (size_t k = 0; rc == RC_OK && k < st.count; k++)
-        if (s->q.e[st.order[k]].state == Q_PENDING)
-            s->q.e[st.order[k]].state = Q_DUP_IN_TX;
-out:
-    free(st.order);
+        rc = store(s, order, n);
+    if (rc == RC_DB && pg_row_data_error(s->sqlstate))
+        rc = store_one_by_one(s, order, n, phase);
+    free(order);
     return rc;
 }
 
@@ -350,6 +405,7 @@ rc_t pg_quarantine_alone(struct pg_sink *s)
         pg_fail(s, NULL, "timeout");
         return RC_TIMEOUT;
     }
+    pg_abandon(s); /* nothing may be open: the last transaction ended */
     if (!s->conn && (rc = pg_open(s)) != RC_OK)
         return rc;
     snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld", (long long)(left + 50));

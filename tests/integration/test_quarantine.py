@@ -135,3 +135,28 @@ def test_retry_keeps_listing_rejected_records():
         assert etl.answer(event) == {m["messageId"] for m, _ in REJECTED}
         assert _quarantine(etl) == {}
         assert _last_metrics(etl)["RecordsQuarantined"] == 0
+
+
+def test_a_trigger_on_the_ledger_refusing_ids_leaves_only_those_for_a_retry():
+    """An operator's trigger on the ledger refuses some ids: their rows are refused, and
+    so is storing them in the quarantine (their ids go into the ledger too); they alone
+    are listed, and everything else, a record quarantined among them, is done once."""
+    from integration.test_refused import LEDGER_BEFORE_TRIGGER, LEDGER_TRIGGER
+    for trigger in (LEDGER_BEFORE_TRIGGER, LEDGER_TRIGGER):
+        msgs = [_valid(("bad-" if i in (9, 30) else "") + f"id{i}", user=f"user-{i}")
+                for i in range(40)]
+        msgs.append(REJECTED[0][0])
+        event = event_bytes(make_event(msgs))
+        with Etl(env=QUARANTINE) as etl:
+            assert etl.answer(event_bytes(make_event([_valid("warm")]))) == set()
+            etl.db.psql("DELETE FROM user_logins; DELETE FROM login_etl_ledger_v3")
+            etl.db.superuser(trigger)
+            try:
+                for _ in range(2):
+                    assert etl.answer(event) == {"bad-id9", "bad-id30"}
+                    assert etl.count() == 38
+                    assert list(_quarantine(etl)) == ["bad-ip"]
+                logged = [l.get("message") for l in etl.boot.logs() if isinstance(l, dict)]
+                assert "the quarantine was refused: storing its records one by one" in logged
+            finally:
+                etl.db.superuser("DROP TRIGGER IF EXISTS refuse_id ON login_etl_ledger_v3")

@@ -267,6 +267,8 @@ struct pg_quarantine {
     size_t n, cap;
     struct buf bodies;  /* the masked bodies, back to back */
     pg_body_fn body_fn; /* NULL, or refused rows are quarantined with the body it gives */
+    int no_insert;      /* the user may not insert into login_etl_rejected (42501, learnt
+                           once): rejected records are listed for a retry */
     void *body_ctx;
 };
 

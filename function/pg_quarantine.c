@@ -347,6 +347,13 @@ static rc_t store_one_by_one(struct pg_sink *s, size_t *order, size_t count, enu
     return rc;
 }
 
+/* Leaves the `count` entries order[] for a retry (listed).  Cannot fail. */
+static void refuse_all(struct pg_sink *s, const size_t *order, size_t count)
+{
+    for (size_t k = 0; k < count; k++)
+        s->q.e[order[k]].state = Q_REFUSED;
+}
+
 /* TX_QUARANTINE: stores the wanted entries in the open transaction, behind a
  * savepoint (store; store_one_by_one when the server refuses the
  * statement).  Returns RC_OK, RC_NOMEM, RC_CRYPTO (a body could not be
@@ -371,11 +378,29 @@ rc_t pg_quarantine_send(struct pg_sink *s)
     for (size_t i = 0; i < s->q.n && n < count; i++)
         if (wanted(s, i))
             order[n++] = i;
+    if (s->q.no_insert) {
+        refuse_all(s, order, n);
+        free(order);
+        return RC_OK;
+    }
     rc = pg_run(s, QUARANTINE_SAVEPOINT_SQL, PGRES_COMMAND_OK, NULL);
     if (rc == RC_OK)
         rc = store(s, order, n);
-    if (rc == RC_DB && pg_row_data_error(s->sqlstate))
+    if (rc == RC_DB && pg_row_data_error(s->sqlstate)) {
         rc = store_one_by_one(s, order, n, phase);
+    } else if (rc == RC_DB && strcmp(s->sqlstate, "42501") == 0) {
+        /* The function's user may not insert into the quarantine (a release
+         * upgraded before its grant): rejected records are listed for a
+         * retry, as REJECTED_RECORDS=retry does, learnt once. */
+        log_at(s->lg, LOG_WARN,
+               "no INSERT on " REJECTED ": rejected records are listed for a retry",
+               LF_STR("reason", s->why));
+        s->q.no_insert = 1;
+        s->tx.phase = phase;
+        s->why[0] = '\0';
+        rc = pg_run(s, QUARANTINE_UNDO_SQL, PGRES_COMMAND_OK, NULL);
+        refuse_all(s, order, n);
+    }
     free(order);
     return rc;
 }

@@ -160,3 +160,48 @@ def test_a_trigger_on_the_ledger_refusing_ids_leaves_only_those_for_a_retry():
                 assert "the quarantine was refused: storing its records one by one" in logged
             finally:
                 etl.db.superuser("DROP TRIGGER IF EXISTS refuse_id ON login_etl_ledger_v3")
+
+
+def test_a_user_without_insert_on_the_quarantine_lists_rejected_records_for_a_retry():
+    """A release upgraded before the quarantine's grant (docs/releases.md): the table is
+    there, the function's user may not insert into it; rejected records are listed, as
+    with REJECTED_RECORDS=retry, and the valid ones written once."""
+    from rig import harness, pg
+    db = pg.server()
+    db.reset()
+    with Etl(reset_db=False, env=QUARANTINE) as etl:
+        assert etl.answer(event_bytes(make_event([_valid("warm")]))) == set()
+    env = dict(harness.etl_role(db, "etl_noquarantine", "SELECT, INSERT, DELETE"), **QUARANTINE)
+    msgs = [_valid("a", user="user-a"), REJECTED[0][0], _valid("b", user="user-b")]
+    with Etl(reset_db=False, env=env) as etl:
+        for _ in range(2):
+            assert etl.answer(event_bytes(make_event(msgs))) == {"bad-ip"}
+        assert sorted(r["user_id"] for r in etl.rows()) == ["user-1", "user-a", "user-b"]
+        assert _quarantine(etl) == {}
+        warned = [l for l in etl.boot.logs() if isinstance(l, dict) and
+                  l.get("message", "").startswith("no INSERT on login_etl_rejected")]
+        assert len(warned) == 1, warned
+
+
+def test_rows_refused_without_a_line_are_quarantined_once():
+    """A deferred constraint trigger (fires at COMMIT, names no row) and an AFTER trigger
+    (end of the COPY): the rows are isolated in parts, the refused ones quarantined."""
+    from integration.test_refused import AFTER_TRIGGER, DEFERRED_TRIGGER
+    for trigger in (DEFERRED_TRIGGER, AFTER_TRIGGER):
+        msgs = [_valid(f"d{i}", user=("refuse-secret-" if i in (5, 31) else "user-") + str(i))
+                for i in range(40)]
+        event = event_bytes(make_event(msgs))
+        with Etl(env=QUARANTINE) as etl:
+            assert etl.answer(event_bytes(make_event([_valid("warm")]))) == set()
+            etl.db.psql("DELETE FROM user_logins; DELETE FROM login_etl_ledger_v3")
+            etl.db.superuser(trigger)
+            try:
+                for _ in range(2):
+                    assert etl.answer(event) == set()
+                    assert etl.count() == 38
+                    stored = _quarantine(etl)
+                    assert sorted(stored) == ["d31", "d5"]
+                    assert {r["reason"] for r in stored.values()} == {"database_rejected"}
+                assert "refuse-secret" not in etl.boot.output()
+            finally:
+                etl.db.superuser("DROP TRIGGER IF EXISTS refuse_late ON user_logins")

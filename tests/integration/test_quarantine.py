@@ -205,3 +205,56 @@ def test_rows_refused_without_a_line_are_quarantined_once():
                 assert "refuse-secret" not in etl.boot.output()
             finally:
                 etl.db.superuser("DROP TRIGGER IF EXISTS refuse_late ON user_logins")
+
+
+def test_two_invocations_holding_the_same_rejected_records_quarantine_each_once():
+    """Two processes given the same event at once (a visibility timeout ran out): the
+    ledger's unique key makes one of them store each rejected record, the other answer it
+    done as a duplicate."""
+    import threading
+    from rig import pg
+    db = pg.server()
+    db.reset()
+    for rnd in range(3):
+        msgs = [msg(f"c{rnd}-{i}", {"user_id": f"u{i}", "ip": "999.0.0.1"}) for i in range(30)]
+        msgs += [_valid(f"c{rnd}-ok{i}", user=f"user-{i}") for i in range(30)]
+        event = event_bytes(make_event(msgs))
+        with Etl(reset_db=False, env=QUARANTINE) as a, Etl(reset_db=False, env=QUARANTINE) as b:
+            answers = {}
+            threads = [threading.Thread(target=lambda e=e: answers.__setitem__(e, e.answer(event)))
+                       for e in (a, b)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert list(answers.values()) == [set(), set()], answers
+            q = [m["RecordsQuarantined"] for e in (a, b) for m in e.boot.metrics()]
+            assert sum(q) == 30, q
+        ids = db.psql(f"SELECT message_id FROM login_etl_rejected WHERE message_id LIKE "
+                      f"'c{rnd}-%'").split()
+        assert sorted(ids) == sorted(f"c{rnd}-{i}" for i in range(30))
+        assert db.scalar(f"SELECT count(*) FROM user_logins WHERE user_id LIKE 'user-%'") == \
+            str(30 * (rnd + 1))
+
+
+def test_the_quarantine_path_under_valgrind():
+    """Rejected, refused, replayed, a batch of rejected records only, a body of 200 KB:
+    no memcheck error and no leak in the quarantine's code (tests/rig/valgrind.py)."""
+    from rig import valgrind
+    valgrind.require()
+    big = msg("big", {"user_id": "u", "ip": "bad", "pad": "x" * 200_000})
+    batches = [[_valid("v1"), REJECTED[0][0], REJECTED[1][0]],
+               [_valid("v2", user="refuse-2"), _valid("v3", user="user-3")],
+               [m for m, _ in REJECTED], [big], [_valid("v1"), REJECTED[0][0], big]]
+    with Etl(env=QUARANTINE) as etl:  # the tables, and the constraint the second batch meets
+        assert etl.answer(event_bytes(make_event([_valid("warm")]))) == set()
+        etl.db.superuser("ALTER TABLE user_logins ADD CONSTRAINT no_refuse "
+                         "CHECK (user_id NOT LIKE 'refuse-%')")
+    etl = Etl(binary=valgrind.plain_bootstrap(), valgrind=True, reset_db=False, env=QUARANTINE,
+              max_invocations=len(batches))
+    for b in batches:
+        assert etl.answer(event_bytes(make_event(b)), timeout=300) == set()
+    status = etl.boot.wait(300)
+    etl.close(expect_alive=False)
+    valgrind.assert_clean(etl.boot.valgrind_log, status)
+    assert len(_quarantine(etl)) == 6

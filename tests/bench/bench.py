@@ -885,6 +885,15 @@ def report(f):
                  for k, what in (("tiny_rejected", "rejected"), ("tiny_valid", "valid")) if k in m],
               ["when", "VmHWM", "VmRSS", "note"])
 
+    qf = f.get("quarantine")
+    if qf:
+        say(f"\n5d. Rejected records in a {qf['records']:,}-record batch, quarantined (the "
+            "default) against listed for a retry: handler time (metric Duration), median")
+        table([[k, str(qf[k]["rejected"]), f"{qf[k]['quarantine_ms']:.0f}",
+                f"{qf[k]['retry_ms']:.0f}", f"{qf[k]['ratio']:.2f}x"]
+               for k in ("1pct", "30pct") if k in qf],
+              ["rejected", "records", "quarantine ms", "retry ms", "ratio"])
+
     rf = f.get("refused")
     if rf:
         say(f"\n5c. Refused rows in a {rf['rows']:,}-row batch (one in the middle, or 1%): "
@@ -1057,6 +1066,10 @@ def _summary_rows(f):
         ("5c. one refused row in 8,000, vs clean: named by its COPY line / deferred trigger",
          lambda: refused("line", "parts"), "< 2x"),
         ("5c. 1% of the rows refused, vs clean", lambda: refused("line_1pct"), ""),
+        ("5d. 8,000 records, 1% / 30% rejected: handler time quarantined vs listed (retry)",
+         lambda: " / ".join(f"{f['quarantine'][k]['quarantine_ms']:.0f} vs "
+                            f"{f['quarantine'][k]['retry_ms']:.0f} ms"
+                            for k in ("1pct", "30pct")), ""),
         ("6. process start to first /next, median / p90",
          lambda: _pair(st["bootstrap"]["median_ms"], st["bootstrap"]["p90_ms"], "{:.2f}")
          + " ms", "< 5 ms"),

@@ -92,7 +92,13 @@
  * ledger kept). */
 #define SAVEPOINT_SQL "SAVEPOINT login_etl_rows; "
 #define BATCH_SAVEPOINT_SQL "SAVEPOINT login_etl_batch; "
-#define ROLLBACK_ROWS_SQL "ROLLBACK TO SAVEPOINT login_etl_rows"
+/* login_etl_rows is ended after each rows COPY: released (start_op, before
+ * the next one) or rolled back and released.  A savepoint set again under
+ * its own name nests inside the one before, and when a nested subtransaction
+ * writes, every open one around it is given a transaction id and its lock:
+ * thousands of refusals would hold thousands of locks (SQLSTATE 53200). */
+#define RELEASE_ROWS_SQL "RELEASE SAVEPOINT login_etl_rows; "
+#define ROLLBACK_ROWS_SQL "ROLLBACK TO SAVEPOINT login_etl_rows; RELEASE SAVEPOINT login_etl_rows"
 #define ROLLBACK_BATCH_SQL "ROLLBACK TO SAVEPOINT login_etl_batch"
 /* Makes deferred constraints (and constraint triggers) fire at the end of
  * each statement, so that a row they refuse fails its own rows COPY; before
@@ -101,6 +107,14 @@
 
 #define NO_ROW ((size_t)-1) /* no row: the server named none, or none is left */
 #define TAIL_CHUNK 64       /* rows in the first COPY after a refused row (pg_next_part) */
+/* Rows COPYs a transaction keeps (each a subtransaction that wrote, whose id
+ * the backend keeps until the end) before the parts that go in are rolled
+ * back and written together at the end (RS_PASSED, ROWS_FINAL).  With
+ * login_etl_batch, the COPY in flight and the final one, this stays under
+ * PostgreSQL's cache of 64 subtransaction ids per backend, past which every
+ * other session's snapshots get slower while the transaction is open,
+ * whatever the share of rows refused. */
+#define KEPT_MAX 48
 
 /* What became of each row of the batch (s->state).  Any state but
  * RS_PENDING keeps the row out of the COPYs. */
@@ -111,8 +125,12 @@ enum row_state {
     RS_CUT,         /* FIFO: after a refused row, so not written to keep the order */
     RS_DONE,        /* committed by an earlier transaction of this batch (isolation) */
     RS_OUT,         /* outside the part of the batch the current transaction writes */
-    RS_NO_ROW       /* a key without a row (pg_batch_no_row): not to be written, and its id
+    RS_NO_ROW,      /* a key without a row (pg_batch_no_row): not to be written, and its id
                      * taken back out of the ledger when it went in (s->in_ledger) */
+    RS_PASSED,      /* went in, in a part rolled back because the transaction kept KEPT_MAX
+                     * parts already: written with the others in one last COPY (ROWS_FINAL) */
+    RS_KEPT         /* in a part the open transaction kept, while the RS_PASSED rows go in
+                     * (ROWS_FINAL): RS_PENDING again once they are in */
 };
 
 /* Whether a key is in the open transaction's ledger (s->in_ledger): its
@@ -150,11 +168,13 @@ enum halt {
 
 /* How the open transaction's rows go in (s->tx.rows). */
 enum rows_plan {
-    ROWS_STREAM, /* the rows COPY streams rows [from, to): all of them, or after a refused
-                  * row the next part of the rest (pg_next_part) */
-    ROWS_RERUN,  /* the rows before a refused row are sent again: they passed once, so a
-                  * refusal now cannot be trusted to name its row */
-    ROWS_ISOLATE /* a refusal named no row: the rows go in part by part (pg_isolate_rows) */
+    ROWS_STREAM,  /* the rows COPY streams rows [from, to): all of them, or after a refused
+                   * row the next part of the rest (pg_next_part) */
+    ROWS_RERUN,   /* the rows before a refused row are sent again: they passed once, so a
+                   * refusal now cannot be trusted to name its row */
+    ROWS_ISOLATE, /* a refusal named no row: the rows go in part by part (pg_isolate_rows) */
+    ROWS_FINAL    /* the RS_PASSED rows in one COPY: a refusal now is of rows that passed
+                   * alone, so the batch is isolated by transactions (pg_unattributed) */
 };
 
 /* The open transaction: where its COPYs are and how its rows go in.  All of
@@ -171,6 +191,8 @@ struct pg_tx {
     enum rows_plan rows; /* how the rows go in */
     size_t chunk;        /* rows in the next part after a refused row (pg_next_part) */
     int batch_savepoint; /* login_etl_batch was set in this transaction */
+    int rows_savepoint;  /* login_etl_rows is set and not ended (released before the next) */
+    size_t kept;         /* rows COPYs that went in behind login_etl_rows and were kept */
 };
 
 /* Where one transaction of the batch is (pg_tx.c, attempt): one of its
@@ -284,11 +306,13 @@ struct pg_sink {
     int64_t give_up_at;
 
     /* What the database is like, learnt once per process. */
-    int schema_ready; /* the tables were checked on this process's behalf (pg_schema.c) */
-    unsigned earlier; /* bit k: the earlier ledger layout k is consulted (pg_ledger.c) */
-    int no_delete;    /* the user may not DELETE from the ledger: keys go out only once
-                         their row is known (pg_copy.c), and refused rows are left out by
-                         writing the batch again (pg_tx.c) */
+    int schema_ready;    /* the tables were checked on this process's behalf (pg_schema.c) */
+    unsigned earlier;    /* bit k: the earlier ledger layout k is consulted (pg_ledger.c) */
+    int64_t earlier_due; /* clock_mono_ms: the earlier layouts are looked at again; 0 before
+                            the first look (pg_find_earlier) */
+    int no_delete;       /* the user may not DELETE from the ledger: keys go out only once
+                            their row is known (pg_copy.c), and refused rows are left out by
+                            writing the batch again (pg_tx.c) */
 
     /* Why the current attempt failed (pg_fail). */
     char why[ERR_LEN]; /* the reason: SQLSTATE, table, constraint; never the server's text */
@@ -421,6 +445,8 @@ size_t pg_copy_row_at_line(const struct pg_sink *s, unsigned long long line);
 size_t pg_pending_in(const struct pg_sink *s, size_t from, size_t to);
 void pg_refuse_row(struct pg_sink *s, size_t r, enum ledger_mark ids);
 int pg_next_part(struct pg_sink *s);
+rc_t pg_part_in(struct pg_sink *s);
+int pg_final_part(struct pg_sink *s);
 rc_t pg_after_refusal(struct pg_sink *s, enum tx_step *next);
 rc_t pg_back_to_batch(struct pg_sink *s, enum tx_step *next);
 rc_t pg_unattributed(struct pg_sink *s, enum tx_step *next);

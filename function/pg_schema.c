@@ -165,13 +165,16 @@ static rc_t check_schema(struct pg_sink *s)
 }
 
 /* Opens the connection (pg_connect) and, on the process's first, checks the
- * schema; a connection whose schema check failed is closed again.  Returns
- * as pg_connect, or what check_schema returns. */
+ * schema; on every later one, looks at the earlier ledger layouts again
+ * (pg_find_earlier).  A connection whose check failed is closed again.
+ * Returns as pg_connect, or what check_schema or pg_find_earlier returns. */
 rc_t pg_open(struct pg_sink *s)
 {
     rc_t rc = pg_connect(s);
 
-    if (rc == RC_OK && !s->schema_ready && (rc = check_schema(s)) != RC_OK)
+    if (rc != RC_OK)
+        return rc;
+    if ((rc = s->schema_ready ? pg_find_earlier(s) : check_schema(s)) != RC_OK)
         pg_close(s);
     return rc;
 }

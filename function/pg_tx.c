@@ -76,24 +76,33 @@ static rc_t again(struct pg_sink *s, enum tx_step *next)
 
 /* HALT_DUPLICATE: the ledger COPY met ids committed before.  The
  * transaction is rolled back, the committed ids looked up and marked
- * (RS_DUP), and the rest written again (TX_AGAIN).  Returns RC_OK or the
- * failure; RC_DB when the ledger shows none of them (the unique violation
- * named an id we cannot see: never loop on it). */
+ * (RS_DUP), and the rest written again (TX_AGAIN).  When the ledger shows
+ * none of them, the unique violation was another rule's (an operator's
+ * second unique index on the ledger, a trigger raising 23505): the key it
+ * named is refused like any row whose data the server refuses, and the rest
+ * written again (TX_AGAIN); without a key named, the batch is written one
+ * part a transaction (TX_UNATTRIBUTED) to find it.  Each round marks a row
+ * or cuts the batch, so it never loops.  Returns RC_OK or the failure. */
 static rc_t after_duplicates(struct pg_sink *s, enum tx_step *next)
 {
-    size_t found = 0;
+    size_t found = 0, named = s->tx.refused_row;
     rc_t rc;
 
     pg_tx_reset(s); /* rolled back: no row's id is in the ledger any more */
     if ((rc = pg_run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK ||
         (rc = pg_mark_duplicates(s, &found)) != RC_OK)
         return rc;
-    if (found == 0) {
-        snprintf(s->why, sizeof s->why, "ledger: unique violation without a visible duplicate");
-        s->tx.phase = PH_BROKEN;
-        return RC_DB;
+    if (found > 0) {
+        *next = TX_AGAIN;
+        return RC_OK;
     }
-    *next = TX_AGAIN;
+    if (named != NO_ROW && s->state[named] == RS_PENDING) {
+        pg_refuse_row(s, named, KEY_NOT_IN_LEDGER);
+        *next = TX_AGAIN;
+        return RC_OK;
+    }
+    s->retryable = 0;
+    *next = TX_UNATTRIBUTED;
     return RC_OK;
 }
 
@@ -116,14 +125,16 @@ static rc_t step_copy(struct pg_sink *s, enum tx_step *next)
     case HALT_NONE:
         break;
     }
-    *next = pg_next_part(s) ? TX_COPY : TX_EARLIER;
+    if ((rc = pg_part_in(s)) != RC_OK)
+        return rc;
+    *next = pg_next_part(s) || pg_final_part(s) ? TX_COPY : TX_EARLIER;
     return RC_OK;
 }
 
 /* TX_ISOLATE: deferred constraints made immediate, the rows written part by
  * part behind savepoints (pg_isolate_rows); then TX_EARLIER.  A row that
- * SET CONSTRAINTS itself refuses cannot be found this way:
- * TX_UNATTRIBUTED.  Returns RC_OK or the failure. */
+ * SET CONSTRAINTS itself refuses cannot be found this way, nor can a row
+ * the server's lock memory cannot take (53200): TX_UNATTRIBUTED.  Returns RC_OK or the failure. */
 static rc_t step_isolate(struct pg_sink *s, enum tx_step *next)
 {
     rc_t rc = pg_run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL);
@@ -131,7 +142,12 @@ static rc_t step_isolate(struct pg_sink *s, enum tx_step *next)
     if (rc == RC_DB && pg_row_data_error(s->sqlstate))
         return pg_unattributed(s, next);
     if (rc == RC_OK && (rc = pg_isolate_rows(s)) == RC_OK)
-        *next = TX_EARLIER;
+        *next = pg_final_part(s) ? TX_COPY : TX_EARLIER;
+    /* A row that alone is more than the server's lock memory can take in
+     * this transaction (the locks of the parts before it stay until the
+     * end): parts in transactions of their own hold fewer. */
+    if (rc == RC_DB && strcmp(s->sqlstate, "53200") == 0)
+        return pg_unattributed(s, next);
     return rc;
 }
 
@@ -247,7 +263,8 @@ static rc_t step_commit(struct pg_sink *s, enum tx_step *next)
     if (c.failed == 1 || (c.failed == 0 && !pg_row_data_error(s->sqlstate)))
         return RC_DB;
     if (c.failed == 0)
-        return s->tx.rows == ROWS_ISOLATE ? pg_unattributed(s, next) : pg_back_to_batch(s, next);
+        return s->tx.rows == ROWS_ISOLATE || s->tx.rows == ROWS_FINAL ? pg_unattributed(s, next)
+                                                                      : pg_back_to_batch(s, next);
     pg_quarantine_committed(s);
     pg_tx_reset(s);
     pg_retention_send(s, written);

@@ -6,7 +6,10 @@ what the database itself can do.  It reports; it never fails on a figure.
     tests/bench/bench.py --quick         fewer repeats, 20,000 records, no fsync=on pass
     tests/bench/bench.py --fleet         only the fleet figures (7); --history: only 8;
                                          --rekey: only 9 (make bench BENCH=rekey)
+    tests/bench/bench.py --cost          only the cost inputs (10), to build/bench/cost.json
+                                         (make bench BENCH=cost)
     tests/bench/bench.py --throughput    only 1-2 at fsync=off and 4 (a minute or two)
+    tests/bench/bench.py --refused       only 5 and 5c (memory, refused rows)
     tests/bench/bench.py --profile       also a perf profile of one end-to-end pass (also with
                                          --throughput; the data stays in build/bench/perf.data)
     tests/bench/bench.py --json FILE     also write every figure as JSON
@@ -34,7 +37,11 @@ What it measures (tests/bench/README.md says more):
     after 5,000,000 committed messages (tests/bench/fleet.py; alone: --history);
  9. the rekey after a key rotation: 1,000,000 rows re-masked alone and while the
     function loads, and the function's rate meanwhile against its rate alone
-    (tests/bench/rekey_bench.py; alone: --rekey).
+    (tests/bench/rekey_bench.py; alone: --rekey);
+10. cost inputs: milliseconds per invocation of a 1,000-message batch (the template's
+    BatchSize) at the whole CPU and at Lambda's CPU share of 128, 256 and 512 MB (a cgroup
+    CPU quota where the machine allows one), against a server with fsync=on, and the
+    dollars per million messages they make (tests/bench/cost.py; alone: --cost).
 
 The 6 MB limit: a realistic record (a 188-character receipt handle, as SQS's
 are 180-400) is about 820 bytes of event JSON, so an invocation holds about
@@ -45,6 +52,7 @@ a batch (13 of about 7,660 and one of the rest).  The stage timings use a
 """
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -63,9 +71,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))  # fleet.py, when imported rather than run
 
-from events.generate import event_bytes, fill_events, fit_event, make_messages  # noqa: E402
+from events.generate import (  # noqa: E402
+    event_bytes, fill_events, fit_event, make_event, make_messages)
 from rig import paths, pg, proc, runtime_api  # noqa: E402
 
+import cost  # noqa: E402  (tests/bench/cost.py)
 import fleet  # noqa: E402  (tests/bench/fleet.py)
 import rekey_bench  # noqa: E402  (tests/bench/rekey_bench.py)
 
@@ -471,6 +481,9 @@ def memory(tmp, srv, events, msgs, small_count):
     # cost (record, id set, status) and nothing to amortise it over.  All of
     # them are rejected (an empty body object), so every id is also listed in
     # the answer; then 115,000 that are valid (the smallest valid body).
+    # Then the valid ones delivered again (every id a duplicate the ledger lookup finds),
+    # and 111,598 tiny valid records filling 6.29 MB (Lambda's limit) that a BEFORE
+    # trigger refuses one by one (each refused row a COPY rolled back to its savepoint).
     run = Runner(tmp, srv, name="memory-tiny")
     try:
         for key, n, body in (("tiny_rejected", 170000, '"{}"'),
@@ -480,10 +493,43 @@ def memory(tmp, srv, events, msgs, small_count):
             _, results = run.run([ev])
             out[key] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
                             answered=results[0].kind == "response")
+        _, results = run.run([ev])
+        out["tiny_replayed"] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
+                                    answered=results[0].kind == "response")
+        n = 111_598
+        ev = tiny_event(n, PAYLOAD_MAX)
+        superuser_psql(srv, REFUSE_ALL)
+        try:
+            _, results = run.run([ev])
+        finally:
+            superuser_psql(srv, "DROP TRIGGER IF EXISTS bench_refuse_all ON user_logins;")
+        out["tiny_refused"] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
+                                   answered=results[0].kind == "response",
+                                   listed=len(results[0].json()["batchItemFailures"])
+                                   if results[0].kind == "response" else -1)
     finally:
         run.close()
     srv.reset()
     return out
+
+
+PAYLOAD_MAX = 6 * 1024 * 1024  # Lambda's invocation payload limit
+REFUSE_ALL = """
+CREATE OR REPLACE FUNCTION bench_refuse_all() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused'; END $$;
+CREATE TRIGGER bench_refuse_all BEFORE INSERT ON user_logins
+  FOR EACH ROW EXECUTE FUNCTION bench_refuse_all();
+"""
+
+
+def tiny_event(n, size):
+    """An event of n of the smallest valid records, `size` bytes long or a little less: ids
+    of 10 digits, some of 11 to fill it."""
+    record = '{"messageId":"%s","body":"{\\"user_id\\":\\"u\\"}"}'
+    base = len('{"Records":[]}') + n * (len(record % ("0" * 10)) + 1) - 1
+    longer = max(0, min(n, size - base))
+    return ('{"Records":[' + ",".join(record % ("%011d" % i if i < longer else "%010d" % i)
+                                      for i in range(n)) + ']}').encode()
 
 
 # --- 5c. refused rows ----------------------------------------------------------------------
@@ -498,11 +544,39 @@ CREATE CONSTRAINT TRIGGER bench_refuse_late AFTER INSERT ON user_logins
 """
 
 
-def refused(tmp, srv, repeats, n=8000):
+def refusing_trigger(when):
+    """A row trigger refusing the rows whose user_id starts with "refuse-": BEFORE (the
+    error names the COPY line), AFTER (fired at the end of the COPY: no line) or DEFERRED
+    (a constraint trigger fired at COMMIT: no line); or CHECK, the same rule as a CHECK
+    constraint (its error names the line)."""
+    if when == "CHECK":
+        return ("ALTER TABLE user_logins ADD CONSTRAINT bench_refuse_kind "
+                "CHECK (user_id NOT LIKE 'refuse-%');")
+    create = {"BEFORE": "CREATE TRIGGER bench_refuse_kind BEFORE INSERT ON user_logins",
+              "AFTER": "CREATE TRIGGER bench_refuse_kind AFTER INSERT ON user_logins",
+              "DEFERRED": "CREATE CONSTRAINT TRIGGER bench_refuse_kind AFTER INSERT ON "
+                          "user_logins DEFERRABLE INITIALLY DEFERRED"}[when]
+    return f"""
+CREATE OR REPLACE FUNCTION bench_refuse_kind() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.user_id LIKE 'refuse-%' THEN RAISE EXCEPTION 'refused'; END IF;
+  RETURN {"NEW" if when == "BEFORE" else "NULL"};
+END $$;
+{create} FOR EACH ROW EXECUTE FUNCTION bench_refuse_kind();
+"""
+
+
+REFUSED_KINDS = ("BEFORE", "AFTER", "DEFERRED", "CHECK")
+REFUSED_SHARES = (("1pct", 100), ("30pct", 3), ("all", 1))  # (name, one row in every k)
+
+
+def refused(tmp, srv, repeats, n=8000, matrix_repeats=3):
     """Handler time (metric Duration) of an n-row batch with one row refused in the
     middle, against the same batch without it, for each way of finding the row; and with
-    1% of the rows refused (spread evenly).  Clean and refused runs alternate on one warm
-    bootstrap; medians."""
+    1% of the rows refused (spread evenly).  Then each kind of rule (BEFORE, AFTER,
+    DEFERRED trigger, CHECK) refusing 1%, 30% and all of the rows, against the clean batch, with the peak
+    of transaction-id locks the function's backend held.  Clean and refused runs alternate
+    on one warm bootstrap; medians."""
     check = "ALTER TABLE user_logins ADD CONSTRAINT bench_refuse CHECK (user_id NOT LIKE 'refuse-%');"
 
     def batch(tag, bad):
@@ -542,6 +616,40 @@ def refused(tmp, srv, repeats, n=8000):
             out[how]["ratio"] = out[how]["refused_ms"] / out[how]["clean_ms"]
             note(f"{how}: clean {out[how]['clean_ms']:.0f} ms, one refused "
                  f"{out[how]['refused_ms']:.0f} ms, ratio {out[how]['ratio']:.2f}")
+        out["kinds"] = {}
+        for when in REFUSED_KINDS:
+            superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger_v3;\n"
+                           + refusing_trigger(when))
+            for share, every in REFUSED_SHARES:
+                bad_rows = set(range(every // 2, n, every)) if every > 1 else set(range(n))
+                clean, bad, locks, wrong = [], [], [], 0
+                for r in range(matrix_repeats):
+                    for rows, into in ((set(), clean), (bad_rows, bad)):
+                        skip = len(run.durations_ms())
+                        watch = LockWatch(srv) if rows else None
+                        try:
+                            _, results = run.run([batch(f"{when[0]}{every}{r}{'b' if rows else 'c'}",
+                                                        rows)])
+                        finally:
+                            if watch:
+                                locks.append(watch.stop())
+                        ok = results[0].kind == "response" and \
+                            len(results[0].json()["batchItemFailures"]) == len(rows)
+                        wrong += not ok
+                        into.append(run.durations_ms()[skip:][0])
+                key = f"{when}_{share}"
+                out["kinds"][key] = {
+                    "clean_ms": statistics.median(clean), "refused_ms": statistics.median(bad),
+                    "refused_rows": len(bad_rows), "peak_xid_locks": max(locks),
+                    "wrong_answers": wrong}
+                out["kinds"][key]["ratio"] = out["kinds"][key]["refused_ms"] / \
+                    out["kinds"][key]["clean_ms"]
+                note(f"{when} {share}: clean {out['kinds'][key]['clean_ms']:.0f} ms, refused "
+                     f"{out['kinds'][key]['refused_ms']:.0f} ms, ratio "
+                     f"{out['kinds'][key]['ratio']:.2f}, peak {max(locks)} xid locks"
+                     + (f", {wrong} WRONG ANSWERS" if wrong else ""))
+            superuser_psql(srv, "DROP TRIGGER IF EXISTS bench_refuse_kind ON user_logins;"
+                                "ALTER TABLE user_logins DROP CONSTRAINT IF EXISTS bench_refuse_kind;")
     finally:
         run.close()
     srv.reset()
@@ -600,6 +708,31 @@ def quarantine(tmp, srv, repeats, n=8000, shares=(0.01, 0.30)):
             run.close()
     srv.reset()
     return out
+
+
+class LockWatch:
+    """The most transaction-id locks the function's backend held at once (one for its
+    transaction, one per subtransaction that wrote), sampled while it runs."""
+
+    def __init__(self, srv):
+        import threading
+        self.srv, self.peak, self._stop = srv, 0, False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        sql = ("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+               "WHERE a.application_name = 'login-etl' AND l.locktype = 'transactionid';")
+        while not self._stop:
+            try:
+                self.peak = max(self.peak, int(superuser_psql(srv=self.srv, script=sql).strip()))
+            except (RuntimeError, ValueError):
+                pass
+
+    def stop(self):
+        self._stop = True
+        self._thread.join()
+        return self.peak
 
 
 # --- 5b. the id set ------------------------------------------------------------------------
@@ -728,6 +861,116 @@ def profile(tmp, srv, events):
 
 
 # --- the report ----------------------------------------------------------------------------
+# --- 10. cost inputs -----------------------------------------------------------------------
+COST_BATCH = 1000          # messages per invocation: the template's BatchSize default
+COST_MEMORIES = (128, 256, 512)
+FULL_CPU_MB = 1769         # Lambda gives a function one full vCPU at this memory size
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu controller, where writable
+
+
+def cpu_share_cgroup(mb):
+    """A cgroup holding its processes to Lambda's CPU share at mb MB (mb/1769 of one CPU,
+    by the CFS quota), or None where this machine does not allow one."""
+    if not (CGROUP_CPU / "cpu.cfs_quota_us").exists():
+        return None
+    path = CGROUP_CPU / f"login-etl-bench-{os.getpid()}-{mb}"
+    try:
+        path.mkdir()
+        period = int((path / "cpu.cfs_period_us").read_text())
+        (path / "cpu.cfs_quota_us").write_text(str(max(1000, period * mb // FULL_CPU_MB)))
+    except OSError:
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+        return None
+    return path
+
+
+def cost_inputs(tmp, batches):
+    """Milliseconds per invocation of a full batch (as Lambda bills it: the event handed
+    over to the answer received), at the whole CPU and at Lambda's CPU share of 128, 256 and
+    512 MB, against a server that flushes its commits (fsync=on, as RDS does). Also the
+    bootstrap's CPU time and the bytes it logs per invocation."""
+    msgs = make_messages(COST_BATCH * (batches + 1), seed=9)
+    events = [event_bytes(make_event(msgs[i * COST_BATCH:(i + 1) * COST_BATCH]))
+              for i in range(batches + 1)]
+    srv = pg.Server(fsync=True)
+    out = {"batch": COST_BATCH, "batches": batches, "runs": {}}
+    try:
+        for mb in (None,) + COST_MEMORIES:
+            label = str(mb) if mb else "full"
+            cgroup = cpu_share_cgroup(mb) if mb else None
+            if mb and cgroup is None:
+                continue
+            srv.reset()
+            run = Runner(tmp, srv, name=f"cost-{label}")
+            try:
+                if cgroup:
+                    (cgroup / "tasks").write_text(str(run.proc.pid))
+                t0 = time.monotonic()
+                (first,) = run.run([events[0]])[1]
+                cold = (first.time - t0) * 1000
+                size0 = os.path.getsize(run.out_path)
+                cpu0, server0 = cpu_of(run.proc.pid), server_cpu(srv)
+                walls = []
+                for e in events[1:]:
+                    t0 = time.monotonic()
+                    res = run.emu.wait_result(run.emu.enqueue(e, timeout_s=900), timeout=600)
+                    walls.append((res.time - t0) * 1000)
+                cpu1, server1 = cpu_of(run.proc.pid), server_cpu(srv)
+                handler = run.durations_ms()[1:]
+                logged = os.path.getsize(run.out_path) - size0
+            finally:
+                run.close()
+                if cgroup:
+                    cgroup.rmdir()
+            # Lambda bills each invocation rounded up to the millisecond, and a bill is a
+            # sum: the mean of the rounded-up times, not the median.
+            out["runs"][label] = {
+                "invocation_ms": statistics.mean(math.ceil(w) for w in walls),
+                "invocation_median_ms": statistics.median(walls),
+                "handler_ms": statistics.median(handler),
+                "cpu_ms": (cpu1 - cpu0) * 1000 / batches, "first_invocation_ms": cold,
+                # Every postgres process, per 100,000 messages: what RDS's CPU bears.
+                "server_cpu_s_per_100k": (server1 - server0) * 1e5 / (batches * COST_BATCH),
+                "how": "cgroup CPU quota" if cgroup else "the whole CPU"}
+            out["log_bytes_per_invocation"] = round(logged / batches)
+            note(f"cost, {label}: {out['runs'][label]['invocation_ms']:.1f} ms billed per "
+                 f"invocation of {COST_BATCH:,} messages (median {statistics.median(walls):.1f}, "
+                 f"handler {statistics.median(handler):.1f} ms)")
+        full = out["runs"]["full"]
+        for mb in COST_MEMORIES:
+            if str(mb) not in out["runs"]:
+                # No cgroup here: the CPU part stretched by the share, the waiting part as is.
+                out["runs"][str(mb)] = {
+                    "invocation_ms": full["cpu_ms"] * FULL_CPU_MB / mb +
+                    max(0.0, full["invocation_ms"] - full["cpu_ms"]),
+                    "how": "modelled from the whole CPU's figures (no cgroup here)"}
+    finally:
+        srv.destroy()
+    return out
+
+
+def cost_report(c):
+    runs = c["runs"]
+    full = runs["full"]
+    say(f"\n10. Cost inputs: ms per 1,000 messages, billed ({c['batch']:,}-message batches, "
+        f"mean of {c['batches']} rounded up to the ms, PostgreSQL fsync=on; "
+        f"tests/bench/cost.py turns them into dollars)")
+    say(f"cost inputs: batch {c['batch']} " + " ".join(
+        f"{k}={runs[k]['invocation_ms']:.1f}" for k in ["full"] + [str(m) for m in COST_MEMORIES])
+        + f" ms per invocation; handler {full['handler_ms']:.1f} ms, bootstrap CPU "
+        f"{full['cpu_ms']:.1f} ms, first invocation {full['first_invocation_ms']:.1f} ms; "
+        f"server CPU-s per 100,000 messages {full['server_cpu_s_per_100k']:.2f}; "
+        f"log bytes per invocation {c['log_bytes_per_invocation']}")
+    for m in COST_MEMORIES:
+        say(f"  {m} MB: {runs[str(m)]['how']}")
+    ms = {m: runs[str(m)]["invocation_ms"] for m in COST_MEMORIES}
+    say("")
+    say(cost.table(ms, c["batch"], c["log_bytes_per_invocation"]))
+
+
 def table(rows, head):
     widths = [max(len(str(r[i])) for r in rows + [head] if r is not None)
               for i in range(len(head))]
@@ -749,7 +992,9 @@ def fmt_s(s):
 
 
 def report(f):
-    if "data" not in f:  # --fleet / --history / --rekey alone
+    if "data" not in f:  # --fleet / --history / --rekey / --cost alone
+        if f.get("cost"):
+            cost_report(f["cost"])
         fleet.report(f)
         rekey_bench.report(f)
         return
@@ -881,8 +1126,11 @@ def report(f):
                 f"growth {m['after_n_small']['VmRSS'] - m['after_10_small']['VmRSS']:+.2f} MiB RSS"]]
               + [[f"{m[k]['records']:,} tiny {what} records ({m[k]['bytes']:,} bytes), "
                   "another process", f"{m[k]['VmHWM']:.1f}", f"{m[k]['VmRSS']:.1f}",
-                  ("met" if m[k]["VmHWM"] <= 48 else "NOT met") if k == "tiny_rejected" else ""]
-                 for k, what in (("tiny_rejected", "rejected"), ("tiny_valid", "valid")) if k in m],
+                  "met" if m[k]["VmHWM"] <= 48 else "NOT met"]
+                 for k, what in (("tiny_rejected", "rejected"), ("tiny_valid", "valid"),
+                                 ("tiny_replayed", "valid delivered again (all duplicates)"),
+                                 ("tiny_refused", "valid, all refused by a BEFORE trigger"))
+                 if k in m],
               ["when", "VmHWM", "VmRSS", "note"])
 
     qf = f.get("quarantine")
@@ -909,6 +1157,23 @@ def report(f):
             rows.append([label, f"{x['clean_ms']:.0f}", f"{x['refused_ms']:.0f}",
                          f"{x['ratio']:.2f}", goal])
         table(rows, ["how the rows are found", "clean ms", "refused ms", "ratio", "goal < 2"])
+        if rf.get("kinds"):
+            say(f"\n    By trigger kind and share refused ({rf['rows']:,} rows; handler time against "
+                "the clean batch, median of 3; peak transaction-id locks of the function's "
+                "backend, goal <= 66)")
+            rows = []
+            for when in REFUSED_KINDS:
+                for share, _ in REFUSED_SHARES:
+                    x = rf["kinds"].get(f"{when}_{share}")
+                    if not x:
+                        continue
+                    rows.append([when, f"{x['refused_rows']:,}", f"{x['clean_ms']:.0f}",
+                                 f"{x['refused_ms']:.0f}", f"{x['ratio']:.2f}",
+                                 str(x["peak_xid_locks"]),
+                                 "" if not x["wrong_answers"] else
+                                 f"{x['wrong_answers']} wrong answers"])
+            table(rows, ["trigger", "refused", "clean ms", "refused ms", "ratio", "xid locks",
+                         "note"])
 
     i = f.get("idset")
     if i:
@@ -952,6 +1217,8 @@ def report(f):
             g = sorted(p[comm]["groups"].items(), key=lambda kv: -kv[1])
             say(f"   {comm}: " + "; ".join(f"{k} {v:.0f}%" for k, v in g if v >= 1))
             say("      top: " + ", ".join(f"{s} {pct:.1f}%" for pct, _, s in p[comm]["top"][:8]))
+    if f.get("cost"):
+        cost_report(f["cost"])
     fleet.report(f)
     rekey_bench.report(f)
     say(f"\nload average at start {f['load_start']}, at end {f['load_end']}; "
@@ -1040,6 +1307,12 @@ def _summary_rows(f):
         h = f["history"]
         return f"{h['function_ledger_bytes'] / h['function_ledger_rows']:.0f}"
 
+    def cost_per_million():
+        c = f["cost"]
+        ms = {m: c["runs"][str(m)]["invocation_ms"] for m in cost.MEMORIES}
+        terms = cost.per_million(ms, c["batch"], c["log_bytes_per_invocation"])[(512, "x86_64")]
+        return f"${sum(terms.values()):.4f}"
+
     m, st, sz = f.get("memory"), f.get("startup"), f.get("sizes")
     return [
         ("1. end to end, fsync=off (release bootstrap + emulator)",
@@ -1092,6 +1365,13 @@ def _summary_rows(f):
          lambda: rekey_bench.both_summary(f["rekey"], "both"), ">= 0.8x"),
         ("9. the same with rekey --busy-share 100 (it never pauses)",
          lambda: rekey_bench.both_summary(f["rekey"], "unyielding"), ""),
+        ("10. ms billed per 1,000-message invocation, fsync=on: whole CPU / 128 / 256 / 512 MB",
+         lambda: " / ".join(f"{f['cost']['runs'][k]['invocation_ms']:.1f}"
+                            for k in ("full", "128", "256", "512")), ""),
+        ("10. server CPU-s per 100,000 messages in 1,000-message batches, fsync=on",
+         lambda: f"{f['cost']['runs']['full']['server_cpu_s_per_100k']:.2f}", ""),
+        ("10. dollars per million messages, 512 MB x86_64 (docs/cost.md)", cost_per_million,
+         ""),
     ]
 
 
@@ -1259,6 +1539,29 @@ def quarantine_only(args):
     return 0
 
 
+def cost_only(args):
+    """--cost: the cost inputs alone, to build/bench/cost.json."""
+    if not RELEASE.exists():
+        sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
+    t_start = time.monotonic()
+    figures["load_start"] = [round(x, 2) for x in os.getloadavg()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="login-etl-bench-")
+    try:
+        figures["cost"] = cost_inputs(tmp, args.cost_batches)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    figures["bench_seconds"] = time.monotonic() - t_start
+    with open(args.json or OUT / "cost.json", "w") as f:
+        json.dump(figures, f, indent=1)
+    cost_report(figures["cost"])
+    say(f"\nload average at start {figures['load_start']}, at end {figures['load_end']}; "
+        f"took {figures['bench_seconds']:.0f} s; figures written to "
+        f"{args.json or OUT / 'cost.json'}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=100000)
@@ -1289,6 +1592,12 @@ def main():
     ap.add_argument("--throughput", action="store_true", help="only end to end and the floors "
                     "at fsync=off (1-2), then the stages (4) unless --stage-repeats 0: a quick "
                     "loop for work on the handler's speed")
+    ap.add_argument("--refused", action="store_true", help="only the refused rows (5c) and "
+                    "memory (5) figures: a quick loop for work on isolation and memory")
+    ap.add_argument("--cost", action="store_true", help="only the cost inputs (10): ms per "
+                    "invocation of 1,000 messages at the whole CPU and Lambda's CPU share of "
+                    "128/256/512 MB (figures go to build/bench/cost.json)")
+    ap.add_argument("--cost-batches", type=int, default=20)
     ap.add_argument("--fleet-records", type=int, default=80000)
     ap.add_argument("--fleet-repeats", type=int, default=3)
     ap.add_argument("--history-preload", type=int, default=5_000_000)
@@ -1332,6 +1641,8 @@ def main():
         return fleet_only(args)
     if args.quarantine:
         return quarantine_only(args)
+    if args.cost:
+        return cost_only(args)
     if not RELEASE.exists():
         sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
     t_start = time.monotonic()
@@ -1350,10 +1661,20 @@ def main():
         say(f"generating {args.records:,} records ...")
         msgs, events, ten_k, figures["data"] = make_data(args.records, args.seed)
         note(f"{len(events)} events in {figures['data']['generate_s']:.1f} s")
-        figures["throughput_off"], srv = throughput(tmp, events, figures["data"], False,
-                                                    args.repeats, 0, not args.throughput)
-        figures["machine"] = (f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL "
-                              f"{figures['throughput_off']['server_version']} on loopback")
+        if args.refused:
+            srv = pg.Server()
+            figures["machine"] = f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL on loopback"
+            say("\n[refused] refused rows in an 8,000-row batch")
+            figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
+            say("\n[memory] 6 MB events, then small invocations")
+            figures["memory"] = memory(tmp, srv, events, msgs, args.small)
+            args.throughput, args.stage_repeats = True, 0  # nothing else
+        else:
+            figures["throughput_off"], srv = throughput(tmp, events, figures["data"], False,
+                                                        args.repeats, 0, not args.throughput)
+        if "throughput_off" in figures:
+            figures["machine"] = (f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL "
+                                  f"{figures['throughput_off']['server_version']} on loopback")
         if args.throughput and args.profile:
             say("\n[profile] perf record during one end-to-end pass")
             figures["profile"] = profile(tmp, srv, events)
@@ -1362,7 +1683,8 @@ def main():
             figures["stages"] = stages(tmp, srv, ten_k, args.stage_repeats)
         if not args.throughput:
             say("\n[refused] one refused row in an 8,000-row batch")
-            figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
+            figures["refused"] = refused(tmp, srv, max(args.repeats, 3),
+                                         matrix_repeats=1 if args.quick else 3)
             say("\n[quarantine] 1% and 30% rejected, quarantined vs listed")
             figures["quarantine"] = quarantine(tmp, srv, max(args.repeats, 3))
             say("\n[memory] 6 MB events, then small invocations")
@@ -1382,6 +1704,8 @@ def main():
             say("\n[start-up] process start to the first /next")
             figures["startup"] = startup(tmp, args.startup_runs)
             figures["sizes"] = sizes()
+            say("\n[cost] 1,000-message batches at Lambda's CPU shares")
+            figures["cost"] = cost_inputs(tmp, args.cost_batches)
             figures["fleet"] = fleet.fleet(tmp, args.fleet_records, args.seed, args.fleet_repeats)
             figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
                                                args.history_repeats)
@@ -1394,7 +1718,8 @@ def main():
     figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["bench_seconds"] = time.monotonic() - t_start
     figures["seed"] = args.seed
-    last = OUT / ("throughput.json" if args.throughput else "last.json")
+    last = OUT / ("refused.json" if args.refused else
+                  "throughput.json" if args.throughput else "last.json")
     for path in filter(None, (last, args.json)):
         with open(path, "w") as f:
             json.dump(figures, f, indent=1)
@@ -1402,8 +1727,8 @@ def main():
     say(f"figures written to {args.json or last} "
         f"(tests/bench/bench.py --report FILE prints them again)")
     # Only a full run with the default data and the shipped build speaks for the project.
-    standard = not (args.quick or args.throughput or args.bootstrap or args.stages
-                    or args.no_fsync_on) and (args.records, args.seed) == (100000, 1)
+    standard = not (args.quick or args.throughput or args.refused or args.bootstrap
+                    or args.stages or args.no_fsync_on) and (args.records, args.seed) == (100000, 1)
     target = args.readme or (str(README) if standard and not args.no_readme else None)
     if target:
         write_readme_table(figures, target)

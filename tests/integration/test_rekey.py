@@ -81,6 +81,38 @@ def start_rekey(db, *args, settings=ROTATED):
     return p
 
 
+# Samples, every 2 ms until the rekey's session has come and gone (at most 5 minutes), the
+# lock modes the rekey's sessions hold or wait for on any relation; prints "mode|samples".
+LOCK_WATCH_SQL = """
+CREATE TEMP TABLE rekey_locks (mode text);
+DO $$ DECLARE t0 timestamptz := clock_timestamp(); seen bool := false; n int; BEGIN
+  LOOP
+    PERFORM pg_stat_clear_snapshot();
+    INSERT INTO rekey_locks SELECT l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE a.application_name = 'login-etl-rekey' AND l.locktype = 'relation';
+    SELECT count(*) INTO n FROM pg_stat_activity WHERE application_name = 'login-etl-rekey';
+    EXIT WHEN (seen AND n = 0) OR clock_timestamp() - t0 > interval '5 minutes';
+    seen := seen OR n > 0;
+    PERFORM pg_sleep(0.002);
+  END LOOP; END $$;
+SELECT mode, count(*) FROM rekey_locks GROUP BY 1;
+"""
+
+
+def watch_rekey_locks(db):
+    """Starts LOCK_WATCH_SQL in psql; its answer comes from locks_seen()."""
+    return subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-c",
+                             LOCK_WATCH_SQL], env=db.superuser_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def locks_seen(watch):
+    """{lock mode: samples} from a watch_rekey_locks() whose rekey has ended."""
+    out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    return {m: int(n) for m, n in (line.split("|") for line in out.split())}
+
+
 def output_of(p):
     p.out.seek(0)
     p.err.seek(0)
@@ -288,7 +320,8 @@ def test_new_messages_and_replays_during_the_rekey_stay_exactly_once():
     """The rotation as it happens: messages loaded under the old key; the function deployed
     with the new keyset; while the rekey runs, the real function ingests new messages,
     replays of old batches and of new ones.  Afterwards each valid message is one row,
-    every value the new key's mask, the ledger holds each id once, --verify passes."""
+    every value the new key's mask, the ledger holds each id once, --verify passes; the
+    rekey held no lock stronger than ROW EXCLUSIVE meanwhile."""
     old = make_messages(3000, seed=75, invalid_rate=0.02, duplicate_rate=0.15)
     new = make_messages(3000, seed=76, invalid_rate=0.02, duplicate_rate=0.15,
                         start_ms=old[-1]["sentTimestamp"] + 1000)
@@ -297,6 +330,7 @@ def test_new_messages_and_replays_during_the_rekey_stay_exactly_once():
             etl.answer(event_bytes(make_event(old[i:i + 500])))
     with Etl(env=ROTATED, reset_db=False) as etl:
         db = etl.db
+        watch = watch_rekey_locks(db)
         p = start_rekey(db, "--batch", "100", "--max-rate", "600")
         running = []
         for i in range(0, len(new), 250):
@@ -313,6 +347,11 @@ def test_new_messages_and_replays_during_the_rekey_stay_exactly_once():
         assert "s paused while other sessions wrote" in out, out
         assert all(running[:len(running) // 2]), \
             f"the rekey ended before half the ingestion: slow it down further ({running})"
+        # It takes no lock that holds the function's COPY back (docs/operations.md): only
+        # the reads' ACCESS SHARE and the writers' ROW EXCLUSIVE, which it was seen holding.
+        modes = locks_seen(watch)
+        assert set(modes) <= {"AccessShareLock", "RowExclusiveLock"}, modes
+        assert modes.get("RowExclusiveLock", 0) > 0, modes
         got = rows(db)
     valid = [m for m in old + new if expect.row(m["body"], m["sentTimestamp"]) is not None]
     want = collections.Counter()

@@ -268,6 +268,9 @@ def test_environment_names_secrets_but_holds_none():
                                               ref("AWS::NoValue")]}
     assert env["MASKING_KEY_SECRET_ID"] == ref("MaskingKeySecretArn")
     assert env["MASKING_KEY_ID"] == ref("MaskingKeyId") and default("MaskingKeyId") == "k1"
+    assert env["REJECTED_RECORDS"] == ref("RejectedRecords")
+    assert default("RejectedRecords") == "quarantine"
+    assert PARAMS["RejectedRecords"]["AllowedValues"] == ["quarantine", "retry"]
     assert env["PGSSLMODE"] == "verify-full"
     assert env["PGSSLROOTCERT"] == "/var/task/rds-global-bundle.pem"
     assert 2 <= int(env["PGCONNECT_TIMEOUT"]) <= 10

@@ -392,6 +392,26 @@ rc_t keyset_unmask_long(const struct keyset *ks, const char *masked, size_t n, s
     return mask_unmask_long(ks->key[slot], masked, n, out, err);
 }
 
+/* See keyset.h.  The recovered value lives in a heap copy, wiped. */
+rc_t keyset_remask_long(const struct keyset *ks, const char *masked, size_t n, struct buf *out,
+                        char err[ERR_LEN])
+{
+    const struct mask_key *k;
+    struct buf plain;
+    rc_t rc = RC_INVALID;
+
+    if (keyset_classify(ks, masked, n, &k) != KEYSET_RETIRED) {
+        snprintf(err, ERR_LEN, "the value is not masked under a retired key of the set");
+        return rc;
+    }
+    buf_init(&plain, n);
+    if ((rc = mask_unmask_long(k, masked, n, &plain, err)) == RC_OK &&
+        (rc = mask_value_long(ks->key[0], plain.data ? plain.data : "", plain.len, out)) != RC_OK)
+        snprintf(err, ERR_LEN, "cannot mask: %s", rc_strerror(rc));
+    buf_wipe(&plain);
+    return rc;
+}
+
 /* See keyset.h. */
 rc_t keyset_remask(const struct keyset *ks, const char *masked, size_t n, char *out,
                    size_t *out_len, char err[ERR_LEN])

@@ -185,8 +185,11 @@ static int one(struct reprocess *r, PGresult *res, int i)
         r->unreadable++;
         goto out;
     }
-    if (login_parse(&r->lp, body.data ? body.data : "", body.len, 0, sent_ms, 0, received_ms, &lr,
-                    &why) != RC_OK ||
+    /* sent_at is NULL both without a SentTimestamp and with a malformed one: the
+     * stored reason tells the second apart, which the rules still reject. */
+    int sent_bad = strcmp(reason, login_reason_code(LOGIN_SENT_TIMESTAMP)) == 0;
+    if (login_parse(&r->lp, body.data ? body.data : "", body.len, 0, sent_ms, sent_bad, received_ms,
+                    &lr, &why) != RC_OK ||
         (why == LOGIN_OK &&
          row_build(keyset_current(r->keys), &lr, &row, ip, device, &why) != RC_OK)) {
         status = -1;

@@ -39,42 +39,48 @@ def _counts(out):
 def test_a_rule_change_lets_reprocess_load_the_quarantined_rows_once():
     refused = [_login(f"r{i}", f"refuse-{i}") for i in range(3)]
     bad_ip = _login("bad-ip", "u-ip", ip="999.1.1.1")
-    event = event_bytes(make_event([_login("ok", "user-ok")] + refused + [bad_ip]))
+    ev = make_event([_login("ok", "user-ok")] + refused + [bad_ip, _login("bad-sent", "u-sent")])
+    ev["Records"][-1]["attributes"]["SentTimestamp"] = "yesterday"  # sent_timestamp_invalid
+    event = event_bytes(ev)
     with Etl(env=QUARANTINE) as etl:
         db = etl.db
         assert etl.answer(event_bytes(make_event([_login("warm", "user-warm")]))) == set()
         db.superuser("ALTER TABLE user_logins ADD CONSTRAINT no_refuse "
                      "CHECK (user_id NOT LIKE 'refuse-%')")
         assert etl.answer(event) == set()
-        assert db.scalar("SELECT count(*) FROM login_etl_rejected") == "4"
+        assert db.scalar("SELECT count(*) FROM login_etl_rejected") == "5"
 
         # Still refused: the dry run says so and changes nothing.
         r = _reprocess(db, "--dry-run")
         assert r.returncode == 0, r.stderr
-        assert _counts(r.stdout) == {"database_rejected": (3, 0, 0, 3), "ip_invalid": (1, 0, 1, 0)}
+        assert _counts(r.stdout) == {"database_rejected": (3, 0, 0, 3), "ip_invalid": (1, 0, 1, 0),
+                                   "sent_timestamp_invalid": (1, 0, 1, 0)}
 
         db.superuser("ALTER TABLE user_logins DROP CONSTRAINT no_refuse")
         r = _reprocess(db, "--dry-run")
-        assert _counts(r.stdout) == {"database_rejected": (3, 3, 0, 0), "ip_invalid": (1, 0, 1, 0)}
-        assert db.scalar("SELECT count(*) FROM login_etl_rejected") == "4"
+        assert _counts(r.stdout) == {"database_rejected": (3, 3, 0, 0), "ip_invalid": (1, 0, 1, 0),
+                                   "sent_timestamp_invalid": (1, 0, 1, 0)}
+        assert db.scalar("SELECT count(*) FROM login_etl_rejected") == "5"
         assert etl.count() == 2
 
         r = _reprocess(db)
         assert r.returncode == 0, r.stderr
-        assert _counts(r.stdout) == {"database_rejected": (3, 3, 0, 0), "ip_invalid": (1, 0, 1, 0)}
+        assert _counts(r.stdout) == {"database_rejected": (3, 3, 0, 0), "ip_invalid": (1, 0, 1, 0),
+                                   "sent_timestamp_invalid": (1, 0, 1, 0)}
         rows = {x["user_id"]: x for x in etl.rows()}
         assert sorted(rows) == ["refuse-0", "refuse-1", "refuse-2", "user-ok", "user-warm"]
         assert rows["refuse-1"]["masked_ip"] == keys.mask(keys.OLD, "192.0.2.7")
         assert rows["refuse-1"]["masked_device_id"] == keys.mask(keys.OLD, "d-r1")
         assert rows["refuse-1"]["create_date"] == "2024-06-10"
         assert rows["refuse-1"]["app_version"] == 3001004
-        assert [x["message_id"] for x in db.query(
-            "SELECT message_id FROM login_etl_rejected")] == ["bad-ip"]
+        assert sorted(x["message_id"] for x in db.query(
+            "SELECT message_id FROM login_etl_rejected")) == ["bad-ip", "bad-sent"]
 
         # Again: nothing more; and the queue bringing the messages back writes nothing.
         r = _reprocess(db)
-        assert _counts(r.stdout) == {"ip_invalid": (1, 0, 1, 0)}
+        assert _counts(r.stdout) == {"ip_invalid": (1, 0, 1, 0),
+                                     "sent_timestamp_invalid": (1, 0, 1, 0)}
         assert etl.answer(event) == set()
         assert etl.count() == 5
-        assert db.scalar("SELECT count(*) FROM login_etl_rejected") == "1"
+        assert db.scalar("SELECT count(*) FROM login_etl_rejected") == "2"
         assert "refuse-" not in r.stdout + r.stderr

@@ -84,3 +84,24 @@ def test_a_rule_change_lets_reprocess_load_the_quarantined_rows_once():
         assert etl.count() == 5
         assert db.scalar("SELECT count(*) FROM login_etl_rejected") == "2"
         assert "refuse-" not in r.stdout + r.stderr
+
+
+def test_reprocess_pages_through_a_large_quarantine_and_a_second_run_finds_nothing():
+    """1,200 records (three pages of 500, all stored in one transaction, so with one
+    received_at: the pages are told apart by message_id)."""
+    msgs = [_login(f"p{i:04d}", f"refuse-{i}") for i in range(1200)]
+    with Etl(env=QUARANTINE) as etl:
+        db = etl.db
+        assert etl.answer(event_bytes(make_event([_login("warm", "user-warm")]))) == set()
+        db.superuser("ALTER TABLE user_logins ADD CONSTRAINT no_refuse "
+                     "CHECK (user_id NOT LIKE 'refuse-%')")
+        assert etl.answer(event_bytes(make_event(msgs))) == set()
+        assert db.scalar("SELECT count(DISTINCT received_at) FROM login_etl_rejected") == "1"
+        db.superuser("ALTER TABLE user_logins DROP CONSTRAINT no_refuse")
+        r = _reprocess(db)
+        assert r.returncode == 0, r.stderr
+        assert _counts(r.stdout) == {"database_rejected": (1200, 1200, 0, 0)}
+        assert etl.count() == 1201
+        assert db.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == "1201"
+        r = _reprocess(db)
+        assert r.returncode == 0 and _counts(r.stdout) == {}, r.stdout

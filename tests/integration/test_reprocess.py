@@ -105,3 +105,26 @@ def test_reprocess_pages_through_a_large_quarantine_and_a_second_run_finds_nothi
         assert db.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == "1201"
         r = _reprocess(db)
         assert r.returncode == 0 and _counts(r.stdout) == {}, r.stdout
+
+
+def test_two_reprocess_runs_at_once_load_each_record_once():
+    msgs = [_login(f"c{i:04d}", f"refuse-{i}") for i in range(800)]
+    with Etl(env=QUARANTINE) as etl:
+        db = etl.db
+        assert etl.answer(event_bytes(make_event([_login("warm", "user-warm")]))) == set()
+        db.superuser("ALTER TABLE user_logins ADD CONSTRAINT no_refuse "
+                     "CHECK (user_id NOT LIKE 'refuse-%')")
+        assert etl.answer(event_bytes(make_event(msgs))) == set()
+        db.superuser("ALTER TABLE user_logins DROP CONSTRAINT no_refuse")
+        env = dict(db.env(), PATH="/usr/bin:/bin", MASKING_KEY=proc.MASKING_KEY,
+                   MASKING_KEY_ID=proc.MASKING_KEY_ID)
+        runs = [subprocess.Popen([str(paths.ASAN), "reprocess"], env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in runs]
+        assert [p.returncode for p in runs] == [0, 0], outs
+        loaded = sum(_counts(o)["database_rejected"][1] for o, _ in outs if _counts(o))
+        assert loaded == 800, outs
+        assert etl.count() == 801
+        assert db.scalar("SELECT count(DISTINCT user_id) FROM user_logins") == "801"
+        assert db.scalar("SELECT count(*) FROM login_etl_rejected") == "0"

@@ -17,6 +17,8 @@
  *                   COPY, streamed while the caller still adds keys and rows
  *   pg_isolate.c    refused rows: found by the line the server names, or by
  *                   cutting the rows into parts
+ *   pg_quarantine.c records never accepted, kept in login_etl_rejected with the
+ *                   batch's transaction
  *   pg_tx.c         one transaction of the batch, step by step (enum tx_step),
  *                   and the retries of a lost connection
  *   pg_batch.c      the API of pg.h: the sink's life, and a batch's from begin
@@ -77,6 +79,10 @@
 #define MARKER_V1 "00000000-0000-0000-0000-000000000000"
 #define MARKER_V2 "00000000-0000-0000-0000-000000000001"
 #define MARKERS "('" MARKER_V1 "', '" MARKER_V2 "')"
+
+/* The quarantine (pg_quarantine.c): records the function will never accept,
+ * their bodies masked.  Created by pg_schema.c when missing. */
+#define REJECTED "login_etl_rejected"
 
 /* The rows' COPY runs behind a savepoint, so that a row the server refuses
  * (a trigger, a CHECK constraint) costs a rollback of that COPY only, not of
@@ -196,6 +202,7 @@ enum tx_step {
     TX_ISOLATE,      /* a refusal named no row: the rows go in part by part */
     TX_EARLIER,      /* the earlier ledger layouts are read for the batch's ids */
     TX_UNLEDGER,     /* the ids of the rows not written come back out of the ledger */
+    TX_QUARANTINE,   /* the records never accepted go into login_etl_rejected */
     TX_COMMIT,       /* SET CONSTRAINTS ALL IMMEDIATE; COMMIT */
     TX_COMMITTED,    /* end: committed, or nothing was left to write */
     TX_AGAIN,        /* end: rolled back after rows were marked (committed before, a
@@ -275,6 +282,18 @@ struct tuples {
     size_t *end;     /* owned: end offset of each row's tuple in data */
 };
 
+/* The batch's quarantine entries (pg_quarantine.c). */
+struct q_entry;
+struct pg_quarantine {
+    struct q_entry *e; /* owned: the entries, in the order added */
+    size_t n, cap;
+    struct buf bodies;  /* the masked bodies, back to back */
+    pg_body_fn body_fn; /* NULL, or refused rows are quarantined with the body it gives */
+    int no_insert;      /* the user may not insert into login_etl_rejected (42501, learnt
+                           once): rejected records are listed for a retry */
+    void *body_ctx;
+};
+
 struct pg_sink {
     struct logger *lg;
 
@@ -318,6 +337,7 @@ struct pg_sink {
 
     struct pg_tx tx;         /* the open transaction (pg_copy.c, pg_isolate.c, pg_tx.c) */
     struct pg_retention ret; /* the ledger's retention (pg_retention.c) */
+    struct pg_quarantine q;  /* records kept in login_etl_rejected (pg_quarantine.c) */
     struct buf scratch;      /* the parameters of a ledger lookup (pg_ledger.c) */
     struct idset lookup;     /* message id or key -> row, for a lookup's answer */
     struct pg_stats stats;
@@ -432,6 +452,16 @@ rc_t pg_back_to_batch(struct pg_sink *s, enum tx_step *next);
 rc_t pg_unattributed(struct pg_sink *s, enum tx_step *next);
 rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, enum tried *tried);
 rc_t pg_isolate_rows(struct pg_sink *s);
+
+/* --- pg_quarantine.c: records kept in login_etl_rejected --- */
+
+void pg_quarantine_reset(struct pg_sink *s);
+void pg_quarantine_free(struct pg_sink *s);
+size_t pg_quarantine_pending(const struct pg_sink *s);
+rc_t pg_quarantine_send(struct pg_sink *s);
+void pg_quarantine_committed(struct pg_sink *s);
+rc_t pg_quarantine_alone(struct pg_sink *s);
+enum pg_outcome pg_quarantine_row(const struct pg_sink *s, size_t r);
 
 /* --- pg_tx.c: one transaction --- */
 

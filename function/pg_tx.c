@@ -14,6 +14,8 @@
  *                found there -> TX_AGAIN.
  *   TX_UNLEDGER  the ids of the rows not written come back out of the ledger;
  *                without DELETE on it -> TX_AGAIN, without them.
+ *   TX_QUARANTINE  the records never accepted go into login_etl_rejected, their
+ *                ids into the ledger (pg_quarantine.c).
  *   TX_COMMIT    SET CONSTRAINTS ALL IMMEDIATE; COMMIT.  A deferred constraint
  *                that refuses a row names none -> TX_ISOLATE (pg_back_to_batch)
  *                or TX_UNATTRIBUTED.
@@ -187,8 +189,22 @@ static rc_t step_unledger(struct pg_sink *s, enum tx_step *next)
         for (size_t i = 0; i < s->n; i++)
             if (s->in_ledger[i] == KEY_IN_LEDGER)
                 return again(s, next);
-    *next = TX_COMMIT;
+    *next = TX_QUARANTINE;
     return RC_OK;
+}
+
+/* TX_QUARANTINE: the records never accepted, and the rows refused when the
+ * caller quarantines those too, go into login_etl_rejected with their ids
+ * into the ledger (pg_quarantine.c), last before COMMIT, when every refused
+ * row is known and no id of one is left in the ledger; then TX_COMMIT.
+ * Returns RC_OK or the failure. */
+static rc_t step_quarantine(struct pg_sink *s, enum tx_step *next)
+{
+    rc_t rc = pg_quarantine_send(s);
+
+    if (rc == RC_OK)
+        *next = TX_COMMIT;
+    return rc;
 }
 
 /* What the answer to COMMIT_SQL said (take_commit). */
@@ -249,6 +265,7 @@ static rc_t step_commit(struct pg_sink *s, enum tx_step *next)
     if (c.failed == 0)
         return s->tx.rows == ROWS_ISOLATE || s->tx.rows == ROWS_FINAL ? pg_unattributed(s, next)
                                                                       : pg_back_to_batch(s, next);
+    pg_quarantine_committed(s);
     pg_tx_reset(s);
     pg_retention_send(s, written);
     *next = TX_COMMITTED;
@@ -279,6 +296,9 @@ static rc_t attempt(struct pg_sink *s, enum tx_step *end)
         case TX_UNLEDGER:
             rc = step_unledger(s, &step);
             break;
+        case TX_QUARANTINE:
+            rc = step_quarantine(s, &step);
+            break;
         case TX_COMMIT:
             rc = step_commit(s, &step);
             break;
@@ -305,8 +325,19 @@ rc_t pg_write_pending(struct pg_sink *s, enum tx_step *end)
     backoff_init(&backoff, 100, 60000);
     for (;;) {
         if (pg_pending_in(s, 0, s->n) == 0) {
-            /* Nothing to write; the keys already sent are rolled back. */
+            /* No row to write; the keys already sent are rolled back, and
+             * what is to be quarantined goes in alone. */
             pg_abandon(s);
+            if (pg_quarantine_pending(s) && (rc = pg_quarantine_alone(s)) != RC_OK) {
+                *end = TX_FAILED;
+                int64_t wait = backoff_next(&backoff);
+                if (rc != RC_TIMEOUT && s->retryable && ++tries < MAX_ATTEMPTS &&
+                    clock_mono_ms() + wait < s->give_up_at) {
+                    clock_sleep_ms(wait);
+                    continue;
+                }
+                return rc;
+            }
             *end = TX_COMMITTED;
             return RC_OK;
         }

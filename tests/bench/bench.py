@@ -197,12 +197,16 @@ class Runner:
 
     def __init__(self, tmp, srv, binary=None, env=None, name="bootstrap"):
         self.emu = runtime_api.Emulator()
+        # The figures before the quarantine list rejected records (REJECTED_RECORDS=retry);
+        # figure 5d (quarantine()) compares the two.
         e = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": self.emu.address,
              "AWS_LAMBDA_FUNCTION_NAME": "login-etl-bench",
-             "MASKING_KEY": proc.MASKING_KEY, "MASKING_KEY_ID": proc.MASKING_KEY_ID}
+             "MASKING_KEY": proc.MASKING_KEY, "MASKING_KEY_ID": proc.MASKING_KEY_ID,
+             "REJECTED_RECORDS": "retry"}
         if srv is not None:
             e.update(srv.env())
         e.update(env or {})
+        e = {k: v for k, v in e.items() if v is not None}  # None: unset
         self.out_path = os.path.join(tmp, f"{name}.out")
         self.out = open(self.out_path, "ab")
         self.proc = subprocess.Popen([str(binary or BOOTSTRAP)], env=e, stdout=self.out,
@@ -652,6 +656,60 @@ def refused(tmp, srv, repeats, n=8000, matrix_repeats=3):
     return out
 
 
+# --- 5d. quarantine ------------------------------------------------------------------------
+def quarantine(tmp, srv, repeats, n=8000, shares=(0.01, 0.30)):
+    """Handler time (metric Duration) of an n-record batch with a share of its records
+    rejected by the rules (ip_invalid, spread evenly), quarantined (the default) against
+    listed for a retry (REJECTED_RECORDS=retry), each on a warm bootstrap of its own;
+    the two alternate batch by batch; medians."""
+    def batch(tag, share):
+        step = round(1 / share)
+        msgs = []
+        for i in range(n):
+            body = {"user_id": f"user-{tag}-{i}", "device_type": "ios",
+                    "ip": "999.1.1.1" if i % step == step // 2 else
+                    f"10.{i % 250}.{i // 250 % 250}.7",
+                    "device_id": f"device-{i}", "locale": "en_US", "app_version": "3.1.4"}
+            msgs.append({"messageId": f"{tag}-{i:05d}", "body": json.dumps(body),
+                         "sentTimestamp": 1_718_006_400_000})
+        ev, k = fit_event(msgs)
+        assert k == n, f"{n} records do not fit one event"
+        return event_bytes(ev), sum(1 for i in range(n) if i % step == step // 2)
+
+    out = {"records": n}
+    srv.reset()
+    runs = {"quarantine": Runner(tmp, srv, env={"REJECTED_RECORDS": None}, name="quarantine"),
+            "retry": Runner(tmp, srv, name="quarantine-retry")}
+    try:
+        for mode, run in runs.items():
+            run.run([batch(f"w{mode[0]}", 0.5)[0]])
+        for share in shares:
+            key = f"{round(share * 100)}pct"
+            times = {mode: [] for mode in runs}
+            for r in range(repeats):
+                for mode, run in runs.items():
+                    ev, bad = batch(f"{key[:2]}{mode[0]}{r}", share)
+                    skip = len(run.durations_ms())
+                    _, results = run.run([ev])
+                    listed = len(results[0].json()["batchItemFailures"]) \
+                        if results[0].kind == "response" else -1
+                    want = 0 if mode == "quarantine" else bad
+                    if listed != want:
+                        note(f"WARNING {mode} {key}: {listed} listed, expected {want}")
+                    times[mode].append(run.durations_ms()[skip:][0])
+            out[key] = {f"{m}_ms": statistics.median(v) for m, v in times.items()}
+            out[key].update({f"all_{m}_ms": v for m, v in times.items()}, rejected=bad)
+            out[key]["ratio"] = out[key]["quarantine_ms"] / out[key]["retry_ms"]
+            note(f"{key} rejected: quarantine {out[key]['quarantine_ms']:.0f} ms, retry "
+                 f"{out[key]['retry_ms']:.0f} ms, ratio {out[key]['ratio']:.2f}")
+        out["quarantined_rows"] = int(srv.scalar("SELECT count(*) FROM login_etl_rejected"))
+    finally:
+        for run in runs.values():
+            run.close()
+    srv.reset()
+    return out
+
+
 class LockWatch:
     """The most transaction-id locks the function's backend held at once (one for its
     transaction, one per subtransaction that wrote), sampled while it runs."""
@@ -1075,6 +1133,15 @@ def report(f):
                  if k in m],
               ["when", "VmHWM", "VmRSS", "note"])
 
+    qf = f.get("quarantine")
+    if qf:
+        say(f"\n5d. Rejected records in a {qf['records']:,}-record batch, quarantined (the "
+            "default) against listed for a retry: handler time (metric Duration), median")
+        table([[k, str(qf[k]["rejected"]), f"{qf[k]['quarantine_ms']:.0f}",
+                f"{qf[k]['retry_ms']:.0f}", f"{qf[k]['ratio']:.2f}x"]
+               for k in ("1pct", "30pct") if k in qf],
+              ["rejected", "records", "quarantine ms", "retry ms", "ratio"])
+
     rf = f.get("refused")
     if rf:
         say(f"\n5c. Refused rows in a {rf['rows']:,}-row batch (one in the middle, or 1%): "
@@ -1272,6 +1339,10 @@ def _summary_rows(f):
         ("5c. one refused row in 8,000, vs clean: named by its COPY line / deferred trigger",
          lambda: refused("line", "parts"), "< 2x"),
         ("5c. 1% of the rows refused, vs clean", lambda: refused("line_1pct"), ""),
+        ("5d. 8,000 records, 1% / 30% rejected: handler time quarantined vs listed (retry)",
+         lambda: " / ".join(f"{f['quarantine'][k]['quarantine_ms']:.0f} vs "
+                            f"{f['quarantine'][k]['retry_ms']:.0f} ms"
+                            for k in ("1pct", "30pct")), ""),
         ("6. process start to first /next, median / p90",
          lambda: _pair(st["bootstrap"]["median_ms"], st["bootstrap"]["p90_ms"], "{:.2f}")
          + " ms", "< 5 ms"),
@@ -1448,6 +1519,26 @@ def fleet_only(args):
     return 0
 
 
+def quarantine_only(args):
+    """Figure 5d alone (a targeted run): a server of its own, the figures printed and
+    written to build/bench/quarantine.json."""
+    build_tools()
+    tmp = tempfile.mkdtemp(prefix="login-etl-bench-")
+    srv = pg.Server(fsync=False, async_commit=True)  # as the throughput figures' fsync=off
+    try:
+        q = quarantine(tmp, srv, max(args.repeats, 5))
+    finally:
+        srv.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+    with open(OUT / "quarantine.json", "w") as f:
+        json.dump({"quarantine": q, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   "load": [round(x, 2) for x in os.getloadavg()]}, f, indent=1)
+    for key in ("1pct", "30pct"):
+        say(f"5d. {key} rejected of {q['records']}: quarantine {q[key]['quarantine_ms']:.0f} ms, "
+            f"retry {q[key]['retry_ms']:.0f} ms, {q[key]['ratio']:.2f}x")
+    return 0
+
+
 def cost_only(args):
     """--cost: the cost inputs alone, to build/bench/cost.json."""
     if not RELEASE.exists():
@@ -1512,6 +1603,8 @@ def main():
     ap.add_argument("--history-preload", type=int, default=5_000_000)
     ap.add_argument("--history-records", type=int, default=80000)
     ap.add_argument("--history-repeats", type=int, default=5)
+    ap.add_argument("--quarantine", action="store_true", help="only the quarantine figure "
+                    "(5d), to build/bench/quarantine.json")
     ap.add_argument("--rekey", action="store_true", help="only the rekey figure (9), to "
                     "build/bench/rekey.json (make bench BENCH=rekey)")
     ap.add_argument("--baseline", metavar="REF", help="only the end-to-end figure of this "
@@ -1546,6 +1639,8 @@ def main():
         return compare(args)
     if args.fleet or args.history or args.rekey:
         return fleet_only(args)
+    if args.quarantine:
+        return quarantine_only(args)
     if args.cost:
         return cost_only(args)
     if not RELEASE.exists():
@@ -1590,6 +1685,8 @@ def main():
             say("\n[refused] one refused row in an 8,000-row batch")
             figures["refused"] = refused(tmp, srv, max(args.repeats, 3),
                                          matrix_repeats=1 if args.quick else 3)
+            say("\n[quarantine] 1% and 30% rejected, quarantined vs listed")
+            figures["quarantine"] = quarantine(tmp, srv, max(args.repeats, 3))
             say("\n[memory] 6 MB events, then small invocations")
             figures["memory"] = memory(tmp, srv, events, msgs, args.small)
             say("\n[id set] plain and colliding message ids")

@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 #include <openssl/crypto.h>
 
+#include "cli_db.h"
 #include "keyset.h"
 #include "login.h"
 #include "num.h"
@@ -49,7 +50,7 @@ struct tally {
 
 struct reprocess {
     PGconn *conn;
-    struct keyset *keys;
+    const struct keyset *keys; /* the settings'; borrowed */
     struct login_parser lp;
     int dry_run;
     struct tally by[REASONS_MAX];
@@ -68,8 +69,8 @@ static const char usage_text[] =
     "  --dry-run   count by stored reason what would load; change nothing\n"
     "\n"
     "settings, as the function reads them: DATABASE_URL or PGHOST, PGPORT, PGUSER,\n"
-    "PGPASSWORD, PGDATABASE, PGSSLMODE...; MASKING_KEY (the current key in hex, or the\n"
-    "keyset document), MASKING_KEY_ID, MASKING_KEYS_RETIRED.  The database user needs\n"
+    "PGPASSWORD, PGDATABASE, PGSSLMODE...; DB_AUTH=iam; MASKING_KEY (the current key in\n"
+    "hex, or the keyset document), MASKING_KEY_ID, MASKING_KEYS_RETIRED.  The database user needs\n"
     "SELECT and DELETE on login_etl_rejected and INSERT on user_logins.\n"
     "\n"
     "exit status: 0 done, 1 a failure (what was committed stays: run it again), 2 usage\n";
@@ -266,6 +267,7 @@ static void summary(const struct reprocess *r)
 int reprocess_cli(int argc, char **argv)
 {
     struct reprocess r = {0};
+    struct cli_db db = {0};
     char err[ERR_LEN];
     int status = REPROCESS_EXIT_USAGE;
 
@@ -280,33 +282,20 @@ int reprocess_cli(int argc, char **argv)
             return REPROCESS_EXIT_USAGE;
         }
     }
-    const char *hex = getenv("MASKING_KEY");
-    if (!hex || !*hex) {
-        fprintf(stderr, "bootstrap reprocess: MASKING_KEY is not set\n");
+    if (cli_db_load(&db, "reprocess", "login-etl-reprocess") != RC_OK)
         return REPROCESS_EXIT_USAGE;
-    }
-    r.keys = keyset_load("MASKING_KEY", hex, strlen(hex), getenv("MASKING_KEY_ID"),
-                         getenv("MASKING_KEYS_RETIRED"), err);
-    if (!r.keys) {
-        fprintf(stderr, "bootstrap reprocess: %s\n", err);
-        return REPROCESS_EXIT_USAGE;
-    }
+    r.keys = db.keys;
     login_parser_init(&r.lp);
-    const char *url = getenv("DATABASE_URL");
-    r.conn = PQconnectdb(url && *url ? url : "");
-    if (!r.conn || PQstatus(r.conn) != CONNECTION_OK) {
-        /* libpq's message names the host and the reason, never a value. */
-        fprintf(stderr, "bootstrap reprocess: cannot connect: %s",
-                r.conn ? PQerrorMessage(r.conn) : "out of memory\n");
+    if (!(r.conn = cli_db_connect(&db, err))) {
+        fprintf(stderr, "bootstrap reprocess: %s\n", err);
         status = REPROCESS_EXIT_FAILED;
         goto out;
     }
-    PQsetErrorVerbosity(r.conn, PQERRORS_SQLSTATE);
     status = pass(&r) == 0 && r.unreadable == 0 ? REPROCESS_EXIT_DONE : REPROCESS_EXIT_FAILED;
     summary(&r);
 out:
     PQfinish(r.conn);
     login_parser_free(&r.lp);
-    keyset_free(r.keys);
+    cli_db_free(&db);
     return status;
 }

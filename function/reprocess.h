@@ -7,8 +7,9 @@
  *   bootstrap reprocess            loads what is valid now
  *   bootstrap reprocess --dry-run  counts by reason what would load; changes nothing
  *
- * It reads the function's settings (DATABASE_URL or the PG* variables,
- * MASKING_KEY, MASKING_KEY_ID, MASKING_KEYS_RETIRED): the keys unmask the
+ * It reads the function's settings as the function does (cli_db.h:
+ * DATABASE_URL or the PG* variables, DB_AUTH=iam, MASKING_KEY,
+ * MASKING_KEY_ID, MASKING_KEYS_RETIRED): the keys unmask the
  * stored bodies (under the key their prefix names) and mask the new rows
  * with the current key.  Each record is taken out of quarantine and its row
  * written by one statement pair behind a savepoint, the DELETE first: a

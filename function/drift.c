@@ -59,11 +59,10 @@ static int known_name(const struct json_doc *doc, uint32_t key, const struct jso
 void drift_note(struct drift *d, const struct json_doc *doc, const long *idx,
                 const struct json_names *known)
 {
-    size_t found = 0, absent = 0;
+    size_t found = 0;
 
     for (size_t f = 0; f < known->count && f < DRIFT_FIELDS_MAX; f++) {
         found += idx[f] >= 0;
-        absent += idx[f] < 0;
         d->missing[f] += idx[f] < 0;
     }
     size_t unknown_before = d->unknown;
@@ -77,7 +76,8 @@ void drift_note(struct drift *d, const struct json_doc *doc, const long *idx,
             key = doc->tok[key + 1].next;
         }
     }
-    d->records += absent > 0 || d->unknown > unknown_before;
+    /* An absent known field alone is no drift (drift.h): optional fields are. */
+    d->records += d->unknown > unknown_before;
 }
 
 void drift_unknown_names(const struct drift *d, struct buf *out)
@@ -117,25 +117,28 @@ void drift_report(const struct drift *d, struct logger *lg, const char *function
     char unknown[DRIFT_NAMES * (DRIFT_NAME_MAX + 1) + 8], missing[DRIFT_FIELDS_MAX * 40];
     struct buf b;
 
-    if (d->records == 0)
-        return;
-    buf_wrap(&b, unknown, sizeof unknown);
-    drift_unknown_names(d, &b);
     buf_wrap(&b, missing, sizeof missing);
     for (size_t f = 0; f < fields && f < DRIFT_FIELDS_MAX; f++)
         if (d->missing[f])
             buf_printf(&b, "%s%s=%zu", b.len ? "," : "", field(f), d->missing[f]);
-    log_at(lg, LOG_WARN, "schema drift", LF_NUM("records", d->records),
-           LF_NUM("unknownFields", d->unknown), LF_STR("unknown", unknown),
-           LF_STR("missing", missing));
-
+    if (d->records == 0 && b.len == 0)
+        return;
+    if (d->records) {
+        buf_wrap(&b, unknown, sizeof unknown);
+        drift_unknown_names(d, &b);
+        log_at(lg, LOG_WARN, "schema drift", LF_NUM("records", d->records),
+               LF_NUM("unknownFields", d->unknown), LF_STR("unknown", unknown),
+               LF_STR("missing", missing));
+    }
     buf_init(&b, 4096);
-    emf_head(&b, "[\"FunctionName\"]",
-             "{\"Name\":\"RecordsDrifted\",\"Unit\":\"Count\"},"
-             "{\"Name\":\"FieldsUnknown\",\"Unit\":\"Count\"}",
-             function_name);
-    buf_printf(&b, ",\"RecordsDrifted\":%zu,\"FieldsUnknown\":%zu", d->records, d->unknown);
-    emf_end(&b, lg, request_id);
+    if (d->records) {
+        emf_head(&b, "[\"FunctionName\"]",
+                 "{\"Name\":\"RecordsDrifted\",\"Unit\":\"Count\"},"
+                 "{\"Name\":\"FieldsUnknown\",\"Unit\":\"Count\"}",
+                 function_name);
+        buf_printf(&b, ",\"RecordsDrifted\":%zu,\"FieldsUnknown\":%zu", d->records, d->unknown);
+        emf_end(&b, lg, request_id);
+    }
     for (size_t f = 0; f < fields && f < DRIFT_FIELDS_MAX; f++) {
         if (!d->missing[f])
             continue;

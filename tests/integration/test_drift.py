@@ -1,7 +1,10 @@
 """Schema drift is seen: top-level fields the rules do not know and known fields absent
 are counted (RecordsDrifted, FieldsUnknown, FieldMissing by Field), and one log line names
 the fields, never a value, keeping only short names of [A-Za-z0-9_.-] (a field name is a
-producer's untrusted text)."""
+producer's untrusted text). A record drifted (RecordsDrifted, what RecordsDriftedAlarm
+watches) when it has an unknown field: a producer renaming ip drifts in every message; one
+leaving out an optional field (app_version) in every message does not, its absence only
+counted by FieldMissing."""
 from events.generate import event_bytes, make_event
 from rig.harness import Etl
 from rig.messages import msg
@@ -47,3 +50,39 @@ def test_bodies_without_drift_say_nothing():
     with Etl() as etl:
         assert etl.answer(event_bytes(make_event([msg("a", FULL), msg("b", FULL)]))) == set()
         assert _drift_lines(etl) == ([], [])
+
+
+def _producer(n, change):
+    """n messages of one producer whose every body is FULL changed by `change`."""
+    out = []
+    for i in range(n):
+        body = dict(FULL, user_id=f"u-{i}", device_id=f"d-{i}")
+        change(body)
+        out.append(msg(f"p{i}", body))
+    return out
+
+
+def test_a_producer_leaving_out_app_version_does_not_drift():
+    with Etl() as etl:
+        event = make_event(_producer(30, lambda b: b.pop("app_version")))
+        assert etl.answer(event_bytes(event)) == set()
+        said, emf = _drift_lines(etl)
+        assert etl.count() == 30
+    assert said == [], said
+    assert [m for m in emf if "RecordsDrifted" in m] == [], emf
+    # The absence stays counted by field, for the dashboard.
+    assert [(m["Field"], m["FieldMissing"]) for m in emf] == [("app_version", 30)], emf
+
+
+def test_a_producer_renaming_ip_drifts_in_every_message():
+    def rename(body):
+        body["ip_address"] = body.pop("ip")
+    with Etl() as etl:
+        assert etl.answer(event_bytes(make_event(_producer(30, rename)))) == set()
+        said, emf = _drift_lines(etl)
+        out = etl.boot.output()
+    assert [(l["records"], l["unknown"], l["missing"]) for l in said] == [
+        (30, "ip_address", "ip=30")], said
+    assert [m["RecordsDrifted"] for m in emf if "RecordsDrifted" in m] == [30], emf
+    assert [(m["Field"], m["FieldMissing"]) for m in emf if "FieldMissing" in m] == [("ip", 30)]
+    assert "192.0.2.7" not in out

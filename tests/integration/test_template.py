@@ -715,3 +715,25 @@ def test_the_drift_alarm_watches_a_rate():
     assert [m["Id"] for m in p["Metrics"] if m["ReturnData"]] == ["rate"]
     assert p["Threshold"] == ref("DriftAlarmPercent") and default("DriftAlarmPercent") == 1
     assert p["TreatMissingData"] == "notBreaching"
+
+
+def test_known_fields_left_out_are_on_the_dashboard_and_no_alarm_watches_them():
+    """RecordsDrifted counts records with an unknown field only; FieldMissing (a known field
+    left out, routine for optional ones) is shown by field and alarms nobody."""
+    watched = json.dumps([r for r in RES.values() if r["Type"] == "AWS::CloudWatch::Alarm"])
+    assert "RecordsDrifted" in watched and "FieldMissing" not in watched
+    body = RES["LoginEtlDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"][0]
+    doc = json.loads(re.sub(r"\$\{([^}]+)\}",
+                            lambda m: "1" if m.group(1) == "DurationThreshold" else "x", body))
+    fields, last = set(), None
+    for w in doc["widgets"]:
+        for m in w["properties"]["metrics"]:
+            # "..." repeats the row above but its last value; "." its value there.
+            row = last[:-1] + m[1:] if m[0] == "..." else [
+                last[i] if v == "." else v for i, v in enumerate(m)]
+            if row[1] == "FieldMissing":
+                assert row[:5] == ["LoginEtl", "FieldMissing", "FunctionName", "x", "Field"], row
+                fields.add(row[5])
+            last = row
+    assert fields == {"user_id", "device_type", "ip", "device_id", "locale", "app_version"}
+    assert "an unknown top-level field" in PARAMS["DriftAlarmPercent"]["Description"]

@@ -1,6 +1,8 @@
 /* test_drift.c - schema drift of a body: unknown top-level fields and known
- * fields absent counted; only short names of [A-Za-z0-9_.-] kept, at most
- * DRIFT_NAMES, the rest counted as "other" without their text. */
+ * fields absent counted; a record drifted only with an unknown field (a
+ * rename brings one; an optional field left out is no drift); only short
+ * names of [A-Za-z0-9_.-] kept, at most DRIFT_NAMES, the rest counted as
+ * "other" without their text. */
 #include "check.h"
 
 #include "drift.h"
@@ -52,6 +54,23 @@ int main(void)
     CHECK_EQ_INT(d.records, 1);
     CHECK_EQ_INT(d.unknown, 1);
     CHECK_EQ_INT(d.missing[1], 1);
+    CHECK_EQ_STR(names(&d), "ip_address");
+
+    check_case("a known field left out in every body is counted, and no body drifted");
+    drift_reset(&d);
+    for (int i = 0; i < 50; i++)
+        note(&d, "{\"user_id\":\"u\",\"locale\":\"en\"}");
+    CHECK_EQ_INT(d.records, 0);
+    CHECK_EQ_INT(d.unknown, 0);
+    CHECK_EQ_INT(d.missing[1], 50);
+
+    check_case("renamed in every body: each body drifted");
+    drift_reset(&d);
+    for (int i = 0; i < 50; i++)
+        note(&d, "{\"user_id\":\"u\",\"ip_address\":\"1.2.3.4\"}");
+    CHECK_EQ_INT(d.records, 50);
+    CHECK_EQ_INT(d.missing[1], 50);
+    CHECK_EQ_INT(d.missing[2], 50);
     CHECK_EQ_STR(names(&d), "ip_address");
 
     check_case("a known field given twice is no unknown field");

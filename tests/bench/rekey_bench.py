@@ -12,8 +12,13 @@ groups exist, loaded by COPY and vacuumed, as an old table is.  The release boot
                    deployed with the new keyset) loading passes of 100,000 realistic records
                    (the events of figure 1, each pass under new message ids);
   both at once     the table loaded again, the rekey started, and the function loading passes
-                   for as long as it runs; the function's rate counts the passes that ended
-                   before the rekey did;
+                   for as long as it runs, paired: every other pass runs with the rekey
+                   stopped (SIGSTOP, then SIGCONT), so that the function's rate with the
+                   rekey and without it are taken in turn under the same load of the
+                   machine; the ratio is that of the two medians.  A stopped rekey holds
+                   its transaction's row locks on rows the function never touches, and
+                   its connection idle; its reported rate then counts the stopped time as
+                   pause;
   both, no yield   the same with `--busy-share 100`: the rekey does not pause while the
                    function loads (by default it works a fifth of the time then).
 
@@ -29,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import time
@@ -171,9 +177,10 @@ def _pass(runner, parts, k, records):
 _passes = itertools.count(1)  # each pass's message ids are tagged with the next number
 
 
-def _phase(tmp, srv, runner, parts, data, label, rekey_args=None, passes=3):
+def _phase(tmp, srv, runner, parts, data, label, rekey_args=None, passes=3, paired=False):
     """One phase: the rekey (rekey_args not None), the function's passes (passes > 0 when
-    alone; while the rekey runs when both), or both at once.  Returns its figures."""
+    alone; while the rekey runs when both), or both at once; paired: every other pass with
+    the rekey stopped, for the solo rate under the same load.  Returns its figures."""
     out = {"label": label}
     log0 = os.path.getsize(srv.log) if os.path.exists(srv.log) else 0
     s0 = _server_cpu(srv)
@@ -181,11 +188,21 @@ def _phase(tmp, srv, runner, parts, data, label, rekey_args=None, passes=3):
     busy0, tot0 = B.machine_busy()
     rk = Rekey(tmp, srv, *rekey_args, name=label.replace(" ", "-")) if rekey_args is not None \
         else None
-    rates, bad = [], 0
+    rates, solo, bad = [], [], 0
+    turn = itertools.count()
     while runner and (rk.poll() if rk else len(rates) < passes):
-        secs, ok = _pass(runner, parts, next(_passes), data["records"])
+        stopped = paired and rk is not None and next(turn) % 2 == 0
+        if stopped:
+            os.kill(rk.proc.pid, signal.SIGSTOP)
+        try:
+            secs, ok = _pass(runner, parts, next(_passes), data["records"])
+        finally:
+            if stopped:
+                os.kill(rk.proc.pid, signal.SIGCONT)
         bad += not ok
-        if rk is None or rk.poll():
+        if stopped:
+            solo.append(data["records"] / secs)  # the same moment's rate without the rekey
+        elif rk is None or rk.poll():
             rates.append(data["records"] / secs)  # a pass that ended while the rekey ran
     if rk:
         rk.wait()
@@ -199,6 +216,8 @@ def _phase(tmp, srv, runner, parts, data, label, rekey_args=None, passes=3):
     if runner:
         dur = runner.durations_ms()[d0:]
         out.update(passes=len(rates), records_per_s=statistics.median(rates) if rates else None,
+                   paired_solo_per_s=statistics.median(solo) if solo else None,
+                   paired_solo_passes=len(solo),
                    all_rates=rates, failed_passes=bad,
                    handler_ms_median=statistics.median(dur) if dur else None,
                    handler_ms_max=max(dur) if dur else None)
@@ -242,10 +261,10 @@ def rekey(tmp, rows, records, seed):
         out["alone"] = _phase(tmp, srv, None, parts, data, "rekey alone", [])
         out["ingest"] = _phase(tmp, srv, runner, parts, data, "ingest alone", None, passes=3)
         _reload(srv, path)
-        out["both"] = _phase(tmp, srv, runner, parts, data, "both at once", [])
+        out["both"] = _phase(tmp, srv, runner, parts, data, "both at once", [], paired=True)
         _reload(srv, path)
         out["unyielding"] = _phase(tmp, srv, runner, parts, data, "both no yield",
-                                   ["--busy-share", "100"])
+                                   ["--busy-share", "100"], paired=True)
         out["ingest_after"] = _phase(tmp, srv, runner, parts, data, "ingest alone again", None,
                                      passes=3)
     finally:
@@ -268,10 +287,16 @@ def alone_summary(r):
     return f"{a['rows_per_s']:,} rows/s, {a['longest_txn_ms']} ms"
 
 
+def phase_solo(r, key):
+    """The function's rate alone to compare a phase with: the passes of the same phase with
+    the rekey stopped (paired), else the solo phases' mean."""
+    return r[key].get("paired_solo_per_s") or solo_rate(r)
+
+
 def both_summary(r, key):
     """The README table's value of a phase with both at once."""
     x = r[key]
-    return f"{x['records_per_s'] / solo_rate(r):.2f}x ({x['rekey']['rows_per_s']:,} rows/s)"
+    return f"{x['records_per_s'] / phase_solo(r, key):.2f}x ({x['rekey']['rows_per_s']:,} rows/s)"
 
 
 def report(f):
@@ -292,9 +317,11 @@ def report(f):
         rows.append([label,
                      f"{k['rows_per_s']:,}" if k and k.get("ok") else ("-" if not k else "FAILED"),
                      f"{k['wall_s']:.1f} s" if k else "-",
-                     f"{k['longest_txn_ms']} ms" if k and k.get("ok") else "-",
+                     (f"{k['longest_txn_ms']} ms" + ("*" if x.get("paired_solo_passes") else ""))
+                     if k and k.get("ok") else "-",
                      f"{x['records_per_s']:,.0f}" if x.get("records_per_s") else "-",
-                     f"{x['records_per_s'] / solo:.2f}" if x.get("records_per_s") else "-",
+                     f"{x['records_per_s'] / phase_solo(r, key):.2f}"
+                     if x.get("records_per_s") else "-",
                      f"{x['handler_ms_median']:.0f} / {x['handler_ms_max']:.0f} ms"
                      if x.get("handler_ms_median") is not None else "-",
                      f"{x['server_cpu_s']:.1f}", f"{x['lock_waits']}/{x['deadlocks']}",
@@ -309,9 +336,14 @@ def report(f):
         B.say(f"  rekey alone: {a['rows_per_s']:,} rows/s (goal >= 50,000: "
               f"{'met' if a['rows_per_s'] >= 50000 else 'NOT met'})")
     if both:
-        q = both / solo
+        q = both / phase_solo(r, "both")
         B.say(f"  the function while the rekey runs: {q:.2f}x its rate alone (goal >= 0.8: "
               f"{'met' if q >= 0.8 else 'NOT met'}); with --busy-share 100 (no pause): "
-              f"{(r['unyielding'].get('records_per_s') or 0) / solo:.2f}x")
-    B.say(f"  'function alone' is the mean of the two solo phases, before and after; load "
-          f"average {r['load_start']} at start, {r['load_end']} at end")
+              f"{(r['unyielding'].get('records_per_s') or 0) / phase_solo(r, 'unyielding'):.2f}x")
+    B.say("  * a phase with both stops the rekey for every other pass: its longest transaction "
+          "and its rows/s count the moments it was stopped (see 'rekey alone' for its own)")
+    B.say(f"  'vs alone' of a phase with both: against the same phase's passes with the rekey "
+          f"stopped ({r['both'].get('paired_solo_passes', 0)} and "
+          f"{r['unyielding'].get('paired_solo_passes', 0)} passes), taken in turn; of a solo "
+          f"phase: against the mean of the two solo phases; load average {r['load_start']} "
+          f"at start, {r['load_end']} at end")

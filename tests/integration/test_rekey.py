@@ -224,17 +224,23 @@ def test_rekey_of_a_partitioned_table():
 
 def test_rekey_killed_at_random_moments_then_finishes():
     """SIGKILL at random moments of runs slowed down so that the kills land mid-run (and
-    one SIGTERM, which ends the run after the range in progress with exit 3): after each,
-    every value is its original under the old or the new key, nothing lost or added; a last
-    run finishes with every value the new key's mask of its original."""
+    one SIGTERM, which ends the run after the batch in progress with exit 3): after each,
+    every value is its original under the old or the new key, nothing lost or added, and no
+    run went faster than --max-rate (also one that starts past the blocks an earlier run
+    re-masked, where its ranges grow wide); a last run finishes with every value the new
+    key's mask of its original."""
     messages = make_messages(16000, seed=73, invalid_rate=0, duplicate_rate=0.1)
     db = pg.server()
     want = load(db, messages)
     total = sum(want.values())
     rnd = random.Random(7301)
-    kills, mixed = 0, 0
+    kills, mixed, done = 0, 0, 0
+    # 16,000 rows at 3,000 a second: 5 s of work, more than the four waits up to the
+    # SIGTERM (4.3 s) leave to the runs together.
+    rate, batch = 3000, 300
     for attempt in range(6):
-        p = start_rekey(db, "--batch", "300", "--max-rate", "6000")
+        t0 = time.monotonic()
+        p = start_rekey(db, "--batch", str(batch), "--max-rate", str(rate))
         time.sleep(rnd.uniform(0.3, 2.0))
         if attempt == 3:
             p.send_signal(signal.SIGTERM)
@@ -245,9 +251,13 @@ def test_rekey_killed_at_random_moments_then_finishes():
             p.send_signal(signal.SIGKILL)
             p.wait(timeout=60)
             kills += p.returncode == -signal.SIGKILL
+        took = time.monotonic() - t0
         now = rows(db)
         assert originals(now) == want, f"after interruption {attempt + 1} the rows differ"
-        done = sum(1 for r in now if (r["masked_ip"] or "k2:").startswith("k2:"))
+        before, done = done, sum(1 for r in now if (r["masked_ip"] or "k2:").startswith("k2:"))
+        # Paced after each transaction: at most one batch ahead of the rate.
+        assert done - before <= rate * took + batch, (
+            f"run {attempt + 1} re-masked {done - before} rows in {took:.2f} s, over --max-rate")
         mixed += 0 < done < total
         if done == total:
             break

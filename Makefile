@@ -333,7 +333,7 @@ fuzz: fuzz-build
 BENCH ?=
 bench: test-build
 	@$(MAKE) --no-print-directory package $(if $(wildcard $(RDS_CA_BUNDLE)),,CA=none)
-	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--$(BENCH))
+	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--$(BENCH)) $(if $(BASELINE),--baseline $(BASELINE))
 
 # The README's demo command: installs what a fresh machine lacks for the demo
 # (less than `make test` needs), then builds and runs.

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -89,6 +90,72 @@ static void append_text(struct buf *b, const char *s)
     }
 }
 
+static void build_text(struct buf *b, const struct logger *lg, enum log_level level,
+                       const char *message, const struct log_field *fields, size_t nfields)
+{
+    append_timestamp(b);
+    buf_printf(b, " %s ", level_names[level]);
+    append_text(b, lg->request_id ? lg->request_id : "-");
+    buf_appendc(b, ' ');
+    append_text(b, message);
+    for (size_t i = 0; i < nfields; i++) {
+        if (fields[i].kind == LOG_NUM) {
+            buf_printf(b, " %s=%lld", fields[i].key, fields[i].num);
+        } else {
+            buf_printf(b, " %s=", fields[i].key);
+            append_text(b, fields[i].str ? fields[i].str : "");
+        }
+    }
+    if (lg->version) {
+        buf_appends(b, " version=");
+        append_text(b, lg->version);
+    }
+}
+
+static void build_json(struct buf *b, const struct logger *lg, enum log_level level,
+                       const char *message, const struct log_field *fields, size_t nfields)
+{
+    buf_appends(b, "{\"timestamp\":\"");
+    append_timestamp(b);
+    buf_printf(b, "\",\"level\":\"%s\"", level_names[level]);
+    if (lg->version) {
+        buf_appends(b, ",\"version\":");
+        buf_append_json(b, lg->version, strlen(lg->version));
+    }
+    if (lg->request_id) {
+        /* Inside an invocation: what ties the line to X-Ray and to the
+         * first, slower invocation of an execution environment. */
+        buf_appends(b, ",\"requestId\":");
+        buf_append_json(b, lg->request_id, strlen(lg->request_id));
+        if (lg->trace_id) {
+            buf_appends(b, ",\"traceId\":");
+            buf_append_json(b, lg->trace_id, strlen(lg->trace_id));
+        }
+        buf_appends(b, lg->cold_start ? ",\"coldStart\":true" : ",\"coldStart\":false");
+    }
+    buf_appends(b, ",\"message\":");
+    buf_append_json(b, message, strlen(message));
+    for (size_t i = 0; i < nfields; i++) {
+        buf_printf(b, ",\"%s\":", fields[i].key);
+        if (fields[i].kind == LOG_NUM)
+            buf_printf(b, "%lld", fields[i].num);
+        else if (fields[i].str)
+            buf_append_json(b, fields[i].str, strlen(fields[i].str));
+        else
+            buf_appends(b, "null");
+    }
+    buf_appendc(b, '}');
+}
+
+static void build_line(struct buf *b, const struct logger *lg, enum log_level level,
+                       const char *message, const struct log_field *fields, size_t nfields)
+{
+    if (lg->text)
+        build_text(b, lg, level, message, fields, nfields);
+    else
+        build_json(b, lg, level, message, fields, nfields);
+}
+
 void log_emit(const struct logger *lg, enum log_level level, const char *message,
               const struct log_field *fields, size_t nfields)
 {
@@ -100,95 +167,72 @@ void log_emit(const struct logger *lg, enum log_level level, const char *message
     /* A small line is built on the stack so that logging an out-of-memory
      * condition does not itself need memory. */
     buf_wrap(&b, stack, sizeof stack);
-
-    if (lg->text) {
-        append_timestamp(&b);
-        buf_printf(&b, " %s ", level_names[level]);
-        append_text(&b, lg->request_id ? lg->request_id : "-");
-        buf_appendc(&b, ' ');
-        append_text(&b, message);
-        for (size_t i = 0; i < nfields; i++) {
-            if (fields[i].kind == LOG_NUM) {
-                buf_printf(&b, " %s=%lld", fields[i].key, fields[i].num);
-            } else {
-                buf_printf(&b, " %s=", fields[i].key);
-                append_text(&b, fields[i].str ? fields[i].str : "");
-            }
-        }
-        if (lg->version) {
-            buf_appends(&b, " version=");
-            append_text(&b, lg->version);
-        }
-    } else {
-        buf_appends(&b, "{\"timestamp\":\"");
-        append_timestamp(&b);
-        buf_printf(&b, "\",\"level\":\"%s\"", level_names[level]);
-        if (lg->version) {
-            buf_appends(&b, ",\"version\":");
-            buf_append_json(&b, lg->version, strlen(lg->version));
-        }
-        if (lg->request_id) {
-            /* Inside an invocation: what ties the line to X-Ray and to the
-             * first, slower invocation of an execution environment. */
-            buf_appends(&b, ",\"requestId\":");
-            buf_append_json(&b, lg->request_id, strlen(lg->request_id));
-            if (lg->trace_id) {
-                buf_appends(&b, ",\"traceId\":");
-                buf_append_json(&b, lg->trace_id, strlen(lg->trace_id));
-            }
-            buf_appends(&b, lg->cold_start ? ",\"coldStart\":true" : ",\"coldStart\":false");
-        }
-        buf_appends(&b, ",\"message\":");
-        buf_append_json(&b, message, strlen(message));
-        for (size_t i = 0; i < nfields; i++) {
-            buf_printf(&b, ",\"%s\":", fields[i].key);
-            if (fields[i].kind == LOG_NUM)
-                buf_printf(&b, "%lld", fields[i].num);
-            else if (fields[i].str)
-                buf_append_json(&b, fields[i].str, strlen(fields[i].str));
-            else
-                buf_appends(&b, "null");
-        }
-        buf_appendc(&b, '}');
+    build_line(&b, lg, level, message, fields, nfields);
+    if (b.err) {
+        /* Too long for the line buffer: say so rather than cut a line in half,
+         * with everything a line carries (the version, the request) and the
+         * message it replaces (a literal of the code's, short), but not the
+         * fields that made it too long. */
+        struct log_field dropped = LF_STR("droppedMessage", message);
+        buf_reset(&b);
+        build_line(&b, lg, level, "log line too long", &dropped, 1);
     }
     if (b.err) {
-        /* Too long for the line buffer: say so rather than cut JSON in half. */
+        /* Still too long (an absurd request id): the level and version alone. */
         buf_reset(&b);
-        buf_printf(&b, "{\"level\":\"%s\",\"message\":\"log line too long\"}", level_names[level]);
+        buf_printf(&b, "{\"level\":\"%s\",\"version\":", level_names[level]);
+        buf_append_json(&b, lg->version ? lg->version : "", lg->version ? strlen(lg->version) : 0);
+        buf_appends(&b, ",\"message\":\"log line too long\"}");
     }
     buf_appendc(&b, '\n');
     write_all(lg->fd, b.data, b.len);
 }
 
+/* Writes the iovecs with one writev(2) when it takes them whole, else the
+ * rest as write_all does.  Cannot fail (a failed write is ignored). */
+static void writev_all(int fd, struct iovec *iov, int n)
+{
+    ssize_t w;
+
+    do
+        w = writev(fd, iov, n);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        size_t done = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
+        write_all(fd, (const char *)iov[i].iov_base + done, iov[i].iov_len - done);
+        w -= (ssize_t)done;
+    }
+}
+
 void log_raw(const struct logger *lg, const char *line, size_t len)
 {
-    struct buf b;
-    char stack[2048];
+    struct buf head;
+    char stack[256], newline[] = "\n";
     size_t body = len > 0 && line[len - 1] == '\n' ? len - 1 : len;
-    size_t version_len = lg->version ? strlen(lg->version) : 0;
 
-    /* The line is copied, with the version spliced in after its '{', so that
-     * it still goes out in one write. */
-    buf_wrap(&b, stack, sizeof stack);
-    if (body + version_len + 16 > sizeof stack)
-        buf_init(&b, body + version_len + 16);
+    /* The version goes in after the line's '{' and the line itself is not
+     * copied: one writev(2) of the three pieces, so that it still goes out
+     * at once, and takes no memory, so that it never goes without the
+     * version for the lack of some. */
+    buf_wrap(&head, stack, sizeof stack);
     if (lg->version && body >= 2 && line[0] == '{') {
-        buf_appends(&b, "{\"version\":");
-        buf_append_json(&b, lg->version, version_len);
+        buf_appends(&head, "{\"version\":");
+        buf_append_json(&head, lg->version, strlen(lg->version));
         if (line[1] != '}')
-            buf_appendc(&b, ',');
-        buf_append(&b, line + 1, body - 1);
-    } else {
-        buf_append(&b, line, body);
+            buf_appendc(&head, ',');
+        if (head.err) {
+            buf_reset(&head); /* a version of 200 bytes: the line as it is */
+        } else {
+            line++;
+            body--;
+        }
     }
-    buf_appendc(&b, '\n');
-    if (b.err) {
-        /* No memory for the copy: the line as it is, without the version. */
-        write_all(lg->fd, line, body);
-        write_all(lg->fd, "\n", 1);
-    } else {
-        write_all(lg->fd, b.data, b.len);
-    }
-    if (b.data != stack)
-        buf_free(&b);
+    struct iovec iov[] = {
+        {.iov_base = head.data, .iov_len = head.len},
+        {.iov_base = (void *)line, .iov_len = body},
+        {.iov_base = newline, .iov_len = 1},
+    };
+    writev_all(lg->fd, iov, 3);
 }

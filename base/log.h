@@ -40,16 +40,19 @@ struct logger {
 void log_init(struct logger *lg, const char *level, const char *format, int fd);
 
 /* Writes one line with a single write(2), so lines never interleave; drops it
- * when below the minimum level.  Cannot fail (a failed write is ignored). */
+ * when below the minimum level.  A line too long for its buffer (1 KiB, on
+ * the stack) becomes "log line too long" with the version, the request and
+ * the message it replaces, without its fields.  Cannot fail (a failed write
+ * is ignored). */
 void log_emit(const struct logger *lg, enum log_level level, const char *message,
               const struct log_field *fields, size_t nfields);
 
 /* Writes one pre-built JSON object line (used for Embedded Metric Format) with
  * the logger's "version" added as its first member, so that it carries the
  * version as every other line does (a property, not a dimension or a metric:
- * EMF leaves members its directive does not name alone).  A line that is not
- * an object, or too long to copy when memory is short, goes as it is.  Cannot
- * fail (a failed write is ignored). */
+ * EMF leaves members its directive does not name alone).  One writev(2), and
+ * no memory taken, so no shortage can drop the version.  A line that is not an
+ * object goes as it is.  Cannot fail (a failed write is ignored). */
 void log_raw(const struct logger *lg, const char *line, size_t len);
 
 #define LOG_NFIELDS(...) (sizeof((struct log_field[]){__VA_ARGS__}) / sizeof(struct log_field))

@@ -37,9 +37,8 @@ int main(int argc, char **argv)
     /* Every allocation of 128 KiB or more gets its own mapping, returned to
      * the system when freed.  glibc otherwise raises that threshold each
      * time it frees such a mapping (up to 32 MiB), after which an event's
-     * large arrays come from the heap, where freed memory stays resident:
-     * 6 MB of tiny valid records after 6 MB of tiny rejected ones peaked at
-     * 64.4 MiB that way, against 43 MiB in a fresh process (measured). */
+     * large arrays come from the heap, where freed memory stays resident
+     * (measured: tests/bench/README.md). */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     log_init(&lg, getenv("AWS_LAMBDA_LOG_LEVEL"), getenv("AWS_LAMBDA_LOG_FORMAT"), 1);
     lg.version = version_release();

@@ -145,69 +145,39 @@ rc_t pg_flush(struct pg_sink *s)
     }
 }
 
-/* Waits for the next result of the command in flight.  *out is NULL when the
- * command is complete.  Returns RC_OK, RC_TIMEOUT or RC_DB (connection lost). */
-static rc_t next_result(struct pg_sink *s, PGresult **out)
+/* Reads the results of the command in flight, in order, and hands each to
+ * take(s, res, ctx), which owns it (take NULL: each is freed).  With
+ * IO_BLOCK it waits (by the give-up time) until the command is complete;
+ * with IO_POLL it reads what has arrived (pushing out what libpq still holds
+ * of the command first) and returns.  *drained (NULL allowed with IO_BLOCK)
+ * says whether the command's last result was read.  When the connection
+ * fails on the way, the attempt is marked broken as `what` ("timeout" when
+ * the give-up time came), unless `what` is NULL (the caller names the
+ * failure itself).  Returns RC_OK, RC_TIMEOUT (IO_BLOCK only) or RC_DB. */
+rc_t pg_drain(struct pg_sink *s, enum io_wait wait, pg_take_fn take, void *ctx, const char *what,
+              enum drained *drained)
 {
-    *out = NULL;
-    rc_t rc = pg_flush(s);
-    if (rc)
-        return rc;
-    for (;;) {
-        if (PQconsumeInput(s->conn) == 0)
-            return RC_DB;
-        if (!PQisBusy(s->conn)) {
-            *out = PQgetResult(s->conn);
-            return RC_OK;
-        }
-        if (wait_socket(s, POLLIN, WAIT_SLICED) != RC_OK)
-            return RC_TIMEOUT;
-    }
-}
+    rc_t rc;
 
-/* Reads every result of the command in flight, in order, and hands each to
- * take(s, res, ctx), which owns it (take NULL: each is freed), until the
- * command is complete.  When the connection fails on the way, the attempt is
- * marked broken as `what` ("timeout" when the give-up time came), unless
- * `what` is NULL (the caller names the failure itself).  Returns RC_OK,
- * RC_TIMEOUT or RC_DB. */
-rc_t pg_drain(struct pg_sink *s, pg_take_fn take, void *ctx, const char *what)
-{
+    if (drained)
+        *drained = DRAINED_SO_FAR;
     for (;;) {
-        PGresult *res = NULL;
-        rc_t rc = next_result(s, &res);
-        if (rc) {
-            if (what)
-                pg_fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : what);
-            return rc;
+        rc = wait == IO_BLOCK ? pg_flush(s) : PQflush(s->conn) < 0 ? RC_DB : RC_OK;
+        if (rc == RC_OK && PQconsumeInput(s->conn) == 0)
+            rc = RC_DB;
+        if (rc)
+            break;
+        if (PQisBusy(s->conn)) {
+            if (wait == IO_POLL)
+                return RC_OK;
+            if ((rc = pg_wait_readable(s)) != RC_OK)
+                break;
+            continue;
         }
-        if (!res)
-            return RC_OK;
-        if (take)
-            take(s, res, ctx);
-        else
-            PQclear(res);
-    }
-}
-
-/* pg_drain without waiting: reads the results that have arrived (pushing out
- * what libpq still holds of the command first), and sets *complete when the
- * command's last result was among them.  Returns RC_OK or RC_DB (the
- * connection failed; marked broken as `what` unless NULL). */
-rc_t pg_drain_ready(struct pg_sink *s, pg_take_fn take, void *ctx, const char *what, int *complete)
-{
-    *complete = 0;
-    for (;;) {
-        if (PQflush(s->conn) < 0 || PQconsumeInput(s->conn) == 0) {
-            if (what)
-                pg_fail(s, NULL, what);
-            return RC_DB;
-        }
-        if (PQisBusy(s->conn))
-            return RC_OK;
         PGresult *res = PQgetResult(s->conn);
         if (!res) {
-            *complete = 1;
+            if (drained)
+                *drained = DRAINED_ALL;
             return RC_OK;
         }
         if (take)
@@ -215,6 +185,9 @@ rc_t pg_drain_ready(struct pg_sink *s, pg_take_fn take, void *ctx, const char *w
         else
             PQclear(res);
     }
+    if (what)
+        pg_fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : what);
+    return rc;
 }
 
 /* What pg_run expects of a statement's results, and keeps of them. */
@@ -256,7 +229,7 @@ rc_t pg_run(struct pg_sink *s, const char *sql, ExecStatusType expect, PGresult 
         pg_fail(s, NULL, "send");
         return RC_DB;
     }
-    rc = pg_drain(s, take_run, &r, "query");
+    rc = pg_drain(s, IO_BLOCK, take_run, &r, "query", NULL);
     if (rc == RC_OK)
         rc = r.rc;
     /* A result kept for the caller (COMMIT's, before the connection died)

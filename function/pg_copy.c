@@ -406,14 +406,13 @@ static void take_copy_answer(struct pg_sink *s, PGresult *res, void *ctx)
 static rc_t collect(struct pg_sink *s, enum io_wait wait)
 {
     const char *what = s->tx.op == OP_ROWS ? "copy rows" : "ledger";
-    int complete = 1;
+    enum drained drained;
     rc_t answer = RC_OK;
-    rc_t rc = wait == IO_BLOCK ? pg_drain(s, take_copy_answer, &answer, what)
-                               : pg_drain_ready(s, take_copy_answer, &answer, what, &complete);
+    rc_t rc = pg_drain(s, wait, take_copy_answer, &answer, what, &drained);
 
     if (rc)
         return rc;
-    if (complete && !answer && s->tx.phase != PH_BROKEN) {
+    if (drained == DRAINED_ALL && !answer && s->tx.phase != PH_BROKEN) {
         s->tx.phase = PH_IDLE;
         s->tx.op = s->tx.op == OP_LEDGER ? OP_ROWS : OP_DONE;
     }
@@ -512,5 +511,5 @@ rc_t pg_copy_cancel(struct pg_sink *s)
         return RC_DB;
     if (s->tx.phase == PH_COPYING && PQputCopyEnd(s->conn, "batch abandoned") != 1)
         return RC_DB;
-    return pg_drain(s, NULL, NULL, NULL);
+    return pg_drain(s, IO_BLOCK, NULL, NULL, NULL, NULL);
 }

@@ -337,6 +337,12 @@ enum io_wait {
     IO_BLOCK /* waits for what it needs, until the give-up time at the latest */
 };
 
+/* Whether pg_drain read the command's last result. */
+enum drained {
+    DRAINED_SO_FAR, /* IO_POLL: what had arrived; more is to come */
+    DRAINED_ALL     /* the command is complete */
+};
+
 /* Takes one result of a command from pg_drain, and owns it: frees it with
  * PQclear (or keeps it). */
 typedef void (*pg_take_fn)(struct pg_sink *s, PGresult *res, void *ctx);
@@ -349,8 +355,8 @@ void pg_describe(const struct pg_sink *s, const PGresult *res, const char *what,
 int pg_row_data_error(const char *state);
 rc_t pg_flush(struct pg_sink *s);
 rc_t pg_wait_readable(struct pg_sink *s);
-rc_t pg_drain(struct pg_sink *s, pg_take_fn take, void *ctx, const char *what);
-rc_t pg_drain_ready(struct pg_sink *s, pg_take_fn take, void *ctx, const char *what, int *complete);
+rc_t pg_drain(struct pg_sink *s, enum io_wait wait, pg_take_fn take, void *ctx, const char *what,
+              enum drained *drained);
 rc_t pg_run(struct pg_sink *s, const char *sql, ExecStatusType expect, PGresult **keep);
 
 /* --- pg_ledger.c: the ledger's lookups --- */
@@ -398,7 +404,7 @@ int pg_next_part(struct pg_sink *s);
 rc_t pg_after_refusal(struct pg_sink *s, enum tx_step *next);
 rc_t pg_back_to_batch(struct pg_sink *s, enum tx_step *next);
 rc_t pg_unattributed(struct pg_sink *s, enum tx_step *next);
-rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, int *whole);
+rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, enum tried *tried);
 rc_t pg_isolate_rows(struct pg_sink *s);
 
 /* --- pg_tx.c: one transaction --- */

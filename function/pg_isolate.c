@@ -226,7 +226,8 @@ static rc_t try_in_savepoint(struct pg_sink *s, struct isolation *iso, struct ra
                              enum tried *tried)
 {
     size_t row = NO_ROW;
-    int refused = 1, ignored;
+    int refused = 1;
+    enum tried part;
     rc_t rc = copy_rows(s, r, &refused, &row);
 
     *tried = TRIED_WHOLE;
@@ -241,10 +242,10 @@ static rc_t try_in_savepoint(struct pg_sink *s, struct isolation *iso, struct ra
     /* The rows before it first, FIFO or not: they are in the ledger and must
      * be written before anything stops. */
     struct range before = {r.from, row, RANGE_PASSED}, after = {row + 1, r.to, RANGE_UNTRIED};
-    if ((rc = pg_isolate_range(s, iso, before, &ignored)) != RC_OK)
+    if ((rc = pg_isolate_range(s, iso, before, &part)) != RC_OK)
         return rc;
     iso->stop = iso->stop || s->fifo;
-    return pg_isolate_range(s, iso, after, &ignored);
+    return pg_isolate_range(s, iso, after, &part);
 }
 
 /* Part r failed whole without a usable row: cuts it into ISOLATE_PARTS
@@ -261,9 +262,9 @@ static rc_t cut(struct pg_sink *s, struct isolation *iso, struct range r)
         /* r failed and the parts before did not: the refused row is in the last. */
         struct range part = {r.from + len * k / parts, r.from + len * (k + 1) / parts,
                              k == parts - 1 && all_whole ? RANGE_BAD : RANGE_UNTRIED};
-        int part_whole = 0;
-        rc = pg_isolate_range(s, iso, part, &part_whole);
-        all_whole = all_whole && part_whole;
+        enum tried part_tried;
+        rc = pg_isolate_range(s, iso, part, &part_tried);
+        all_whole = all_whole && part_tried == TRIED_WHOLE;
     }
     return rc;
 }
@@ -275,25 +276,22 @@ static rc_t cut(struct pg_sink *s, struct isolation *iso, struct range r)
  * ISOLATE_PARTS * log(n) / log(ISOLATE_PARTS) tries (halves would write
  * about 1.5 n), each bounded by the give-up time.  Sets iso->stop when no
  * more may be written (a FIFO batch's refused row, or a failure).  Returns
- * RC_OK or the failure that stopped it; *whole says whether r went in
- * without a refusal. */
-rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, int *whole)
+ * RC_OK or the failure that stopped it; *tried says whether r went in
+ * without a refusal (TRIED_WHOLE) or not (TRIED_SORTED: its refused rows,
+ * if any, are out; or the search stopped). */
+rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, enum tried *tried)
 {
     size_t pending = pg_pending_in(s, r.from, r.to);
-    enum tried tried = TRIED_UNSETTLED;
     rc_t rc;
 
-    *whole = 0;
-    if (iso->stop)
+    *tried = pending == 0 && !iso->stop ? TRIED_WHOLE : TRIED_SORTED;
+    if (iso->stop || pending == 0)
         return RC_OK;
-    if (pending == 0) {
-        *whole = 1;
-        return RC_OK;
-    }
     if (r.hint != RANGE_BAD) {
-        rc = iso->try_part(s, iso, r, &tried);
-        if (rc != RC_OK || tried != TRIED_UNSETTLED) {
-            *whole = rc == RC_OK && tried == TRIED_WHOLE;
+        enum tried whole = TRIED_UNSETTLED;
+        rc = iso->try_part(s, iso, r, &whole);
+        if (rc != RC_OK || whole != TRIED_UNSETTLED) {
+            *tried = rc == RC_OK && whole == TRIED_WHOLE ? TRIED_WHOLE : TRIED_SORTED;
             return rc;
         }
     }
@@ -314,7 +312,7 @@ rc_t pg_isolate_rows(struct pg_sink *s)
 {
     struct isolation iso = {try_in_savepoint, KEY_IN_LEDGER, 0};
     struct range all = {0, s->n, RANGE_BAD};
-    int whole;
+    enum tried tried;
 
-    return pg_isolate_range(s, &iso, all, &whole);
+    return pg_isolate_range(s, &iso, all, &tried);
 }

@@ -259,7 +259,7 @@ static rc_t lookup(struct pg_sink *s, const char *sql, enum keys keys, size_t *f
     }
     if ((rc = send_keys(s, sql, SET_PENDING, keys, "duplicates")) != RC_OK)
         return rc;
-    rc = pg_drain(s, take_found, &f, "duplicates");
+    rc = pg_drain(s, IO_BLOCK, take_found, &f, "duplicates", NULL);
     *found = f.count;
     return rc ? rc : f.rc;
 }
@@ -364,6 +364,6 @@ rc_t pg_unledger(struct pg_sink *s)
         return RC_OK;
     if ((rc = send_keys(s, UNLEDGER_SQL, SET_IN_LEDGER, KEYS_LEDGER, "unledger")) != RC_OK)
         return rc;
-    rc = pg_drain(s, take_unledger, &answer, "unledger");
+    rc = pg_drain(s, IO_BLOCK, take_unledger, &answer, "unledger", NULL);
     return rc ? rc : answer;
 }

@@ -316,11 +316,10 @@ static void take_answer(struct pg_sink *s, PGresult *res, void *ctx)
  * broken). */
 rc_t pg_retention_collect(struct pg_sink *s, enum io_wait wait)
 {
-    int complete = 1;
-    rc_t rc = wait == IO_BLOCK ? pg_drain(s, take_answer, NULL, "retention")
-                               : pg_drain_ready(s, take_answer, NULL, "retention", &complete);
+    enum drained drained;
+    rc_t rc = pg_drain(s, wait, take_answer, NULL, "retention", &drained);
 
-    if (rc || !complete)
+    if (rc || drained != DRAINED_ALL)
         return rc;
     s->ret.pending = 0;
     /* An error skipped the COMMIT: the block is left aborted. */

@@ -219,7 +219,7 @@ static rc_t step_commit(struct pg_sink *s, enum tx_step *next)
         return RC_DB;
     }
     /* Once a verdict is in, a failure to read the rest changes nothing. */
-    rc = pg_drain(s, take_commit, &c, NULL);
+    rc = pg_drain(s, IO_BLOCK, take_commit, &c, NULL, NULL);
     if (rc && c.failed < 0 && c.seen < 2) {
         pg_fail(s, NULL, rc == RC_TIMEOUT ? "timeout" : "commit");
         return rc;
@@ -375,7 +375,7 @@ rc_t pg_isolate_by_transactions(struct pg_sink *s)
 {
     struct isolation iso = {try_in_transaction, KEY_NOT_IN_LEDGER, 0};
     struct range all = {0, s->n, RANGE_BAD};
-    int whole;
+    enum tried tried;
 
-    return pg_isolate_range(s, &iso, all, &whole);
+    return pg_isolate_range(s, &iso, all, &tried);
 }

@@ -17,6 +17,7 @@
 
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <libpq-fe.h>
 
@@ -192,10 +193,32 @@ void rekey_db_free_tables(struct rekey *r);
  * r->why filled after retries failed for REKEY_RETRY_MS. */
 rc_t rekey_scan_table(struct rekey *r, struct rekey_table *t);
 
-/* --- rekey.c ------------------------------------------------------------------------------ */
+/* --- rekey_report.c ----------------------------------------------------------------------- */
+
+#define REKEY_NUM_LEN 32 /* a count with thousands separators */
+
+/* What a run does. */
+enum rekey_mode {
+    REKEY_MODE_RUN,     /* re-mask, then count */
+    REKEY_MODE_DRY_RUN, /* count only */
+    REKEY_MODE_VERIFY   /* count, and fail when anything is under another key id */
+};
+
+/* Writes v with thousands separators into out; returns out.  Cannot fail. */
+const char *rekey_num(uint64_t v, char out[REKEY_NUM_LEN]);
 
 /* Prints a progress line on stderr when the last was printed at least 2 s
  * ago; cannot fail. */
 void rekey_progress(struct rekey *r);
+
+/* Counts every present table by key id and prints the tables to out (with
+ * the row counts for the dry run).  *left gets the values under other key
+ * ids.  Returns RC_OK or the database failure. */
+rc_t rekey_report(FILE *out, struct rekey *r, enum rekey_mode mode, uint64_t *left);
+
+/* Prints the summary line of a run that went to its end on stdout; returns
+ * its exit status: REKEY_EXIT_DONE when nothing is left under another key
+ * id (left == 0), else REKEY_EXIT_LEFT. */
+int rekey_summary(const struct rekey *r, uint64_t left);
 
 #endif

@@ -6,6 +6,8 @@ what the database itself can do.  It reports; it never fails on a figure.
     tests/bench/bench.py --quick         fewer repeats, 20,000 records, no fsync=on pass
     tests/bench/bench.py --fleet         only the fleet figures (7); --history: only 8;
                                          --rekey: only 9 (make bench BENCH=rekey)
+    tests/bench/bench.py --cost          only the cost inputs (10), to build/bench/cost.json
+                                         (make bench BENCH=cost)
     tests/bench/bench.py --throughput    only 1-2 at fsync=off and 4 (a minute or two)
     tests/bench/bench.py --profile       also a perf profile of one end-to-end pass (also with
                                          --throughput; the data stays in build/bench/perf.data)
@@ -34,7 +36,11 @@ What it measures (tests/bench/README.md says more):
     after 5,000,000 committed messages (tests/bench/fleet.py; alone: --history);
  9. the rekey after a key rotation: 1,000,000 rows re-masked alone and while the
     function loads, and the function's rate meanwhile against its rate alone
-    (tests/bench/rekey_bench.py; alone: --rekey).
+    (tests/bench/rekey_bench.py; alone: --rekey);
+10. cost inputs: milliseconds per invocation of a 1,000-message batch (the template's
+    BatchSize) at the whole CPU and at Lambda's CPU share of 128, 256 and 512 MB (a cgroup
+    CPU quota where the machine allows one), against a server with fsync=on, and the
+    dollars per million messages they make (tests/bench/cost.py; alone: --cost).
 
 The 6 MB limit: a realistic record (a 188-character receipt handle, as SQS's
 are 180-400) is about 820 bytes of event JSON, so an invocation holds about
@@ -45,6 +51,7 @@ a batch (13 of about 7,660 and one of the rest).  The stage timings use a
 """
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -63,9 +70,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))  # fleet.py, when imported rather than run
 
-from events.generate import event_bytes, fill_events, fit_event, make_messages  # noqa: E402
+from events.generate import (  # noqa: E402
+    event_bytes, fill_events, fit_event, make_event, make_messages)
 from rig import paths, pg, proc, runtime_api  # noqa: E402
 
+import cost  # noqa: E402  (tests/bench/cost.py)
 import fleet  # noqa: E402  (tests/bench/fleet.py)
 import rekey_bench  # noqa: E402  (tests/bench/rekey_bench.py)
 
@@ -255,11 +264,11 @@ def make_data(n, seed):
 
 
 # --- 1. end to end -------------------------------------------------------------------------
-def end_to_end(tmp, srv, events, data, repeats, label):
+def end_to_end(tmp, srv, events, data, repeats, label, binary=None):
     runs = []
     for r in range(repeats):
         srv.reset()
-        run = Runner(tmp, srv, name=f"e2e-{label}-{r}")
+        run = Runner(tmp, srv, binary=binary, name=f"e2e-{label}-{r}")
         try:
             # Steady state, as between invocations in Lambda: the connection is
             # open and the tables exist (one record written, then removed).
@@ -670,6 +679,116 @@ def profile(tmp, srv, events):
 
 
 # --- the report ----------------------------------------------------------------------------
+# --- 10. cost inputs -----------------------------------------------------------------------
+COST_BATCH = 1000          # messages per invocation: the template's BatchSize default
+COST_MEMORIES = (128, 256, 512)
+FULL_CPU_MB = 1769         # Lambda gives a function one full vCPU at this memory size
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu controller, where writable
+
+
+def cpu_share_cgroup(mb):
+    """A cgroup holding its processes to Lambda's CPU share at mb MB (mb/1769 of one CPU,
+    by the CFS quota), or None where this machine does not allow one."""
+    if not (CGROUP_CPU / "cpu.cfs_quota_us").exists():
+        return None
+    path = CGROUP_CPU / f"login-etl-bench-{os.getpid()}-{mb}"
+    try:
+        path.mkdir()
+        period = int((path / "cpu.cfs_period_us").read_text())
+        (path / "cpu.cfs_quota_us").write_text(str(max(1000, period * mb // FULL_CPU_MB)))
+    except OSError:
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+        return None
+    return path
+
+
+def cost_inputs(tmp, batches):
+    """Milliseconds per invocation of a full batch (as Lambda bills it: the event handed
+    over to the answer received), at the whole CPU and at Lambda's CPU share of 128, 256 and
+    512 MB, against a server that flushes its commits (fsync=on, as RDS does). Also the
+    bootstrap's CPU time and the bytes it logs per invocation."""
+    msgs = make_messages(COST_BATCH * (batches + 1), seed=9)
+    events = [event_bytes(make_event(msgs[i * COST_BATCH:(i + 1) * COST_BATCH]))
+              for i in range(batches + 1)]
+    srv = pg.Server(fsync=True)
+    out = {"batch": COST_BATCH, "batches": batches, "runs": {}}
+    try:
+        for mb in (None,) + COST_MEMORIES:
+            label = str(mb) if mb else "full"
+            cgroup = cpu_share_cgroup(mb) if mb else None
+            if mb and cgroup is None:
+                continue
+            srv.reset()
+            run = Runner(tmp, srv, name=f"cost-{label}")
+            try:
+                if cgroup:
+                    (cgroup / "tasks").write_text(str(run.proc.pid))
+                t0 = time.monotonic()
+                (first,) = run.run([events[0]])[1]
+                cold = (first.time - t0) * 1000
+                size0 = os.path.getsize(run.out_path)
+                cpu0, server0 = cpu_of(run.proc.pid), server_cpu(srv)
+                walls = []
+                for e in events[1:]:
+                    t0 = time.monotonic()
+                    res = run.emu.wait_result(run.emu.enqueue(e, timeout_s=900), timeout=600)
+                    walls.append((res.time - t0) * 1000)
+                cpu1, server1 = cpu_of(run.proc.pid), server_cpu(srv)
+                handler = run.durations_ms()[1:]
+                logged = os.path.getsize(run.out_path) - size0
+            finally:
+                run.close()
+                if cgroup:
+                    cgroup.rmdir()
+            # Lambda bills each invocation rounded up to the millisecond, and a bill is a
+            # sum: the mean of the rounded-up times, not the median.
+            out["runs"][label] = {
+                "invocation_ms": statistics.mean(math.ceil(w) for w in walls),
+                "invocation_median_ms": statistics.median(walls),
+                "handler_ms": statistics.median(handler),
+                "cpu_ms": (cpu1 - cpu0) * 1000 / batches, "first_invocation_ms": cold,
+                # Every postgres process, per 100,000 messages: what RDS's CPU bears.
+                "server_cpu_s_per_100k": (server1 - server0) * 1e5 / (batches * COST_BATCH),
+                "how": "cgroup CPU quota" if cgroup else "the whole CPU"}
+            out["log_bytes_per_invocation"] = round(logged / batches)
+            note(f"cost, {label}: {out['runs'][label]['invocation_ms']:.1f} ms billed per "
+                 f"invocation of {COST_BATCH:,} messages (median {statistics.median(walls):.1f}, "
+                 f"handler {statistics.median(handler):.1f} ms)")
+        full = out["runs"]["full"]
+        for mb in COST_MEMORIES:
+            if str(mb) not in out["runs"]:
+                # No cgroup here: the CPU part stretched by the share, the waiting part as is.
+                out["runs"][str(mb)] = {
+                    "invocation_ms": full["cpu_ms"] * FULL_CPU_MB / mb +
+                    max(0.0, full["invocation_ms"] - full["cpu_ms"]),
+                    "how": "modelled from the whole CPU's figures (no cgroup here)"}
+    finally:
+        srv.destroy()
+    return out
+
+
+def cost_report(c):
+    runs = c["runs"]
+    full = runs["full"]
+    say(f"\n10. Cost inputs: ms per 1,000 messages, billed ({c['batch']:,}-message batches, "
+        f"mean of {c['batches']} rounded up to the ms, PostgreSQL fsync=on; "
+        f"tests/bench/cost.py turns them into dollars)")
+    say(f"cost inputs: batch {c['batch']} " + " ".join(
+        f"{k}={runs[k]['invocation_ms']:.1f}" for k in ["full"] + [str(m) for m in COST_MEMORIES])
+        + f" ms per invocation; handler {full['handler_ms']:.1f} ms, bootstrap CPU "
+        f"{full['cpu_ms']:.1f} ms, first invocation {full['first_invocation_ms']:.1f} ms; "
+        f"server CPU-s per 100,000 messages {full['server_cpu_s_per_100k']:.2f}; "
+        f"log bytes per invocation {c['log_bytes_per_invocation']}")
+    for m in COST_MEMORIES:
+        say(f"  {m} MB: {runs[str(m)]['how']}")
+    ms = {m: runs[str(m)]["invocation_ms"] for m in COST_MEMORIES}
+    say("")
+    say(cost.table(ms, c["batch"], c["log_bytes_per_invocation"]))
+
+
 def table(rows, head):
     widths = [max(len(str(r[i])) for r in rows + [head] if r is not None)
               for i in range(len(head))]
@@ -691,7 +810,9 @@ def fmt_s(s):
 
 
 def report(f):
-    if "data" not in f:  # --fleet / --history / --rekey alone
+    if "data" not in f:  # --fleet / --history / --rekey / --cost alone
+        if f.get("cost"):
+            cost_report(f["cost"])
         fleet.report(f)
         rekey_bench.report(f)
         return
@@ -885,6 +1006,8 @@ def report(f):
             g = sorted(p[comm]["groups"].items(), key=lambda kv: -kv[1])
             say(f"   {comm}: " + "; ".join(f"{k} {v:.0f}%" for k, v in g if v >= 1))
             say("      top: " + ", ".join(f"{s} {pct:.1f}%" for pct, _, s in p[comm]["top"][:8]))
+    if f.get("cost"):
+        cost_report(f["cost"])
     fleet.report(f)
     rekey_bench.report(f)
     say(f"\nload average at start {f['load_start']}, at end {f['load_end']}; "
@@ -973,6 +1096,12 @@ def _summary_rows(f):
         h = f["history"]
         return f"{h['function_ledger_bytes'] / h['function_ledger_rows']:.0f}"
 
+    def cost_per_million():
+        c = f["cost"]
+        ms = {m: c["runs"][str(m)]["invocation_ms"] for m in cost.MEMORIES}
+        terms = cost.per_million(ms, c["batch"], c["log_bytes_per_invocation"])[(512, "x86_64")]
+        return f"${sum(terms.values()):.4f}"
+
     m, st, sz = f.get("memory"), f.get("startup"), f.get("sizes")
     return [
         ("1. end to end, fsync=off (release bootstrap + emulator)",
@@ -1021,6 +1150,13 @@ def _summary_rows(f):
          lambda: rekey_bench.both_summary(f["rekey"], "both"), ">= 0.8x"),
         ("9. the same with rekey --busy-share 100 (it never pauses)",
          lambda: rekey_bench.both_summary(f["rekey"], "unyielding"), ""),
+        ("10. ms billed per 1,000-message invocation, fsync=on: whole CPU / 128 / 256 / 512 MB",
+         lambda: " / ".join(f"{f['cost']['runs'][k]['invocation_ms']:.1f}"
+                            for k in ("full", "128", "256", "512")), ""),
+        ("10. server CPU-s per 100,000 messages in 1,000-message batches, fsync=on",
+         lambda: f"{f['cost']['runs']['full']['server_cpu_s_per_100k']:.2f}", ""),
+        ("10. dollars per million messages, 512 MB x86_64 (docs/cost.md)", cost_per_million,
+         ""),
     ]
 
 
@@ -1059,6 +1195,81 @@ def write_readme_table(f, path=README):
                           + TABLE_END + tail, encoding="utf-8")
 
 
+# --- a baseline: another commit's build, measured in the same run ---------------------------
+def build_baseline(ref):
+    """REF's release bootstrap, built from `git archive REF` in build/baseline/<commit>/
+    with this tree's static libraries (kept: the next run against REF reuses it).
+    Returns (commit, path)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    top = BUILD / "baseline" / commit[:12]
+    binary = top / "build" / "bootstrap"
+    if binary.exists():
+        return commit, binary
+    say(f"building the baseline {ref} ({commit[:12]}) in {top} ...")
+    shutil.rmtree(top, ignore_errors=True)
+    (top / "build").mkdir(parents=True)
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(top)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        sys.exit(f"bench: git archive {ref} failed")
+    (top / "VERSION").write_text(f"baseline-{commit[:12]}\n")  # no .git there: tools/version.sh
+    os.symlink(BUILD / "deps", top / "build" / "deps")
+    subprocess.run(["make", "-C", str(top), "--no-print-directory", f"-j{min(2, os.cpu_count())}",
+                    "build/bootstrap"], check=True, stdout=subprocess.DEVNULL)
+    return commit, binary
+
+
+# The end-to-end figures the comparison puts side by side: (key, what it is).
+COMPARED = [("seconds", "end to end, s"), ("handler_s", "handler time, s"),
+            ("bootstrap_cpu_s", "bootstrap CPU, s"), ("postgres_cpu_s", "server CPU, s")]
+
+
+def compare(args):
+    """--baseline REF: the end-to-end figure (1, fsync=off) of this build and of REF's,
+    run in turn on the same server and data (ABBA order), and their ratios."""
+    if not BOOTSTRAP.exists():
+        sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
+    commit, base = build_baseline(args.baseline)
+    t_start = time.monotonic()
+    figures["load_start"] = [round(x, 2) for x in os.getloadavg()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="login-etl-bench-")
+    runs = {"baseline": [], "this build": []}
+    srv = None
+    try:
+        say(f"generating {args.records:,} records ...")
+        msgs, events, ten_k, data = make_data(args.records, args.seed)
+        srv = pg.Server(fsync=False, async_commit=True)
+        for r in range(args.repeats):
+            order = [("baseline", base), ("this build", BOOTSTRAP)]
+            for label, binary in order if r % 2 == 0 else order[::-1]:
+                runs[label].append(end_to_end(tmp, srv, events, data, 1, f"{label}-{r}", binary))
+    finally:
+        if srv is not None:
+            srv.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {label: {k: statistics.median(x[k] for x in rs) for k, _ in COMPARED}
+           for label, rs in runs.items()}
+    figures.update(baseline={"ref": args.baseline, "commit": commit, "runs": runs,
+                             "medians": med, "records": args.records, "repeats": args.repeats},
+                   load_end=[round(x, 2) for x in os.getloadavg()],
+                   bench_seconds=time.monotonic() - t_start)
+    for path in filter(None, (OUT / "baseline.json", args.json)):
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=1)
+    say(f"\nthis build against {args.baseline} ({commit[:12]}): {args.records:,} records, "
+        f"medians of {args.repeats} runs each, taken in turn")
+    table([[what, f"{med['baseline'][k]:.3f}", f"{med['this build'][k]:.3f}",
+            f"{med['this build'][k] / med['baseline'][k]:.2f}" if med["baseline"][k] else "—"]
+           for k, what in COMPARED], ["figure", "baseline", "this build", "ratio"])
+    ok = all(x["ok"] for rs in runs.values() for x in rs)
+    say(f"every run wrote the expected rows: {'yes' if ok else 'NO (see the warnings)'}; load "
+        f"average at start {figures['load_start']}, at end {figures['load_end']}; figures "
+        f"written to {args.json or OUT / 'baseline.json'}")
+    return 0
+
+
 def fleet_only(args):
     """--fleet, --history and/or --rekey: those figures alone, to build/bench/fleet.json
     (rekey.json for --rekey alone)."""
@@ -1093,6 +1304,29 @@ def fleet_only(args):
     return 0
 
 
+def cost_only(args):
+    """--cost: the cost inputs alone, to build/bench/cost.json."""
+    if not RELEASE.exists():
+        sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
+    t_start = time.monotonic()
+    figures["load_start"] = [round(x, 2) for x in os.getloadavg()]
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="login-etl-bench-")
+    try:
+        figures["cost"] = cost_inputs(tmp, args.cost_batches)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    figures["bench_seconds"] = time.monotonic() - t_start
+    with open(args.json or OUT / "cost.json", "w") as f:
+        json.dump(figures, f, indent=1)
+    cost_report(figures["cost"])
+    say(f"\nload average at start {figures['load_start']}, at end {figures['load_end']}; "
+        f"took {figures['bench_seconds']:.0f} s; figures written to "
+        f"{args.json or OUT / 'cost.json'}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=100000)
@@ -1123,6 +1357,10 @@ def main():
     ap.add_argument("--throughput", action="store_true", help="only end to end and the floors "
                     "at fsync=off (1-2), then the stages (4) unless --stage-repeats 0: a quick "
                     "loop for work on the handler's speed")
+    ap.add_argument("--cost", action="store_true", help="only the cost inputs (10): ms per "
+                    "invocation of 1,000 messages at the whole CPU and Lambda's CPU share of "
+                    "128/256/512 MB (figures go to build/bench/cost.json)")
+    ap.add_argument("--cost-batches", type=int, default=20)
     ap.add_argument("--fleet-records", type=int, default=80000)
     ap.add_argument("--fleet-repeats", type=int, default=3)
     ap.add_argument("--history-preload", type=int, default=5_000_000)
@@ -1130,6 +1368,9 @@ def main():
     ap.add_argument("--history-repeats", type=int, default=5)
     ap.add_argument("--rekey", action="store_true", help="only the rekey figure (9), to "
                     "build/bench/rekey.json (make bench BENCH=rekey)")
+    ap.add_argument("--baseline", metavar="REF", help="only the end-to-end figure of this "
+                    "build against REF's (a commit, branch or tag; built into build/baseline/), "
+                    "run in turn, and their ratios")
     ap.add_argument("--rekey-rows", type=int, default=1_000_000)
     ap.add_argument("--rekey-records", type=int, default=100_000,
                     help="records a pass of the function loads during figure 9")
@@ -1155,8 +1396,12 @@ def main():
         args.fleet_records, args.fleet_repeats = 20000, 1
         args.history_preload, args.history_records, args.history_repeats = 500_000, 20000, 1
         args.rekey_rows, args.rekey_records = 100_000, 20000
+    if args.baseline:
+        return compare(args)
     if args.fleet or args.history or args.rekey:
         return fleet_only(args)
+    if args.cost:
+        return cost_only(args)
     if not RELEASE.exists():
         sys.exit("bench: build/bootstrap is missing: run `make bench` (or `make test-build`)")
     t_start = time.monotonic()
@@ -1205,6 +1450,8 @@ def main():
             say("\n[start-up] process start to the first /next")
             figures["startup"] = startup(tmp, args.startup_runs)
             figures["sizes"] = sizes()
+            say("\n[cost] 1,000-message batches at Lambda's CPU shares")
+            figures["cost"] = cost_inputs(tmp, args.cost_batches)
             figures["fleet"] = fleet.fleet(tmp, args.fleet_records, args.seed, args.fleet_repeats)
             figures["history"] = fleet.history(tmp, args.history_preload, args.history_records,
                                                args.history_repeats)

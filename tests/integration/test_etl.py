@@ -177,6 +177,21 @@ def test_fifo_stops_at_the_first_failure():
         assert sorted(r["user_id"] for r in etl.rows()) == [f"u{i}" for i in range(6)]
 
 
+def test_a_repeat_after_a_fifo_stop_is_listed_once():
+    """A FIFO batch cut by a rejected record: a later messageId that occurs twice is
+    listed once in the answer (SQS takes each id once), and counted once per record."""
+    msgs = [msg("g0", {"user_id": "u0"}), msg("g1", {"user_id": 7}),
+            msg("g2", {"user_id": "u2"}), msg("g2", {"user_id": "u2"}),
+            msg("g3", {"user_id": "u3"})]
+    with Etl() as etl:
+        res = etl.invoke(event_bytes(make_event(msgs, fifo=True)))
+        ids = [f["itemIdentifier"] for f in res.json()["batchItemFailures"]]
+        assert ids == ["g1", "g2", "g3"], ids
+        m = etl.boot.metrics()[-1]
+        assert (m["RecordsReceived"], m["RecordsWritten"], m["RecordsRejected"],
+                m["RecordsFailed"]) == (5, 1, 1, 3), m
+
+
 def test_database_outage_fails_the_batch_and_the_next_one_recovers():
     a = make_messages(200, seed=21, invalid_rate=0)
     b = make_messages(200, seed=22, invalid_rate=0)

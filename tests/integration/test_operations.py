@@ -284,21 +284,44 @@ def test_every_command_runs_as_written_or_is_marked_as_needing_aws():
             out = _sql(b, deployed.MASTER, db).splitlines()
             assert sum(int(line.split("|")[1]) for line in out) == int(
                 db.scalar(f"SELECT count(*) FROM {ledger.LEDGER}")) > 0, out
+        elif b.lang == "sh" and first.startswith("# on the demo's rows (make demo)"):
+            # In a directory laid out like the repository after `make demo`.
+            with tempfile.TemporaryDirectory() as d:
+                os.makedirs(os.path.join(d, ".demo"))
+                os.makedirs(os.path.join(d, "build"))
+                with open(os.path.join(d, ".demo", "masking-key"), "w") as f:
+                    f.write(proc.MASKING_KEY + "\n")
+                os.symlink(paths.RELEASE, os.path.join(d, "build", "bootstrap"))
+                r = subprocess.run(["bash", "-euo", "pipefail", "-c", b.text], cwd=d,
+                                   capture_output=True, text=True, timeout=60)
+                assert r.returncode == 0, f"{b.where()} failed as written:\n{r.stderr}"
+                out = r.stdout.split()
+                assert out[0] == expect.mask("199.172.111.135", key_id="demo"), out
+                assert out[1:] == ["199.172.111.135", "203.0.113.42"], out
         elif b.lang == "sh" and first.startswith("# the new key, 128 hex characters"):
             with tempfile.TemporaryDirectory() as d:
                 r = subprocess.run(["bash", "-euo", "pipefail", "-c", b.text], cwd=d,
-                                   capture_output=True, text=True, timeout=60)
+                                   env=dict(os.environ, HOME=d), capture_output=True, text=True,
+                                   timeout=60)
                 assert r.returncode == 0, f"{b.where()} failed as written:\n{r.stderr}"
                 key = os.path.join(d, "new-key.hex")
                 assert re.fullmatch(r"[0-9a-f]{128}", open(key).read()), b.where()
                 assert os.stat(key).st_mode & 0o077 == 0, oct(os.stat(key).st_mode)
         elif b.lang == "sql" and first.startswith("-- as the master user: the rekey's role"):
-            _sql(b, deployed.MASTER, db)
-            try:
-                assert db.scalar("SELECT has_table_privilege('login_etl_rekey', 'user_logins', "
-                                 "'SELECT, UPDATE')") == "t", b.where()
-            finally:
-                db.psql("REVOKE ALL ON user_logins FROM login_etl_rekey; DROP ROLE login_etl_rekey")
+            # Without the quarantine table, then with it: the rekey re-masks it too.
+            for quarantine in (False, True):
+                if quarantine:
+                    db.psql("CREATE TABLE login_etl_rejected (masked_body text)")
+                _sql(b, deployed.MASTER, db)
+                try:
+                    assert db.scalar("SELECT has_table_privilege('login_etl_rekey', 'user_logins', "
+                                     "'SELECT, UPDATE')") == "t", b.where()
+                    if quarantine:
+                        assert db.scalar("SELECT has_table_privilege('login_etl_rekey', "
+                                         "'login_etl_rejected', 'SELECT, UPDATE')") == "t", b.where()
+                finally:
+                    db.psql("REVOKE ALL ON user_logins FROM login_etl_rekey; "
+                            "DROP TABLE IF EXISTS login_etl_rejected; DROP ROLE login_etl_rekey")
         elif b.lang == "sql" and first.startswith("-- as the master user, before the first function"):
             # In a schema of its own, so the deployed user_logins stays as it is.
             db.psql("DROP SCHEMA IF EXISTS ddl CASCADE; CREATE SCHEMA ddl")

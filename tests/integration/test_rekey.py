@@ -16,7 +16,7 @@ import time
 
 from events.generate import event_bytes, make_event, make_messages
 from rig import expect, keys, ledger, paths, pg, proc
-from rig.harness import ROW_COLUMNS, Etl
+from rig.harness import ROW_COLUMNS, Etl, wait_for
 from rig.keys import NEW, NEWER, OLD
 
 ROTATED = keys.env(NEW, [OLD])  # after the rotation: NEW masks, OLD recovers the old rows
@@ -79,6 +79,38 @@ def start_rekey(db, *args, settings=ROTATED):
                          stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     p.out, p.err = out, err
     return p
+
+
+# Samples, every 2 ms until the rekey's session has come and gone (at most 5 minutes), the
+# lock modes the rekey's sessions hold or wait for on any relation; prints "mode|samples".
+LOCK_WATCH_SQL = """
+CREATE TEMP TABLE rekey_locks (mode text);
+DO $$ DECLARE t0 timestamptz := clock_timestamp(); seen bool := false; n int; BEGIN
+  LOOP
+    PERFORM pg_stat_clear_snapshot();
+    INSERT INTO rekey_locks SELECT l.mode FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE a.application_name = 'login-etl-rekey' AND l.locktype = 'relation';
+    SELECT count(*) INTO n FROM pg_stat_activity WHERE application_name = 'login-etl-rekey';
+    EXIT WHEN (seen AND n = 0) OR clock_timestamp() - t0 > interval '5 minutes';
+    seen := seen OR n > 0;
+    PERFORM pg_sleep(0.002);
+  END LOOP; END $$;
+SELECT mode, count(*) FROM rekey_locks GROUP BY 1;
+"""
+
+
+def watch_rekey_locks(db):
+    """Starts LOCK_WATCH_SQL in psql; its answer comes from locks_seen()."""
+    return subprocess.Popen(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", "-c",
+                             LOCK_WATCH_SQL], env=db.superuser_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def locks_seen(watch):
+    """{lock mode: samples} from a watch_rekey_locks() whose rekey has ended."""
+    out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    return {m: int(n) for m, n in (line.split("|") for line in out.split())}
 
 
 def output_of(p):
@@ -234,14 +266,19 @@ def test_rekey_killed_at_random_moments_then_finishes():
     want = load(db, messages)
     total = sum(want.values())
     rnd = random.Random(7301)
-    kills, mixed, done = 0, 0, 0
-    # 16,000 rows at 3,000 a second: 5 s of work, more than the four waits up to the
-    # SIGTERM (4.3 s) leave to the runs together.
+    kills, mixed = 0, 0
     rate, batch = 3000, 300
+    def done_now():
+        return int(db.scalar("SELECT count(*) FROM user_logins WHERE masked_ip LIKE 'k2:%'"))
+
     for attempt in range(6):
+        before = done_now()
         t0 = time.monotonic()
         p = start_rekey(db, "--batch", str(batch), "--max-rate", str(rate))
-        time.sleep(rnd.uniform(0.3, 2.0))
+        # Each interruption lands mid-run whatever the machine's load: once this run has
+        # committed something, after a random further moment.
+        wait_for(lambda: done_now() > before or p.poll() is not None, timeout=60)
+        time.sleep(rnd.uniform(0.0, 0.8))
         if attempt == 3:
             p.send_signal(signal.SIGTERM)
             assert p.wait(timeout=60) == 3
@@ -254,8 +291,9 @@ def test_rekey_killed_at_random_moments_then_finishes():
         took = time.monotonic() - t0
         now = rows(db)
         assert originals(now) == want, f"after interruption {attempt + 1} the rows differ"
-        before, done = done, sum(1 for r in now if (r["masked_ip"] or "k2:").startswith("k2:"))
-        # Paced after each transaction: at most one batch ahead of the rate.
+        done = sum(1 for r in now if (r["masked_ip"] or "k2:").startswith("k2:"))
+        # Paced after each transaction: at most one batch ahead of the rate, also in a run
+        # whose first ranges, over rows an earlier run re-masked, grew wide.
         assert done - before <= rate * took + batch, (
             f"run {attempt + 1} re-masked {done - before} rows in {took:.2f} s, over --max-rate")
         mixed += 0 < done < total
@@ -291,7 +329,8 @@ def test_new_messages_and_replays_during_the_rekey_stay_exactly_once():
     """The rotation as it happens: messages loaded under the old key; the function deployed
     with the new keyset; while the rekey runs, the real function ingests new messages,
     replays of old batches and of new ones.  Afterwards each valid message is one row,
-    every value the new key's mask, the ledger holds each id once, --verify passes."""
+    every value the new key's mask, the ledger holds each id once, --verify passes; the
+    rekey held no lock stronger than ROW EXCLUSIVE meanwhile."""
     old = make_messages(3000, seed=75, invalid_rate=0.02, duplicate_rate=0.15)
     new = make_messages(3000, seed=76, invalid_rate=0.02, duplicate_rate=0.15,
                         start_ms=old[-1]["sentTimestamp"] + 1000)
@@ -300,6 +339,7 @@ def test_new_messages_and_replays_during_the_rekey_stay_exactly_once():
             etl.answer(event_bytes(make_event(old[i:i + 500])))
     with Etl(env=ROTATED, reset_db=False) as etl:
         db = etl.db
+        watch = watch_rekey_locks(db)
         p = start_rekey(db, "--batch", "100", "--max-rate", "600")
         running = []
         for i in range(0, len(new), 250):
@@ -316,6 +356,11 @@ def test_new_messages_and_replays_during_the_rekey_stay_exactly_once():
         assert "s paused while other sessions wrote" in out, out
         assert all(running[:len(running) // 2]), \
             f"the rekey ended before half the ingestion: slow it down further ({running})"
+        # It takes no lock that holds the function's COPY back (docs/operations.md): only
+        # the reads' ACCESS SHARE and the writers' ROW EXCLUSIVE, which it was seen holding.
+        modes = locks_seen(watch)
+        assert set(modes) <= {"AccessShareLock", "RowExclusiveLock"}, modes
+        assert modes.get("RowExclusiveLock", 0) > 0, modes
         got = rows(db)
     valid = [m for m in old + new if expect.row(m["body"], m["sentTimestamp"]) is not None]
     want = collections.Counter()

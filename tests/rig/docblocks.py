@@ -12,7 +12,8 @@ import re
 
 from . import paths
 
-_FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.M | re.S)
+# A fence may be indented (a block inside a list item): its lines lose that indentation.
+_FENCE = re.compile(r"^([ \t]*)```([^\n`]*)\n(.*?)^\1```[ \t]*$", re.M | re.S)
 
 
 class Block:
@@ -37,9 +38,11 @@ def blocks(relpath, lang=None):
     text = (paths.ROOT / relpath).read_text(encoding="utf-8")
     out = []
     for m in _FENCE.finditer(text):
-        info = m.group(1).strip()
+        indent, info = m.group(1), m.group(2).strip()
         block_lang = info.split()[0] if info else ""
+        body = "".join(line[len(indent):] if line.startswith(indent) else line
+                       for line in m.group(3).splitlines(keepends=True))
         if lang is None or block_lang == lang:
-            out.append(Block(relpath, block_lang, info, m.group(2),
+            out.append(Block(relpath, block_lang, info, body,
                              text.count("\n", 0, m.start()) + 1))
     return out

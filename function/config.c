@@ -118,6 +118,11 @@ rc_t config_load(struct config *c, char err[ERR_LEN])
         }
         c->deadline_margin_ms = (long)n;
     }
+    if ((v = env("REJECTED_RECORDS")) && strcmp(v, "quarantine") != 0 && strcmp(v, "retry") != 0) {
+        snprintf(err, ERR_LEN, "REJECTED_RECORDS is neither \"quarantine\" nor \"retry\"");
+        goto bad;
+    }
+    c->rejected = v && strcmp(v, "retry") == 0 ? REJECTED_RETRY : REJECTED_QUARANTINE;
     if ((v = env("LOGIN_ETL_MAX_INVOCATIONS"))) {
         if (num_parse_i64(v, strlen(v), 0, INT64_MAX, &n) != RC_OK) {
             snprintf(err, ERR_LEN, "LOGIN_ETL_MAX_INVOCATIONS is not a number");

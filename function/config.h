@@ -7,6 +7,12 @@
 #include "result.h"
 #include "url.h"
 
+/* What becomes of a record the function will never accept (REJECTED_RECORDS). */
+enum rejected_mode {
+    REJECTED_QUARANTINE, /* stored masked in login_etl_rejected with the batch, answered done */
+    REJECTED_RETRY       /* listed in batchItemFailures: SQS retries it, then dead-letters it */
+};
+
 struct config {
     char *masking_key;                 /* owned, wiped when freed: MASKING_KEY, 128 hex
                                           characters or a keyset document (keyset.h), or NULL
@@ -31,6 +37,7 @@ struct config {
                                           LOGIN_ETL_DEADLINE_MARGIN_MS, default 10% of the
                                           time, within [200, 1000] ms */
     unsigned long max_invocations;     /* LOGIN_ETL_MAX_INVOCATIONS (tests): 0 = unlimited */
+    enum rejected_mode rejected;       /* REJECTED_RECORDS: quarantine (default) or retry */
 };
 
 /* Reads and checks the settings.  Returns RC_OK, or RC_CONFIG with err saying

@@ -52,6 +52,8 @@ struct etl *etl_new(struct logger *lg, char err[ERR_LEN], const char **err_type)
         }
         pg_sink_set_password_fn(e->sink, rds_iam_password, e->iam);
     }
+    if (e->cfg.rejected == REJECTED_QUARANTINE)
+        pg_sink_quarantine(e->sink, quarantine_body, e);
     return e;
 fail:
     etl_free(e);
@@ -71,6 +73,8 @@ static void free_records(struct etl *e)
     free(e->key);
     free(e->reason);
     free(e->outcome);
+    free(e->record);
+    e->record = NULL;
     e->status = NULL;
     e->key = NULL;
     e->reason = NULL;
@@ -118,10 +122,9 @@ static rc_t reserve(struct etl *e, size_t n)
     if (n <= e->cap)
         return RC_OK;
     const struct grow_array arrays[] = {
-        {&e->status, sizeof *e->status},
-        {&e->key, sizeof *e->key},
-        {&e->reason, sizeof *e->reason},
-        {&e->outcome, sizeof *e->outcome},
+        {&e->status, sizeof *e->status}, {&e->key, sizeof *e->key},
+        {&e->reason, sizeof *e->reason}, {&e->outcome, sizeof *e->outcome},
+        {&e->record, sizeof *e->record},
     };
     return grow_arrays(arrays, sizeof arrays / sizeof *arrays, &e->cap, n, 1024);
 }
@@ -139,7 +142,8 @@ static rc_t write_answer(const struct etl *e, struct buf *answer)
     int first = 1;
     buf_appends(answer, "{\"batchItemFailures\":[");
     for (size_t i = 0; i < e->ev.n; i++) {
-        if (e->status[i] != ST_REJECTED && e->status[i] != ST_NOT_DONE)
+        if (e->status[i] != ST_REJECTED && e->status[i] != ST_NOT_DONE &&
+            e->status[i] != ST_QUARANTINING)
             continue;
         const struct sqs_record *r = &e->ev.records[i];
         buf_appends(answer, first ? "{\"itemIdentifier\":" : ",{\"itemIdentifier\":");
@@ -213,8 +217,9 @@ static rc_t on_record(void *ctx, const struct sqs_event *ev, size_t idx, char er
     if (why != LOGIN_OK) {
         e->status[idx] = ST_REJECTED;
         e->reason[idx] = (uint8_t)why;
-        /* FIFO: nothing after a failure may be written, or order breaks. */
-        e->cut = ev->fifo;
+        /* FIFO: nothing after a failure may be written, or order breaks;
+         * a quarantined record is done, and its group goes on. */
+        e->cut = ev->fifo && e->cfg.rejected == REJECTED_RETRY;
         return RC_OK;
     }
     if ((rc = pg_batch_key(e->sink, r->message_id, r->message_id_len, r->sent_ms)) != RC_OK) {
@@ -222,6 +227,7 @@ static rc_t on_record(void *ctx, const struct sqs_event *ev, size_t idx, char er
         return rc;
     }
     e->status[idx] = ST_PENDING;
+    e->record[e->keys] = (uint32_t)idx;
     e->key[idx] = (uint32_t)e->keys++;
     return RC_OK;
 }
@@ -283,6 +289,11 @@ static rc_t transform(struct etl *e, int64_t stop_at, size_t *rows)
                 pg_batch_no_row(e->sink);
             e->status[i] = ST_REJECTED;
             report_rejected(e, i, login_reason_code(why));
+            if (e->cfg.rejected == REJECTED_QUARANTINE) {
+                if ((rc = quarantine_record(e, i, why)) != RC_OK)
+                    return rc;
+                continue;
+            }
             /* FIFO: nothing after a failure may be written, or order breaks. */
             fifo_stopped = ev->fifo;
             continue;
@@ -307,8 +318,9 @@ static uint8_t record_status(const struct etl *e, size_t i, rc_t rc)
     case PG_DUPLICATE:
         return ST_DUPLICATE;
     case PG_REFUSED:
+    case PG_QUARANTINED:
         report_rejected(e, i, "database_rejected");
-        return ST_REJECTED;
+        return e->outcome[e->key[i]] == PG_QUARANTINED ? ST_QUARANTINED : ST_REJECTED;
     default:
         return ST_NOT_DONE;
     }
@@ -325,18 +337,21 @@ static void settle(struct etl *e, rc_t rc, struct tally *t)
         uint8_t *st = &e->status[i];
         if (*st == ST_PENDING)
             *st = record_status(e, i, rc);
+        else if (*st == ST_QUARANTINING)
+            *st = quarantine_status(e, i, rc);
         if (*st == ST_REPEAT) {
             const struct sqs_record *r = &e->ev.records[i];
             uint8_t fate = e->status[idset_get(&e->seen, r->message_id, r->message_id_len)];
             /* Listed with the record it repeats, counted once more. */
-            t->duplicate += fate == ST_WRITTEN || fate == ST_DUPLICATE;
+            t->duplicate += fate == ST_WRITTEN || fate == ST_DUPLICATE || fate == ST_QUARANTINED;
             t->rejected += fate == ST_REJECTED;
             t->failed += fate == ST_NOT_DONE;
             continue;
         }
         t->written += *st == ST_WRITTEN;
         t->duplicate += *st == ST_DUPLICATE;
-        t->rejected += *st == ST_REJECTED;
+        t->rejected += *st == ST_REJECTED || *st == ST_QUARANTINED;
+        t->quarantined += *st == ST_QUARANTINED;
         t->failed += *st == ST_NOT_DONE;
     }
 }
@@ -371,7 +386,10 @@ static rc_t parse_event(struct etl *e, const struct rt_invocation *inv, int64_t 
     char err[ERR_LEN];
 
     pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
+    drift_reset(&e->drift);
+    e->lp.drift = &e->drift; /* each body counted once: while parsing, not in transform */
     e->keys = 0;
+    e->quarantining = 0;
     e->cut = 0;
     rc_t rc = sqs_parse_stream(&e->ev, inv->event, inv->event_len, on_record, e, err);
     if (rc == RC_OK && e->ev.voided) {
@@ -379,6 +397,7 @@ static rc_t parse_event(struct etl *e, const struct rt_invocation *inv, int64_t 
          * event's.  Rare enough to start the batch again. */
         pg_batch_abort(e->sink);
         pg_batch_begin(e->sink, clock_mono_deadline(give_up_at));
+        drift_reset(&e->drift);
         e->keys = 0;
         e->cut = 0;
         if ((rc = idset_reset(&e->seen, e->ev.n)) != RC_OK)
@@ -386,9 +405,10 @@ static rc_t parse_event(struct etl *e, const struct rt_invocation *inv, int64_t 
     }
     for (size_t i = e->ev.handed; rc == RC_OK && i < e->ev.n; i++)
         rc = on_record(e, &e->ev, i, err);
+    e->lp.drift = NULL;
     if (rc == RC_OK) {
-        if (e->ev.fifo)
-            pg_batch_fifo(e->sink);
+        if (e->ev.fifo && e->cfg.rejected == REJECTED_RETRY)
+            pg_batch_fifo(e->sink); /* quarantined, a refused row holds nothing up */
         pg_batch_keys_done(e->sink);
         return RC_OK;
     }
@@ -403,8 +423,8 @@ static rc_t parse_event(struct etl *e, const struct rt_invocation *inv, int64_t 
     return rc;
 }
 
-/* Commits the batch's rows (none: its keys' ledger entries are rolled
- * back), reading the database secret again when the database refused the
+/* Commits the batch's rows and quarantined records (none: its keys' ledger
+ * entries are rolled back), reading the database secret again when the database refused the
  * credentials.  Returns RC_OK; RC_TIMEOUT, logged, when the deadline came
  * first (nothing written, every record retried); or the database's failure
  * with error filled (the whole batch comes back). */
@@ -413,7 +433,7 @@ static rc_t write_batch(struct etl *e, size_t rows, int64_t give_up_at, struct r
     char err[ERR_LEN];
     rc_t rc;
 
-    if (!rows) {
+    if (!rows && !e->quarantining) {
         pg_batch_abort(e->sink);
         return RC_OK;
     }

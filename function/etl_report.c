@@ -27,15 +27,16 @@ static void write_metrics(const struct etl *e, const struct tally *t, int64_t du
                "{\"Name\":\"RecordsDuplicate\",\"Unit\":\"Count\"},"
                "{\"Name\":\"RecordsRejected\",\"Unit\":\"Count\"},"
                "{\"Name\":\"RecordsFailed\",\"Unit\":\"Count\"},"
+               "{\"Name\":\"RecordsQuarantined\",\"Unit\":\"Count\"},"
                "{\"Name\":\"Duration\",\"Unit\":\"Milliseconds\"},"
                "{\"Name\":\"ColdStart\",\"Unit\":\"Count\"}]}]},\"FunctionName\":",
                (long long)clock_epoch_ms());
     buf_append_json(&b, e->cfg.function_name, strlen(e->cfg.function_name));
     buf_printf(&b,
                ",\"RecordsReceived\":%zu,\"RecordsWritten\":%zu,\"RecordsDuplicate\":%zu,"
-               "\"RecordsRejected\":%zu,\"RecordsFailed\":%zu,\"Duration\":%lld,"
-               "\"ColdStart\":%d,\"requestId\":",
-               t->received, t->written, t->duplicate, t->rejected, t->failed,
+               "\"RecordsRejected\":%zu,\"RecordsFailed\":%zu,\"RecordsQuarantined\":%zu,"
+               "\"Duration\":%lld,\"ColdStart\":%d,\"requestId\":",
+               t->received, t->written, t->duplicate, t->rejected, t->failed, t->quarantined,
                (long long)duration_ms, inv->cold_start ? 1 : 0);
     buf_append_json(&b, inv->request_id, strlen(inv->request_id));
     buf_appends(&b, "}\n");
@@ -52,7 +53,10 @@ void report_batch(const struct etl *e, const struct tally *t, int64_t duration_m
     pg_batch_stats(e->sink, &ps);
     log_at(e->lg, LOG_INFO, "batch done", LF_NUM("received", t->received),
            LF_NUM("written", t->written), LF_NUM("duplicate", t->duplicate),
-           LF_NUM("rejected", t->rejected), LF_NUM("failed", t->failed),
-           LF_NUM("attempts", ps.attempts), LF_NUM("durationMs", duration_ms));
+           LF_NUM("rejected", t->rejected), LF_NUM("quarantined", t->quarantined),
+           LF_NUM("failed", t->failed), LF_NUM("attempts", ps.attempts),
+           LF_NUM("durationMs", duration_ms));
     write_metrics(e, t, duration_ms, inv);
+    drift_report(&e->drift, e->lg, e->cfg.function_name, login_field_name, LOGIN_FIELDS,
+                 inv->request_id);
 }

@@ -377,6 +377,41 @@ rc_t keyset_unmask(const struct keyset *ks, const char *masked, size_t n, char *
     return mask_unmask(k ? k : ks->key[0], masked, n, out, cap, out_len, err);
 }
 
+/* See keyset.h: the key is chosen by the id the value starts with. */
+rc_t keyset_unmask_long(const struct keyset *ks, const char *masked, size_t n, struct buf *out,
+                        char err[ERR_LEN])
+{
+    size_t head = n < MASK_KEY_ID_MAX + 1 ? n : MASK_KEY_ID_MAX + 1;
+    const char *colon = head ? memchr(masked, ':', head) : NULL;
+    int slot = colon ? keyset_slot(ks, masked, (size_t)(colon - masked)) : -1;
+
+    if (slot < 0) {
+        snprintf(err, ERR_LEN, "the value is not masked under a key of the set");
+        return RC_INVALID;
+    }
+    return mask_unmask_long(ks->key[slot], masked, n, out, err);
+}
+
+/* See keyset.h.  The recovered value lives in a heap copy, wiped. */
+rc_t keyset_remask_long(const struct keyset *ks, const char *masked, size_t n, struct buf *out,
+                        char err[ERR_LEN])
+{
+    const struct mask_key *k;
+    struct buf plain;
+    rc_t rc = RC_INVALID;
+
+    if (keyset_classify(ks, masked, n, &k) != KEYSET_RETIRED) {
+        snprintf(err, ERR_LEN, "the value is not masked under a retired key of the set");
+        return rc;
+    }
+    buf_init(&plain, n);
+    if ((rc = mask_unmask_long(k, masked, n, &plain, err)) == RC_OK &&
+        (rc = mask_value_long(ks->key[0], plain.data ? plain.data : "", plain.len, out)) != RC_OK)
+        snprintf(err, ERR_LEN, "cannot mask: %s", rc_strerror(rc));
+    buf_wipe(&plain);
+    return rc;
+}
+
 /* See keyset.h. */
 rc_t keyset_remask(const struct keyset *ks, const char *masked, size_t n, char *out,
                    size_t *out_len, char err[ERR_LEN])

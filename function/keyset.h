@@ -93,4 +93,15 @@ rc_t keyset_unmask(const struct keyset *ks, const char *masked, size_t n, char *
 rc_t keyset_remask(const struct keyset *ks, const char *masked, size_t n, char *out,
                    size_t *out_len, char err[ERR_LEN]);
 
+/* keyset_unmask for a value of any length (mask_unmask_long): appends the
+ * original to out.  Returns as mask_unmask_long. */
+rc_t keyset_unmask_long(const struct keyset *ks, const char *masked, size_t n, struct buf *out,
+                        char err[ERR_LEN]);
+
+/* keyset_remask for a value of any length (a quarantined body): recovered
+ * with the retired key its id names, masked again with the current one,
+ * appended to out.  Returns as keyset_remask, RC_NOMEM included. */
+rc_t keyset_remask_long(const struct keyset *ks, const char *masked, size_t n, struct buf *out,
+                        char err[ERR_LEN]);
+
 #endif

@@ -97,12 +97,21 @@ static const struct json_name field_names[F__COUNT] = {
     [F_DEVICE_ID] = {"device_id", 9}, [F_APP_VERSION] = {"app_version", 11},
 };
 
+_Static_assert(F__COUNT == LOGIN_FIELDS && F__COUNT <= DRIFT_FIELDS_MAX, "the body keys");
+
+/* See login.h. */
+const char *login_field_name(size_t f)
+{
+    return f < F__COUNT ? field_names[f].s : "";
+}
+
 /* See login.h: allocates nothing until the first body; cannot fail. */
 void login_parser_init(struct login_parser *p)
 {
     json_init(&p->doc);
     buf_init(&p->scratch, SIZE_MAX / 4);
     json_names_init(&p->members, field_names, F__COUNT);
+    p->drift = NULL;
 }
 
 /* See login.h: frees the tokens and scratch; the parser can be re-initialised. */
@@ -339,6 +348,8 @@ static rc_t read_body(struct login_parser *p, const char *body, size_t body_len,
 
     /* One pass over the members; a later duplicate overwrites an earlier one. */
     json_members(doc, 0, &p->members, idx);
+    if (p->drift)
+        drift_note(p->drift, doc, idx, &p->members);
     for (int f = 0; f < F__COUNT; f++)
         if (idx[f] >= 0 && doc->tok[idx[f]].flags & JSON_ESCAPED)
             need += doc->tok[idx[f]].end - doc->tok[idx[f]].start;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "drift.h"
 #include "json.h"
 #include "result.h"
 
@@ -79,7 +80,14 @@ struct login_parser {
     struct json_doc doc;       /* owned: the last body's tokens, reused */
     struct buf scratch;        /* owned: decoded escaped values of the last body */
     struct json_names members; /* the body keys the rules read, prepared once */
+    struct drift *drift;       /* NULL, or each object body's schema drift is added there */
 };
+
+#define LOGIN_FIELDS 6 /* the body keys the rules read */
+
+/* The name of body key f (0 to LOGIN_FIELDS - 1), as drift counts them;
+ * cannot fail. */
+const char *login_field_name(size_t f);
 
 /* Initialises a parser; allocates nothing, cannot fail. */
 void login_parser_init(struct login_parser *p);

@@ -1,6 +1,7 @@
 /* main.c - wires the runtime loop to the ETL handler.  With an argument it
  * is the operators' tool instead: `bootstrap mask VALUE`, `bootstrap unmask
- * MASKED` (see mask_cli.h), `bootstrap rekey` (see rekey.h), `bootstrap --version`
+ * MASKED` (see mask_cli.h), `bootstrap rekey` (see rekey.h), `bootstrap reprocess`
+ * (see reprocess.h), `bootstrap --version`
  * (see version.h). */
 #define _DEFAULT_SOURCE /* mallopt */
 #include <malloc.h>
@@ -12,6 +13,7 @@
 #include "log.h"
 #include "mask_cli.h"
 #include "rekey.h"
+#include "reprocess.h"
 #include "rt.h"
 #include "version.h"
 
@@ -24,6 +26,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "rekey") == 0)
         return rekey_cli(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "reprocess") == 0)
+        return reprocess_cli(argc, argv);
     if (argc == 2 && strcmp(argv[1], "--version") == 0)
         return version_print(stdout);
     if (argc > 1)
@@ -50,7 +54,7 @@ int main(int argc, char **argv)
     if (!api || !*api) {
         log_msg(&lg, LOG_FATAL,
                 "AWS_LAMBDA_RUNTIME_API is not set: run me under Lambda or a "
-                "Runtime API emulator, or use `bootstrap mask|unmask|rekey`");
+                "Runtime API emulator, or use `bootstrap mask|unmask|rekey|reprocess`");
         return 1;
     }
     struct rt *rt = rt_new(api, &lg, err);

@@ -11,6 +11,8 @@
 
 #include <openssl/crypto.h>
 
+#include "buf.h"
+
 #include "num.h"
 #include "siv.h"
 
@@ -377,5 +379,87 @@ rc_t mask_unmask(const struct mask_key *k, const char *masked, size_t n, char *o
     rc = RC_OK;
 out:
     OPENSSL_cleanse(pt, body);
+    return rc;
+}
+
+/* See mask.h.  The value is padded and sealed in heap copies (a body can be
+ * hundreds of kilobytes), the plaintext one wiped before it is freed. */
+rc_t mask_value_long(const struct mask_key *k, const char *v, size_t n, struct buf *out)
+{
+    size_t padded = mask_padded_len(n), o;
+    unsigned char *pt = malloc(padded), *raw = malloc(SIV_IV_BYTES + padded);
+    rc_t rc = RC_NOMEM;
+
+    if (!pt || !raw)
+        goto out;
+    memset(pt + padded - MASK_BLOCK, 0, MASK_BLOCK);
+    if (n)
+        memcpy(pt, v, n);
+    pt[n] = 0x80;
+    if ((rc = siv_ecb_encrypt(k->siv, NULL, 0, pt, padded, raw)) != RC_OK)
+        goto out;
+    if ((rc = buf_reserve(out, mask_output_len(k, n))) != RC_OK)
+        goto out;
+    char *w = out->data + out->len;
+    memcpy(w, k->id, k->id_len);
+    o = k->id_len;
+    w[o++] = ':';
+    o += mask_b64_encode(raw, SIV_IV_BYTES + padded, w + o);
+    buf_commit(out, o);
+out:
+    if (pt)
+        OPENSSL_cleanse(pt, padded);
+    free(pt);
+    free(raw);
+    return rc;
+}
+
+/* See mask.h.  The same checks as mask_unmask, in the same order, over heap
+ * copies; the decrypted one is wiped before it is freed. */
+rc_t mask_unmask_long(const struct mask_key *k, const char *masked, size_t n, struct buf *out,
+                      char err[ERR_LEN])
+{
+    const char *colon = n ? memchr(masked, ':', n) : NULL;
+    size_t id_len = colon ? (size_t)(colon - masked) : 0, cap = n / 4 * 3 + 3;
+    size_t raw_len = 0, body = 0, len;
+    unsigned char *raw = malloc(cap), *pt = malloc(cap);
+    rc_t rc = RC_NOMEM;
+
+    if (!raw || !pt) {
+        snprintf(err, ERR_LEN, "out of memory");
+        goto out;
+    }
+    rc = RC_INVALID;
+    if (!colon || id_len != k->id_len || memcmp(masked, k->id, id_len) != 0) {
+        snprintf(err, ERR_LEN, "not a masked value of key id \"%s\"", k->id);
+        goto out;
+    }
+    if (mask_b64_decode(colon + 1, n - id_len - 1, raw, cap, &raw_len) != RC_OK ||
+        raw_len < SIV_IV_BYTES + MASK_BLOCK || (raw_len - SIV_IV_BYTES) % MASK_BLOCK != 0) {
+        snprintf(err, ERR_LEN, "not a masked value: not canonical base64url of a sealed value");
+        goto out;
+    }
+    body = raw_len - SIV_IV_BYTES;
+    if ((rc = siv_ecb_decrypt(k->siv, NULL, 0, raw, raw_len, pt)) != RC_OK) {
+        snprintf(err, ERR_LEN,
+                 "the value does not authenticate: it was altered, or masked with "
+                 "another key under the same key id");
+        goto out;
+    }
+    rc = RC_INVALID;
+    len = body;
+    while (len > 0 && pt[len - 1] == 0x00)
+        len--;
+    if (len == 0 || pt[len - 1] != 0x80 || mask_padded_len(len - 1) != body) {
+        snprintf(err, ERR_LEN, "the value authenticates but its padding is wrong");
+        goto out;
+    }
+    if ((rc = buf_append(out, pt, len - 1)) != RC_OK)
+        snprintf(err, ERR_LEN, "the value (%zu bytes) does not fit", len - 1);
+out:
+    if (pt)
+        OPENSSL_cleanse(pt, body);
+    free(pt);
+    free(raw);
     return rc;
 }

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 
+#include "buf.h"
 #include "result.h"
 
 #define MASK_KEY_BYTES 64  /* AES-256-SIV: two 256-bit keys */
@@ -72,5 +73,18 @@ rc_t mask_value(const struct mask_key *k, const char *v, size_t n, char *out, si
  * mask_value, one thread at a time on one key. */
 rc_t mask_unmask(const struct mask_key *k, const char *masked, size_t n, char *out, size_t cap,
                  size_t *out_len, char err[ERR_LEN]);
+
+/* Masks a value of any length (a whole message body kept in quarantine) the
+ * same way as mask_value, so that mask_unmask_long, and `bootstrap unmask`,
+ * recover it; appends the masked text to out (no NUL counted).  The padded
+ * copy is wiped.  Returns RC_OK, RC_NOMEM, RC_TOOBIG (out's limit) or
+ * RC_CRYPTO, with out as it was on failure. */
+rc_t mask_value_long(const struct mask_key *k, const char *v, size_t n, struct buf *out);
+
+/* mask_unmask for a value of any length: appends the original to out (out's
+ * limit bounds it).  Returns as mask_unmask, RC_NOMEM included; out as it
+ * was on failure.  The decrypted copy is wiped. */
+rc_t mask_unmask_long(const struct mask_key *k, const char *masked, size_t n, struct buf *out,
+                      char err[ERR_LEN]);
 
 #endif

@@ -79,6 +79,27 @@ out:
     return ks;
 }
 
+/* Unmasks a value longer than any masked field (a message body kept in
+ * quarantine, login_etl_rejected.body) and prints it and a newline on
+ * stdout.  Returns as mask_cli_one; the recovered value is wiped. */
+static int mask_cli_unmask_long(const struct keyset *ks, const char *v, size_t n, const char *where)
+{
+    struct buf out;
+    char err[ERR_LEN];
+    int status = MASK_CLI_VALUE;
+
+    buf_init(&out, n);
+    if (keyset_unmask_long(ks, v, n, &out, err) != RC_OK) {
+        fprintf(stderr, "bootstrap unmask: %s%s\n", where, err);
+    } else {
+        fwrite(out.data, 1, out.len, stdout);
+        putchar('\n');
+        status = MASK_CLI_OK;
+    }
+    buf_wipe(&out);
+    return status;
+}
+
 /* Masks or unmasks one value v[0..n) (v NUL-terminated at n) and prints the
  * result and a newline on stdout.  `where` prefixes an error ("" or
  * "line 3: ").  Returns MASK_CLI_OK, or MASK_CLI_VALUE after printing why on
@@ -93,6 +114,8 @@ static int mask_cli_one(const struct keyset *ks, int unmask, int raw, const char
     int status = MASK_CLI_VALUE;
     rc_t rc;
 
+    if (unmask && n >= MASK_OUTPUT_MAX)
+        return mask_cli_unmask_long(ks, v, n, where);
     if (unmask) {
         rc = keyset_unmask(ks, v, n, out, sizeof out, &len, err);
         if (rc) {

@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "log.h"
 #include "result.h"
 
@@ -146,13 +147,43 @@ void pg_batch_fifo(struct pg_sink *s);
 
 /* What became of a row (pg_batch_commit's `outcome`). */
 enum pg_outcome {
-    PG_WRITTEN = 0,    /* committed by this batch */
-    PG_DUPLICATE = 1,  /* not written: its message id had been committed before */
-    PG_REFUSED = 2,    /* not written: the server refused its data (SQLSTATE class 22, 23,
-                        * P0001 or 54000), which a retry would not change */
-    PG_NOT_WRITTEN = 3 /* not written: after a refused row of a FIFO batch, or left when
-                        * the time limit came in the middle of isolating a refused row */
+    PG_WRITTEN = 0,     /* committed by this batch */
+    PG_DUPLICATE = 1,   /* not written: its message id had been committed before */
+    PG_REFUSED = 2,     /* not written: the server refused its data (SQLSTATE class 22, 23,
+                         * P0001 or 54000), which a retry would not change */
+    PG_NOT_WRITTEN = 3, /* not written: after a refused row of a FIFO batch, or left when
+                         * the time limit came in the middle of isolating a refused row */
+    PG_QUARANTINED = 4  /* kept in login_etl_rejected, committed with the batch
+                         * (pg_batch_quarantine; a refused row, with pg_sink_quarantine) */
 };
+
+/* Quarantine (function/pg_quarantine.c): a record the function will never
+ * accept is stored, masked, in login_etl_rejected by the batch's own
+ * transaction, and its message id in the ledger, so that SQS may delete it
+ * and a replay adds nothing. */
+
+/* Writes the masked body of the record of key `key` to out (appending);
+ * returns RC_OK, or RC_NOMEM / RC_CRYPTO (the batch fails). */
+typedef rc_t (*pg_body_fn)(void *ctx, size_t key, struct buf *out);
+
+/* Makes the sink quarantine the rows the server refuses for their data
+ * (reason database_rejected) instead of leaving them to a retry; fn gives
+ * each one's masked body.  fn NULL stops that.  Cannot fail. */
+void pg_sink_quarantine(struct pg_sink *s, pg_body_fn fn, void *ctx);
+
+/* Adds a rejected record to the batch's quarantine: its message id
+ * (borrowed until the batch ends; never one of the batch's keys), its
+ * SentTimestamp (ms, -1 when none), its reason code (a static string) and
+ * its masked body (copied).  *index identifies it for
+ * pg_batch_quarantined.  Returns RC_OK, RC_NOMEM or RC_TOOBIG. */
+rc_t pg_batch_quarantine(struct pg_sink *s, const char *message_id, size_t message_id_len,
+                         int64_t sent_ms, const char *reason, const char *body, size_t body_len,
+                         size_t *index);
+
+/* After pg_batch_commit returned RC_OK: what became of quarantine entry
+ * `index`: PG_QUARANTINED, PG_DUPLICATE (committed before), or
+ * PG_NOT_WRITTEN (left for a retry).  Cannot fail. */
+enum pg_outcome pg_batch_quarantined(const struct pg_sink *s, size_t index);
 
 /* Writes the batch and commits it, retrying a lost connection while time is
  * left; keys still undecided have no row.  On RC_OK, `outcome` (one byte

@@ -42,6 +42,7 @@ struct pg_sink *pg_sink_new(const char *conninfo, struct logger *lg)
     buf_init(&s->rows.data, BUF_PAYLOAD_MAX * 2);
     buf_init(&s->ledger.data, BUF_PAYLOAD_MAX * 2);
     buf_init(&s->scratch, BUF_PAYLOAD_MAX * 2);
+    buf_init(&s->q.bodies, BUF_PAYLOAD_MAX * 2);
     idset_init(&s->lookup);
     if (pg_sink_set_conninfo(s, conninfo ? conninfo : "") != RC_OK) {
         pg_sink_free(s);
@@ -126,6 +127,7 @@ void pg_sink_trim(struct pg_sink *s)
     trim_buf(&s->rows.data, TRIM_BYTES);
     trim_buf(&s->ledger.data, TRIM_BYTES);
     trim_buf(&s->scratch, TRIM_BYTES);
+    trim_buf(&s->q.bodies, TRIM_BYTES);
 }
 
 void pg_sink_free(struct pg_sink *s)
@@ -138,6 +140,7 @@ void pg_sink_free(struct pg_sink *s)
     buf_free(&s->ledger.data);
     buf_free(&s->scratch);
     idset_free(&s->lookup);
+    pg_quarantine_free(s);
     free_rows(s);
     free(s);
 }
@@ -159,6 +162,7 @@ void pg_batch_begin(struct pg_sink *s, int64_t give_up_at_ms)
     s->first_send_us = 0;
     memset(&s->stats, 0, sizeof s->stats);
     s->ret.pruned = 0;
+    pg_quarantine_reset(s);
     buf_reset(&s->rows.data);
     buf_reset(&s->ledger.data);
 }
@@ -279,7 +283,7 @@ static enum pg_outcome outcome_of(const struct pg_sink *s, size_t i, rc_t rc, in
     case RS_DUP:
         return PG_DUPLICATE;
     case RS_REFUSED:
-        return PG_REFUSED;
+        return s->q.body_fn ? pg_quarantine_row(s, i) : PG_REFUSED;
     case RS_DONE:
         return PG_WRITTEN;
     case RS_PENDING:
@@ -309,9 +313,13 @@ rc_t pg_batch_commit(struct pg_sink *s, uint8_t *outcome, char err[ERR_LEN])
         isolated = 1;
         rc = pg_isolate_by_transactions(s);
     }
+    /* Isolation by transactions may end without a transaction left to carry
+     * the quarantine (the last refused rows found alone): it goes alone. */
+    if (rc == RC_OK && pg_quarantine_pending(s))
+        rc = pg_quarantine_alone(s);
     for (size_t i = 0; i < s->n; i++) {
         enum pg_outcome o = outcome_of(s, i, rc, isolated);
-        settled += o == PG_WRITTEN || o == PG_REFUSED;
+        settled += o == PG_WRITTEN || o == PG_REFUSED || o == PG_QUARANTINED;
     }
     if (rc && settled == 0) {
         snprintf(err, ERR_LEN, "%s", s->why[0] ? s->why : rc_strerror(rc));

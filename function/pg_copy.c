@@ -63,6 +63,9 @@ void pg_tx_reset(struct pg_sink *s)
                            .chunk = TAIL_CHUNK};
     if (s->n)
         memset(s->in_ledger, KEY_NOT_IN_LEDGER, s->n);
+    for (size_t i = 0; i < s->n; i++)
+        if (s->state[i] == RS_PASSED || s->state[i] == RS_KEPT)
+            s->state[i] = RS_PENDING; /* its part was rolled back with the transaction */
 }
 
 /* Sends op's COPY without waiting for the answer; for the ledger's, opens
@@ -78,6 +81,8 @@ static rc_t start_op(struct pg_sink *s)
     if (s->tx.op == OP_LEDGER) {
         if (!s->conn && (rc = pg_open(s)) != RC_OK)
             return rc;
+        if (clock_mono_ms() >= s->earlier_due && (rc = pg_find_earlier(s)) != RC_OK)
+            return rc; /* a warm process looks at the earlier ledgers again */
         /* The server enforces the give-up time too, so a statement that waits
          * on a lock ends there even if this process is frozen meanwhile, and
          * a transaction left idle between statements (a process frozen or
@@ -99,9 +104,10 @@ static rc_t start_op(struct pg_sink *s)
                  (long long)statement_ms, (long long)idle_ms, copy);
         s->stats.attempts++;
     } else {
-        snprintf(sql, sizeof sql, "%s%s%s", s->tx.batch_savepoint ? "" : BATCH_SAVEPOINT_SQL,
-                 SAVEPOINT_SQL, copy);
+        snprintf(sql, sizeof sql, "%s%s%s%s", s->tx.rows_savepoint ? RELEASE_ROWS_SQL : "",
+                 s->tx.batch_savepoint ? "" : BATCH_SAVEPOINT_SQL, SAVEPOINT_SQL, copy);
         s->tx.batch_savepoint = 1;
+        s->tx.rows_savepoint = 1;
     }
     if (!PQsendQuery(s->conn, sql)) {
         pg_fail(s, NULL, "begin");
@@ -359,11 +365,35 @@ static int row_refused(const PGresult *res)
     return pg_row_data_error(state);
 }
 
+/* Did a rows COPY fail for the server's lock memory (53200)?  That says the
+ * part was more than the server could hold at that moment, nothing about a
+ * row: it is handled as a refusal that names no row, so the part is cut
+ * smaller (pg_isolate_range), never refused.  Cannot fail. */
+static int rows_short_of_memory(const struct pg_sink *s, const char *state)
+{
+    return s->tx.op == OP_ROWS && state && strcmp(state, "53200") == 0;
+}
+
+/* Records why op's COPY halted (s->tx.halt), the row its CONTEXT names (an
+ * id committed before, a row refused for its data; NO_ROW when it names
+ * none), and the reason.  Cannot fail. */
+static void halt_copy(struct pg_sink *s, const PGresult *res, enum halt halt, const char *state)
+{
+    const char *what = s->tx.op == OP_ROWS ? "copy rows" : "ledger";
+    unsigned long long line = pg_copy_context_line(PQresultErrorField(res, PG_DIAG_CONTEXT));
+
+    s->tx.halt = halt;
+    s->tx.refused_row = rows_short_of_memory(s, state) ? NO_ROW : pg_copy_row_at_line(s, line);
+    pg_describe(s, res, what, s->why, sizeof s->why);
+    snprintf(s->sqlstate, sizeof s->sqlstate, "%s", state);
+}
+
 /* pg_take_fn of collect: the answer to op's ended COPY.  The count of rows
  * stored must be one per line that went out; an error is a unique violation
- * (HALT_DUPLICATE, for the ledger), a row refused for its data
- * (HALT_*_REFUSED, with the row its CONTEXT names), or the attempt's
- * failure (*ctx, an rc_t, set to RC_DB). */
+ * (HALT_DUPLICATE, for the ledger, with the line it names), a row refused
+ * for its data or a rows COPY short of lock memory (HALT_*_REFUSED, with
+ * the row its CONTEXT names), or the attempt's failure (*ctx, an rc_t, set
+ * to RC_DB). */
 static void take_copy_answer(struct pg_sink *s, PGresult *res, void *ctx)
 {
     rc_t *rc = ctx;
@@ -372,13 +402,11 @@ static void take_copy_answer(struct pg_sink *s, PGresult *res, void *ctx)
 
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         if (s->tx.op == OP_LEDGER && state && strcmp(state, "23505") == 0) {
-            s->tx.halt = HALT_DUPLICATE;
-        } else if (row_refused(res) && s->tx.halt == HALT_NONE) {
-            s->tx.halt = s->tx.op == OP_LEDGER ? HALT_LEDGER_REFUSED : HALT_ROWS_REFUSED;
-            s->tx.refused_row = pg_copy_row_at_line(
-                s, pg_copy_context_line(PQresultErrorField(res, PG_DIAG_CONTEXT)));
-            pg_describe(s, res, what, s->why, sizeof s->why);
-            snprintf(s->sqlstate, sizeof s->sqlstate, "%s", state);
+            halt_copy(s, res, HALT_DUPLICATE, state);
+        } else if ((row_refused(res) || rows_short_of_memory(s, state)) &&
+                   s->tx.halt == HALT_NONE) {
+            halt_copy(s, res, s->tx.op == OP_LEDGER ? HALT_LEDGER_REFUSED : HALT_ROWS_REFUSED,
+                      state);
         } else {
             pg_fail(s, res, what);
             *rc = RC_DB;

@@ -17,6 +17,8 @@
  *                   COPY, streamed while the caller still adds keys and rows
  *   pg_isolate.c    refused rows: found by the line the server names, or by
  *                   cutting the rows into parts
+ *   pg_quarantine.c records never accepted, kept in login_etl_rejected with the
+ *                   batch's transaction
  *   pg_tx.c         one transaction of the batch, step by step (enum tx_step),
  *                   and the retries of a lost connection
  *   pg_batch.c      the API of pg.h: the sink's life, and a batch's from begin
@@ -78,6 +80,10 @@
 #define MARKER_V2 "00000000-0000-0000-0000-000000000001"
 #define MARKERS "('" MARKER_V1 "', '" MARKER_V2 "')"
 
+/* The quarantine (pg_quarantine.c): records the function will never accept,
+ * their bodies masked.  Created by pg_schema.c when missing. */
+#define REJECTED "login_etl_rejected"
+
 /* The rows' COPY runs behind a savepoint, so that a row the server refuses
  * (a trigger, a CHECK constraint) costs a rollback of that COPY only, not of
  * the ledger COPY before it.  Starting a savepoint is free until it is used.
@@ -86,7 +92,13 @@
  * ledger kept). */
 #define SAVEPOINT_SQL "SAVEPOINT login_etl_rows; "
 #define BATCH_SAVEPOINT_SQL "SAVEPOINT login_etl_batch; "
-#define ROLLBACK_ROWS_SQL "ROLLBACK TO SAVEPOINT login_etl_rows"
+/* login_etl_rows is ended after each rows COPY: released (start_op, before
+ * the next one) or rolled back and released.  A savepoint set again under
+ * its own name nests inside the one before, and when a nested subtransaction
+ * writes, every open one around it is given a transaction id and its lock:
+ * thousands of refusals would hold thousands of locks (SQLSTATE 53200). */
+#define RELEASE_ROWS_SQL "RELEASE SAVEPOINT login_etl_rows; "
+#define ROLLBACK_ROWS_SQL "ROLLBACK TO SAVEPOINT login_etl_rows; RELEASE SAVEPOINT login_etl_rows"
 #define ROLLBACK_BATCH_SQL "ROLLBACK TO SAVEPOINT login_etl_batch"
 /* Makes deferred constraints (and constraint triggers) fire at the end of
  * each statement, so that a row they refuse fails its own rows COPY; before
@@ -95,6 +107,14 @@
 
 #define NO_ROW ((size_t)-1) /* no row: the server named none, or none is left */
 #define TAIL_CHUNK 64       /* rows in the first COPY after a refused row (pg_next_part) */
+/* Rows COPYs a transaction keeps (each a subtransaction that wrote, whose id
+ * the backend keeps until the end) before the parts that go in are rolled
+ * back and written together at the end (RS_PASSED, ROWS_FINAL).  With
+ * login_etl_batch, the COPY in flight and the final one, this stays under
+ * PostgreSQL's cache of 64 subtransaction ids per backend, past which every
+ * other session's snapshots get slower while the transaction is open,
+ * whatever the share of rows refused. */
+#define KEPT_MAX 48
 
 /* What became of each row of the batch (s->state).  Any state but
  * RS_PENDING keeps the row out of the COPYs. */
@@ -105,8 +125,12 @@ enum row_state {
     RS_CUT,         /* FIFO: after a refused row, so not written to keep the order */
     RS_DONE,        /* committed by an earlier transaction of this batch (isolation) */
     RS_OUT,         /* outside the part of the batch the current transaction writes */
-    RS_NO_ROW       /* a key without a row (pg_batch_no_row): not to be written, and its id
+    RS_NO_ROW,      /* a key without a row (pg_batch_no_row): not to be written, and its id
                      * taken back out of the ledger when it went in (s->in_ledger) */
+    RS_PASSED,      /* went in, in a part rolled back because the transaction kept KEPT_MAX
+                     * parts already: written with the others in one last COPY (ROWS_FINAL) */
+    RS_KEPT         /* in a part the open transaction kept, while the RS_PASSED rows go in
+                     * (ROWS_FINAL): RS_PENDING again once they are in */
 };
 
 /* Whether a key is in the open transaction's ledger (s->in_ledger): its
@@ -144,11 +168,13 @@ enum halt {
 
 /* How the open transaction's rows go in (s->tx.rows). */
 enum rows_plan {
-    ROWS_STREAM, /* the rows COPY streams rows [from, to): all of them, or after a refused
-                  * row the next part of the rest (pg_next_part) */
-    ROWS_RERUN,  /* the rows before a refused row are sent again: they passed once, so a
-                  * refusal now cannot be trusted to name its row */
-    ROWS_ISOLATE /* a refusal named no row: the rows go in part by part (pg_isolate_rows) */
+    ROWS_STREAM,  /* the rows COPY streams rows [from, to): all of them, or after a refused
+                   * row the next part of the rest (pg_next_part) */
+    ROWS_RERUN,   /* the rows before a refused row are sent again: they passed once, so a
+                   * refusal now cannot be trusted to name its row */
+    ROWS_ISOLATE, /* a refusal named no row: the rows go in part by part (pg_isolate_rows) */
+    ROWS_FINAL    /* the RS_PASSED rows in one COPY: a refusal now is of rows that passed
+                   * alone, so the batch is isolated by transactions (pg_unattributed) */
 };
 
 /* The open transaction: where its COPYs are and how its rows go in.  All of
@@ -165,6 +191,8 @@ struct pg_tx {
     enum rows_plan rows; /* how the rows go in */
     size_t chunk;        /* rows in the next part after a refused row (pg_next_part) */
     int batch_savepoint; /* login_etl_batch was set in this transaction */
+    int rows_savepoint;  /* login_etl_rows is set and not ended (released before the next) */
+    size_t kept;         /* rows COPYs that went in behind login_etl_rows and were kept */
 };
 
 /* Where one transaction of the batch is (pg_tx.c, attempt): one of its
@@ -174,6 +202,7 @@ enum tx_step {
     TX_ISOLATE,      /* a refusal named no row: the rows go in part by part */
     TX_EARLIER,      /* the earlier ledger layouts are read for the batch's ids */
     TX_UNLEDGER,     /* the ids of the rows not written come back out of the ledger */
+    TX_QUARANTINE,   /* the records never accepted go into login_etl_rejected */
     TX_COMMIT,       /* SET CONSTRAINTS ALL IMMEDIATE; COMMIT */
     TX_COMMITTED,    /* end: committed, or nothing was left to write */
     TX_AGAIN,        /* end: rolled back after rows were marked (committed before, a
@@ -253,6 +282,18 @@ struct tuples {
     size_t *end;     /* owned: end offset of each row's tuple in data */
 };
 
+/* The batch's quarantine entries (pg_quarantine.c). */
+struct q_entry;
+struct pg_quarantine {
+    struct q_entry *e; /* owned: the entries, in the order added */
+    size_t n, cap;
+    struct buf bodies;  /* the masked bodies, back to back */
+    pg_body_fn body_fn; /* NULL, or refused rows are quarantined with the body it gives */
+    int no_insert;      /* the user may not insert into login_etl_rejected (42501, learnt
+                           once): rejected records are listed for a retry */
+    void *body_ctx;
+};
+
 struct pg_sink {
     struct logger *lg;
 
@@ -265,11 +306,13 @@ struct pg_sink {
     int64_t give_up_at;
 
     /* What the database is like, learnt once per process. */
-    int schema_ready; /* the tables were checked on this process's behalf (pg_schema.c) */
-    unsigned earlier; /* bit k: the earlier ledger layout k is consulted (pg_ledger.c) */
-    int no_delete;    /* the user may not DELETE from the ledger: keys go out only once
-                         their row is known (pg_copy.c), and refused rows are left out by
-                         writing the batch again (pg_tx.c) */
+    int schema_ready;    /* the tables were checked on this process's behalf (pg_schema.c) */
+    unsigned earlier;    /* bit k: the earlier ledger layout k is consulted (pg_ledger.c) */
+    int64_t earlier_due; /* clock_mono_ms: the earlier layouts are looked at again; 0 before
+                            the first look (pg_find_earlier) */
+    int no_delete;       /* the user may not DELETE from the ledger: keys go out only once
+                            their row is known (pg_copy.c), and refused rows are left out by
+                            writing the batch again (pg_tx.c) */
 
     /* Why the current attempt failed (pg_fail). */
     char why[ERR_LEN]; /* the reason: SQLSTATE, table, constraint; never the server's text */
@@ -294,6 +337,7 @@ struct pg_sink {
 
     struct pg_tx tx;         /* the open transaction (pg_copy.c, pg_isolate.c, pg_tx.c) */
     struct pg_retention ret; /* the ledger's retention (pg_retention.c) */
+    struct pg_quarantine q;  /* records kept in login_etl_rejected (pg_quarantine.c) */
     struct buf scratch;      /* the parameters of a ledger lookup (pg_ledger.c) */
     struct idset lookup;     /* message id or key -> row, for a lookup's answer */
     struct pg_stats stats;
@@ -401,11 +445,23 @@ size_t pg_copy_row_at_line(const struct pg_sink *s, unsigned long long line);
 size_t pg_pending_in(const struct pg_sink *s, size_t from, size_t to);
 void pg_refuse_row(struct pg_sink *s, size_t r, enum ledger_mark ids);
 int pg_next_part(struct pg_sink *s);
+rc_t pg_part_in(struct pg_sink *s);
+int pg_final_part(struct pg_sink *s);
 rc_t pg_after_refusal(struct pg_sink *s, enum tx_step *next);
 rc_t pg_back_to_batch(struct pg_sink *s, enum tx_step *next);
 rc_t pg_unattributed(struct pg_sink *s, enum tx_step *next);
 rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, enum tried *tried);
 rc_t pg_isolate_rows(struct pg_sink *s);
+
+/* --- pg_quarantine.c: records kept in login_etl_rejected --- */
+
+void pg_quarantine_reset(struct pg_sink *s);
+void pg_quarantine_free(struct pg_sink *s);
+size_t pg_quarantine_pending(const struct pg_sink *s);
+rc_t pg_quarantine_send(struct pg_sink *s);
+void pg_quarantine_committed(struct pg_sink *s);
+rc_t pg_quarantine_alone(struct pg_sink *s);
+enum pg_outcome pg_quarantine_row(const struct pg_sink *s, size_t r);
 
 /* --- pg_tx.c: one transaction --- */
 

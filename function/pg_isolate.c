@@ -27,6 +27,8 @@
 #define _DEFAULT_SOURCE
 #include "pg_int.h"
 
+#include <string.h>
+
 #define ISOLATE_PARTS 8 /* parts a refused part is cut into (pg_isolate_range) */
 
 /* How many rows of [from, to) are still to be written; cannot fail. */
@@ -92,12 +94,70 @@ int pg_next_part(struct pg_sink *s)
     return 0;
 }
 
+/* A rows COPY of [tx.from, tx.to) went in behind login_etl_rows.  The
+ * transaction keeps it (a subtransaction whose id the backend keeps until
+ * the end) while it keeps fewer than KEPT_MAX; past that the part is rolled
+ * back and its rows marked RS_PASSED, to be written together by one last
+ * COPY (pg_final_part).  So however many rows are refused, the transaction
+ * holds a bounded number of subtransaction ids; rows sent twice are the
+ * price, paid only past KEPT_MAX parts.  When the transaction ends a part
+ * (ROWS_FINAL) the parts kept meanwhile are RS_PENDING again.  Returns RC_OK
+ * or the failure of the rollback. */
+rc_t pg_part_in(struct pg_sink *s)
+{
+    if (s->tx.rows == ROWS_FINAL) {
+        for (size_t i = 0; i < s->n; i++)
+            if (s->state[i] == RS_KEPT)
+                s->state[i] = RS_PENDING;
+    }
+    if (s->tx.rows == ROWS_FINAL || s->tx.kept < KEPT_MAX) {
+        s->tx.kept++;
+        return RC_OK;
+    }
+    rc_t rc = pg_run(s, ROLLBACK_ROWS_SQL, PGRES_COMMAND_OK, NULL);
+    s->tx.rows_savepoint = 0;
+    for (size_t i = s->tx.from; rc == RC_OK && i < s->tx.to && i < s->n; i++)
+        if (s->state[i] == RS_PENDING)
+            s->state[i] = RS_PASSED;
+    return rc;
+}
+
+/* Every part is sorted: readies the COPY of the rows that went in alone in
+ * parts rolled back (RS_PASSED, pg_part_in), all in one, ROWS_FINAL; the
+ * rows of the parts kept are RS_KEPT meanwhile, so that they do not go in
+ * twice.  Returns 1 when there is one to run, 0 when there are none.
+ * Cannot fail. */
+int pg_final_part(struct pg_sink *s)
+{
+    size_t passed = 0;
+
+    for (size_t i = 0; i < s->n; i++)
+        passed += s->state[i] == RS_PASSED;
+    if (passed == 0)
+        return 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->state[i] == RS_PENDING)
+            s->state[i] = RS_KEPT;
+        else if (s->state[i] == RS_PASSED)
+            s->state[i] = RS_PENDING;
+    }
+    s->tx.from = 0;
+    s->tx.to = s->n;
+    s->tx.rows = ROWS_FINAL;
+    s->tx.op = OP_ROWS;
+    s->tx.phase = PH_IDLE;
+    return 1;
+}
+
 /* Refusals made on the strength of the lines of a transaction being undone
  * are undone with it: its rows refused or cut (their keys in its ledger) are
- * to be written again.  Cannot fail. */
+ * to be written again, and so are the rows of the parts it rolled back
+ * (RS_PASSED).  Cannot fail. */
 static void undo_line_refusals(struct pg_sink *s)
 {
     for (size_t i = 0; i < s->n; i++) {
+        if (s->state[i] == RS_PASSED || s->state[i] == RS_KEPT)
+            s->state[i] = RS_PENDING;
         if (s->in_ledger[i] == KEY_IN_LEDGER && s->state[i] != RS_NO_ROW) {
             s->state[i] = RS_PENDING;
             s->in_ledger[i] = KEY_NOT_IN_LEDGER;
@@ -142,6 +202,8 @@ rc_t pg_back_to_batch(struct pg_sink *s, enum tx_step *next)
     s->tx.phase = PH_IDLE;
     if (!s->tx.batch_savepoint || pg_run(s, ROLLBACK_BATCH_SQL, PGRES_COMMAND_OK, NULL) != RC_OK)
         return pg_unattributed(s, next);
+    s->tx.rows_savepoint = 0; /* ended with everything after login_etl_batch */
+    s->tx.kept = 0;
     log_at(s->lg, LOG_WARN, "a row was refused without its line: isolating it",
            LF_STR("reason", s->why), LF_NUM("rows", pg_pending_in(s, 0, s->n)));
     s->tx.rows = ROWS_ISOLATE;
@@ -164,6 +226,8 @@ rc_t pg_after_refusal(struct pg_sink *s, enum tx_step *next)
     size_t r = s->tx.refused_row;
     rc_t rc;
 
+    if (s->tx.rows == ROWS_FINAL)
+        return pg_unattributed(s, next); /* rows that passed alone fail together */
     if (s->tx.halt == HALT_ROWS_REFUSED && (r == NO_ROW || s->tx.rows == ROWS_RERUN))
         return pg_back_to_batch(s, next);
     if (r == NO_ROW)
@@ -179,6 +243,7 @@ rc_t pg_after_refusal(struct pg_sink *s, enum tx_step *next)
     s->tx.refused_row = NO_ROW;
     if ((rc = pg_run(s, ROLLBACK_ROWS_SQL, PGRES_COMMAND_OK, NULL)) != RC_OK)
         return rc;
+    s->tx.rows_savepoint = 0;
     pg_refuse_row(s, r, KEY_IN_LEDGER);
     s->tx.to = r;
     s->tx.chunk = TAIL_CHUNK;
@@ -207,12 +272,15 @@ static rc_t copy_rows(struct pg_sink *s, struct range r, int *refused, size_t *r
     s->tx.phase = PH_IDLE;
     s->tx.from = r.from;
     s->tx.to = r.to;
-    if ((rc = pg_copy_finish(s)) != RC_OK || s->tx.halt == HALT_NONE)
+    if ((rc = pg_copy_finish(s)) != RC_OK)
         return rc;
+    if (s->tx.halt == HALT_NONE)
+        return pg_part_in(s);
     *refused = 1;
     *row = s->tx.refused_row;
     s->tx.halt = HALT_NONE;
     s->tx.refused_row = NO_ROW;
+    s->tx.rows_savepoint = 0;
     return pg_run(s, ROLLBACK_ROWS_SQL, PGRES_COMMAND_OK, NULL);
 }
 
@@ -246,6 +314,13 @@ static rc_t try_in_savepoint(struct pg_sink *s, struct isolation *iso, struct ra
         return rc;
     iso->stop = iso->stop || s->fifo;
     return pg_isolate_range(s, iso, after, &part);
+}
+
+/* Was the last refusal a COPY short of the server's lock memory (53200,
+ * pg_copy.c), not a row's data?  Cannot fail. */
+static int short_of_memory(const struct pg_sink *s)
+{
+    return strcmp(s->sqlstate, "53200") == 0;
 }
 
 /* Part r failed whole without a usable row: cuts it into ISOLATE_PARTS
@@ -287,6 +362,8 @@ rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, 
     *tried = pending == 0 && !iso->stop ? TRIED_WHOLE : TRIED_SORTED;
     if (iso->stop || pending == 0)
         return RC_OK;
+    if (short_of_memory(s) && r.hint == RANGE_BAD)
+        r.hint = RANGE_UNTRIED; /* a part too big says nothing of its rows */
     if (r.hint != RANGE_BAD) {
         enum tried whole = TRIED_UNSETTLED;
         rc = iso->try_part(s, iso, r, &whole);
@@ -294,6 +371,12 @@ rc_t pg_isolate_range(struct pg_sink *s, struct isolation *iso, struct range r, 
             *tried = rc == RC_OK && whole == TRIED_WHOLE ? TRIED_WHOLE : TRIED_SORTED;
             return rc;
         }
+    }
+    if (pending == 1 && short_of_memory(s)) {
+        s->tx.phase = PH_BROKEN; /* even one row is too much: no refusal, a failure */
+        s->retryable = 0;
+        iso->stop = 1;
+        return RC_DB;
     }
     if (pending == 1) {
         pg_refuse_row(s, first_pending(s, r.from, r.to), iso->ids);

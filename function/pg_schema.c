@@ -1,5 +1,6 @@
 /* pg_schema.c - the tables the Postgres sink writes: user_logins (the
- * contract's DDL) and the ledger (pg_int.h), created when missing and
+ * contract's DDL), the ledger (pg_int.h) and the quarantine
+ * (pg_quarantine.c), created when missing and
  * checked once per process, on its first connection (pg_open). */
 #define _DEFAULT_SOURCE
 #include "pg_int.h"
@@ -36,6 +37,20 @@
     "EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF " LEDGER                           \
     " FOR VALUES IN (%s)', '" LEDGER "_s' || lpad(i::text, 2, '0'), i);\n"                         \
     "END LOOP;\n"                                                                                  \
+    "END IF;\n"                                                                                    \
+    "IF to_regclass('" REJECTED "') IS NULL THEN\n"                                                \
+    "BEGIN\n"                                                                                      \
+    "CREATE TABLE IF NOT EXISTS " REJECTED "(\n"                                                   \
+    "    message_id          text NOT NULL,\n"                                                     \
+    "    sent_at             timestamptz,\n"                                                       \
+    "    received_at         timestamptz NOT NULL DEFAULT now(),\n"                                \
+    "    reason              text NOT NULL,\n"                                                     \
+    "    masked_body         text NOT NULL\n"                                                      \
+    ");\n"                                                                                         \
+    "CREATE INDEX IF NOT EXISTS " REJECTED "_received_at ON " REJECTED                             \
+    " (received_at, message_id);\n"                                                                \
+    "EXCEPTION WHEN insufficient_privilege THEN NULL;\n"                                           \
+    "END;\n"                                                                                       \
     "END IF;\n"                                                                                    \
     "END $$"
 
@@ -93,6 +108,29 @@
     "i.indkey[2])) "                                                                               \
     "      = ARRAY['message_id', 'sent_at', 'slot'])"
 
+/* With quarantine on, login_etl_rejected must be there: a user that may
+ * not create it (no CREATE on the schema) needs it created as
+ * docs/deploy.md shows.  Returns RC_OK, RC_TIMEOUT or RC_DB (s->why saying
+ * so; not retryable). */
+static rc_t check_rejected(struct pg_sink *s)
+{
+    PGresult *res = NULL;
+    rc_t rc = pg_run(s, "SELECT to_regclass('" REJECTED "') IS NULL", PGRES_TUPLES_OK, &res);
+
+    if (rc)
+        return rc;
+    int missing = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (missing) {
+        snprintf(s->why, sizeof s->why,
+                 "schema: table " REJECTED " is missing (REJECTED_RECORDS=quarantine needs it)");
+        s->tx.phase = PH_BROKEN;
+        s->retryable = 0;
+        return RC_DB;
+    }
+    return RC_OK;
+}
+
 /* Creates the tables that are missing, then checks that what the function
  * relies on is there (VERIFY_SQL), and finds which earlier ledger layouts
  * must be consulted (pg_find_earlier).  Returns RC_OK, RC_TIMEOUT or RC_DB;
@@ -118,6 +156,8 @@ static rc_t check_schema(struct pg_sink *s)
         return RC_DB;
     }
     PQclear(res);
+    if (s->q.body_fn && (rc = check_rejected(s)) != RC_OK)
+        return rc;
     if ((rc = pg_find_earlier(s)) != RC_OK)
         return rc;
     s->schema_ready = 1;
@@ -125,13 +165,16 @@ static rc_t check_schema(struct pg_sink *s)
 }
 
 /* Opens the connection (pg_connect) and, on the process's first, checks the
- * schema; a connection whose schema check failed is closed again.  Returns
- * as pg_connect, or what check_schema returns. */
+ * schema; on every later one, looks at the earlier ledger layouts again
+ * (pg_find_earlier).  A connection whose check failed is closed again.
+ * Returns as pg_connect, or what check_schema or pg_find_earlier returns. */
 rc_t pg_open(struct pg_sink *s)
 {
     rc_t rc = pg_connect(s);
 
-    if (rc == RC_OK && !s->schema_ready && (rc = check_schema(s)) != RC_OK)
+    if (rc != RC_OK)
+        return rc;
+    if ((rc = s->schema_ready ? pg_find_earlier(s) : check_schema(s)) != RC_OK)
         pg_close(s);
     return rc;
 }

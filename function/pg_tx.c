@@ -14,6 +14,8 @@
  *                found there -> TX_AGAIN.
  *   TX_UNLEDGER  the ids of the rows not written come back out of the ledger;
  *                without DELETE on it -> TX_AGAIN, without them.
+ *   TX_QUARANTINE  the records never accepted go into login_etl_rejected, their
+ *                ids into the ledger (pg_quarantine.c).
  *   TX_COMMIT    SET CONSTRAINTS ALL IMMEDIATE; COMMIT.  A deferred constraint
  *                that refuses a row names none -> TX_ISOLATE (pg_back_to_batch)
  *                or TX_UNATTRIBUTED.
@@ -74,24 +76,33 @@ static rc_t again(struct pg_sink *s, enum tx_step *next)
 
 /* HALT_DUPLICATE: the ledger COPY met ids committed before.  The
  * transaction is rolled back, the committed ids looked up and marked
- * (RS_DUP), and the rest written again (TX_AGAIN).  Returns RC_OK or the
- * failure; RC_DB when the ledger shows none of them (the unique violation
- * named an id we cannot see: never loop on it). */
+ * (RS_DUP), and the rest written again (TX_AGAIN).  When the ledger shows
+ * none of them, the unique violation was another rule's (an operator's
+ * second unique index on the ledger, a trigger raising 23505): the key it
+ * named is refused like any row whose data the server refuses, and the rest
+ * written again (TX_AGAIN); without a key named, the batch is written one
+ * part a transaction (TX_UNATTRIBUTED) to find it.  Each round marks a row
+ * or cuts the batch, so it never loops.  Returns RC_OK or the failure. */
 static rc_t after_duplicates(struct pg_sink *s, enum tx_step *next)
 {
-    size_t found = 0;
+    size_t found = 0, named = s->tx.refused_row;
     rc_t rc;
 
     pg_tx_reset(s); /* rolled back: no row's id is in the ledger any more */
     if ((rc = pg_run(s, "ROLLBACK", PGRES_COMMAND_OK, NULL)) != RC_OK ||
         (rc = pg_mark_duplicates(s, &found)) != RC_OK)
         return rc;
-    if (found == 0) {
-        snprintf(s->why, sizeof s->why, "ledger: unique violation without a visible duplicate");
-        s->tx.phase = PH_BROKEN;
-        return RC_DB;
+    if (found > 0) {
+        *next = TX_AGAIN;
+        return RC_OK;
     }
-    *next = TX_AGAIN;
+    if (named != NO_ROW && s->state[named] == RS_PENDING) {
+        pg_refuse_row(s, named, KEY_NOT_IN_LEDGER);
+        *next = TX_AGAIN;
+        return RC_OK;
+    }
+    s->retryable = 0;
+    *next = TX_UNATTRIBUTED;
     return RC_OK;
 }
 
@@ -114,14 +125,16 @@ static rc_t step_copy(struct pg_sink *s, enum tx_step *next)
     case HALT_NONE:
         break;
     }
-    *next = pg_next_part(s) ? TX_COPY : TX_EARLIER;
+    if ((rc = pg_part_in(s)) != RC_OK)
+        return rc;
+    *next = pg_next_part(s) || pg_final_part(s) ? TX_COPY : TX_EARLIER;
     return RC_OK;
 }
 
 /* TX_ISOLATE: deferred constraints made immediate, the rows written part by
  * part behind savepoints (pg_isolate_rows); then TX_EARLIER.  A row that
- * SET CONSTRAINTS itself refuses cannot be found this way:
- * TX_UNATTRIBUTED.  Returns RC_OK or the failure. */
+ * SET CONSTRAINTS itself refuses cannot be found this way, nor can a row
+ * the server's lock memory cannot take (53200): TX_UNATTRIBUTED.  Returns RC_OK or the failure. */
 static rc_t step_isolate(struct pg_sink *s, enum tx_step *next)
 {
     rc_t rc = pg_run(s, IMMEDIATE_SQL, PGRES_COMMAND_OK, NULL);
@@ -129,7 +142,12 @@ static rc_t step_isolate(struct pg_sink *s, enum tx_step *next)
     if (rc == RC_DB && pg_row_data_error(s->sqlstate))
         return pg_unattributed(s, next);
     if (rc == RC_OK && (rc = pg_isolate_rows(s)) == RC_OK)
-        *next = TX_EARLIER;
+        *next = pg_final_part(s) ? TX_COPY : TX_EARLIER;
+    /* A row that alone is more than the server's lock memory can take in
+     * this transaction (the locks of the parts before it stay until the
+     * end): parts in transactions of their own hold fewer. */
+    if (rc == RC_DB && strcmp(s->sqlstate, "53200") == 0)
+        return pg_unattributed(s, next);
     return rc;
 }
 
@@ -171,8 +189,22 @@ static rc_t step_unledger(struct pg_sink *s, enum tx_step *next)
         for (size_t i = 0; i < s->n; i++)
             if (s->in_ledger[i] == KEY_IN_LEDGER)
                 return again(s, next);
-    *next = TX_COMMIT;
+    *next = TX_QUARANTINE;
     return RC_OK;
+}
+
+/* TX_QUARANTINE: the records never accepted, and the rows refused when the
+ * caller quarantines those too, go into login_etl_rejected with their ids
+ * into the ledger (pg_quarantine.c), last before COMMIT, when every refused
+ * row is known and no id of one is left in the ledger; then TX_COMMIT.
+ * Returns RC_OK or the failure. */
+static rc_t step_quarantine(struct pg_sink *s, enum tx_step *next)
+{
+    rc_t rc = pg_quarantine_send(s);
+
+    if (rc == RC_OK)
+        *next = TX_COMMIT;
+    return rc;
 }
 
 /* What the answer to COMMIT_SQL said (take_commit). */
@@ -231,7 +263,9 @@ static rc_t step_commit(struct pg_sink *s, enum tx_step *next)
     if (c.failed == 1 || (c.failed == 0 && !pg_row_data_error(s->sqlstate)))
         return RC_DB;
     if (c.failed == 0)
-        return s->tx.rows == ROWS_ISOLATE ? pg_unattributed(s, next) : pg_back_to_batch(s, next);
+        return s->tx.rows == ROWS_ISOLATE || s->tx.rows == ROWS_FINAL ? pg_unattributed(s, next)
+                                                                      : pg_back_to_batch(s, next);
+    pg_quarantine_committed(s);
     pg_tx_reset(s);
     pg_retention_send(s, written);
     *next = TX_COMMITTED;
@@ -262,6 +296,9 @@ static rc_t attempt(struct pg_sink *s, enum tx_step *end)
         case TX_UNLEDGER:
             rc = step_unledger(s, &step);
             break;
+        case TX_QUARANTINE:
+            rc = step_quarantine(s, &step);
+            break;
         case TX_COMMIT:
             rc = step_commit(s, &step);
             break;
@@ -288,8 +325,19 @@ rc_t pg_write_pending(struct pg_sink *s, enum tx_step *end)
     backoff_init(&backoff, 100, 60000);
     for (;;) {
         if (pg_pending_in(s, 0, s->n) == 0) {
-            /* Nothing to write; the keys already sent are rolled back. */
+            /* No row to write; the keys already sent are rolled back, and
+             * what is to be quarantined goes in alone. */
             pg_abandon(s);
+            if (pg_quarantine_pending(s) && (rc = pg_quarantine_alone(s)) != RC_OK) {
+                *end = TX_FAILED;
+                int64_t wait = backoff_next(&backoff);
+                if (rc != RC_TIMEOUT && s->retryable && ++tries < MAX_ATTEMPTS &&
+                    clock_mono_ms() + wait < s->give_up_at) {
+                    clock_sleep_ms(wait);
+                    continue;
+                }
+                return rc;
+            }
             *end = TX_COMMITTED;
             return RC_OK;
         }

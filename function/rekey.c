@@ -10,9 +10,7 @@
 #include <string.h>
 
 #include "clock.h"
-#include "config.h"
 #include "num.h"
-#include "rds_iam.h"
 #include "rekey_int.h"
 
 #define REKEY_SERVER_MIN 140000 /* PostgreSQL 14: TID range scans */
@@ -107,54 +105,17 @@ static int rekey_options(int argc, char **argv, struct rekey *r, enum rekey_mode
     return REKEY_EXIT_DONE;
 }
 
-/* Reads the settings: the keyset (into *keys) and the connection (into r,
- * and *iam with DB_AUTH=iam).  Returns REKEY_EXIT_DONE, or REKEY_EXIT_USAGE
- * after printing why (never a key).  The settings' copies of the keys are
- * wiped before return. */
-static int rekey_settings(struct rekey *r, struct config *cfg, struct keyset **keys,
-                          struct rds_iam **iam)
+/* Reads the settings into *db, as the function reads them (cli_db.h), and
+ * points r at them.  Returns REKEY_EXIT_DONE, or REKEY_EXIT_USAGE after
+ * printing why (never a key). */
+static int rekey_settings(struct rekey *r, struct cli_db *db)
 {
-    char err[ERR_LEN];
-    rc_t rc;
-    int status = REKEY_EXIT_USAGE;
-
-    if (config_load(cfg, err) != RC_OK) {
-        fprintf(stderr, "bootstrap rekey: %s\n", err);
-        return status;
-    }
-    if (cfg->db_secret_id) {
-        fprintf(stderr, "bootstrap rekey: DB_SECRET_ID is read through the Lambda extension, "
-                        "which runs only in Lambda: give DATABASE_URL or the PG* variables\n");
-        goto out;
-    }
-    if (!cfg->masking_key) {
-        fprintf(stderr, "bootstrap rekey: MASKING_KEY_SECRET_ID is read through the Lambda "
-                        "extension, which runs only in Lambda: set MASKING_KEY to the secret's "
-                        "value (docs/operations.md)\n");
-        goto out;
-    }
-    *keys = keyset_load("MASKING_KEY", cfg->masking_key, strlen(cfg->masking_key),
-                        cfg->masking_key_id_env, cfg->masking_keys_retired, err);
-    if (!*keys) {
-        fprintf(stderr, "bootstrap rekey: %s\n", err);
-        goto out;
-    }
-    if (cfg->db_auth_iam) {
-        *iam = rds_iam_new(cfg->database_url, cfg->iam_renew_s, &rc, err);
-        if (!*iam) {
-            fprintf(stderr, "bootstrap rekey: %s\n", err);
-            goto out;
-        }
-        r->password_fn = rds_iam_password;
-        r->password_ctx = *iam;
-    }
-    r->conninfo = cfg->database_url;
-    r->keys = *keys;
-    snprintf(r->prefix, sizeof r->prefix, "%s:", mask_key_id(keyset_current(*keys)));
-    status = REKEY_EXIT_DONE;
-out:
-    config_free(cfg);
-    return status;
+    if (cli_db_load(db, "rekey", "login-etl-rekey") != RC_OK)
+        return REKEY_EXIT_USAGE;
+    r->db = db;
+    r->keys = db->keys;
+    snprintf(r->prefix, sizeof r->prefix, "%s:", mask_key_id(keyset_current(db->keys)));
+    return REKEY_EXIT_DONE;
 }
 
 /* The work of a run: counts the rows to visit, re-masks every table, counts
@@ -212,9 +173,7 @@ int rekey_cli(int argc, char **argv)
 {
     struct rekey r = {
         .batch_rows = 2000, .max_txn_ms = 200, .busy_share = 20, .stop = &rekey_stopping};
-    struct config cfg;
-    struct keyset *keys = NULL;
-    struct rds_iam *iam = NULL;
+    struct cli_db db = {0};
     enum rekey_mode mode = REKEY_MODE_RUN;
     uint64_t left = 0;
     int help = 0, status;
@@ -228,7 +187,7 @@ int rekey_cli(int argc, char **argv)
     }
     /* Transactions start small and grow while they stay short. */
     r.target_rows = r.batch_rows < REKEY_ROWS_FIRST ? r.batch_rows : REKEY_ROWS_FIRST;
-    if ((status = rekey_settings(&r, &cfg, &keys, &iam)) != REKEY_EXIT_DONE)
+    if ((status = rekey_settings(&r, &db)) != REKEY_EXIT_DONE)
         goto out;
     status = REKEY_EXIT_STOPPED;
     if (rekey_db_connect(&r) != RC_OK || rekey_db_discover(&r) != RC_OK) {
@@ -273,7 +232,6 @@ out:
     buf_free(&r.sql);
     for (size_t k = 0; k < 1 + 2 * REKEY_COLUMNS_MAX; k++)
         buf_free(&r.arg[k]);
-    keyset_free(keys);
-    rds_iam_free(iam);
+    cli_db_free(&db);
     return status;
 }

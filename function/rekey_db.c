@@ -50,55 +50,14 @@ static const char *const rekey_table_names[REKEY_TABLES_MAX] = {"user_logins",
     "v.val ~ '^[A-Za-z0-9]+:[A-Za-z0-9_-]+$' AND strpos(v.val, ':') <= 9 "                         \
     "AND length(v.val) - strpos(v.val, ':') >= 43"
 
-/* Replaces the connection's notices with nothing: a notice's text may quote
- * values (a trigger's RAISE NOTICE).  Cannot fail. */
-static void rekey_db_notice(void *arg, const PGresult *res)
-{
-    (void)arg;
-    (void)res;
-}
-
-/* See rekey_int.h.  Keepalives come before dbname so that DATABASE_URL may
- * change them, application_name after it so that the rekey's sessions are
- * told apart from the function's in pg_stat_activity; the password, which may
- * be absent (a NULL value ends the list), comes last. */
+/* See rekey_int.h. */
 rc_t rekey_db_connect(struct rekey *r)
 {
-    static const char *const keys[] = {"keepalives",       "keepalives_idle", "keepalives_interval",
-                                       "keepalives_count", "dbname",          "application_name",
-                                       "client_encoding",  "password",        NULL};
-    const char *password = NULL;
-    rc_t rc = RC_DB;
-
     rekey_db_close(r);
     PQclear(r->last_error);
     r->last_error = NULL;
-    if (r->password_fn && r->password_fn(r->password_ctx, &password, r->why) != RC_OK)
-        goto out;
-    const char *values[] = {
-        "1",    "15",     "5", "3", r->conninfo ? r->conninfo : "", "login-etl-rekey",
-        "UTF8", password, NULL};
-    r->conn = PQconnectdbParams(keys, values, 1);
-    if (!r->conn) {
-        snprintf(r->why, ERR_LEN, "connect: out of memory");
-        rc = RC_NOMEM;
-        goto out;
-    }
-    /* From the first message on: libpq's messages then carry the SQLSTATE
-     * ("FATAL:  28P01") instead of the server's text.  A failed connection
-     * has already spoken, so its message is cut at the first line. */
-    PQsetErrorVerbosity(r->conn, PQERRORS_SQLSTATE);
-    PQsetNoticeReceiver(r->conn, rekey_db_notice, NULL);
-    if (PQstatus(r->conn) != CONNECTION_OK) {
-        const char *msg = PQerrorMessage(r->conn);
-        const char *nl = strchr(msg, '\n');
-        snprintf(r->why, ERR_LEN, "connect: %.*s", (int)(nl ? nl - msg : (long)strlen(msg)), msg);
-        rekey_db_close(r);
-        goto out;
-    }
-    rc = RC_OK;
-out:
-    return rc;
+    r->conn = cli_db_connect(r->db, r->why);
+    return r->conn ? RC_OK : RC_DB;
 }
 
 /* See rekey_int.h; cannot fail. */

@@ -22,6 +22,7 @@
 #include <libpq-fe.h>
 
 #include "buf.h"
+#include "cli_db.h"
 #include "keyset.h"
 #include "mask.h"
 #include "result.h"
@@ -37,10 +38,6 @@
 #define REKEY_SPAN_MAX 2048   /* blocks one read covers at most (16 MiB of heap) */
 #define REKEY_PASSES_MAX 5    /* passes over one relation (the first, tails, re-reads) */
 #define REKEY_RETRY_MS 60000  /* failures in a row are retried this long, then the run stops */
-
-/* A password source for each new connection (an RDS IAM token), shaped like
- * rds_iam_password: *password is valid until the next call, NULL for none. */
-typedef rc_t (*rekey_password_fn)(void *ctx, const char **password, char err[ERR_LEN]);
 
 /* The values of one table counted by key id (rekey_db_count_ids). */
 struct rekey_ids {
@@ -89,14 +86,12 @@ struct rekey_stats {
 
 /* One run. */
 struct rekey {
-    PGconn *conn;                     /* NULL while not connected */
-    PGresult *last_error;             /* owned: the last failed statement's result, for
-                                         its SQLSTATE; NULL when none */
-    const char *conninfo;             /* DATABASE_URL, or NULL: libpq reads PG*; borrowed */
-    rekey_password_fn password_fn;    /* NULL, or each connection's password */
-    void *password_ctx;               /* its context */
-    const struct keyset *keys;        /* borrowed */
-    char prefix[MASK_KEY_ID_MAX + 2]; /* the current key id and ':' */
+    PGconn *conn;                               /* NULL while not connected */
+    PGresult *last_error;                       /* owned: the last failed statement's result, for
+                                                   its SQLSTATE; NULL when none */
+    const struct cli_db *db;                    /* the settings: connection and keys; borrowed */
+    const struct keyset *keys;                  /* db's; borrowed */
+    char prefix[MASK_KEY_ID_MAX + 2];           /* the current key id and ':' */
     struct rekey_table table[REKEY_TABLES_MAX]; /* user_logins, login_etl_rejected */
     size_t ntables;                             /* entries of table */
     long batch_rows;                            /* --batch: most rows one transaction writes */
@@ -130,8 +125,8 @@ struct rekey {
 
 /* --- rekey_db.c --------------------------------------------------------------------------- */
 
-/* Opens the connection (keepalives, application_name login-etl-rekey, errors
- * reduced to SQLSTATEs, notices dropped), closing any before.  Returns RC_OK,
+/* Opens the connection (cli_db_connect, application_name login-etl-rekey),
+ * closing any before.  Returns RC_OK,
  * or RC_DB / RC_NOMEM with r->why filled (libpq's own words and SQLSTATEs,
  * never the server's text). */
 rc_t rekey_db_connect(struct rekey *r);

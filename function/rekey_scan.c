@@ -274,11 +274,16 @@ static rc_t rekey_row(struct rekey *r, const struct rekey_leaf *l, const PGresul
 {
     const struct rekey_table *t = l->t;
     char fresh[REKEY_COLUMNS_MAX][MASK_OUTPUT_MAX];
+    const char *fresh_p[REKEY_COLUMNS_MAX];
+    struct buf longer[REKEY_COLUMNS_MAX]; /* a value longer than a column's (a quarantined
+                                             body): re-masked on the heap */
     size_t fresh_len[REKEY_COLUMNS_MAX] = {0};
     int changed[REKEY_COLUMNS_MAX] = {0}, any = 0;
     char why[ERR_LEN]; /* keyset_remask's reason, not reported: the count says enough */
 
     p->visited++;
+    for (size_t j = 0; j < t->ncols; j++)
+        buf_init(&longer[j], SIZE_MAX / 4);
     for (size_t j = 0; j < t->ncols; j++) {
         const char *v = PQgetvalue(res, i, (int)j + 1);
         size_t n = (size_t)PQgetlength(res, i, (int)j + 1);
@@ -297,9 +302,16 @@ static rc_t rekey_row(struct rekey *r, const struct rekey_leaf *l, const PGresul
         case KEYSET_RETIRED:
             break;
         }
-        if (keyset_remask(r->keys, v, n, fresh[j], &fresh_len[j], why) != RC_OK) {
+        fresh_p[j] = fresh[j];
+        if (n >= MASK_OUTPUT_MAX
+                ? keyset_remask_long(r->keys, v, n, &longer[j], why) != RC_OK
+                : keyset_remask(r->keys, v, n, fresh[j], &fresh_len[j], why) != RC_OK) {
             p->failed++; /* altered, or the set's key for that id is another key */
             continue;
+        }
+        if (n >= MASK_OUTPUT_MAX) {
+            fresh_p[j] = longer[j].data;
+            fresh_len[j] = longer[j].len;
         }
         if (t->limit[j] > 0 && fresh_len[j] > (size_t)t->limit[j]) {
             p->too_long++;
@@ -313,10 +325,12 @@ static rc_t rekey_row(struct rekey *r, const struct rekey_leaf *l, const PGresul
             const char *old = changed[j] ? PQgetvalue(res, i, (int)j + 1) : NULL;
             rekey_array_add(&r->arg[1 + 2 * j], old,
                             old ? (size_t)PQgetlength(res, i, (int)j + 1) : 0);
-            rekey_array_add(&r->arg[2 + 2 * j], changed[j] ? fresh[j] : NULL, fresh_len[j]);
+            rekey_array_add(&r->arg[2 + 2 * j], changed[j] ? fresh_p[j] : NULL, fresh_len[j]);
         }
         p->rows++;
     }
+    for (size_t j = 0; j < t->ncols; j++)
+        buf_free(&longer[j]);
     return r->arg[0].err ? RC_NOMEM : RC_OK;
 }
 

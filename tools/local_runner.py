@@ -279,7 +279,8 @@ def main():
     if bool(args.messages) == bool(args.queue_url):
         ap.error("give one of --messages FILE or --queue-url URL")
     env = {k: v for k, v in os.environ.items()
-           if k.startswith(("PG", "MASKING_KEY", "DATABASE_URL", "AWS_LAMBDA_LOG", "LOGIN_ETL"))}
+           if k.startswith(("PG", "MASKING_KEY", "DATABASE_URL", "AWS_LAMBDA_LOG", "LOGIN_ETL",
+                            "REJECTED_RECORDS"))}
     function = Function(args.bootstrap, env, args.timeout)
     try:
         if args.queue_url:

@@ -9,6 +9,7 @@ what the database itself can do.  It reports; it never fails on a figure.
     tests/bench/bench.py --cost          only the cost inputs (10), to build/bench/cost.json
                                          (make bench BENCH=cost)
     tests/bench/bench.py --throughput    only 1-2 at fsync=off and 4 (a minute or two)
+    tests/bench/bench.py --refused       only 5 and 5c (memory, refused rows)
     tests/bench/bench.py --profile       also a perf profile of one end-to-end pass (also with
                                          --throughput; the data stays in build/bench/perf.data)
     tests/bench/bench.py --json FILE     also write every figure as JSON
@@ -196,12 +197,16 @@ class Runner:
 
     def __init__(self, tmp, srv, binary=None, env=None, name="bootstrap"):
         self.emu = runtime_api.Emulator()
+        # The figures before the quarantine list rejected records (REJECTED_RECORDS=retry);
+        # figure 5d (quarantine()) compares the two.
         e = {"PATH": "/usr/bin:/bin", "AWS_LAMBDA_RUNTIME_API": self.emu.address,
              "AWS_LAMBDA_FUNCTION_NAME": "login-etl-bench",
-             "MASKING_KEY": proc.MASKING_KEY, "MASKING_KEY_ID": proc.MASKING_KEY_ID}
+             "MASKING_KEY": proc.MASKING_KEY, "MASKING_KEY_ID": proc.MASKING_KEY_ID,
+             "REJECTED_RECORDS": "retry"}
         if srv is not None:
             e.update(srv.env())
         e.update(env or {})
+        e = {k: v for k, v in e.items() if v is not None}  # None: unset
         self.out_path = os.path.join(tmp, f"{name}.out")
         self.out = open(self.out_path, "ab")
         self.proc = subprocess.Popen([str(binary or BOOTSTRAP)], env=e, stdout=self.out,
@@ -476,6 +481,9 @@ def memory(tmp, srv, events, msgs, small_count):
     # cost (record, id set, status) and nothing to amortise it over.  All of
     # them are rejected (an empty body object), so every id is also listed in
     # the answer; then 115,000 that are valid (the smallest valid body).
+    # Then the valid ones delivered again (every id a duplicate the ledger lookup finds),
+    # and 111,598 tiny valid records filling 6.29 MB (Lambda's limit) that a BEFORE
+    # trigger refuses one by one (each refused row a COPY rolled back to its savepoint).
     run = Runner(tmp, srv, name="memory-tiny")
     try:
         for key, n, body in (("tiny_rejected", 170000, '"{}"'),
@@ -485,10 +493,43 @@ def memory(tmp, srv, events, msgs, small_count):
             _, results = run.run([ev])
             out[key] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
                             answered=results[0].kind == "response")
+        _, results = run.run([ev])
+        out["tiny_replayed"] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
+                                    answered=results[0].kind == "response")
+        n = 111_598
+        ev = tiny_event(n, PAYLOAD_MAX)
+        superuser_psql(srv, REFUSE_ALL)
+        try:
+            _, results = run.run([ev])
+        finally:
+            superuser_psql(srv, "DROP TRIGGER IF EXISTS bench_refuse_all ON user_logins;")
+        out["tiny_refused"] = dict(proc_status(run.proc.pid), records=n, bytes=len(ev),
+                                   answered=results[0].kind == "response",
+                                   listed=len(results[0].json()["batchItemFailures"])
+                                   if results[0].kind == "response" else -1)
     finally:
         run.close()
     srv.reset()
     return out
+
+
+PAYLOAD_MAX = 6 * 1024 * 1024  # Lambda's invocation payload limit
+REFUSE_ALL = """
+CREATE OR REPLACE FUNCTION bench_refuse_all() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused'; END $$;
+CREATE TRIGGER bench_refuse_all BEFORE INSERT ON user_logins
+  FOR EACH ROW EXECUTE FUNCTION bench_refuse_all();
+"""
+
+
+def tiny_event(n, size):
+    """An event of n of the smallest valid records, `size` bytes long or a little less: ids
+    of 10 digits, some of 11 to fill it."""
+    record = '{"messageId":"%s","body":"{\\"user_id\\":\\"u\\"}"}'
+    base = len('{"Records":[]}') + n * (len(record % ("0" * 10)) + 1) - 1
+    longer = max(0, min(n, size - base))
+    return ('{"Records":[' + ",".join(record % ("%011d" % i if i < longer else "%010d" % i)
+                                      for i in range(n)) + ']}').encode()
 
 
 # --- 5c. refused rows ----------------------------------------------------------------------
@@ -503,11 +544,39 @@ CREATE CONSTRAINT TRIGGER bench_refuse_late AFTER INSERT ON user_logins
 """
 
 
-def refused(tmp, srv, repeats, n=8000):
+def refusing_trigger(when):
+    """A row trigger refusing the rows whose user_id starts with "refuse-": BEFORE (the
+    error names the COPY line), AFTER (fired at the end of the COPY: no line) or DEFERRED
+    (a constraint trigger fired at COMMIT: no line); or CHECK, the same rule as a CHECK
+    constraint (its error names the line)."""
+    if when == "CHECK":
+        return ("ALTER TABLE user_logins ADD CONSTRAINT bench_refuse_kind "
+                "CHECK (user_id NOT LIKE 'refuse-%');")
+    create = {"BEFORE": "CREATE TRIGGER bench_refuse_kind BEFORE INSERT ON user_logins",
+              "AFTER": "CREATE TRIGGER bench_refuse_kind AFTER INSERT ON user_logins",
+              "DEFERRED": "CREATE CONSTRAINT TRIGGER bench_refuse_kind AFTER INSERT ON "
+                          "user_logins DEFERRABLE INITIALLY DEFERRED"}[when]
+    return f"""
+CREATE OR REPLACE FUNCTION bench_refuse_kind() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.user_id LIKE 'refuse-%' THEN RAISE EXCEPTION 'refused'; END IF;
+  RETURN {"NEW" if when == "BEFORE" else "NULL"};
+END $$;
+{create} FOR EACH ROW EXECUTE FUNCTION bench_refuse_kind();
+"""
+
+
+REFUSED_KINDS = ("BEFORE", "AFTER", "DEFERRED", "CHECK")
+REFUSED_SHARES = (("1pct", 100), ("30pct", 3), ("all", 1))  # (name, one row in every k)
+
+
+def refused(tmp, srv, repeats, n=8000, matrix_repeats=3):
     """Handler time (metric Duration) of an n-row batch with one row refused in the
     middle, against the same batch without it, for each way of finding the row; and with
-    1% of the rows refused (spread evenly).  Clean and refused runs alternate on one warm
-    bootstrap; medians."""
+    1% of the rows refused (spread evenly).  Then each kind of rule (BEFORE, AFTER,
+    DEFERRED trigger, CHECK) refusing 1%, 30% and all of the rows, against the clean batch, with the peak
+    of transaction-id locks the function's backend held.  Clean and refused runs alternate
+    on one warm bootstrap; medians."""
     check = "ALTER TABLE user_logins ADD CONSTRAINT bench_refuse CHECK (user_id NOT LIKE 'refuse-%');"
 
     def batch(tag, bad):
@@ -547,10 +616,123 @@ def refused(tmp, srv, repeats, n=8000):
             out[how]["ratio"] = out[how]["refused_ms"] / out[how]["clean_ms"]
             note(f"{how}: clean {out[how]['clean_ms']:.0f} ms, one refused "
                  f"{out[how]['refused_ms']:.0f} ms, ratio {out[how]['ratio']:.2f}")
+        out["kinds"] = {}
+        for when in REFUSED_KINDS:
+            superuser_psql(srv, "TRUNCATE user_logins, login_etl_ledger_v3;\n"
+                           + refusing_trigger(when))
+            for share, every in REFUSED_SHARES:
+                bad_rows = set(range(every // 2, n, every)) if every > 1 else set(range(n))
+                clean, bad, locks, wrong = [], [], [], 0
+                for r in range(matrix_repeats):
+                    for rows, into in ((set(), clean), (bad_rows, bad)):
+                        skip = len(run.durations_ms())
+                        watch = LockWatch(srv) if rows else None
+                        try:
+                            _, results = run.run([batch(f"{when[0]}{every}{r}{'b' if rows else 'c'}",
+                                                        rows)])
+                        finally:
+                            if watch:
+                                locks.append(watch.stop())
+                        ok = results[0].kind == "response" and \
+                            len(results[0].json()["batchItemFailures"]) == len(rows)
+                        wrong += not ok
+                        into.append(run.durations_ms()[skip:][0])
+                key = f"{when}_{share}"
+                out["kinds"][key] = {
+                    "clean_ms": statistics.median(clean), "refused_ms": statistics.median(bad),
+                    "refused_rows": len(bad_rows), "peak_xid_locks": max(locks),
+                    "wrong_answers": wrong}
+                out["kinds"][key]["ratio"] = out["kinds"][key]["refused_ms"] / \
+                    out["kinds"][key]["clean_ms"]
+                note(f"{when} {share}: clean {out['kinds'][key]['clean_ms']:.0f} ms, refused "
+                     f"{out['kinds'][key]['refused_ms']:.0f} ms, ratio "
+                     f"{out['kinds'][key]['ratio']:.2f}, peak {max(locks)} xid locks"
+                     + (f", {wrong} WRONG ANSWERS" if wrong else ""))
+            superuser_psql(srv, "DROP TRIGGER IF EXISTS bench_refuse_kind ON user_logins;"
+                                "ALTER TABLE user_logins DROP CONSTRAINT IF EXISTS bench_refuse_kind;")
     finally:
         run.close()
     srv.reset()
     return out
+
+
+# --- 5d. quarantine ------------------------------------------------------------------------
+def quarantine(tmp, srv, repeats, n=8000, shares=(0.01, 0.30)):
+    """Handler time (metric Duration) of an n-record batch with a share of its records
+    rejected by the rules (ip_invalid, spread evenly), quarantined (the default) against
+    listed for a retry (REJECTED_RECORDS=retry), each on a warm bootstrap of its own;
+    the two alternate batch by batch; medians."""
+    def batch(tag, share):
+        step = round(1 / share)
+        msgs = []
+        for i in range(n):
+            body = {"user_id": f"user-{tag}-{i}", "device_type": "ios",
+                    "ip": "999.1.1.1" if i % step == step // 2 else
+                    f"10.{i % 250}.{i // 250 % 250}.7",
+                    "device_id": f"device-{i}", "locale": "en_US", "app_version": "3.1.4"}
+            msgs.append({"messageId": f"{tag}-{i:05d}", "body": json.dumps(body),
+                         "sentTimestamp": 1_718_006_400_000})
+        ev, k = fit_event(msgs)
+        assert k == n, f"{n} records do not fit one event"
+        return event_bytes(ev), sum(1 for i in range(n) if i % step == step // 2)
+
+    out = {"records": n}
+    srv.reset()
+    runs = {"quarantine": Runner(tmp, srv, env={"REJECTED_RECORDS": None}, name="quarantine"),
+            "retry": Runner(tmp, srv, name="quarantine-retry")}
+    try:
+        for mode, run in runs.items():
+            run.run([batch(f"w{mode[0]}", 0.5)[0]])
+        for share in shares:
+            key = f"{round(share * 100)}pct"
+            times = {mode: [] for mode in runs}
+            for r in range(repeats):
+                for mode, run in runs.items():
+                    ev, bad = batch(f"{key[:2]}{mode[0]}{r}", share)
+                    skip = len(run.durations_ms())
+                    _, results = run.run([ev])
+                    listed = len(results[0].json()["batchItemFailures"]) \
+                        if results[0].kind == "response" else -1
+                    want = 0 if mode == "quarantine" else bad
+                    if listed != want:
+                        note(f"WARNING {mode} {key}: {listed} listed, expected {want}")
+                    times[mode].append(run.durations_ms()[skip:][0])
+            out[key] = {f"{m}_ms": statistics.median(v) for m, v in times.items()}
+            out[key].update({f"all_{m}_ms": v for m, v in times.items()}, rejected=bad)
+            out[key]["ratio"] = out[key]["quarantine_ms"] / out[key]["retry_ms"]
+            note(f"{key} rejected: quarantine {out[key]['quarantine_ms']:.0f} ms, retry "
+                 f"{out[key]['retry_ms']:.0f} ms, ratio {out[key]['ratio']:.2f}")
+        out["quarantined_rows"] = int(srv.scalar("SELECT count(*) FROM login_etl_rejected"))
+    finally:
+        for run in runs.values():
+            run.close()
+    srv.reset()
+    return out
+
+
+class LockWatch:
+    """The most transaction-id locks the function's backend held at once (one for its
+    transaction, one per subtransaction that wrote), sampled while it runs."""
+
+    def __init__(self, srv):
+        import threading
+        self.srv, self.peak, self._stop = srv, 0, False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        sql = ("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+               "WHERE a.application_name = 'login-etl' AND l.locktype = 'transactionid';")
+        while not self._stop:
+            try:
+                self.peak = max(self.peak, int(superuser_psql(srv=self.srv, script=sql).strip()))
+            except (RuntimeError, ValueError):
+                pass
+
+    def stop(self):
+        self._stop = True
+        self._thread.join()
+        return self.peak
 
 
 # --- 5b. the id set ------------------------------------------------------------------------
@@ -944,9 +1126,21 @@ def report(f):
                 f"growth {m['after_n_small']['VmRSS'] - m['after_10_small']['VmRSS']:+.2f} MiB RSS"]]
               + [[f"{m[k]['records']:,} tiny {what} records ({m[k]['bytes']:,} bytes), "
                   "another process", f"{m[k]['VmHWM']:.1f}", f"{m[k]['VmRSS']:.1f}",
-                  ("met" if m[k]["VmHWM"] <= 48 else "NOT met") if k == "tiny_rejected" else ""]
-                 for k, what in (("tiny_rejected", "rejected"), ("tiny_valid", "valid")) if k in m],
+                  "met" if m[k]["VmHWM"] <= 48 else "NOT met"]
+                 for k, what in (("tiny_rejected", "rejected"), ("tiny_valid", "valid"),
+                                 ("tiny_replayed", "valid delivered again (all duplicates)"),
+                                 ("tiny_refused", "valid, all refused by a BEFORE trigger"))
+                 if k in m],
               ["when", "VmHWM", "VmRSS", "note"])
+
+    qf = f.get("quarantine")
+    if qf:
+        say(f"\n5d. Rejected records in a {qf['records']:,}-record batch, quarantined (the "
+            "default) against listed for a retry: handler time (metric Duration), median")
+        table([[k, str(qf[k]["rejected"]), f"{qf[k]['quarantine_ms']:.0f}",
+                f"{qf[k]['retry_ms']:.0f}", f"{qf[k]['ratio']:.2f}x"]
+               for k in ("1pct", "30pct") if k in qf],
+              ["rejected", "records", "quarantine ms", "retry ms", "ratio"])
 
     rf = f.get("refused")
     if rf:
@@ -963,6 +1157,23 @@ def report(f):
             rows.append([label, f"{x['clean_ms']:.0f}", f"{x['refused_ms']:.0f}",
                          f"{x['ratio']:.2f}", goal])
         table(rows, ["how the rows are found", "clean ms", "refused ms", "ratio", "goal < 2"])
+        if rf.get("kinds"):
+            say(f"\n    By trigger kind and share refused ({rf['rows']:,} rows; handler time against "
+                "the clean batch, median of 3; peak transaction-id locks of the function's "
+                "backend, goal <= 66)")
+            rows = []
+            for when in REFUSED_KINDS:
+                for share, _ in REFUSED_SHARES:
+                    x = rf["kinds"].get(f"{when}_{share}")
+                    if not x:
+                        continue
+                    rows.append([when, f"{x['refused_rows']:,}", f"{x['clean_ms']:.0f}",
+                                 f"{x['refused_ms']:.0f}", f"{x['ratio']:.2f}",
+                                 str(x["peak_xid_locks"]),
+                                 "" if not x["wrong_answers"] else
+                                 f"{x['wrong_answers']} wrong answers"])
+            table(rows, ["trigger", "refused", "clean ms", "refused ms", "ratio", "xid locks",
+                         "note"])
 
     i = f.get("idset")
     if i:
@@ -1128,6 +1339,10 @@ def _summary_rows(f):
         ("5c. one refused row in 8,000, vs clean: named by its COPY line / deferred trigger",
          lambda: refused("line", "parts"), "< 2x"),
         ("5c. 1% of the rows refused, vs clean", lambda: refused("line_1pct"), ""),
+        ("5d. 8,000 records, 1% / 30% rejected: handler time quarantined vs listed (retry)",
+         lambda: " / ".join(f"{f['quarantine'][k]['quarantine_ms']:.0f} vs "
+                            f"{f['quarantine'][k]['retry_ms']:.0f} ms"
+                            for k in ("1pct", "30pct")), ""),
         ("6. process start to first /next, median / p90",
          lambda: _pair(st["bootstrap"]["median_ms"], st["bootstrap"]["p90_ms"], "{:.2f}")
          + " ms", "< 5 ms"),
@@ -1304,6 +1519,26 @@ def fleet_only(args):
     return 0
 
 
+def quarantine_only(args):
+    """Figure 5d alone (a targeted run): a server of its own, the figures printed and
+    written to build/bench/quarantine.json."""
+    build_tools()
+    tmp = tempfile.mkdtemp(prefix="login-etl-bench-")
+    srv = pg.Server(fsync=False, async_commit=True)  # as the throughput figures' fsync=off
+    try:
+        q = quarantine(tmp, srv, max(args.repeats, 5))
+    finally:
+        srv.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+    with open(OUT / "quarantine.json", "w") as f:
+        json.dump({"quarantine": q, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   "load": [round(x, 2) for x in os.getloadavg()]}, f, indent=1)
+    for key in ("1pct", "30pct"):
+        say(f"5d. {key} rejected of {q['records']}: quarantine {q[key]['quarantine_ms']:.0f} ms, "
+            f"retry {q[key]['retry_ms']:.0f} ms, {q[key]['ratio']:.2f}x")
+    return 0
+
+
 def cost_only(args):
     """--cost: the cost inputs alone, to build/bench/cost.json."""
     if not RELEASE.exists():
@@ -1357,6 +1592,8 @@ def main():
     ap.add_argument("--throughput", action="store_true", help="only end to end and the floors "
                     "at fsync=off (1-2), then the stages (4) unless --stage-repeats 0: a quick "
                     "loop for work on the handler's speed")
+    ap.add_argument("--refused", action="store_true", help="only the refused rows (5c) and "
+                    "memory (5) figures: a quick loop for work on isolation and memory")
     ap.add_argument("--cost", action="store_true", help="only the cost inputs (10): ms per "
                     "invocation of 1,000 messages at the whole CPU and Lambda's CPU share of "
                     "128/256/512 MB (figures go to build/bench/cost.json)")
@@ -1366,6 +1603,8 @@ def main():
     ap.add_argument("--history-preload", type=int, default=5_000_000)
     ap.add_argument("--history-records", type=int, default=80000)
     ap.add_argument("--history-repeats", type=int, default=5)
+    ap.add_argument("--quarantine", action="store_true", help="only the quarantine figure "
+                    "(5d), to build/bench/quarantine.json")
     ap.add_argument("--rekey", action="store_true", help="only the rekey figure (9), to "
                     "build/bench/rekey.json (make bench BENCH=rekey)")
     ap.add_argument("--baseline", metavar="REF", help="only the end-to-end figure of this "
@@ -1400,6 +1639,8 @@ def main():
         return compare(args)
     if args.fleet or args.history or args.rekey:
         return fleet_only(args)
+    if args.quarantine:
+        return quarantine_only(args)
     if args.cost:
         return cost_only(args)
     if not RELEASE.exists():
@@ -1420,10 +1661,20 @@ def main():
         say(f"generating {args.records:,} records ...")
         msgs, events, ten_k, figures["data"] = make_data(args.records, args.seed)
         note(f"{len(events)} events in {figures['data']['generate_s']:.1f} s")
-        figures["throughput_off"], srv = throughput(tmp, events, figures["data"], False,
-                                                    args.repeats, 0, not args.throughput)
-        figures["machine"] = (f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL "
-                              f"{figures['throughput_off']['server_version']} on loopback")
+        if args.refused:
+            srv = pg.Server()
+            figures["machine"] = f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL on loopback"
+            say("\n[refused] refused rows in an 8,000-row batch")
+            figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
+            say("\n[memory] 6 MB events, then small invocations")
+            figures["memory"] = memory(tmp, srv, events, msgs, args.small)
+            args.throughput, args.stage_repeats = True, 0  # nothing else
+        else:
+            figures["throughput_off"], srv = throughput(tmp, events, figures["data"], False,
+                                                        args.repeats, 0, not args.throughput)
+        if "throughput_off" in figures:
+            figures["machine"] = (f"{os.cpu_count()} CPUs ({cpu}), PostgreSQL "
+                                  f"{figures['throughput_off']['server_version']} on loopback")
         if args.throughput and args.profile:
             say("\n[profile] perf record during one end-to-end pass")
             figures["profile"] = profile(tmp, srv, events)
@@ -1432,7 +1683,10 @@ def main():
             figures["stages"] = stages(tmp, srv, ten_k, args.stage_repeats)
         if not args.throughput:
             say("\n[refused] one refused row in an 8,000-row batch")
-            figures["refused"] = refused(tmp, srv, max(args.repeats, 3))
+            figures["refused"] = refused(tmp, srv, max(args.repeats, 3),
+                                         matrix_repeats=1 if args.quick else 3)
+            say("\n[quarantine] 1% and 30% rejected, quarantined vs listed")
+            figures["quarantine"] = quarantine(tmp, srv, max(args.repeats, 3))
             say("\n[memory] 6 MB events, then small invocations")
             figures["memory"] = memory(tmp, srv, events, msgs, args.small)
             say("\n[id set] plain and colliding message ids")
@@ -1464,7 +1718,8 @@ def main():
     figures["load_end"] = [round(x, 2) for x in os.getloadavg()]
     figures["bench_seconds"] = time.monotonic() - t_start
     figures["seed"] = args.seed
-    last = OUT / ("throughput.json" if args.throughput else "last.json")
+    last = OUT / ("refused.json" if args.refused else
+                  "throughput.json" if args.throughput else "last.json")
     for path in filter(None, (last, args.json)):
         with open(path, "w") as f:
             json.dump(figures, f, indent=1)
@@ -1472,8 +1727,8 @@ def main():
     say(f"figures written to {args.json or last} "
         f"(tests/bench/bench.py --report FILE prints them again)")
     # Only a full run with the default data and the shipped build speaks for the project.
-    standard = not (args.quick or args.throughput or args.bootstrap or args.stages
-                    or args.no_fsync_on) and (args.records, args.seed) == (100000, 1)
+    standard = not (args.quick or args.throughput or args.refused or args.bootstrap
+                    or args.stages or args.no_fsync_on) and (args.records, args.seed) == (100000, 1)
     target = args.readme or (str(README) if standard and not args.no_readme else None)
     if target:
         write_readme_table(figures, target)

@@ -51,8 +51,9 @@ PRICES_READ = "2026-12-05"
 HOURS = 730                # a month, as AWS's price pages count it
 AZS = 2                    # the template asks for subnets in two Availability Zones or more
 SECRETS = 2                # the database secret and the masking key
-METRICS = 7                # RecordsReceived ... ColdStart, one dimension value each
-ALARMS = 9                 # template.yaml's alarms
+METRICS = 11               # RecordsReceived ... ColdStart and RecordsQuarantined on every
+                           # invocation; RecordsDrifted, FieldsUnknown, FieldMissing with drift
+ALARMS = 10                # template.yaml's alarms
 MILLION = 1_000_000
 MEMORIES = (128, 256, 512)
 ARCHS = ("arm64", "x86_64")
@@ -107,7 +108,7 @@ def table(ms, batch, log_bytes):
                      + f" | {money(sum(t.values()), 6)} |")
     lines += ["", "Each month, whatever the volume:", "",
               "| | dollars a month |", "|---|---|",
-              f"| 2 secrets, 7 custom metrics, 9 alarms | {money(fixed['base'])} |",
+              f"| {SECRETS} secrets, {METRICS} custom metrics, {ALARMS} alarms | {money(fixed['base'])} |",
               f"| Secrets Manager interface endpoint, {AZS} AZs | {money(fixed['endpoint'])} |",
               f"| or: one NAT gateway (with its public IPv4) | {money(fixed['nat_one'])} |",
               f"| or: a NAT gateway per AZ ({AZS}) | {money(fixed['nat_per_az'])} |"]

@@ -223,9 +223,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
+    /* Schema drift counted on every body: the names it keeps are printable,
+     * short and NUL-terminated, whatever the body's member names are. */
+    static struct drift drift;
+    drift_reset(&drift);
+    lp.drift = &drift;
     enum login_reason r;
     if (login_parse(&lp, body, size, 0, -1, 0, NOW, &row, &r) != RC_OK) /* no failing malloc */
         abort();
+    if (drift.records > 1 || drift.nnames > DRIFT_NAMES ||
+        drift.nnames + drift.other > drift.unknown)
+        abort();
+    for (size_t k = 0; k < drift.nnames; k++) {
+        size_t n = strnlen(drift.names[k], DRIFT_NAME_MAX + 1);
+        if (n == 0 || n > DRIFT_NAME_MAX ||
+            strspn(drift.names[k], "abcdefghijklmnopqrstuvwxyz"
+                                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != n)
+            abort();
+    }
     if ((unsigned)r >= LOGIN__COUNT || r == LOGIN_BODY_MISSING || r == LOGIN_SENT_TIMESTAMP ||
         r == LOGIN_MASKED_TOO_LONG)
         abort();

@@ -9,7 +9,7 @@ from rig.harness import Etl, wait_for
 
 # What each role may do to each table, as has_table_privilege says.
 PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
-TABLES = ("user_logins", ledger.LEDGER, f"{ledger.LEDGER}_s05")
+TABLES = ("user_logins", ledger.LEDGER, f"{ledger.LEDGER}_s05", "login_etl_rejected")
 
 
 def _privileges(db, role):
@@ -21,7 +21,8 @@ def _expected(role):
     if role == "login_etl":
         allowed = {("user_logins", "INSERT")} | {(ledger.LEDGER, p) for p in
                                                   ("SELECT", "INSERT", "DELETE")} | \
-            {(f"{ledger.LEDGER}_s05", p) for p in ("SELECT", "TRUNCATE")}
+            {(f"{ledger.LEDGER}_s05", p) for p in ("SELECT", "TRUNCATE")} | \
+            {("login_etl_rejected", "INSERT")}
     else:
         allowed = {("user_logins", "SELECT")}
     return {(t, p): (t, p) in allowed for t in TABLES for p in PRIVILEGES}
@@ -93,5 +94,24 @@ def test_deploy_sql_with_iam_authentication_grants_the_same():
         assert db.scalar("SELECT pg_has_role('login_etl', 'rds_iam', 'MEMBER')") == "t"
         assert _privileges(db, "login_etl") == _expected("login_etl")
         assert _privileges(db, "login_etl_read") == _expected("login_etl_read")
+    finally:
+        db.destroy()
+
+
+def test_with_those_grants_rejected_records_are_quarantined_once():
+    db = deployed.Database(auth="secret")
+    try:
+        messages = make_messages(60, seed=531, invalid_rate=0.3)
+        invalid = {m["messageId"] for m in messages if m["reason"]}
+        assert invalid
+        env = dict(db.env("login_etl"), REJECTED_RECORDS=None)  # the default: quarantine
+        with Etl(reset_db=False, env=env) as etl:
+            event = event_bytes(make_event(messages))
+            assert etl.answer(event) == set()
+            assert etl.answer(event) == set()
+        got = db.psql("SELECT message_id FROM login_etl_rejected").split()
+        assert sorted(got) == sorted(invalid)
+        err = db.refused("SELECT count(*) FROM login_etl_rejected", "login_etl")
+        assert "permission denied" in err, err
     finally:
         db.destroy()

@@ -323,9 +323,11 @@ def _upgrade_keeps_exactly_once(table, ddl, ledger_copy, marker, seed):
         assert sorted(ledger.ids(db)) == sorted(ledger.keys(new))
         assert db.scalar(f"SELECT count(*) FROM {LEDGER} WHERE slot = 18 AND message_id = "
                          f"'{marker}' AND committed_at > now() - interval '1 hour'") == "1"
-    # Fifteen days after the upgrade the earlier ledger cannot matter any more.
+    # Fifteen days after the upgrade, with nothing committed there since, the earlier
+    # ledger cannot matter any more.
     db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '15 days 1 minute' "
-            f"WHERE message_id = '{marker}'")
+            f"WHERE message_id = '{marker}'; UPDATE {table} SET committed_at = "
+            "committed_at - interval '15 days 1 minute'")
     with Etl(reset_db=False) as etl:
         assert etl.answer(event_bytes(make_event(make_messages(3, seed=seed + 2)))) == set()
         done = _logged(etl, "the earlier ledger no longer matters and may be dropped")
@@ -533,3 +535,91 @@ def test_dropping_the_earlier_ledger_under_a_warm_process_fails_no_batch():
             assert etl.answer(event_bytes(make_event(msgs))) == set()
         assert etl.count() == 9
         assert _logged(etl, "the earlier ledger was dropped: no longer consulted")
+
+
+def _earlier_version_commits(db, messages):
+    """What the v2 version leaves of a batch it wrote: the rows in user_logins, the ids in
+    login_etl_ledger_v2."""
+    cols = ("user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version",
+            "create_date")
+    rows = []
+    for m in messages:
+        r = expect.row(m["body"], m["sentTimestamp"])
+        rows.append("\t".join("\\N" if r[c] is None else str(r[c]) for c in cols))
+    db.psql(f"COPY user_logins ({', '.join(cols)}) FROM STDIN", input="\n".join(rows) + "\n")
+    db.psql("COPY login_etl_ledger_v2 (sent_at, message_id) FROM STDIN",
+            input="".join(_v2_line(m) + "\n" for m in messages))
+
+
+def test_a_rollback_at_any_age_of_the_upgrade_writes_nothing_twice():
+    """The v2 ledger was upgraded from 1 day, 16 days or 400 days ago; then the v2 version
+    runs again (a rollback) and commits messages; then the current version comes back and
+    those messages are redelivered: they are duplicates, not second rows."""
+    now_ms = int(time.time() * 1000)
+    for age_days in (16, 1, 400):
+        db = pg.server()
+        db.reset()
+        seed = 300 + age_days
+        old = make_messages(20, seed=seed, invalid_rate=0, start_ms=now_ms - 60 * DAY_MS)
+        _earlier_database(db, old, V2_DDL + "; INSERT INTO login_etl_ledger_v2 (sent_at, "
+                          "message_id) VALUES ('-infinity', '')",
+                          ("login_etl_ledger_v2 (sent_at, message_id)", _v2_line))
+        book = exactly_once.Sent()
+        book.add(old)
+        first = make_messages(10, seed=seed + 1, invalid_rate=0, start_ms=now_ms - 3 * 3600_000)
+        with Etl(reset_db=False) as etl:  # the upgrade
+            assert etl.answer(event_bytes(make_event(first))) == set()
+        book.add(first)
+        db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '{age_days} days' "
+                f"WHERE message_id = '{ledger.MARKER_V2}'")
+        # The rollback: the earlier version commits messages sent an hour ago.
+        rolled = make_messages(15, seed=seed + 2, invalid_rate=0, start_ms=now_ms - 3600_000)
+        _earlier_version_commits(db, rolled)
+        book.add(rolled)
+        with Etl(reset_db=False) as etl:  # the current version again
+            event = event_bytes(make_event(rolled + first, receive_count=2))
+            assert etl.answer(event) == set(), age_days
+            got = sorted(etl.rows(), key=row_key)
+            assert got == book.expected_rows(), \
+                (age_days, len(got), len(book.expected_rows()))
+            m = etl.boot.metrics()[-1]
+            assert (m["RecordsWritten"], m["RecordsDuplicate"]) == (0, 25), (age_days, m)
+
+
+def test_a_warm_process_sees_a_rollback_write_the_earlier_ledger_again():
+    """A process finds the v2 ledger no longer matters (its marker and its entries older
+    than 15 days).  Then the earlier version runs again (a rollback) and commits messages
+    there, and this release comes back while that process is still warm: once it connects
+    again (its connection ended meanwhile, as a proxy's idle timeout ends it) it looks at
+    the earlier ledger again, and the messages redelivered to it are duplicates."""
+    now_ms = int(time.time() * 1000)
+    db = pg.server()
+    db.reset()
+    old = make_messages(20, seed=420, invalid_rate=0, start_ms=now_ms - 60 * DAY_MS)
+    _earlier_database(db, old, V2_DDL, ("login_etl_ledger_v2 (sent_at, message_id)", _v2_line))
+    book = exactly_once.Sent()
+    book.add(old)
+    first = make_messages(10, seed=421, invalid_rate=0, start_ms=now_ms - 3 * 3600_000)
+    with Etl(reset_db=False) as etl:  # the upgrade
+        assert etl.answer(event_bytes(make_event(first))) == set()
+    book.add(first)
+    db.psql(f"UPDATE {LEDGER} SET committed_at = now() - interval '16 days' WHERE message_id "
+            f"= '{ledger.MARKER_V2}'; UPDATE login_etl_ledger_v2 SET committed_at = "
+            "committed_at - interval '16 days'")
+    with Etl(reset_db=False) as etl:
+        more = make_messages(5, seed=422, invalid_rate=0, start_ms=now_ms - 2 * 3600_000)
+        assert etl.answer(event_bytes(make_event(more))) == set()
+        book.add(more)
+        assert _logged(etl, "the earlier ledger no longer matters and may be dropped")
+        # The rollback: the earlier version commits messages sent an hour ago.
+        rolled = make_messages(15, seed=423, invalid_rate=0, start_ms=now_ms - 3600_000)
+        _earlier_version_commits(db, rolled)
+        book.add(rolled)
+        db.superuser("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE application_name = 'login-etl'")
+        assert etl.answer(event_bytes(make_event(rolled, receive_count=2))) == set()
+        got = sorted(etl.rows(), key=row_key)
+        assert got == book.expected_rows(), (len(got), len(book.expected_rows()))
+        m = etl.boot.metrics()[-1]
+        assert (m["RecordsWritten"], m["RecordsDuplicate"]) == (0, 15), m
+        assert _logged(etl, "the earlier ledger is consulted until its entries expire")

@@ -23,13 +23,15 @@ def _messages():
     return good + bad
 
 
-def _run(args, log, extra_env=None):
+def _run(args, log, extra_env=None, reset=True):
     db = pg.server()
-    db.reset()
+    if reset:
+        db.reset()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PG", "AWS_", "LOGIN_ETL", "MASKING_KEY", "DATABASE_URL"))}
+    # The bad message dead-letters only when rejected records are listed for a retry.
     env.update(db.env(), MASKING_KEY=proc.MASKING_KEY, MASKING_KEY_ID=proc.MASKING_KEY_ID,
-               LOGIN_ETL_LOG=log, **(extra_env or {}))
+               LOGIN_ETL_LOG=log, REJECTED_RECORDS="retry", **(extra_env or {}))
     r = subprocess.run([sys.executable, str(RUNNER), "--bootstrap", str(paths.RELEASE), *args],
                        env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
@@ -91,3 +93,56 @@ def test_local_runner_from_an_sqs_queue_with_a_dead_letter_queue():
     assert progress.startswith("11/11 messages"), progress
     assert summary["messages"] == 11 and summary["dead_lettered"] == 1, summary
     assert db.scalar("SELECT count(*) FROM user_logins") == "10"
+
+
+def test_draining_the_dead_letter_queue_into_the_function_writes_a_committed_message_once():
+    """docs/operations.md, "Draining the dead-letter queue": a message is committed but its
+    answer is lost (SQS never deletes it); the database goes down and it is dead-lettered
+    with another message; after the recovery the DLQ is drained into the function as the
+    DLQ's event source mapping does it, each message with its original messageId and
+    SentTimestamp: the ledger knows the committed one, and each is one row."""
+    import boto3
+    from events.generate import event_bytes, make_event
+    from rig.harness import Etl
+    good = make_messages(2, seed=73, invalid_rate=0)
+    with tempfile.TemporaryDirectory() as d, moto_server() as endpoint:
+        creds = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_DEFAULT_REGION": "us-east-1"}
+        sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        dlq = sqs.create_queue(QueueName="drain-dlq", Attributes={"VisibilityTimeout": "1"})[
+            "QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        src = sqs.create_queue(QueueName="drain-src", Attributes={
+            "VisibilityTimeout": "1",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
+                                         "maxReceiveCount": "2"})})["QueueUrl"]
+        sqs.send_message(QueueUrl=src, MessageBody=good[0]["body"])
+        # Received once and committed; the answer never reached SQS, which keeps it.
+        (m,) = sqs.receive_message(QueueUrl=src, AttributeNames=["All"])["Messages"]
+        committed_id = m["MessageId"]
+        db = pg.server()
+        db.reset()
+        with Etl(reset_db=False) as etl:
+            assert etl.answer(event_bytes(make_event([{
+                "messageId": committed_id, "body": m["Body"],
+                "sentTimestamp": int(m["Attributes"]["SentTimestamp"])}]))) == set()
+        assert db.scalar("SELECT count(*) FROM user_logins") == "1"
+        sqs.send_message(QueueUrl=src, MessageBody=good[1]["body"])
+        # The database is down (nothing listens on its port): both dead-letter.
+        down = dict(creds, PGPORT="1")
+        _, summary, _ = _run(["--queue-url", src, "--endpoint-url", endpoint, "--window", "0.2",
+                              "--timeout", "5"], os.path.join(d, "down.log"), down, reset=False)
+        assert summary["succeeded"] == 0 and summary["dead_lettered"] == 2, summary
+        # Recovered: the DLQ drained into the function, messages as they are.
+        db, summary, _ = _run(["--queue-url", dlq, "--endpoint-url", endpoint, "--window",
+                               "0.2"], os.path.join(d, "drain.log"), creds, reset=False)
+        assert summary["succeeded"] == 2 and summary["messages"] == 2, summary
+        drained = [json.loads(l) for l in open(os.path.join(d, "drain.log"))]
+        metrics = [l for l in drained if "_aws" in l and "RecordsDuplicate" in l]
+        assert sum(x["RecordsDuplicate"] for x in metrics) == 1, metrics
+        assert sum(x["RecordsWritten"] for x in metrics) == 1, metrics
+    assert db.scalar("SELECT count(*) FROM user_logins") == "2"
+    assert sorted(r["user_id"] for r in db.query("SELECT user_id FROM user_logins")) == sorted(
+        json.loads(g["body"])["user_id"] for g in good)

@@ -135,6 +135,11 @@ def _check_query(key, rows, st):
         assert want <= got and sum(r["records"] for r in rows) >= len(
             [m for m in st["normal"] if m["reason"]]), (want, rows)
         assert all(r["example"] for r in rows)
+    elif key == "RecordsDriftedAlarm":
+        assert rows and sum(r["records"] for r in rows) > 0, rows
+        # The bodies that are no login record ({"foo", "bar"}) drifted: unknown names,
+        # with the known fields they left out.
+        assert any(r["unknown"] and r["missing"] for r in rows), rows
     elif key == "RecordsFailedAlarm":
         assert any((r["RecordsFailed"] or 0) > 0 for r in rows), rows
         assert any(r["message"] == "deadline reached before commit: nothing written"
@@ -150,6 +155,7 @@ def _check_query(key, rows, st):
 SCENARIO = {"Versions": "normal", "DeadLetterQueueDepthAlarm": "dead_lettered",
             "FunctionErrorsAlarm": "database_down", "DeployNewVersionErrorsAlarm": "database_down",
             "QueueBacklogAgeAlarm": "normal", "RecordsRejectedAlarm": "normal",
+            "RecordsDriftedAlarm": "normal",
             "RecordsFailedAlarm": "deadline", "DurationNearTimeoutAlarm": "normal"}
 
 
@@ -231,6 +237,60 @@ def _partitions(db):
                        "WHERE i.inhparent = 'part.user_logins'::regclass").split())
 
 
+QUARANTINE_BLOCKS = ("-- as the master user: the quarantine by reason",
+                     "# as the master user with the masking key: the body of the oldest",
+                     "-- as the master user: the reprocess's role",
+                     "# as the master user with the masking key: what reprocess would load",
+                     "-- as the master user: purge the quarantine")
+
+
+def _quarantined(st):
+    """Records the function (quarantine, its default) stored in the deployed database's
+    login_etl_rejected, made once: the generated messages that break a rule."""
+    if "quarantined" not in st:
+        messages = make_messages(40, seed=940, invalid_rate=0.3)
+        with Etl(reset_db=False, env=dict(st["db"].env("login_etl"), REJECTED_RECORDS=None)) as etl:
+            assert etl.answer(event_bytes(make_event(messages))) == set()
+        st["quarantined"] = {m["messageId"]: m for m in messages if m["reason"]}
+    return st["quarantined"]
+
+
+def _run_quarantine_block(b, st):
+    db, first = st["db"], b.first
+    bad = _quarantined(st)
+    if first.startswith("-- as the master user: the quarantine by reason"):
+        out = _sql(b, deployed.MASTER, db).splitlines()
+        by_reason = {line.split("|")[0]: int(line.split("|")[1]) for line in out}
+        want = {}
+        for m in bad.values():
+            want[m["reason"]] = want.get(m["reason"], 0) + 1
+        assert by_reason == want, (by_reason, want)
+    elif first.startswith("# as the master user with the masking key: the body"):
+        out = _sh(b, deployed.MASTER, db)
+        assert out[:-1] in {m["body"] for m in bad.values()}, out[:200]
+    elif first.startswith("-- as the master user: the reprocess's role"):
+        _sql(b, deployed.MASTER, db)
+        try:
+            for table, priv in (("login_etl_rejected", "SELECT, DELETE"), ("user_logins", "INSERT")):
+                assert db.scalar(f"SELECT has_table_privilege('login_etl_reprocess', '{table}', "
+                                 f"'{priv}')") == "t", (table, priv)
+        finally:
+            db.psql("REVOKE ALL ON login_etl_rejected, user_logins FROM login_etl_reprocess; "
+                    "DROP ROLE login_etl_reprocess")
+    elif first.startswith("# as the master user with the masking key: what reprocess"):
+        out = _sh(b, deployed.MASTER, db).splitlines()
+        assert out[0].split()[:2] == ["reason", "stored"], out
+        stored = sum(int(line.split()[1]) for line in out[1:] if len(line.split()) == 5)
+        assert stored == len(bad), (out, len(bad))
+    else:
+        old = sorted(bad)[0]
+        db.psql("UPDATE login_etl_rejected SET received_at = now() - interval '31 days' "
+                f"WHERE message_id = '{old}'")
+        _sql(b, deployed.MASTER, db)
+        left = set(db.psql("SELECT message_id FROM login_etl_rejected").split())
+        assert left == set(bad) - {old}, left
+
+
 def test_every_command_runs_as_written_or_is_marked_as_needing_aws():
     st = _setup()
     db = st["db"]
@@ -308,20 +368,23 @@ def test_every_command_runs_as_written_or_is_marked_as_needing_aws():
                 assert re.fullmatch(r"[0-9a-f]{128}", open(key).read()), b.where()
                 assert os.stat(key).st_mode & 0o077 == 0, oct(os.stat(key).st_mode)
         elif b.lang == "sql" and first.startswith("-- as the master user: the rekey's role"):
-            # Without the quarantine table, then with it: the rekey re-masks it too.
+            # Without the quarantine table (set aside, as a database set up before it has
+            # none), then with it as deploy.md made it: the rekey re-masks it too.
             for quarantine in (False, True):
-                if quarantine:
-                    db.psql("CREATE TABLE login_etl_rejected (masked_body text)")
-                _sql(b, deployed.MASTER, db)
+                if not quarantine:
+                    db.psql("ALTER TABLE login_etl_rejected RENAME TO login_etl_rejected_aside")
                 try:
+                    _sql(b, deployed.MASTER, db)
                     assert db.scalar("SELECT has_table_privilege('login_etl_rekey', 'user_logins', "
                                      "'SELECT, UPDATE')") == "t", b.where()
                     if quarantine:
                         assert db.scalar("SELECT has_table_privilege('login_etl_rekey', "
                                          "'login_etl_rejected', 'SELECT, UPDATE')") == "t", b.where()
                 finally:
-                    db.psql("REVOKE ALL ON user_logins FROM login_etl_rekey; "
-                            "DROP TABLE IF EXISTS login_etl_rejected; DROP ROLE login_etl_rekey")
+                    if not quarantine:
+                        db.psql("ALTER TABLE login_etl_rejected_aside RENAME TO login_etl_rejected")
+                    db.psql("REVOKE ALL ON user_logins, login_etl_rejected FROM login_etl_rekey; "
+                            "DROP ROLE login_etl_rekey")
         elif b.lang == "sql" and first.startswith("-- as the master user, before the first function"):
             # In a schema of its own, so the deployed user_logins stays as it is.
             db.psql("DROP SCHEMA IF EXISTS ddl CASCADE; CREATE SCHEMA ddl")
@@ -348,6 +411,8 @@ def test_every_command_runs_as_written_or_is_marked_as_needing_aws():
                 assert _sql(b, deployed.MASTER, db, extra).strip() == "0"
             else:
                 unrun.append(b)
+        elif first.startswith(QUARANTINE_BLOCKS):
+            _run_quarantine_block(b, st)
         else:
             unrun.append(b)
     assert not unrun, f"blocks neither run by this test nor marked `# needs AWS`: {unrun}"

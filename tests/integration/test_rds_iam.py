@@ -7,7 +7,8 @@
   that accepts only a valid token over verify-full TLS (tests/rig/iam.py),
   writes a batch, and re-signs a token older than its renewal age before a
   new connection while an open connection stays in use.
-* Settings: what DB_AUTH=iam needs is checked at init.
+* Settings: what DB_AUTH=iam needs is checked at init, and by `bootstrap rekey` and
+  `bootstrap reprocess` alike, which log in with a signed token as the function does.
 * The CA bundle shipped next to bootstrap (tools/ca-bundle.sh) holds the
   Amazon Trust Services roots an RDS Proxy endpoint chains to, after RDS's
   bundle, and libpq verifies a server with it.
@@ -221,22 +222,27 @@ def test_end_to_end_refusals():
         s.close()
 
 
+_SETTINGS_URL = ("postgresql://etl@db.example.com/logins?sslmode=verify-full"
+                 "&sslrootcert=/var/task/x.pem")
+# A setting DB_AUTH=iam refuses, and the word that says which.
+_SETTINGS_CASES = [
+    ({"DB_AUTH": "IAM"}, "DB_AUTH"),
+    ({"DB_SECRET_ID": "arn:aws:secretsmanager:eu-west-1:1:secret:x"}, "DB_SECRET_ID"),
+    ({"DATABASE_URL": _SETTINGS_URL.replace("verify-full", "require")}, "verify-full"),
+    ({"DATABASE_URL": _SETTINGS_URL.replace("etl@", "etl:pw@")}, "password"),
+    ({"AWS_SECRET_ACCESS_KEY": None}, "AWS_SECRET_ACCESS_KEY"),
+    ({"AWS_REGION": None}, "AWS_REGION"),
+    ({"LOGIN_ETL_IAM_RENEW_SECONDS": "900"}, "LOGIN_ETL_IAM_RENEW_SECONDS"),
+]
+
+
 def test_iam_settings_are_checked_at_init():
-    url = "postgresql://etl@db.example.com/logins?sslmode=verify-full&sslrootcert=/var/task/x.pem"
+    url = _SETTINGS_URL
     base = {"DB_AUTH": "iam", "DATABASE_URL": url, "AWS_REGION": "eu-west-1",
             "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "PGHOST": None, "PGPORT": None, "PGUSER": None, "PGPASSWORD": None,
             "PGDATABASE": None, "PGSSLMODE": None}
-    cases = [
-        ({"DB_AUTH": "IAM"}, "DB_AUTH"),
-        ({"DB_SECRET_ID": "arn:aws:secretsmanager:eu-west-1:1:secret:x"}, "DB_SECRET_ID"),
-        ({"DATABASE_URL": url.replace("verify-full", "require")}, "verify-full"),
-        ({"DATABASE_URL": url.replace("etl@", "etl:pw@")}, "password"),
-        ({"AWS_SECRET_ACCESS_KEY": None}, "AWS_SECRET_ACCESS_KEY"),
-        ({"AWS_REGION": None}, "AWS_REGION"),
-        ({"LOGIN_ETL_IAM_RENEW_SECONDS": "900"}, "LOGIN_ETL_IAM_RENEW_SECONDS"),
-    ]
-    for over, word in cases:
+    for over, word in _SETTINGS_CASES:
         with runtime_api.Emulator() as emu:
             boot = proc.Bootstrap(emu.address, env=dict(base, **over))
             try:
@@ -355,3 +361,62 @@ def test_rekey_logs_in_with_a_signed_token():
     ips = srv.scalar("SELECT string_agg(masked_ip, ' ') FROM user_logins").split()
     assert len(ips) == 20 and all(v.startswith("k2:") for v in ips)
     assert all(keys.mask(keys.NEW, keys.unmask([keys.NEW], v)) == v for v in ips)
+
+
+def _command_env(srv=None, **over):
+    """The environment of `bootstrap rekey|reprocess` run by hand: the function's settings
+    (DB_AUTH=iam against srv), the masking key, nothing else."""
+    env = {"PATH": "/usr/bin:/bin", "ASAN_OPTIONS": proc.ASAN_OPTIONS,
+           "MASKING_KEY": proc.MASKING_KEY, "MASKING_KEY_ID": proc.MASKING_KEY_ID}
+    base = _etl_env(srv) if srv else {
+        "DB_AUTH": "iam", "DATABASE_URL": _SETTINGS_URL, "AWS_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+    env.update(base)
+    env.update(over)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def test_rekey_and_reprocess_check_the_iam_settings_as_the_function_does():
+    """The commands read the settings with the function's own checks: each setting the
+    function refuses at init, they refuse before connecting (exit 2, nothing changed)."""
+    for command in ("rekey", "reprocess"):
+        for over, word in _SETTINGS_CASES:
+            r = subprocess.run([str(paths.ASAN), command], env=_command_env(**over),
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 2, (command, over, r.returncode, r.stdout + r.stderr)
+            assert r.stderr.startswith(f"bootstrap {command}: ") and word in r.stderr, (
+                command, over, r.stderr)
+            assert SECRET_KEY not in r.stdout + r.stderr
+
+
+def test_reprocess_logs_in_with_a_signed_token():
+    """`bootstrap reprocess` with DB_AUTH=iam signs its own token, as the function and the
+    rekey do, and loads the records the database refused while a constraint stood."""
+    from rig.messages import msg
+    srv = _server()
+    srv.superuser("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2, "
+                  "login_etl_ledger_v3, login_etl_rejected")
+    s = _Session(srv, REJECTED_RECORDS=None)  # the quarantine, the function's default
+    refused = [msg(f"iam-r{i}", {"user_id": f"refuse-{i}", "device_type": "ios",
+                                 "ip": "192.0.2.7", "device_id": f"d-{i}", "locale": "en_US",
+                                 "app_version": "3.1.4"}) for i in range(4)]
+    try:
+        assert s.answer(_batch(31, n=5)) == []
+        srv.superuser("ALTER TABLE user_logins ADD CONSTRAINT no_refuse "
+                      "CHECK (user_id NOT LIKE 'refuse-%')")
+        assert s.answer(event_bytes(make_event(refused))) == []
+    finally:
+        s.close()
+    assert srv.scalar("SELECT count(*) FROM login_etl_rejected") == "4"
+    srv.superuser("ALTER TABLE user_logins DROP CONSTRAINT no_refuse")
+    n = len(srv.binds)
+    r = subprocess.run([str(paths.ASAN), "reprocess"], env=_command_env(srv), capture_output=True,
+                       text=True, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert [l.split() for l in r.stdout.splitlines()[1:]] == [
+        ["database_rejected", "4", "4", "0", "0"]], out
+    assert len(srv.binds) > n and all(b["ok"] for b in srv.binds[n:]), srv.binds[n:]
+    assert SECRET_KEY not in out and SESSION_TOKEN[:40] not in out and "refuse-" not in out
+    assert srv.scalar("SELECT count(*) FROM login_etl_rejected") == "0"
+    assert srv.scalar("SELECT count(*) FROM user_logins WHERE user_id LIKE 'refuse-%'") == "4"

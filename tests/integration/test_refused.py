@@ -369,3 +369,224 @@ def test_a_deferred_trigger_on_the_ledger_refuses_its_record_alone():
     # Its events were queued by the ledger COPY, before the rows' savepoint, so returning to
     # that savepoint cannot drop them: the row is found by transactions of their own.
     _ledger_entry_refused_alone(DEFERRED_LEDGER_TRIGGER, "refuse_id_late", 20, 9, "g")
+
+
+# An operator's second uniqueness rule on the ledger: one message id a day slot, whatever
+# its SentTimestamp.  As an index, as a deferred unique constraint (checked at COMMIT), and
+# as triggers raising 23505 (unique_violation) for an id the slot already holds under
+# another SentTimestamp: BEFORE (the error names the ledger COPY's line) and AFTER (it
+# names none).
+SECOND_UNIQUE_INDEX = "CREATE UNIQUE INDEX one_id_a_slot ON login_etl_ledger_v3 (slot, message_id)"
+# The same checked at COMMIT: its error names no line, and comes after the rows are in.
+SECOND_UNIQUE_DEFERRED = ("ALTER TABLE login_etl_ledger_v3 ADD CONSTRAINT one_id_a_slot "
+                          "UNIQUE (slot, message_id) DEFERRABLE INITIALLY DEFERRED")
+_SAME_ID_OTHER_TIME = ("EXISTS (SELECT 1 FROM login_etl_ledger_v3 o WHERE o.slot = NEW.slot "
+                       "AND o.message_id = NEW.message_id AND o.sent_at <> NEW.sent_at)")
+SECOND_UNIQUE_TRIGGERS = {
+    when: _refusing_trigger("one_id_a_slot", "login_etl_ledger_v3", _SAME_ID_OTHER_TIME,
+                            "'id % seen already', NEW.message_id USING ERRCODE = 'unique_violation'",
+                            when)
+    for when in ("BEFORE", "AFTER")}
+
+
+def test_a_second_unique_rule_on_the_ledger_refuses_only_the_records_it_names():
+    """Five ids committed, then back with another SentTimestamp the same day (new messages
+    by the ledger's rule, which the operator's rule refuses) among 40 new ones: the five
+    are refused (database_rejected) and the 40 written, on every delivery."""
+    first = [_msg(f"u{i}", f"user-u{i}") for i in range(5)]
+    again = [dict(m, sentTimestamp=m["sentTimestamp"] + 60_000) for m in first]
+    new = [_msg(f"n{i}", f"user-n{i}") for i in range(40)]
+    batch = new[:10] + again[:2] + new[10:30] + again[2:] + new[30:]
+    refused = {m["messageId"] for m in again}
+    cases = [("index", SECOND_UNIQUE_INDEX, "DROP INDEX one_id_a_slot"),
+             ("deferred constraint", SECOND_UNIQUE_DEFERRED,
+              "ALTER TABLE login_etl_ledger_v3 DROP CONSTRAINT one_id_a_slot")] + [
+        (f"{when} trigger", sql, "DROP TRIGGER one_id_a_slot ON login_etl_ledger_v3")
+        for when, sql in SECOND_UNIQUE_TRIGGERS.items()]
+    for name, sql, undo in cases:
+        with _refusing(sql, undo=undo) as etl:
+            _delivered(etl, first, set())
+            for delivery in (1, 2):
+                assert etl.answer(event_bytes(make_event(batch, receive_count=delivery))) \
+                    == refused, name
+                _assert_written(etl, first + new)
+            assert _rejected(etl) == refused, name
+            refusals = [l["reason"] for l in etl.boot.logs() if isinstance(l, dict)
+                        and l.get("message") == "database refused a row"]
+            assert refusals and all("SQLSTATE 23505" in r for r in refusals), (name, refusals)
+            assert "seen already" not in etl.boot.output()
+            _json_lines(etl)
+
+
+class _LockWatch:
+    """Samples, every few milliseconds while it runs, the locks the function's backend
+    holds on transaction ids: one for its transaction and one for each subtransaction
+    that wrote and is not rolled back."""
+
+    def __init__(self, db):
+        import threading
+        self.db, self.peak, self.samples, self._stop = db, 0, 0, False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        sql = ("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+               "WHERE a.application_name = 'login-etl' AND l.locktype = 'transactionid'")
+        while not self._stop:
+            try:
+                self.peak = max(self.peak, int(self.db.superuser(sql).strip() or 0))
+                self.samples += 1
+            except Exception:  # a sample lost to a busy server is no verdict
+                pass
+
+    def stop(self):
+        self._stop = True
+        self._thread.join()
+        return self.peak
+
+
+# Savepoints nested one inside the other give every open subtransaction an id and a lock
+# as soon as the innermost writes: by thousands, they exhaust the lock table (SQLSTATE
+# 53200).  Ended one by one, they hold none but the one in flight.
+XID_LOCKS_MAX = 64 + 2
+
+
+def test_a_flood_of_refusals_holds_few_locks_and_every_record_gets_its_answer():
+    """7,400 rows, all or 30% of them refused by a BEFORE, an AFTER or a deferred trigger:
+    every refused record is listed and logged database_rejected, the rest is written once,
+    the answer comes before the deadline, and the function's transaction never holds more
+    than XID_LOCKS_MAX transaction-id locks (one per subtransaction that wrote)."""
+    n = 7400
+    for when in ("DEFERRED", "AFTER", "BEFORE"):
+        for share_every in (1, 3):
+            bad = set(range(0, n, share_every))
+            msgs = _batch(n, bad, prefix=f"{when[0]}{share_every}-")
+            refused = {m["messageId"] for i, m in enumerate(msgs) if i in bad}
+            trigger = _refusing_trigger("refuse_many", "user_logins", REFUSED_USER, NAMING_USER,
+                                        when)
+            with _refusing(trigger) as etl:
+                watch = _LockWatch(etl.db)
+                deadline = int(time.time() * 1000) + 60_000
+                try:
+                    rid = etl.emu.enqueue(event_bytes(make_event(msgs)), deadline_ms=deadline)
+                    res = etl.emu.wait_result(rid, timeout=90)
+                finally:
+                    peak = watch.stop()
+                answered = int(time.time() * 1000)
+                case = f"{when}, {len(bad)} of {n} refused"
+                print(f"{case}: answered {deadline - answered} ms before the deadline, "
+                      f"peak {peak} transaction-id locks in {watch.samples} samples")
+                assert res.kind == "response", (case, res.body[:300])
+                assert res.failures() == refused, (case, len(res.failures()))
+                assert answered < deadline, case
+                assert _rejected(etl) == refused, (case, len(_rejected(etl)))
+                _assert_written(etl, [m for m in msgs if m["messageId"] not in refused])
+                assert watch.samples > 0 and peak <= XID_LOCKS_MAX, (case, peak)
+
+
+test_a_flood_of_refusals_holds_few_locks_and_every_record_gets_its_answer.time_limit = 900
+
+
+def tiny_event(n, size):
+    """An event of n of the smallest valid records, `size` bytes long or a little less: ids
+    of 10 digits, some of 11 to fill it."""
+    record = '{"messageId":"%s","body":"{\\"user_id\\":\\"u\\"}"}'
+    base = len('{"Records":[]}') + n * (len(record % ("0" * 10)) + 1) - 1
+    longer = max(0, min(n, size - base))
+    return ('{"Records":[' + ",".join(record % ("%011d" % i if i < longer else "%010d" % i)
+                                      for i in range(n)) + ']}').encode()
+
+
+def _peak_mib(etl):
+    with open(f"/proc/{etl.boot.proc.pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+
+
+# The memory goal for any event up to Lambda's 6 MB payload limit (tests/bench/README.md).
+PEAK_MIB_MAX = 48
+
+
+def test_a_6_mb_event_replayed_or_refused_stays_within_the_memory_goal():
+    """111,598 tiny valid records in 6.29 MB (Lambda's 6 MB payload limit): written, then
+    delivered again (every id a duplicate, looked up in the ledger); and, in another
+    process, every one refused by a BEFORE trigger, one refusal at a time, every id then
+    taken back out of the ledger.  The release bootstrap's peak resident memory stays
+    within PEAK_MIB_MAX, and the lookup of duplicates costs no more than the write (within
+    2 MiB): the keys it sends and the answer it reads go a chunk at a time."""
+    from rig import paths
+    n = 111_598
+    event = tiny_event(n, 6 * 1024 * 1024)
+    assert 6_290_000 < len(event) <= 6 * 1024 * 1024, len(event)
+    peaks = {}
+    for case in ("written", "refused"):
+        with Etl(binary=paths.RELEASE) as etl:
+            _prepare(etl)
+            if case == "refused":
+                etl.db.superuser(_refusing_trigger("refuse_all", "user_logins", "true",
+                                                   "'refused'", "BEFORE"))
+            for delivery in (1, 2) if case == "written" else (1,):
+                deadline = int(time.time() * 1000) + 280_000
+                rid = etl.emu.enqueue(event, deadline_ms=deadline)
+                res = etl.emu.wait_result(rid, timeout=300)
+                assert res.kind == "response", res.body[:300]
+                assert len(res.failures()) == (n if case == "refused" else 0)
+                assert etl.count() == (0 if case == "refused" else n)
+                peaks[case if delivery == 1 else "replayed"] = _peak_mib(etl)
+    print("peak RSS (MiB): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items()))
+    assert peaks["replayed"] <= peaks["written"] + 2, peaks
+    assert max(peaks.values()) <= PEAK_MIB_MAX, peaks
+
+
+test_a_6_mb_event_replayed_or_refused_stays_within_the_memory_goal.time_limit = 600
+
+
+def test_a_batch_more_than_the_lock_table_holds_in_one_transaction_is_written_in_parts():
+    """user_logins partitioned by day into 300 partitions on a server whose lock table is
+    small (max_locks_per_transaction = 10): a batch of 1,200 logins over those 300 days
+    needs a lock on every partition, more than one transaction may hold, and its rows COPY
+    fails for lock memory (SQLSTATE 53200).  That is no refused row: the batch is cut into
+    parts, in transactions of their own at need, and every record is written, none listed
+    or logged database_rejected."""
+    import atexit
+    from rig import proc, runtime_api
+    days, n = 800, 1600
+    srv = pg.Server(conf=["max_locks_per_transaction = 10", "max_connections = 5",
+                          "max_wal_senders = 0", "wal_level = minimal",
+                          "max_worker_processes = 2", "autovacuum_max_workers = 1"])
+    atexit.register(srv.destroy)
+    srv.psql("CREATE TABLE user_logins (user_id varchar(128), device_type varchar(32), "
+             "masked_ip varchar(256), masked_device_id varchar(256), locale varchar(32), "
+             "app_version integer, create_date date) PARTITION BY RANGE (create_date)")
+    for first in range(0, days, 20):  # a few partitions a transaction: the locks are few
+        srv.psql("; ".join(
+            f"CREATE TABLE user_logins_d{d} PARTITION OF user_logins FOR VALUES FROM "
+            f"('2024-01-01'::date + {d}) TO ('2024-01-01'::date + {d + 1})"
+            for d in range(first, first + 20)))
+    day0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+    msgs = [dict(_msg(f"p{i}", f"user-{i}"), sentTimestamp=day0 + (i * days // n) * 86_400_000
+                 + 3_600_000) for i in range(n)]
+    emu = runtime_api.Emulator()
+    boot = proc.Bootstrap(emu.address, db=srv)
+    try:
+        for delivery in (1, 2):
+            rid = emu.enqueue(event_bytes(make_event(msgs, receive_count=delivery)),
+                              deadline_ms=int(time.time() * 1000) + 120_000)
+            res = emu.wait_result(rid, timeout=150)
+            assert res.kind == "response", res.body[:300]
+            assert res.failures() == set(), len(res.failures())
+        # Counted 100 days at a time: all the partitions at once are more than the server's
+        # lock table holds in one transaction.
+        assert sum(int(srv.scalar(
+            f"SELECT count(*) FROM user_logins WHERE create_date >= '2024-01-01'::date + {d} "
+            f"AND create_date < '2024-01-01'::date + {d + 100}")) for d in range(0, days, 100)) == n
+        assert srv.scalar("SELECT count(DISTINCT message_id) FROM login_etl_ledger_v3 "
+                          "WHERE slot < 18") == str(n)
+        reasons = [l.get("reason", "") for l in boot.logs() if isinstance(l, dict)]
+        assert any("53200" in r for r in reasons), "the lock table was never short"
+        assert not [l for l in boot.logs() if isinstance(l, dict)
+                    and l.get("message") in ("record rejected", "database refused a row")]
+        m = boot.metrics()
+        assert [(x["RecordsWritten"], x["RecordsDuplicate"]) for x in m] == [(n, 0), (0, n)], m
+    finally:
+        boot.stop()
+        emu.close()

@@ -326,7 +326,7 @@ class Server:
     def reset(self):
         """Drops the function's tables so a test starts from an empty database."""
         self.psql("DROP TABLE IF EXISTS user_logins, login_etl_ledger, login_etl_ledger_v2, "
-                  "login_etl_ledger_v3")
+                  "login_etl_ledger_v3, login_etl_rejected")
 
     def destroy(self):
         try:

@@ -349,8 +349,8 @@ static void rekey_pace(struct rekey *r)
 
 /* Reads the blocks [b, e) of a relation and re-masks its rows under retired
  * keys, in transactions of at most target_rows rows, paced by --max-rate and
- * ending after the transaction in progress when the run is asked to stop.  *selected gets the
- * rows read.  Returns RC_OK, or the failure with r->why filled (the rows of
+ * ending after the transaction in progress when the run is asked to stop.
+ * *selected gets the rows read.  Returns RC_OK, or the failure with r->why filled (the rows of
  * transactions committed before it stay re-masked). */
 static rc_t rekey_range(struct rekey *r, const struct rekey_leaf *l, uint64_t b, uint64_t e,
                         uint64_t *selected)

@@ -10,14 +10,16 @@
 #   make install-deps     the Debian packages the build and tests need (root; tools/test-deps.sh)
 #                         and the pinned Python packages into build/venv (tools/venv.sh)
 #   make test             every test: unit, integration, fuzz smoke, valgrind, and the other
-#                         architecture's binary under qemu-user; ends "N passed, N failed"
+#                         architecture's binary under qemu-user; ends "N passed, N failed";
+#                         TEST_ARGS="--only integration -k NAME": the runner's selection (tests/run.py)
 #   make demo / demo-stop the whole job end to end on a private Postgres; stop that Postgres
 #   make invoke EVENT=events/batch.json   one event through bootstrap against the demo database
 #   make bench            throughput and resource figures (reports, never gates);
 #                         BENCH=fleet|history|rekey|throughput: that part alone
 #   make fuzz             libFuzzer targets for FUZZ_SECONDS each
 #   make fresh-check      make demo and make test in fresh Debian 12 and 13 chroots (root;
-#                         tools/fresh-check.sh, FRESH_SUITES="bookworm trixie")
+#                         tools/fresh-check.sh, FRESH_SUITES="bookworm trixie"; SUITE:part
+#                         runs only the tests a fresh machine is apt to break)
 #   V=1                   show the full commands instead of one line per step
 #
 # Builds of the same sources, each in its own directory:
@@ -318,9 +320,10 @@ fuzz-build: $(FUZZ_BINS)
 # lacks (tools/test-deps.sh, the same as `make install-deps`); then it builds
 # every variant, the other architecture's binary, and runs everything through
 # one runner.
+TEST_ARGS ?=
 test: install-deps
 	@$(MAKE) --no-print-directory test-build fuzz-build cross-test-build
-	$(PYTHON) tests/run.py
+	$(PYTHON) tests/run.py $(TEST_ARGS)
 
 unit: $(UNIT_BINS) cross-test-build
 	$(PYTHON) tests/run.py --only unit

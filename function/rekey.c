@@ -15,7 +15,7 @@
 
 #define REKEY_SERVER_MIN 140000 /* PostgreSQL 14: TID range scans */
 
-/* Set by SIGINT and SIGTERM: the run ends after the range in progress. */
+/* Set by SIGINT and SIGTERM: the run ends after the transaction in progress. */
 static volatile sig_atomic_t rekey_stopping;
 
 static const char rekey_usage_text[] =
@@ -160,7 +160,7 @@ stopped:
     return REKEY_EXIT_STOPPED;
 }
 
-/* SIGINT, SIGTERM: asks the run to end after the range in progress, so that
+/* SIGINT, SIGTERM: asks the run to end after the transaction in progress, so that
  * the summary still says what was done.  Cannot fail. */
 static void rekey_on_signal(int sig)
 {

@@ -117,7 +117,7 @@ struct rekey {
     int64_t started_ms;                         /* clock_mono_ms when the work began */
     int64_t finished_ms;                        /* clock_mono_ms when the work ended */
     int64_t progress_ms;                        /* clock_mono_ms of the last progress line */
-    volatile sig_atomic_t *stop;                /* set by SIGINT / SIGTERM: end after this range */
+    volatile sig_atomic_t *stop;                /* set by SIGINT / SIGTERM: end after this txn */
     struct buf sql;                             /* statement text being built */
     struct buf arg[1 + 2 * REKEY_COLUMNS_MAX];  /* the UPDATE's array parameters */
     char why[ERR_LEN];                          /* the failure that stopped the run */

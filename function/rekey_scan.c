@@ -334,9 +334,23 @@ static rc_t rekey_row(struct rekey *r, const struct rekey_leaf *l, const PGresul
     return r->arg[0].err ? RC_NOMEM : RC_OK;
 }
 
+/* Sleeps as long as needed for the rows visited so far not to exceed
+ * --max-rate on average since the work began.  Called after each
+ * transaction, not only after each range: a range read after blocks already
+ * re-masked (a run after an interrupted one) is as wide as REKEY_SPAN_MAX
+ * and may hold the whole rest of the table.  Cannot fail. */
+static void rekey_pace(struct rekey *r)
+{
+    if (r->max_rate <= 0)
+        return;
+    int64_t due = r->started_ms + (int64_t)(r->st.rows_visited * 1000 / (uint64_t)r->max_rate);
+    clock_sleep_ms(due - clock_mono_ms());
+}
+
 /* Reads the blocks [b, e) of a relation and re-masks its rows under retired
- * keys, in transactions of at most target_rows rows.  *selected gets the
- * rows read.  Returns RC_OK, or the failure with r->why filled (the rows of
+ * keys, in transactions of at most target_rows rows, paced by --max-rate and
+ * ending after the transaction in progress when the run is asked to stop.
+ * *selected gets the rows read.  Returns RC_OK, or the failure with r->why filled (the rows of
  * transactions committed before it stay re-masked). */
 static rc_t rekey_range(struct rekey *r, const struct rekey_leaf *l, uint64_t b, uint64_t e,
                         uint64_t *selected)
@@ -359,23 +373,18 @@ static rc_t rekey_range(struct rekey *r, const struct rekey_leaf *l, uint64_t b,
             snprintf(r->why, ERR_LEN, "out of memory");
             goto out;
         }
-        if (p.rows >= (uint64_t)r->target_rows && (rc = rekey_write(r, l, &p)) != RC_OK)
+        if (p.rows < (uint64_t)r->target_rows)
+            continue;
+        if ((rc = rekey_write(r, l, &p)) != RC_OK)
             goto out;
+        rekey_pace(r);
+        if (*r->stop)
+            break; /* the rest of the range waits for the next run */
     }
     rc = rekey_write(r, l, &p);
 out:
     PQclear(res);
     return rc;
-}
-
-/* Sleeps as long as needed for the rows visited so far not to exceed
- * --max-rate on average since the work began; cannot fail. */
-static void rekey_pace(struct rekey *r)
-{
-    if (r->max_rate <= 0)
-        return;
-    int64_t due = r->started_ms + (int64_t)(r->st.rows_visited * 1000 / (uint64_t)r->max_rate);
-    clock_sleep_ms(due - clock_mono_ms());
 }
 
 /* Yields to the functions: after each range, reads the next transaction id

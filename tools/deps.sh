@@ -63,15 +63,16 @@ if ((${#missing[@]})); then
 fi
 
 # A private apt configuration with a deb-src line, leaving the system's
-# sources alone.  Use the machine's own mirror when it names one.
+# sources and caches alone (a user other than root cannot write the caches).
+# Use the machine's own mirror when it names one.
 apt_dir="$out/apt"
-mkdir -p "$apt_dir/lists/partial" "$apt_dir/src"
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache" "$apt_dir/src"
 mirror=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null |
   grep -oE 'https?://[^ ]+/debian/?$|https?://[^ ]+/debian/? ' | grep -v security | head -1 | tr -d ' ' || true)
 mirror=${mirror:-http://deb.debian.org/debian}
 echo "deb-src ${mirror%/} bookworm main" >"$apt_dir/sources.list"
 apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
-  -o "Dir::State::Lists=$apt_dir/lists" -o APT::Sandbox::User=root)
+  -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o APT::Sandbox::User=root)
 
 cd "$apt_dir/src"
 # A native build next door already downloaded the same pinned sources.

@@ -256,21 +256,25 @@ def test_rekey_of_a_partitioned_table():
 
 def test_rekey_killed_at_random_moments_then_finishes():
     """SIGKILL at random moments of runs slowed down so that the kills land mid-run (and
-    one SIGTERM, which ends the run after the range in progress with exit 3): after each,
-    every value is its original under the old or the new key, nothing lost or added; a last
-    run finishes with every value the new key's mask of its original."""
+    one SIGTERM, which ends the run after the batch in progress with exit 3): after each,
+    every value is its original under the old or the new key, nothing lost or added, and no
+    run went faster than --max-rate (also one that starts past the blocks an earlier run
+    re-masked, where its ranges grow wide); a last run finishes with every value the new
+    key's mask of its original."""
     messages = make_messages(16000, seed=73, invalid_rate=0, duplicate_rate=0.1)
     db = pg.server()
     want = load(db, messages)
     total = sum(want.values())
     rnd = random.Random(7301)
     kills, mixed = 0, 0
+    rate, batch = 3000, 300
     def done_now():
         return int(db.scalar("SELECT count(*) FROM user_logins WHERE masked_ip LIKE 'k2:%'"))
 
     for attempt in range(6):
         before = done_now()
-        p = start_rekey(db, "--batch", "300", "--max-rate", "3000")
+        t0 = time.monotonic()
+        p = start_rekey(db, "--batch", str(batch), "--max-rate", str(rate))
         # Each interruption lands mid-run whatever the machine's load: once this run has
         # committed something, after a random further moment.
         wait_for(lambda: done_now() > before or p.poll() is not None, timeout=60)
@@ -284,9 +288,14 @@ def test_rekey_killed_at_random_moments_then_finishes():
             p.send_signal(signal.SIGKILL)
             p.wait(timeout=60)
             kills += p.returncode == -signal.SIGKILL
+        took = time.monotonic() - t0
         now = rows(db)
         assert originals(now) == want, f"after interruption {attempt + 1} the rows differ"
         done = sum(1 for r in now if (r["masked_ip"] or "k2:").startswith("k2:"))
+        # Paced after each transaction: at most one batch ahead of the rate, also in a run
+        # whose first ranges, over rows an earlier run re-masked, grew wide.
+        assert done - before <= rate * took + batch, (
+            f"run {attempt + 1} re-masked {done - before} rows in {took:.2f} s, over --max-rate")
         mixed += 0 < done < total
         if done == total:
             break

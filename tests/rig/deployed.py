@@ -47,14 +47,19 @@ class Database:
 
     def _fresh(self, auth):
         """Takes back what the rig adds to a new server (its role and database), and adds
-        the master user (and, for IAM, RDS's rds_iam role)."""
+        the master user (and, for IAM, RDS's rds_iam role, which the master user may grant)."""
         su = dict(user=pg.SUPERUSER, password=pg.SUPERPASS, db="postgres")
         self.srv.psql(f"DROP DATABASE {pg.DATABASE}", **su)
         self.srv.psql(f"DROP ROLE {pg.USER}", **su)
         self.srv.psql(f"CREATE ROLE {MASTER} LOGIN CREATEDB CREATEROLE "
                       f"PASSWORD '{PASSWORDS[MASTER]}'", **su)
         if auth == "iam":
+            # RDS's master user may grant rds_iam on every version (block 2b does): it
+            # holds the role WITH ADMIN OPTION through rds_superuser.  CREATEROLE alone
+            # was enough up to PostgreSQL 15; from 16 on (Debian 13 installs 17) only a
+            # role with ADMIN OPTION may grant a role it did not create.
             self.srv.psql("CREATE ROLE rds_iam NOLOGIN", **su)
+            self.srv.psql(f"GRANT rds_iam TO {MASTER} WITH ADMIN OPTION", **su)
 
     def env(self, role, db="logins"):
         return {"PGHOST": "127.0.0.1", "PGPORT": str(self.srv.port), "PGUSER": role,

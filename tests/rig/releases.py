@@ -9,7 +9,9 @@ it and the current build on one database (tests/integration/test_releases.py).
 A clone without tags still works: the table in docs/releases.md names each release's
 commit. `git archive` of that commit is unpacked under build/releases/<tag>/, given a
 VERSION file (what a source tarball has), and built with its own Makefile, reusing this
-tree's static libraries (LOGIN_ETL_DEPS_ROOT) when they are the ones it expects.
+tree's static libraries (LOGIN_ETL_DEPS_ROOT) when they are the ones it expects, and
+linking what this machine's static libcrypto.a needs when that Makefile predates the
+question (_link_fix).
 """
 import os
 import re
@@ -107,9 +109,25 @@ def build(tag, commit):
     mark = re.search(r"^DEPS_OK\s*:=\s*\$\(DEPS\)/(\S+)", (where / "Makefile").read_text(), re.M)
     if mark and (paths.BUILD / "deps" / mark.group(1)).exists():
         env["LOGIN_ETL_DEPS_ROOT"] = str(paths.BUILD)
-    r = subprocess.run(["make", "--no-print-directory", "-j2", "-C", str(where), "build/bootstrap"],
-                       env=env, capture_output=True, text=True, timeout=3600)
+    r = subprocess.run(["make", "--no-print-directory", "-j2", "-C", str(where), "build/bootstrap",
+                        *_link_fix(where / "Makefile")], env=env, capture_output=True, text=True,
+                       timeout=3600)
     if r.returncode != 0:
         raise AssertionError(f"building {tag} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     stamp.write_text(commit)
     return binary
+
+
+def _link_fix(makefile):
+    """make arguments that let an older Makefile link on this machine: one written before
+    the Makefile asked pkg-config what the static libcrypto.a needs besides (Debian 13's
+    needs zlib and zstd, Debian 12's nothing) gets those libraries after its own LIBS."""
+    text = makefile.read_text()
+    libs = re.search(r"^LIBS\s*:=\s*(.*\S)\s*$", text, re.M)
+    if not libs or "SSL_PRIVATE" in text:
+        return []
+    r = subprocess.run(["pkg-config", "--static", "--libs", "libcrypto"], capture_output=True,
+                       text=True)
+    extra = [f for f in r.stdout.split() if f.startswith("-l") and f not in ("-lcrypto", "-lssl")]
+    return [f"LIBS={libs.group(1)} {' '.join(extra)}"] if extra and r.returncode == 0 else []
+

@@ -17,10 +17,12 @@
 #include "num.h"
 #include "row.h"
 
-#define PAGE_ROWS "500" /* records read a transaction */
-#define REASONS_MAX 32  /* distinct stored reasons counted */
-#define REASON_LEN 40   /* characters of a reason kept for the summary */
-#define TEXT_MAX 520    /* a text value of a row, NUL included (128 characters of 4 bytes) */
+#define PAGE_ROWS 500 /* records read a transaction */
+#define SQL_NUM(n) #n /* a number macro as SQL text */
+#define SQL_NUM_OF(n) SQL_NUM(n)
+#define REASONS_MAX 32 /* distinct stored reasons counted */
+#define REASON_LEN 40  /* characters of a reason kept for the summary */
+#define TEXT_MAX 520   /* a text value of a row, NUL included (128 characters of 4 bytes) */
 
 /* The page after (received_at, message_id) = ($1, $2), oldest first;
  * received_at as text (microseconds: exact), both times also as ms. */
@@ -28,7 +30,7 @@
     "SELECT message_id, coalesce((extract(epoch FROM sent_at) * 1000)::int8, -1), "                \
     "(extract(epoch FROM received_at) * 1000)::int8, reason, masked_body, received_at::text "      \
     "FROM login_etl_rejected WHERE (received_at, message_id) > ($1::timestamptz, $2) "             \
-    "ORDER BY received_at, message_id LIMIT " PAGE_ROWS
+    "ORDER BY received_at, message_id LIMIT " SQL_NUM_OF(PAGE_ROWS)
 
 #define TAKE_SQL                                                                                   \
     "DELETE FROM login_etl_rejected WHERE message_id = $1 AND received_at = $2::timestamptz "      \
@@ -245,7 +247,7 @@ static int pass(struct reprocess *r)
         PQclear(res);
         if (!run(r, r->dry_run ? "ROLLBACK" : "COMMIT", PGRES_COMMAND_OK))
             return -1;
-        if (n < atoi(PAGE_ROWS))
+        if (n < PAGE_ROWS)
             return 0;
     }
 }

@@ -271,6 +271,45 @@ out:
     return rc;
 }
 
+/* Pads v[0..n) into pt (ISO/IEC 7816-4: 0x80, then zeros to a whole block);
+ * returns the padded length.  pt holds mask_padded_len(n) bytes.  Cannot fail. */
+static size_t mask_pad(const char *v, size_t n, unsigned char *pt)
+{
+    size_t padded = mask_padded_len(n);
+    /* The zeros of the pad all fall in the last block: clearing that whole
+     * block first is one fixed-size store instead of a memset of 0 to 15. */
+    memset(pt + padded - MASK_BLOCK, 0, MASK_BLOCK);
+    if (n)
+        memcpy(pt, v, n);
+    pt[n] = 0x80;
+    return padded;
+}
+
+/* Writes "KEY_ID:" and the base64url of the sealed raw[0..raw_len) to out
+ * (room for mask_output_len); returns the characters written, no NUL.
+ * Cannot fail. */
+static size_t mask_encode(const struct mask_key *k, const unsigned char *raw, size_t raw_len,
+                          char *out)
+{
+    size_t o = k->id_len;
+    memcpy(out, k->id, k->id_len);
+    out[o++] = ':';
+    return o + mask_b64_encode(raw, raw_len, out + o);
+}
+
+/* The length of the value in an authenticated plaintext pt[0..body), or
+ * (size_t)-1 when its padding is not the one mask_pad writes (something else
+ * was sealed under this key).  Cannot fail. */
+static size_t mask_unpad(const unsigned char *pt, size_t body)
+{
+    size_t len = body;
+    while (len > 0 && pt[len - 1] == 0x00)
+        len--;
+    if (len == 0 || pt[len - 1] != 0x80 || mask_padded_len(len - 1) != body)
+        return (size_t)-1;
+    return len - 1;
+}
+
 /* See mask.h.  The padded copy of the value on the stack is wiped. */
 rc_t mask_value(const struct mask_key *k, const char *v, size_t n, char *out, size_t *out_len)
 {
@@ -281,20 +320,11 @@ rc_t mask_value(const struct mask_key *k, const char *v, size_t n, char *out, si
 
     if (n > MASK_INPUT_MAX)
         goto out;
-    padded = mask_padded_len(n);
-    /* The zeros of the pad all fall in the last block: clearing that whole
-     * block first is one fixed-size store instead of a memset of 0 to 15. */
-    memset(pt + padded - MASK_BLOCK, 0, MASK_BLOCK);
-    if (n)
-        memcpy(pt, v, n);
-    pt[n] = 0x80;
+    padded = mask_pad(v, n, pt);
     rc = siv_ecb_encrypt(k->siv, NULL, 0, pt, padded, raw);
     if (rc)
         goto out;
-    memcpy(out, k->id, k->id_len);
-    o = k->id_len;
-    out[o++] = ':';
-    o += mask_b64_encode(raw, SIV_IV_BYTES + padded, out + o);
+    o = mask_encode(k, raw, SIV_IV_BYTES + padded, out);
     out[o] = '\0';
     *out_len = o;
 out:
@@ -356,14 +386,10 @@ rc_t mask_unmask(const struct mask_key *k, const char *masked, size_t n, char *o
     /* Authenticated, so this is our own encryption; a padding that does not
      * match pad() means something else was sealed under this key. */
     rc = RC_INVALID;
-    len = body;
-    while (len > 0 && pt[len - 1] == 0x00)
-        len--;
-    if (len == 0 || pt[len - 1] != 0x80 || mask_padded_len(len - 1) != body) {
+    if ((len = mask_unpad(pt, body)) == (size_t)-1) {
         snprintf(err, ERR_LEN, "the value authenticates but its padding is wrong");
         goto out;
     }
-    len--;
     if (len > MASK_INPUT_MAX) {
         snprintf(err, ERR_LEN, "the value is %zu bytes long, at most %d", len, MASK_INPUT_MAX);
         goto out;
@@ -386,26 +412,18 @@ out:
  * hundreds of kilobytes), the plaintext one wiped before it is freed. */
 rc_t mask_value_long(const struct mask_key *k, const char *v, size_t n, struct buf *out)
 {
-    size_t padded = mask_padded_len(n), o;
+    size_t padded = mask_padded_len(n);
     unsigned char *pt = malloc(padded), *raw = malloc(SIV_IV_BYTES + padded);
     rc_t rc = RC_NOMEM;
 
     if (!pt || !raw)
         goto out;
-    memset(pt + padded - MASK_BLOCK, 0, MASK_BLOCK);
-    if (n)
-        memcpy(pt, v, n);
-    pt[n] = 0x80;
+    mask_pad(v, n, pt);
     if ((rc = siv_ecb_encrypt(k->siv, NULL, 0, pt, padded, raw)) != RC_OK)
         goto out;
     if ((rc = buf_reserve(out, mask_output_len(k, n))) != RC_OK)
         goto out;
-    char *w = out->data + out->len;
-    memcpy(w, k->id, k->id_len);
-    o = k->id_len;
-    w[o++] = ':';
-    o += mask_b64_encode(raw, SIV_IV_BYTES + padded, w + o);
-    buf_commit(out, o);
+    buf_commit(out, mask_encode(k, raw, SIV_IV_BYTES + padded, out->data + out->len));
 out:
     if (pt)
         OPENSSL_cleanse(pt, padded);
@@ -447,15 +465,12 @@ rc_t mask_unmask_long(const struct mask_key *k, const char *masked, size_t n, st
         goto out;
     }
     rc = RC_INVALID;
-    len = body;
-    while (len > 0 && pt[len - 1] == 0x00)
-        len--;
-    if (len == 0 || pt[len - 1] != 0x80 || mask_padded_len(len - 1) != body) {
+    if ((len = mask_unpad(pt, body)) == (size_t)-1) {
         snprintf(err, ERR_LEN, "the value authenticates but its padding is wrong");
         goto out;
     }
-    if ((rc = buf_append(out, pt, len - 1)) != RC_OK)
-        snprintf(err, ERR_LEN, "the value (%zu bytes) does not fit", len - 1);
+    if ((rc = buf_append(out, pt, len)) != RC_OK)
+        snprintf(err, ERR_LEN, "the value (%zu bytes) does not fit", len);
 out:
     if (pt)
         OPENSSL_cleanse(pt, body);

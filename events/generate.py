@@ -468,3 +468,13 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def tiny_event(n, size):
+    """An event of n of the smallest valid records, `size` bytes long or a little less: ids
+    of 10 digits, some of 11 to fill it."""
+    record = '{"messageId":"%s","body":"{\\"user_id\\":\\"u\\"}"}'
+    base = len('{"Records":[]}') + n * (len(record % ("0" * 10)) + 1) - 1
+    longer = max(0, min(n, size - base))
+    return ('{"Records":[' + ",".join(record % ("%011d" % i if i < longer else "%010d" % i)
+                                      for i in range(n)) + ']}').encode()

@@ -72,7 +72,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))  # fleet.py, when imported rather than run
 
 from events.generate import (  # noqa: E402
-    event_bytes, fill_events, fit_event, make_event, make_messages)
+    event_bytes, fill_events, fit_event, make_event, make_messages, tiny_event)
 from rig import paths, pg, proc, runtime_api  # noqa: E402
 
 import cost  # noqa: E402  (tests/bench/cost.py)
@@ -520,16 +520,6 @@ BEGIN RAISE EXCEPTION 'refused'; END $$;
 CREATE TRIGGER bench_refuse_all BEFORE INSERT ON user_logins
   FOR EACH ROW EXECUTE FUNCTION bench_refuse_all();
 """
-
-
-def tiny_event(n, size):
-    """An event of n of the smallest valid records, `size` bytes long or a little less: ids
-    of 10 digits, some of 11 to fill it."""
-    record = '{"messageId":"%s","body":"{\\"user_id\\":\\"u\\"}"}'
-    base = len('{"Records":[]}') + n * (len(record % ("0" * 10)) + 1) - 1
-    longer = max(0, min(n, size - base))
-    return ('{"Records":[' + ",".join(record % ("%011d" % i if i < longer else "%010d" % i)
-                                      for i in range(n)) + ']}').encode()
 
 
 # --- 5c. refused rows ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import string
 import subprocess
 import time
 
-from events.generate import event_bytes, make_event
+from events.generate import event_bytes, make_event, tiny_event
 from rig import expect, harness, ledger, pg
 from rig.harness import Etl, row_key
 from rig.messages import msg
@@ -486,16 +486,6 @@ def test_a_flood_of_refusals_holds_few_locks_and_every_record_gets_its_answer():
 
 
 test_a_flood_of_refusals_holds_few_locks_and_every_record_gets_its_answer.time_limit = 900
-
-
-def tiny_event(n, size):
-    """An event of n of the smallest valid records, `size` bytes long or a little less: ids
-    of 10 digits, some of 11 to fill it."""
-    record = '{"messageId":"%s","body":"{\\"user_id\\":\\"u\\"}"}'
-    base = len('{"Records":[]}') + n * (len(record % ("0" * 10)) + 1) - 1
-    longer = max(0, min(n, size - base))
-    return ('{"Records":[' + ",".join(record % ("%011d" % i if i < longer else "%010d" % i)
-                                      for i in range(n)) + ']}').encode()
 
 
 def _peak_mib(etl):
